@@ -1,0 +1,126 @@
+"""The ``triggerlab`` command: thin wrappers around library calls."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from triggerlab.errors import TriggerlabError
+
+app = typer.Typer(
+    name="triggerlab",
+    help="Systematic backdoor (data-poisoning) experiments on image models.",
+    no_args_is_help=True,
+    add_completion=False,
+    rich_markup_mode="rich",
+    pretty_exceptions_enable=False,
+)
+console = Console()
+err_console = Console(stderr=True)
+
+
+def fail(message: str) -> typer.Exit:
+    err_console.print(
+        f"[bold red]error:[/] {message}", highlight=False, markup=True, soft_wrap=True
+    )
+    return typer.Exit(code=2)
+
+
+@app.command(
+    epilog=(
+        "Examples:\n\n"
+        "  triggerlab run                      # BadNets on the bundled digits\n\n"
+        "  triggerlab run configs/badnets_mnist.yaml --set data.root=/data/mnist\n\n"
+        "  triggerlab run --set poison.rate=0.05 --set trigger.position=center "
+        "--set trigger.color=red"
+    )
+)
+def run(
+    config: Annotated[
+        Path | None, typer.Argument(help="experiment YAML; omitted: the embedded default")
+    ] = None,
+    overrides: Annotated[
+        list[str] | None,
+        typer.Option("--set", "-s", help="override a config key, e.g. --set poison.rate=0.05"),
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option("--out", "-o", help="parent folder of the run (output.directory)")
+    ] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress output")] = False,
+) -> None:
+    """Run one backdoor experiment and write its run directory."""
+    from triggerlab.config import load_config
+    from triggerlab.experiment import run_experiment
+
+    settings = list(overrides or [])
+    if out is not None:
+        settings.append(f"output.directory={out}")
+    try:
+        cfg = load_config(config, settings)
+        interactive = err_console.is_terminal and not quiet
+        echo = None if quiet or interactive else (lambda line: console.print(line, highlight=False))
+        result = run_experiment(cfg, progress=interactive, echo=echo)
+    except TriggerlabError as exc:
+        raise fail(str(exc)) from None
+    print_summary(result.summary)
+
+
+def print_summary(summary: dict) -> None:
+    final, poison, timings = summary["final"], summary["poison"], summary["timings"]
+    table = Table(title="BadNets run", show_header=True, header_style="bold")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    table.add_row("clean accuracy (CA)", f"{final['clean_acc']:.4f}")
+    table.add_row("attack success rate (ASR)", f"{final['asr']:.4f}")
+    table.add_row("ASR incl. target class", f"{final['asr_all']:.4f}")
+    table.add_row("robust accuracy (RA)", f"{final['robust_acc']:.4f}")
+    rate = "set by count" if poison["rate"] is None else f"rate {poison['rate']:g}"
+    table.add_row("poisoned samples", f"{poison['count']} of {poison['train_size']} ({rate})")
+    table.add_row("poisoned fraction", f"{poison['fraction']:.4f}")
+    table.add_row("training throughput", f"{timings['train_images_per_s']:.0f} images/s")
+    table.add_row("total time", f"{timings['total_s']:.1f} s on {summary['device']}")
+    console.print(table)
+    console.print(f"run directory: {summary['run_dir']}", highlight=False)
+
+
+@app.command()
+def datasets() -> None:
+    """List the dataset loaders and the file layout each expects under data.root."""
+    from triggerlab.data import DATASETS
+
+    for info in DATASETS.values():
+        options = ", ".join(f"{k}={v}" for k, v in info.options().items()) or "none"
+        console.print(f"[bold]{info.name}[/]  {info.summary}", highlight=False)
+        console.print(f"  files:   {info.layout}", highlight=False, markup=False, soft_wrap=True)
+        console.print(f"  options: {options}\n", highlight=False, markup=False)
+
+
+@app.command()
+def models() -> None:
+    """List the model architectures and their options (model.options)."""
+    from triggerlab.models import MODELS, model_options
+
+    table = Table(show_header=True, header_style="bold")
+    table.add_column("model.name")
+    table.add_column("model.options")
+    for name in MODELS:
+        options = ", ".join(f"{k}={v}" for k, v in model_options(name).items()) or "-"
+        table.add_row(name, options)
+    console.print(table)
+
+
+def main() -> None:
+    try:
+        app()
+    except KeyboardInterrupt:
+        err_console.print("interrupted")
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,77 @@
+"""The one in-memory dataset container: uint8 images, targets and metadata."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import torch
+
+
+@dataclass(frozen=True)
+class ImageDataset:
+    """Images as one uint8 tensor ``[N, C, H, W]`` and their targets.
+
+    Classification targets are int64 ``[N]`` class indices into ``class_names``;
+    regression targets are float32 ``[N, K]``. ``metadata`` holds provenance
+    (source files, original size, subject ids, ...).
+    """
+
+    images: torch.Tensor
+    targets: torch.Tensor
+    class_names: tuple[str, ...] = ()
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.images.dtype != torch.uint8 or self.images.ndim != 4:
+            raise ValueError(
+                f"images must be uint8 [N, C, H, W], got {self.images.dtype} "
+                f"{tuple(self.images.shape)}"
+            )
+        if self.images.shape[1] not in (1, 3):
+            raise ValueError(f"images must have 1 or 3 channels, got {self.images.shape[1]}")
+        if self.targets.shape[0] != self.images.shape[0]:
+            raise ValueError(f"{self.images.shape[0]} images but {self.targets.shape[0]} targets")
+
+    def __len__(self) -> int:
+        return self.images.shape[0]
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        """``(C, H, W)`` of one image."""
+        _, c, h, w = self.images.shape
+        return (c, h, w)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    def subset(self, index: torch.Tensor) -> ImageDataset:
+        return replace(self, images=self.images[index], targets=self.targets[index])
+
+    def with_images(self, images: torch.Tensor) -> ImageDataset:
+        return replace(self, images=images)
+
+
+@dataclass(frozen=True)
+class SourceData:
+    """What a loader returns: its training part and, where one exists, its official test part."""
+
+    train: ImageDataset
+    test: ImageDataset | None = None
+
+
+@dataclass(frozen=True)
+class DataSplit:
+    """The train/test pair an experiment uses, already resized and channel-converted."""
+
+    train: ImageDataset
+    test: ImageDataset
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return self.train.shape
+
+    @property
+    def class_names(self) -> tuple[str, ...]:
+        return self.train.class_names

@@ -1,0 +1,60 @@
+"""From a validated ``data:`` section to the train/test tensors an experiment uses."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import torch
+
+from triggerlab.data.dataset import DataSplit, ImageDataset
+from triggerlab.data.registry import DATASETS
+from triggerlab.data.transforms import convert_channels, resize_images, stratified_split
+from triggerlab.errors import ConfigError
+
+if TYPE_CHECKING:
+    from triggerlab.config import DataConfig
+
+
+def _finish(data: ImageDataset, cfg: DataConfig) -> ImageDataset:
+    images = data.images
+    if cfg.resize is not None:
+        images = resize_images(images, cfg.resize)
+    if cfg.channels is not None:
+        images = convert_channels(images, cfg.channels)
+    return data.with_images(images)
+
+
+def prepare_data(cfg: DataConfig, seed: int) -> DataSplit:
+    """Load, split (official or seeded stratified), resize and convert channels.
+
+    ``seed`` drives the split when the dataset has no official one or
+    ``data.split`` is ``random``.
+    """
+    info = DATASETS[cfg.name]
+    if info.needs_root and cfg.root is None:
+        raise ConfigError(f"data.root: dataset {cfg.name!r} needs a root folder ({info.layout})")
+    accepted = info.options()
+    unknown = sorted(set(cfg.options) - set(accepted))
+    if unknown:
+        allowed = ", ".join(accepted) or "none"
+        raise ConfigError(
+            f"data.options: unknown option(s) {', '.join(unknown)} for {cfg.name!r} "
+            f"(allowed: {allowed})"
+        )
+    if info.needs_root and not cfg.root.exists():  # type: ignore[union-attr]
+        raise ConfigError(f"data.root: {cfg.root} does not exist")
+    source = info.loader(root=cfg.root, size=cfg.resize, **cfg.options)
+    if source.test is None or cfg.split == "random":
+        pool = source.train
+        if source.test is not None:
+            pool = ImageDataset(
+                torch.cat([source.train.images, source.test.images]),
+                torch.cat([source.train.targets, source.test.targets]),
+                source.train.class_names,
+                source.train.metadata,
+            )
+        generator = torch.Generator().manual_seed(seed)
+        train, test = stratified_split(pool, cfg.test_fraction, generator)
+    else:
+        train, test = source.train, source.test
+    return DataSplit(train=_finish(train, cfg), test=_finish(test, cfg))

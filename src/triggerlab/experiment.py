@@ -1,0 +1,278 @@
+"""One run: validate and load everything, then poison, train, evaluate and write the run directory.
+
+Nothing touches the disk until every input has been checked, so a rejected
+config leaves no trace. ``summary.json`` is written last: a run directory
+without it is unfinished or crashed.
+"""
+
+from __future__ import annotations
+
+import csv
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import save as safetensors_bytes
+from torch import nn
+
+from triggerlab.config import ExperimentConfig
+from triggerlab.data import DataSplit, prepare_data
+from triggerlab.errors import ConfigError
+from triggerlab.models import build_model
+from triggerlab.plots import save_samples
+from triggerlab.poison import PoisonResult, poison_dataset, validate_poison
+from triggerlab.runio import (
+    git_commit,
+    library_versions,
+    write_bytes_atomic,
+    write_csv_atomic,
+    write_json_atomic,
+    write_text_atomic,
+)
+from triggerlab.tasks import ClassificationTask
+from triggerlab.train import fit, predict, resolve_device
+from triggerlab.triggers import Trigger, apply_to_uint8
+
+SEED_STREAMS = ("poison", "test_trigger", "init", "order")
+METRICS_COLUMNS = (
+    "epoch",
+    "train_loss",
+    "clean_acc",
+    "asr",
+    "asr_all",
+    "robust_acc",
+    "epoch_time_s",
+    "train_time_s",
+    "train_images_per_s",
+)
+TIMING_COLUMNS = ("epoch_time_s", "train_time_s", "train_images_per_s")
+SAMPLE_COUNT = 8
+
+
+def derive_seeds(seed: int) -> dict[str, int]:
+    """Independent seeds for each random stream, all fixed by the one run seed."""
+    children = np.random.SeedSequence(seed).spawn(len(SEED_STREAMS))
+    return {
+        name: int(child.generate_state(1)[0])
+        for name, child in zip(SEED_STREAMS, children, strict=True)
+    }
+
+
+@dataclass
+class Prepared:
+    """Everything a run needs, validated, before anything is written."""
+
+    cfg: ExperimentConfig
+    data: DataSplit
+    trigger: Trigger
+    task: ClassificationTask
+    model: nn.Module
+    device: torch.device
+    seeds: dict[str, int]
+    load_time_s: float
+
+
+@dataclass(frozen=True)
+class RunResult:
+    run_dir: Path
+    summary: dict[str, Any]
+    history: list[dict[str, Any]]
+
+
+def prepare(cfg: ExperimentConfig) -> Prepared:
+    """Load data, build trigger, task and model; ConfigError/DataFormatError on bad input."""
+    device = resolve_device(cfg.train.device)
+    start = time.perf_counter()
+    data = prepare_data(cfg.data, cfg.split_seed)
+    load_time = time.perf_counter() - start
+    trigger = cfg.trigger.build(data.shape)
+    num_classes = len(data.class_names)
+    validate_poison(cfg.poison, num_classes)
+    seeds = derive_seeds(cfg.train.seed)
+    torch.manual_seed(seeds["init"])  # weight init, and dropout draws during training
+    channels, height, width = data.shape
+    model = build_model(cfg.model.name, channels, (height, width), num_classes, cfg.model.options)
+    task = ClassificationTask(cfg.poison, num_classes)
+    layout = torch.channels_last if cfg.train.channels_last else torch.contiguous_format
+    model = model.to(device=device, memory_format=layout)
+    return Prepared(cfg, data, trigger, task, model, device, seeds, load_time)
+
+
+def allocate_run_dir(cfg: ExperimentConfig, run_dir: Path | None) -> Path:
+    """Create the run directory: explicit, named by ``output.name``, or generated and unique."""
+    if run_dir is None and cfg.output.name is not None:
+        run_dir = cfg.output.directory / cfg.output.name
+    if run_dir is not None:
+        if run_dir.exists() and any(run_dir.iterdir()):
+            raise ConfigError(f"output: run directory {run_dir} already exists and is not empty")
+        run_dir.mkdir(parents=True, exist_ok=True)
+        return run_dir
+    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+    base = f"{cfg.data.name}-{cfg.model.name}-{cfg.trigger.kind}-{stamp}"
+    cfg.output.directory.mkdir(parents=True, exist_ok=True)
+    for suffix in range(1000):
+        candidate = cfg.output.directory / (base if suffix == 0 else f"{base}-{suffix}")
+        try:
+            candidate.mkdir()
+            return candidate
+        except FileExistsError:
+            continue
+    raise ConfigError(f"output.directory: cannot find a free run name under {cfg.output.directory}")
+
+
+def write_poisoned_indices(path: Path, result: PoisonResult) -> None:
+    rows = zip(
+        result.indices.tolist(),
+        result.source_indices.tolist(),
+        result.original_labels.tolist(),
+        result.new_labels.tolist(),
+        strict=True,
+    )
+    write_csv_atomic(path, ("index", "source_index", "original_label", "new_label"), list(rows))
+
+
+def read_metrics(path: Path) -> list[dict[str, float]]:
+    """The per-epoch rows of a run's ``metrics.csv`` as floats."""
+    with path.open(newline="") as fh:
+        return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(fh)]
+
+
+def _model_bytes(model: nn.Module) -> bytes:
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    return safetensors_bytes(state)
+
+
+def run_experiment(
+    cfg: ExperimentConfig,
+    run_dir: Path | None = None,
+    progress: bool = True,
+    echo: Callable[[str], None] | None = None,
+) -> RunResult:
+    """Run one experiment end to end and return its summary (also in ``summary.json``)."""
+    started = time.perf_counter()
+    p = prepare(cfg)
+    run_dir = allocate_run_dir(cfg, run_dir)
+    write_text_atomic(run_dir / "config.yaml", cfg.to_yaml())
+
+    poison_start = time.perf_counter()
+    poisoned = poison_dataset(
+        p.data.train, cfg.poison, p.trigger, torch.Generator().manual_seed(p.seeds["poison"])
+    )
+    write_poisoned_indices(run_dir / "poisoned_indices.csv", poisoned)
+    test = p.data.test
+    triggered_test = apply_to_uint8(
+        p.trigger, test.images, torch.Generator().manual_seed(p.seeds["test_trigger"])
+    )
+    poison_time = time.perf_counter() - poison_start
+
+    eval_time = 0.0
+
+    def evaluate(model: nn.Module) -> dict[str, float]:
+        nonlocal eval_time
+        start = time.perf_counter()
+        clean_pred = predict(model, p.task, test.images, p.device)
+        triggered_pred = predict(model, p.task, triggered_test, p.device)
+        eval_time += time.perf_counter() - start
+        return p.task.metrics(test.targets, clean_pred, triggered_pred)
+
+    rows: list[list[Any]] = []
+
+    def on_epoch(record: dict[str, Any]) -> None:
+        rows.append([record[c] for c in METRICS_COLUMNS])
+        write_csv_atomic(run_dir / "metrics.csv", METRICS_COLUMNS, rows)
+        if echo is not None:
+            echo(
+                f"epoch {record['epoch']}/{cfg.train.epochs}  loss {record['train_loss']:.4f}  "
+                f"CA {record['clean_acc']:.4f}  ASR {record['asr']:.4f}  "
+                f"RA {record['robust_acc']:.4f}  "
+                f"{record['train_images_per_s']:.0f} img/s"
+            )
+
+    train_start = time.perf_counter()
+    history = fit(
+        p.model,
+        p.task,
+        poisoned.train.images,
+        poisoned.train.targets,
+        cfg.train,
+        p.device,
+        torch.Generator().manual_seed(p.seeds["order"]),
+        evaluate,
+        on_epoch,
+        progress,
+    )
+    train_time = time.perf_counter() - train_start
+
+    shown = torch.nonzero(p.task.attack_mask(test.targets)).flatten()[:SAMPLE_COUNT]
+    names = p.data.class_names
+    clean_pred = predict(p.model, p.task, test.images[shown], p.device)
+    triggered_pred = predict(p.model, p.task, triggered_test[shown], p.device)
+    save_samples(
+        run_dir / "samples.png",
+        test.images[shown],
+        triggered_test[shown],
+        [names[i] for i in test.targets[shown].tolist()],
+        [names[i] for i in clean_pred.tolist()],
+        [names[i] for i in triggered_pred.tolist()],
+        f"{cfg.data.name}, {cfg.trigger.kind} trigger, target {names[cfg.poison.target]}",
+    )
+    if cfg.output.save_model:
+        write_bytes_atomic(run_dir / "model.safetensors", _model_bytes(p.model))
+
+    final = history[-1]
+    summary = {
+        "status": "complete",
+        "run_dir": str(run_dir),
+        "final": {k: final[k] for k in ("train_loss", "clean_acc", "asr", "asr_all", "robust_acc")},
+        "poison": {
+            "rate": cfg.poison.rate,
+            "count": poisoned.count,
+            "fraction": poisoned.fraction,
+            "clean_train_size": len(p.data.train),
+            "train_size": len(poisoned.train),
+            "label_mode": cfg.poison.label_mode,
+            "mode": cfg.poison.mode,
+            "target": cfg.poison.target,
+            "target_name": names[cfg.poison.target],
+        },
+        "data": {
+            "name": cfg.data.name,
+            "shape": list(p.data.shape),
+            "num_classes": len(names),
+            "train_size": len(p.data.train),
+            "test_size": len(test),
+        },
+        "model": {
+            "name": cfg.model.name,
+            "parameters": sum(t.numel() for t in p.model.parameters()),
+        },
+        "epochs": cfg.train.epochs,
+        "seed": cfg.train.seed,
+        "split_seed": cfg.split_seed,
+        "device": str(p.device),
+        "timings": {
+            "load_s": p.load_time_s,
+            "poison_s": poison_time,
+            "train_s": train_time,
+            "eval_s": eval_time,
+            "total_s": time.perf_counter() - started,
+            "train_images_per_s": float(np.mean([h["train_images_per_s"] for h in history])),
+        },
+        "versions": library_versions(),
+        "git": git_commit(),
+    }
+    write_json_atomic(run_dir / "summary.json", summary)
+    return RunResult(run_dir, summary, history)
+
+
+def config_from_run(run_dir: Path) -> str:
+    """The resolved config a run was made with, as YAML text."""
+    return (run_dir / "config.yaml").read_text(encoding="utf-8")
+
+
+__all__ = ["RunResult", "derive_seeds", "prepare", "read_metrics", "run_experiment"]

@@ -1,0 +1,40 @@
+"""What every trigger is: a pure, batched function on float images in [0, 1].
+
+A trigger never changes its input; it returns a new tensor of the same shape,
+dtype and device. Randomised triggers draw from the generator they are given,
+so a seed fixes them; deterministic ones ignore it.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import torch
+
+ImageShape = tuple[int, int, int]  # (C, H, W)
+
+
+class Trigger(Protocol):
+    def apply(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Return the triggered copy of ``x`` (float ``[B, C, H, W]`` in [0, 1])."""
+        ...
+
+
+def apply_to_uint8(
+    trigger: Trigger,
+    images: torch.Tensor,
+    generator: torch.Generator | None = None,
+    batch_size: int = 1024,
+) -> torch.Tensor:
+    """Trigger a uint8 ``[N, C, H, W]`` tensor batch by batch and quantise back to uint8.
+
+    Poisoned training images and the triggered test set both go through this
+    one function, so the model is tested on exactly what an attacker could have
+    stored: 8-bit images, rounded to the nearest level.
+    """
+    out = torch.empty_like(images)
+    for start in range(0, images.shape[0], batch_size):
+        batch = images[start : start + batch_size].float().div_(255.0)
+        triggered = trigger.apply(batch, generator)
+        out[start : start + batch_size] = triggered.mul_(255.0).round_().clamp_(0, 255).byte()
+    return out

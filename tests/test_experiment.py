@@ -1,0 +1,118 @@
+"""One run end to end: files written, determinism, crashes, the demo's thresholds."""
+
+import csv
+import json
+from importlib.metadata import version
+
+import pytest
+from safetensors.torch import load_file
+
+from triggerlab import experiment
+from triggerlab.config import load_config
+from triggerlab.experiment import METRICS_COLUMNS, TIMING_COLUMNS, read_metrics, run_experiment
+
+QUICK = ["train.epochs=2", "train.device=cpu"]
+
+
+def quick_config(tmp_path, *extra):
+    return load_config(None, [*QUICK, f"output.directory={tmp_path}", *extra])
+
+
+def test_run_directory_contents(tmp_path):
+    result = run_experiment(
+        quick_config(tmp_path, "output.save_model=true", "output.name=r1"), progress=False
+    )
+    run_dir = tmp_path / "r1"
+    assert result.run_dir == run_dir
+    assert sorted(p.name for p in run_dir.iterdir()) == [
+        "config.yaml",
+        "metrics.csv",
+        "model.safetensors",
+        "poisoned_indices.csv",
+        "samples.png",
+        "summary.json",
+    ]
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["status"] == "complete"
+    assert summary["poison"]["count"] == round(0.1 * summary["data"]["train_size"])
+    assert summary["poison"]["rate"] == 0.1
+    assert set(summary["final"]) == {"train_loss", "clean_acc", "asr", "asr_all", "robust_acc"}
+    assert summary["versions"]["torch"] == version("torch")
+    assert summary["timings"]["train_s"] > 0
+    assert summary["seed"] == 0 and summary["device"] == "cpu"
+
+    rows = read_metrics(run_dir / "metrics.csv")
+    assert [r["epoch"] for r in rows] == [1, 2]
+    assert list(rows[0]) == list(METRICS_COLUMNS)
+    assert rows[-1]["asr"] == pytest.approx(summary["final"]["asr"])
+
+    with (run_dir / "poisoned_indices.csv").open() as fh:
+        poisoned = list(csv.DictReader(fh))
+    assert len(poisoned) == summary["poison"]["count"]
+    assert all(r["new_label"] == "0" and r["original_label"] != "0" for r in poisoned)
+
+    reloaded = load_config(run_dir / "config.yaml")
+    assert reloaded.model_dump() == result_config(result).model_dump()
+    state = load_file(run_dir / "model.safetensors")
+    assert set(state) == {k for k, _ in experiment.prepare(reloaded).model.state_dict().items()}
+    assert (run_dir / "samples.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def result_config(result):
+    return load_config(result.run_dir / "config.yaml")
+
+
+def test_same_seed_gives_identical_metric_columns(tmp_path):
+    a = run_experiment(quick_config(tmp_path, "output.name=a"), progress=False)
+    b = run_experiment(quick_config(tmp_path, "output.name=b"), progress=False)
+    ma, mb = read_metrics(a.run_dir / "metrics.csv"), read_metrics(b.run_dir / "metrics.csv")
+    for ra, rb in zip(ma, mb, strict=True):
+        for column in METRICS_COLUMNS:
+            if column not in TIMING_COLUMNS:
+                assert ra[column] == rb[column], column
+    assert (a.run_dir / "poisoned_indices.csv").read_text() == (
+        b.run_dir / "poisoned_indices.csv"
+    ).read_text()
+    c = run_experiment(quick_config(tmp_path, "output.name=c", "train.seed=1"), progress=False)
+    assert read_metrics(c.run_dir / "metrics.csv")[-1]["train_loss"] != ma[-1]["train_loss"]
+
+
+def test_crash_leaves_no_summary(tmp_path, monkeypatch):
+    def broken_fit(*args, **kwargs):
+        raise RuntimeError("out of memory")
+
+    monkeypatch.setattr(experiment, "fit", broken_fit)
+    with pytest.raises(RuntimeError):
+        run_experiment(quick_config(tmp_path, "output.name=crashed"), progress=False)
+    run_dir = tmp_path / "crashed"
+    assert (run_dir / "config.yaml").exists()
+    assert not (run_dir / "summary.json").exists()
+    assert not list(run_dir.glob(".*.tmp"))
+
+
+def test_existing_run_name_is_refused_before_any_work(tmp_path):
+    (tmp_path / "taken").mkdir()
+    (tmp_path / "taken" / "file").write_text("x")
+    from triggerlab.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="already exists"):
+        run_experiment(quick_config(tmp_path, "output.name=taken"), progress=False)
+
+
+def test_append_and_all_to_all_runs(tmp_path):
+    result = run_experiment(
+        quick_config(
+            tmp_path, "poison.mode=append", "poison.label_mode=all_to_all", "train.epochs=1"
+        ),
+        progress=False,
+    )
+    poison = result.summary["poison"]
+    assert poison["train_size"] == poison["clean_train_size"] + poison["count"]
+    assert poison["fraction"] == pytest.approx(poison["count"] / poison["train_size"])
+
+
+def test_default_demo_reaches_the_promised_accuracy(tmp_path):
+    """`make demo`: digits at 16x16, 10 % poisoning: CA >= 0.95 and ASR >= 0.95."""
+    result = run_experiment(load_config(None, [f"output.directory={tmp_path}"]), progress=False)
+    assert result.summary["final"]["clean_acc"] >= 0.95
+    assert result.summary["final"]["asr"] >= 0.95

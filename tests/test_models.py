@@ -1,0 +1,56 @@
+"""Every architecture builds for its inputs and returns one logit per class."""
+
+import pytest
+import torch
+
+from triggerlab.errors import ConfigError
+from triggerlab.models import MODELS, build_model
+
+SIZES = {"alexnet": 64, "googlenet": 32}
+# Every model on RGB; grey input on one model per adapter (the deep variants share it).
+CASES = [(name, 3) for name in sorted(MODELS)] + [
+    (name, 1)
+    for name in (
+        "small_cnn",
+        "lenet5",
+        "resnet18_cifar",
+        "alexnet",
+        "vgg11_bn",
+        "resnet18",
+        "googlenet",
+    )
+]
+
+
+@pytest.mark.parametrize(("name", "channels"), CASES)
+def test_model_outputs_logits_for_any_channels(name, channels):
+    size = SIZES.get(name, 32)
+    model = build_model(name, channels, (size, size), 7)
+    model.eval()
+    with torch.no_grad():
+        out = model(torch.rand(2, channels, size, size))
+    assert out.shape == (2, 7)
+    assert not torch.allclose(out.sum(dim=1), torch.ones(2))  # logits, not probabilities
+
+
+def test_small_cnn_is_the_reference_layout():
+    model = build_model("small_cnn", 1, (28, 28), 10)
+    convs = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
+    linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
+    assert [c.out_channels for c in convs] == [16, 32]
+    assert [lin.in_features for lin in linears] == [
+        512,
+        512,
+    ]  # 32 x 4 x 4 at 28x28, as the reference
+    assert not any(isinstance(m, torch.nn.Softmax) for m in model.modules())
+
+
+def test_too_small_input_is_a_config_error():
+    with pytest.raises(ConfigError, match="model.name: 'small_cnn' cannot take 1x8x8"):
+        build_model("small_cnn", 1, (8, 8), 10)
+
+
+def test_unknown_option_is_a_config_error():
+    with pytest.raises(ConfigError, match="unknown option"):
+        build_model("lenet5", 1, (28, 28), 10, {"depth": 3})
+    assert build_model("small_cnn", 1, (28, 28), 10, {"width": 8}) is not None
