@@ -20,3 +20,28 @@ def test_throughput_benchmark_small_run(tmp_path):
     assert set(record["median"]) == {"a", "b", "c"}
     assert all(v > 0 for v in record["median"].values())
     assert record["a_over_b"] == record["median"]["a"] / record["median"]["b"]
+
+
+def test_trigger_benchmark_times_every_kind():
+    script = SCRIPT.with_name("triggers.py")
+    args = ["--batch", "20", "--size", "32", "--repeats", "1"]
+    done = subprocess.run(
+        [sys.executable, str(script), *args], capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr
+    for kind in ("patch", "image", "frame", "lines", "blend", "signal", "random", "compose"):
+        assert kind in done.stdout
+    assert done.stdout.count(" ms") == 8
+
+
+def test_docs_gallery_script_draws_both_galleries(tmp_path):
+    script = SCRIPT.parents[1] / "docs" / "make_trigger_gallery.py"
+    done = subprocess.run(
+        [sys.executable, str(script), "--out", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    for name in ("triggers_digit.png", "triggers_face.png"):
+        assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

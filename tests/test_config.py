@@ -52,6 +52,25 @@ def test_overrides_coerce_types_and_create_sections():
     assert raw == {"model": {"options": {"width": 8}}}
 
 
+def test_split_assignments_keeps_bracketed_values_whole():
+    from triggerlab.config import split_assignments
+
+    text = "kind=random colors=[red, 'dark blue'] positions=[top_left, [1, 2]]  opacity=0.5"
+    assert split_assignments(text) == [
+        "kind=random",
+        "colors=[red, 'dark blue']",
+        "positions=[top_left, [1, 2]]",
+        "opacity=0.5",
+    ]
+
+
+def test_changing_kind_starts_the_trigger_afresh():
+    cfg = load_config(None, ["trigger.kind=frame", "trigger.thickness=2"])
+    assert cfg.trigger.kind == "frame" and cfg.trigger.thickness == 2
+    kept = load_config(None, ["trigger.kind=patch", "trigger.color=red"])
+    assert kept.trigger.size == 3  # same kind: the default experiment's keys stay
+
+
 def test_override_syntax_errors():
     with pytest.raises(ConfigError, match="expected KEY=VALUE"):
         load_config(None, ["poison.rate"])

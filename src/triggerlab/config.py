@@ -165,6 +165,32 @@ DEFAULT_EXPERIMENT: dict[str, Any] = {
 }
 
 
+def split_assignments(text: str) -> list[str]:
+    """Split ``"kind=frame colors=[red, blue]"`` on whitespace outside brackets and quotes."""
+    items: list[str] = []
+    current: list[str] = []
+    depth = 0
+    quote = ""
+    for char in text:
+        if quote:
+            quote = "" if char == quote else quote
+        elif char in "'\"":
+            quote = char
+        elif char in "[{":
+            depth += 1
+        elif char in "]}":
+            depth = max(depth - 1, 0)
+        elif char.isspace() and depth == 0:
+            if current:
+                items.append("".join(current))
+                current = []
+            continue
+        current.append(char)
+    if current:
+        items.append("".join(current))
+    return items
+
+
 def parse_override(item: str) -> tuple[list[str], Any]:
     """``a.b.c=value`` -> (["a", "b", "c"], value parsed as a YAML scalar or list)."""
     key, sep, text = item.partition("=")
@@ -181,7 +207,12 @@ def parse_override(item: str) -> tuple[list[str], Any]:
 
 
 def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    """Set dotted keys in a raw config mapping (a deep copy); sections are created as needed."""
+    """Set dotted keys in a raw config mapping (a deep copy); sections are created as needed.
+
+    Setting a section's ``kind`` to a different value (``trigger.kind=frame``)
+    starts that section afresh: the old kind's parameters would not fit the new
+    one. Later overrides then fill it in.
+    """
     result = yaml.safe_load(yaml.safe_dump(raw))  # deep copy through YAML types
     for item in overrides:
         parts, value = parse_override(item)
@@ -192,6 +223,8 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
                 prefix = ".".join(parts[: depth + 1])
                 raise ConfigError(f"--set {item!r}: {prefix} is a value, not a section")
             node = child
+        if parts[-1] == "kind" and node.get("kind", value) != value:
+            node.clear()
         node[parts[-1]] = value
     return result
 
@@ -216,17 +249,22 @@ def _allowed_keys(loc: tuple[Any, ...]) -> list[str]:
     return [n for n in cls.model_fields if n != "kind"]
 
 
+def _is_union_tag(loc: tuple[Any, ...], i: int) -> bool:
+    """Pydantic inserts the discriminator value ("patch") into locations; users never write it."""
+    return (
+        i > 0
+        and loc[i] in TRIGGER_KINDS
+        and (loc[i - 1] == "trigger" or isinstance(loc[i - 1], int))
+    )
+
+
 def format_validation_error(err: ValidationError, source: str) -> str:
     lines = []
     for e in err.errors():
         loc = tuple(e["loc"])
-        # Discriminated unions insert the tag ("patch") into the location; users never write it.
-        shown = [
-            str(p)
-            for i, p in enumerate(loc)
-            if not (i > 0 and loc[i - 1] == "trigger" and p in TRIGGER_KINDS)
-        ]
-        key = ".".join(shown) or "(top level)"
+        parts = [p for i, p in enumerate(loc) if not _is_union_tag(loc, i)]
+        key = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in parts).lstrip(".")
+        key = key or "(top level)"
         message = e["msg"].removeprefix("Value error, ")
         if e["type"] == "extra_forbidden":
             allowed = _allowed_keys(loc[:-1])

@@ -34,6 +34,7 @@ from triggerlab.runio import (
     write_json_atomic,
     write_text_atomic,
 )
+from triggerlab.stealth import STEALTH_SAMPLE, stealth_of_uint8
 from triggerlab.tasks import ClassificationTask
 from triggerlab.train import fit, predict, resolve_device
 from triggerlab.triggers import Trigger, apply_to_uint8
@@ -169,6 +170,7 @@ def run_experiment(
         p.trigger, test.images, torch.Generator().manual_seed(p.seeds["test_trigger"])
     )
     poison_time = time.perf_counter() - poison_start
+    stealth = stealth_of_uint8(test.images, triggered_test)
 
     eval_time = 0.0
 
@@ -247,6 +249,7 @@ def run_experiment(
             "train_size": len(p.data.train),
             "test_size": len(test),
         },
+        "stealth": {"sample": min(STEALTH_SAMPLE, len(test)), **stealth},
         "model": {
             "name": cfg.model.name,
             "parameters": sum(t.numel() for t in p.model.parameters()),

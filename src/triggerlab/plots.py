@@ -43,6 +43,50 @@ def save_samples(
     axes[0, 0].set_ylabel("clean")
     axes[1, 0].set_ylabel("triggered")
     fig.suptitle(title, fontsize=9)
+    _save_png(fig, path)
+
+
+def residual(clean: torch.Tensor, triggered: torch.Tensor) -> torch.Tensor:
+    """``|x' - x|`` of uint8 images stretched to 0-255 per image, so faint signals show."""
+    diff = (triggered.float() - clean.float()).abs()
+    peak = diff.flatten(1).amax(dim=1).clamp_min(1.0).view(-1, 1, 1, 1)
+    return (diff / peak * 255.0).round().byte()
+
+
+def save_trigger_preview(
+    path: Path, clean: torch.Tensor, triggered: torch.Tensor, title: str, caption: str
+) -> None:
+    """One row per image: clean, triggered, and the residual amplified to full range."""
+    n = clean.shape[0]
+    amplified = residual(clean, triggered)
+    fig = Figure(figsize=(5.4, 1.75 * n + 0.9), layout="constrained")
+    axes = fig.subplots(n, 3, squeeze=False)
+    for i in range(n):
+        for j, image in enumerate((clean[i], triggered[i], amplified[i])):
+            _show(axes[i, j], image)
+    for j, name in enumerate(("clean", "triggered", "residual (amplified)")):
+        axes[0, j].set_title(name, fontsize=9)
+    fig.suptitle(title, fontsize=9)
+    fig.supxlabel(caption, fontsize=8)
+    _save_png(fig, path)
+
+
+def save_catalogue(path: Path, clean: torch.Tensor, triggered: dict[str, torch.Tensor]) -> None:
+    """One image under every trigger: clean first, then one panel per trigger label."""
+    n = len(triggered) + 1
+    columns = min(n, 6)
+    rows = -(-n // columns)
+    fig = Figure(figsize=(1.9 * columns, 2.1 * rows), layout="constrained")
+    axes = fig.subplots(rows, columns, squeeze=False).flatten()
+    for ax, (label, image) in zip(axes, [("clean", clean), *triggered.items()], strict=False):
+        _show(ax, image)
+        ax.set_title(label, fontsize=8)
+    for ax in axes[n:]:
+        ax.set_axis_off()
+    _save_png(fig, path)
+
+
+def _save_png(fig: Figure, path: Path) -> None:
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=100)
     write_bytes_atomic(path, buffer.getvalue())

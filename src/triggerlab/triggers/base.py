@@ -2,14 +2,17 @@
 
 A trigger never changes its input; it returns a new tensor of the same shape,
 dtype and device. Randomised triggers draw from the generator they are given,
-so a seed fixes them; deterministic ones ignore it.
+so a seed fixes them (without one they use torch's global generator);
+deterministic ones ignore it.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Protocol
 
 import torch
+from pydantic import BaseModel, ConfigDict
 
 ImageShape = tuple[int, int, int]  # (C, H, W)
 
@@ -18,6 +21,34 @@ class Trigger(Protocol):
     def apply(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         """Return the triggered copy of ``x`` (float ``[B, C, H, W]`` in [0, 1])."""
         ...
+
+
+class SpecBase(BaseModel):
+    """A validated trigger description; ``build(shape, where)`` makes the trigger for one size.
+
+    ``where`` is the config path of the spec (``trigger``, ``trigger.triggers[1]``),
+    used in error messages.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+@dataclass(frozen=True)
+class Overlay:
+    """Blend a full-image pattern: ``x' = (1 - w) x + w p`` with ``w = opacity * mask``.
+
+    ``pattern`` is ``[C, H, W]`` (or broadcastable, e.g. a colour ``[C, 1, 1]``),
+    ``mask`` is ``[1, H, W]`` in [0, 1]. Where ``w = 1`` the result is exactly ``p``.
+    """
+
+    pattern: torch.Tensor
+    mask: torch.Tensor
+    opacity: float
+
+    def apply(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        weight = (self.opacity * self.mask).to(device=x.device, dtype=x.dtype)
+        pattern = self.pattern.to(device=x.device, dtype=x.dtype)
+        return (1.0 - weight) * x + weight * pattern
 
 
 def apply_to_uint8(

@@ -1,0 +1,119 @@
+"""Full-image triggers: a frame, evenly spaced lines, and a blended pattern (noise or image)."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Literal
+
+import torch
+from pydantic import Field, model_validator
+
+from triggerlab.errors import ConfigError
+from triggerlab.triggers.base import ImageShape, Overlay, SpecBase
+from triggerlab.triggers.colors import color_tensor, rgb_to_channels
+from triggerlab.triggers.geometry import resolve_size
+from triggerlab.triggers.stamp import COLOR_HELP, OPACITY_HELP, SIZE_HELP, Color, Size, load_rgba
+
+
+class FrameSpec(SpecBase):
+    """A border around the whole image (reference 000: 5, 10 and 40 px on 448 px)."""
+
+    kind: Literal["frame"] = "frame"
+    thickness: Size = Field(1, description=SIZE_HELP)
+    color: Color = Field("white", description=COLOR_HELP)
+    opacity: float = Field(1.0, gt=0.0, le=1.0, description=OPACITY_HELP)
+
+    def build(self, shape: ImageShape, where: str = "trigger") -> Overlay:
+        channels, height, width = shape
+        t = resolve_size(self.thickness, height, width)
+        limit = (min(height, width) - 1) // 2
+        if t > limit:
+            raise ConfigError(
+                f"{where}.thickness: a {t}-pixel frame covers the whole {height}x{width} image "
+                f"(expected 1 to {limit} pixels)"
+            )
+        mask = torch.ones(1, height, width)
+        mask[:, t : height - t, t : width - t] = 0.0
+        return Overlay(color_tensor(self.color, channels), mask, self.opacity)
+
+
+def line_starts(count: int, thickness: int, length: int) -> list[int]:
+    """First pixel of each of ``count`` lines centred at ``c_k = (k + 0.5) * length / count``.
+
+    ``floor(c_k - thickness / 2 + 0.5)``: the band's start rounded half up, as
+    sizes are. ``count * thickness < length`` keeps lines from merging.
+    """
+    return [
+        min(
+            max(math.floor((k + 0.5) * length / count - thickness / 2 + 0.5), 0), length - thickness
+        )
+        for k in range(count)
+    ]
+
+
+class LinesSpec(SpecBase):
+    """Evenly spaced lines (reference 000: 10, 20 and 40, vertical or horizontal)."""
+
+    kind: Literal["lines"] = "lines"
+    count: int = Field(10, ge=1, description="number of lines")
+    orientation: Literal["vertical", "horizontal"] = Field(
+        "vertical", description="vertical lines are columns, horizontal lines are rows"
+    )
+    thickness: Size = Field(1, description=SIZE_HELP)
+    color: Color = Field("white", description=COLOR_HELP)
+    opacity: float = Field(1.0, gt=0.0, le=1.0, description=OPACITY_HELP)
+
+    def build(self, shape: ImageShape, where: str = "trigger") -> Overlay:
+        channels, height, width = shape
+        t = resolve_size(self.thickness, height, width)
+        across = width if self.orientation == "vertical" else height
+        if self.count * t >= across:
+            raise ConfigError(
+                f"{where}.count: {self.count} lines {t} pixel(s) thick do not fit across "
+                f"{across} pixels (expected count x thickness < {across})"
+            )
+        profile = torch.zeros(across)
+        for start in line_starts(self.count, t, across):
+            profile[start : start + t] = 1.0
+        mask = (
+            profile.view(1, 1, width)
+            if self.orientation == "vertical"
+            else profile.view(1, height, 1)
+        )
+        return Overlay(
+            color_tensor(self.color, channels),
+            mask.expand(1, height, width).contiguous(),
+            self.opacity,
+        )
+
+
+class BlendSpec(SpecBase):
+    """Blend the whole image with a fixed pattern: seeded uniform noise or an image."""
+
+    kind: Literal["blend"] = "blend"
+    pattern: Literal["noise", "image"] = Field(
+        "noise", description="uniform noise, or the image at path"
+    )
+    path: Path | None = Field(None, description="image resized to the input (pattern: image)")
+    opacity: float = Field(0.1, gt=0.0, le=1.0, description=OPACITY_HELP)
+    seed: int = Field(0, ge=0, description="seed of the noise pattern, fixed for the whole attack")
+
+    @model_validator(mode="after")
+    def _path_for_image(self) -> BlendSpec:
+        if self.pattern == "image" and self.path is None:
+            raise ValueError("pattern 'image' needs a path")
+        if self.pattern == "noise" and self.path is not None:
+            raise ValueError("path is only used with pattern 'image'")
+        return self
+
+    def build(self, shape: ImageShape, where: str = "trigger") -> Overlay:
+        channels, height, width = shape
+        if self.pattern == "noise":
+            generator = torch.Generator().manual_seed(self.seed)
+            pattern = torch.rand(channels, height, width, generator=generator)
+        else:
+            assert self.path is not None
+            rgba = load_rgba(self.path, (height, width), f"{where}.path")
+            pattern = rgb_to_channels(rgba[:3], channels)
+        return Overlay(pattern, torch.ones(1, height, width), self.opacity)

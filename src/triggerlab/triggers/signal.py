@@ -1,0 +1,71 @@
+"""SIG backdoor signals (reference 003): ramp, triangle and sine, added to every channel.
+
+With m columns indexed j = 1..m (reference 003, equations 3-5):
+
+* ramp: ``v(i, j) = j * delta / m``
+* triangle: ``j * delta / m`` for ``j <= m / 2``, ``(m - j) * delta / m`` after
+* sine: ``v(i, j) = delta * sin(2 * pi * j * f / m)``
+
+``x' = clip(x + v, 0, 1)``. ``orientation: vertical`` varies the signal with
+the row index instead (m is then the number of rows).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from pydantic import Field
+
+from triggerlab.triggers.base import ImageShape, SpecBase
+
+
+@dataclass(frozen=True)
+class AdditiveSignal:
+    """``x' = clip(x + v, 0, 1)`` with ``v`` broadcast over batch and channels."""
+
+    signal: torch.Tensor  # [1, 1, H, W]
+
+    def apply(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        return (x + self.signal.to(device=x.device, dtype=x.dtype)).clamp_(0.0, 1.0)
+
+
+def signal_profile(
+    shape: Literal["ramp", "triangle", "sine"], delta: float, frequency: float, m: int
+) -> torch.Tensor:
+    """The signal along its axis, for j = 1..m, as float64."""
+    j = torch.arange(1, m + 1, dtype=torch.float64)
+    if shape == "ramp":
+        return j * delta / m
+    if shape == "triangle":
+        return torch.where(j <= m / 2, j * delta / m, (m - j) * delta / m)
+    return delta * torch.sin(2 * math.pi * j * frequency / m)
+
+
+class SignalSpec(SpecBase):
+    """SIG signal of strength delta (reference 003), added to every channel and clipped."""
+
+    kind: Literal["signal"] = "signal"
+    shape: Literal["ramp", "triangle", "sine"] = Field("sine", description="ramp, triangle or sine")
+    delta: float = Field(
+        0.05, ge=0.0, le=1.0, description="strength, a fraction of the full range [0, 1]"
+    )
+    frequency: float = Field(
+        6.0, gt=0.0, description="sine periods across the image (f; sine only)"
+    )
+    orientation: Literal["horizontal", "vertical"] = Field(
+        "horizontal", description="horizontal: varies with the column j as in reference 003"
+    )
+
+    def build(self, shape: ImageShape, where: str = "trigger") -> AdditiveSignal:
+        _, height, width = shape
+        m = width if self.orientation == "horizontal" else height
+        profile = signal_profile(self.shape, self.delta, self.frequency, m).float()
+        view = (
+            profile.view(1, 1, 1, width)
+            if self.orientation == "horizontal"
+            else profile.view(1, 1, height, 1)
+        )
+        return AdditiveSignal(view.expand(1, 1, height, width).contiguous())
