@@ -64,7 +64,11 @@ def run(
     try:
         cfg = load_config(config, settings)
         interactive = err_console.is_terminal and not quiet
-        echo = None if quiet or interactive else (lambda line: console.print(line, highlight=False))
+        echo = (
+            None
+            if quiet or interactive
+            else (lambda line: console.print(line, highlight=False, soft_wrap=True))
+        )
         result = run_experiment(cfg, progress=interactive, echo=echo)
     except TriggerlabError as exc:
         raise fail(str(exc)) from None
@@ -113,6 +117,134 @@ def models() -> None:
         options = ", ".join(f"{k}={v}" for k, v in model_options(name).items()) or "-"
         table.add_row(name, options)
     console.print(table)
+
+
+@app.command(
+    epilog=(
+        "Examples:\n\n"
+        "  triggerlab grid configs/ref002_poisoning_rate.yaml --workers 2\n\n"
+        "  triggerlab grid configs/ref002_poisoning_rate.yaml --set base.data.name=mnist "
+        "--set base.data.root=/data/mnist\n\n"
+        "  triggerlab grid study.yaml --executor ray --address auto"
+    )
+)
+def grid(
+    spec: Annotated[
+        Path, typer.Argument(help="grid spec YAML (base, grid, zip, repeats, seed, clean_baseline)")
+    ],
+    out: Annotated[
+        Path | None, typer.Option("--out", "-o", help="grid directory (default: grids/<name>)")
+    ] = None,
+    workers: Annotated[int, typer.Option(help="local worker processes")] = 1,
+    threads_per_worker: Annotated[
+        int | None,
+        typer.Option(
+            "--threads-per-worker", help="torch threads per run (default: cores / workers)"
+        ),
+    ] = None,
+    executor: Annotated[str, typer.Option(help="local or ray")] = "local",
+    address: Annotated[
+        str | None, typer.Option(help="Ray cluster address (default: start a local one)")
+    ] = None,
+    force: Annotated[bool, typer.Option(help="rerun finished runs too")] = False,
+    overrides: Annotated[
+        list[str] | None,
+        typer.Option("--set", "-s", help="override a spec key, e.g. base.train.epochs=5"),
+    ] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress output")] = False,
+) -> None:
+    """Run every experiment of a grid; finished runs are skipped, so a killed grid resumes."""
+    from triggerlab.grid import load_grid_spec, run_grid
+
+    if executor not in ("local", "ray"):
+        raise fail(f"--executor: expected 'local' or 'ray', got {executor!r}")
+    try:
+        loaded = load_grid_spec(spec, list(overrides or []))
+        grid_dir = out or Path("grids") / (loaded.name or spec.stem)
+        interactive = err_console.is_terminal and not quiet
+        echo = (
+            None
+            if quiet or interactive
+            else (lambda line: console.print(line, highlight=False, soft_wrap=True))
+        )
+        outcome = run_grid(
+            loaded,
+            grid_dir,
+            workers,
+            threads_per_worker,
+            executor,
+            address,
+            force,  # type: ignore[arg-type]
+            progress=interactive,
+            echo=echo,
+        )
+    except TriggerlabError as exc:
+        raise fail(str(exc)) from None
+    console.print(
+        f"grid {grid_dir}: {outcome.total} runs, {outcome.skipped} already finished, "
+        f"{len(outcome.completed)} run now, {len(outcome.failed)} failed ({outcome.seconds:.1f} s)",
+        highlight=False,
+        soft_wrap=True,
+    )
+    for identity, error in outcome.failed.items():
+        err_console.print(f"failed {identity}: {error}", highlight=False, markup=False)
+    if not outcome.ok:
+        raise typer.Exit(code=1)
+
+
+@app.command()
+def results(
+    grid_dir: Annotated[Path, typer.Argument(help="a directory written by `triggerlab grid`")],
+    compare: Annotated[
+        list[str] | None,
+        typer.Option(help="Welch t-tests between cells, e.g. --compare trigger.size=3,5"),
+    ] = None,
+) -> None:
+    """Write results.csv, results.parquet and summary.csv (mean, std, n, 95 % CI per cell)."""
+    from triggerlab.results import write_results
+
+    try:
+        paths = write_results(grid_dir, list(compare or []))
+    except TriggerlabError as exc:
+        raise fail(str(exc)) from None
+    for path in paths.values():
+        console.print(f"wrote {path}", highlight=False)
+
+
+@app.command()
+def plot(
+    grid_dir: Annotated[Path, typer.Argument(help="a directory written by `triggerlab grid`")],
+    metric: Annotated[
+        list[str] | None, typer.Option(help="metrics to plot (default: asr, clean_acc)")
+    ] = None,
+    x: Annotated[str | None, typer.Option(help="varied key on the x axis")] = None,
+    hue: Annotated[str | None, typer.Option(help="varied key drawn as one line per value")] = None,
+) -> None:
+    """Draw the grid's figures (PNG and SVG) into GRID_DIR/figures."""
+    from triggerlab.figures import plot_grid
+
+    try:
+        paths = plot_grid(grid_dir, tuple(metric or ("asr", "clean_acc")), x, hue)
+    except TriggerlabError as exc:
+        raise fail(str(exc)) from None
+    console.print(f"wrote {len(paths)} files to {grid_dir / 'figures'}", highlight=False)
+
+
+@app.command()
+def report(
+    grid_dir: Annotated[Path, typer.Argument(help="a directory written by `triggerlab grid`")],
+    out: Annotated[
+        Path | None, typer.Option("--out", "-o", help="HTML file (default: GRID_DIR/report.html)")
+    ] = None,
+) -> None:
+    """Write one self-contained HTML report: tables, figures, trigger gallery and checklist."""
+    from triggerlab.report import build_report
+
+    try:
+        path = build_report(grid_dir, out)
+    except TriggerlabError as exc:
+        raise fail(str(exc)) from None
+    console.print(f"report: {path}", highlight=False)
 
 
 triggers_app = typer.Typer(

@@ -6,6 +6,7 @@ Every section forbids unknown keys. ``load_config`` turns any problem into one
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 from typing import Any, Literal
 
@@ -206,30 +207,35 @@ def parse_override(item: str) -> tuple[list[str], Any]:
     return parts, value
 
 
-def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    """Set dotted keys in a raw config mapping (a deep copy); sections are created as needed.
+def set_dotted(raw: dict[str, Any], parts: list[str], value: Any, context: str) -> None:
+    """Set ``raw[a][b][c] = value`` for ``parts = [a, b, c]``, creating sections as needed.
 
     Setting a section's ``kind`` to a different value (``trigger.kind=frame``)
     starts that section afresh: the old kind's parameters would not fit the new
-    one. Later overrides then fill it in.
+    one. ``context`` names the setting in error messages.
     """
-    result = yaml.safe_load(yaml.safe_dump(raw))  # deep copy through YAML types
+    node = raw
+    for depth, part in enumerate(parts[:-1]):
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            prefix = ".".join(parts[: depth + 1])
+            raise ConfigError(f"{context}: {prefix} is a value, not a section")
+        node = child
+    if parts[-1] == "kind" and node.get("kind", value) != value:
+        node.clear()
+    node[parts[-1]] = value
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply ``KEY=VALUE`` overrides to a deep copy of a raw config mapping."""
+    result = copy.deepcopy(raw)
     for item in overrides:
         parts, value = parse_override(item)
-        node = result
-        for depth, part in enumerate(parts[:-1]):
-            child = node.setdefault(part, {})
-            if not isinstance(child, dict):
-                prefix = ".".join(parts[: depth + 1])
-                raise ConfigError(f"--set {item!r}: {prefix} is a value, not a section")
-            node = child
-        if parts[-1] == "kind" and node.get("kind", value) != value:
-            node.clear()
-        node[parts[-1]] = value
+        set_dotted(result, parts, value, f"--set {item!r}")
     return result
 
 
-def _allowed_keys(loc: tuple[Any, ...]) -> list[str]:
+def section_keys(loc: tuple[Any, ...]) -> list[str]:
     """Field names of the section at ``loc`` (the parent of an unknown key)."""
     cls: type[BaseModel] = ExperimentConfig
     for part in loc:
@@ -267,7 +273,7 @@ def format_validation_error(err: ValidationError, source: str) -> str:
         key = key or "(top level)"
         message = e["msg"].removeprefix("Value error, ")
         if e["type"] == "extra_forbidden":
-            allowed = _allowed_keys(loc[:-1])
+            allowed = section_keys(loc[:-1])
             message = "unknown key" + (f"; expected one of {', '.join(allowed)}" if allowed else "")
         elif e["type"] == "missing":
             message = "required key is missing"

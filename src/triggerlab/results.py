@@ -1,0 +1,202 @@
+"""Run directories -> one tidy table -> per-cell statistics.
+
+``results.csv``/``results.parquet``: one row per run of the manifest, with every
+varied key as a column (its dotted name), the final metrics, the trigger's
+stealthiness and the timings. ``summary.csv``: one row per cell (the varied
+values), over the repeats: mean, standard deviation (n - 1), n, and the 95 %
+confidence interval ``mean +- t(0.975, n - 1) * std / sqrt(n)``.
+
+The clean accuracy drop of a run is the clean accuracy of its clean baseline
+(same config and seed, poisoning rate 0) minus its own, so repeats are paired
+and the drop's interval comes from the paired differences.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import yaml
+from scipy import stats
+
+from triggerlab.errors import ConfigError
+from triggerlab.grid import FAILED, read_manifest, run_dir
+from triggerlab.runio import write_bytes_atomic, write_text_atomic
+
+METRICS = ("clean_acc", "asr", "asr_all", "robust_acc", "clean_acc_drop")
+STEALTH = ("l0_fraction", "l2_mean", "linf_mean", "psnr_db", "ssim")
+EXTRA = (
+    "train_loss",
+    "poison_count",
+    "poison_fraction",
+    "total_s",
+    "train_s",
+    "train_images_per_s",
+)
+
+
+def _run_row(grid_dir: Path, entry: dict[str, Any], varied: list[str]) -> dict[str, Any]:
+    path = run_dir(grid_dir, entry["id"])
+    row: dict[str, Any] = {
+        "run_id": entry["id"],
+        "role": entry["role"],
+        "repeat": entry["repeat"],
+        "seed": entry["seed"],
+        "baseline_id": entry.get("baseline_id"),
+    }
+    row.update({key: _scalar(entry["cell"].get(key)) for key in varied})
+    try:
+        summary = json.loads((path / "summary.json").read_text())
+    except (OSError, ValueError):
+        failed = path / FAILED
+        row["status"] = "failed" if failed.exists() else "missing"
+        if failed.exists():
+            row["error"] = json.loads(failed.read_text()).get("message", "")
+        return row
+    row["status"] = summary.get("status", "unknown")
+    row.update(summary["final"])
+    row.update({k: summary.get("stealth", {}).get(k) for k in STEALTH})
+    row["poison_count"] = summary["poison"]["count"]
+    row["poison_fraction"] = summary["poison"]["fraction"]
+    timings = summary["timings"]
+    row.update(
+        total_s=timings["total_s"],
+        train_s=timings["train_s"],
+        train_images_per_s=timings["train_images_per_s"],
+    )
+    return row
+
+
+def _scalar(value: Any) -> Any:
+    """Table cells hold scalars: lists and mappings (positions, colours) become their YAML text."""
+    if isinstance(value, list | dict | tuple):
+        return yaml.safe_dump(value, default_flow_style=True).strip()
+    return value
+
+
+def collect(grid_dir: Path) -> tuple[pd.DataFrame, list[str]]:
+    """The tidy per-run table and the varied keys."""
+    manifest = read_manifest(grid_dir)
+    varied = list(manifest.get("varied", []))
+    rows = [_run_row(grid_dir, entry, varied) for entry in manifest["runs"]]
+    table = pd.DataFrame(rows)
+    if "clean_acc" in table:
+        clean = table.set_index("run_id")["clean_acc"]
+        table["clean_acc_drop"] = table["baseline_id"].map(clean) - table["clean_acc"]
+        if table["baseline_id"].isna().all():
+            table = table.drop(columns="clean_acc_drop")
+    return table, varied
+
+
+def interval(values: pd.Series) -> dict[str, float]:
+    """Mean, sample std, n and the two-sided 95 % t interval of the finite values."""
+    clean = values.dropna().astype(float)
+    n = int(clean.size)
+    mean = float(clean.mean()) if n else math.nan
+    std = float(clean.std(ddof=1)) if n > 1 else math.nan
+    half = float(stats.t.ppf(0.975, n - 1) * std / math.sqrt(n)) if n > 1 else math.nan
+    return {"mean": mean, "std": std, "n": n, "ci_low": mean - half, "ci_high": mean + half}
+
+
+def summarize(table: pd.DataFrame, varied: list[str]) -> pd.DataFrame:
+    """One row per cell of the grid (baselines excluded), aggregated over repeats."""
+    runs = table[(table["role"] == "grid") & (table["status"] == "complete")]
+    metrics = [m for m in (*METRICS, *STEALTH, "poison_count", "total_s") if m in runs]
+    rows = []
+    groups = runs.groupby(varied, sort=False, dropna=False) if varied else [((), runs)]
+    for key, group in groups:
+        values = key if isinstance(key, tuple) else (key,)
+        row: dict[str, Any] = dict(zip(varied, values, strict=True))
+        row["n"] = len(group)
+        for metric in metrics:
+            stats_ = interval(group[metric])
+            row.update({f"{metric}_{name}": v for name, v in stats_.items() if name != "n"})
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def parse_comparison(text: str, varied: list[str]) -> tuple[str, Any, Any]:
+    """``key=a,b`` -> (key, a, b), values read as YAML like every other setting."""
+    key, sep, values = text.partition("=")
+    parts = values.split(",")
+    if not sep or len(parts) != 2:
+        raise ConfigError(f"--compare {text!r}: expected KEY=A,B, e.g. trigger.size=3,5")
+    if key not in varied:
+        raise ConfigError(
+            f"--compare {text!r}: {key!r} is not varied in this grid ({', '.join(varied)})"
+        )
+    a, b = (_scalar(yaml.safe_load(p)) for p in parts)
+    return key, a, b
+
+
+def compare(table: pd.DataFrame, varied: list[str], key: str, a: Any, b: Any) -> pd.DataFrame:
+    """Welch t-tests between cells with ``key = a`` and ``key = b``, other varied keys equal."""
+    runs = table[(table["role"] == "grid") & (table["status"] == "complete")]
+    others = [k for k in varied if k != key]
+    metrics = [m for m in METRICS if m in runs]
+    rows = []
+    groups = runs.groupby(others, sort=False, dropna=False) if others else [((), runs)]
+    for other_key, group in groups:
+        values = other_key if isinstance(other_key, tuple) else (other_key,)
+        left, right = group[group[key] == a], group[group[key] == b]
+        if left.empty or right.empty:
+            continue
+        for metric in metrics:
+            x, y = left[metric].dropna().astype(float), right[metric].dropna().astype(float)
+            test = stats.ttest_ind(x, y, equal_var=False) if len(x) > 1 and len(y) > 1 else None
+            row = dict(zip(others, values, strict=True))
+            row.update(
+                metric=metric,
+                key=key,
+                a=a,
+                b=b,
+                mean_a=float(x.mean()),
+                mean_b=float(y.mean()),
+                n_a=len(x),
+                n_b=len(y),
+                t=float(test.statistic) if test else math.nan,
+                df=float(test.df) if test else math.nan,
+                p=float(test.pvalue) if test else math.nan,
+            )
+            rows.append(row)
+    if not rows:
+        raise ConfigError(f"--compare {key}={a},{b}: no cells have both values with finished runs")
+    return pd.DataFrame(rows)
+
+
+def _write_csv(path: Path, frame: pd.DataFrame) -> None:
+    write_text_atomic(path, frame.to_csv(index=False))
+
+
+def write_results(grid_dir: Path, comparisons: list[str] | None = None) -> dict[str, Path]:
+    """Write results.csv, results.parquet, summary.csv (and comparisons.csv) into the grid dir."""
+    table, varied = collect(grid_dir)
+    paths = {"results.csv": grid_dir / "results.csv", "summary.csv": grid_dir / "summary.csv"}
+    _write_csv(paths["results.csv"], table)
+    parquet = grid_dir / "results.parquet"
+    write_bytes_atomic(parquet, _parquet_bytes(table))
+    paths["results.parquet"] = parquet
+    _write_csv(paths["summary.csv"], summarize(table, varied))
+    if comparisons:
+        parsed = [parse_comparison(text, varied) for text in comparisons]
+        frame = pd.concat([compare(table, varied, *p) for p in parsed], ignore_index=True)
+        paths["comparisons.csv"] = grid_dir / "comparisons.csv"
+        _write_csv(paths["comparisons.csv"], frame)
+    return paths
+
+
+def _parquet_bytes(table: pd.DataFrame) -> bytes:
+    import io
+
+    buffer = io.BytesIO()
+    # Mixed-type columns (a key varied over numbers and names) are stored as text.
+    safe = table.copy()
+    for column in safe.columns:
+        kinds = {type(v) for v in safe[column].dropna()}
+        if len(kinds) > 1 and not kinds <= {int, float}:
+            safe[column] = safe[column].map(lambda v: None if v is None else str(v))
+    safe.to_parquet(buffer, index=False)
+    return buffer.getvalue()
