@@ -8,11 +8,15 @@ STAMP := $(VENV)/.installed
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || python3 -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -e '.[dev,ray]'
 	touch $(STAMP)
 
+# One BadNets run (table + run directory), then a quick study ending in an HTML report.
 demo: $(STAMP)
 	$(BIN)/triggerlab run
+	$(BIN)/triggerlab grid configs/demo_study.yaml --out grids/demo_study --workers 2
+	$(BIN)/triggerlab results grids/demo_study
+	$(BIN)/triggerlab report grids/demo_study
 
 test: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks docs
@@ -28,6 +32,7 @@ bench: $(STAMP)
 
 docs: $(STAMP)
 	$(BIN)/python docs/make_trigger_gallery.py
+	$(BIN)/python docs/make_study_figures.py
 
 clean:
-	rm -rf $(VENV) runs .pytest_cache
+	rm -rf $(VENV) runs grids .pytest_cache

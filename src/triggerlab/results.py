@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import math
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -146,7 +147,10 @@ def compare(table: pd.DataFrame, varied: list[str], key: str, a: Any, b: Any) ->
             continue
         for metric in metrics:
             x, y = left[metric].dropna().astype(float), right[metric].dropna().astype(float)
-            test = stats.ttest_ind(x, y, equal_var=False) if len(x) > 1 and len(y) > 1 else None
+            with warnings.catch_warnings():
+                # Identical repeats (e.g. ASR 0 everywhere) make scipy warn; t is then nan or inf.
+                warnings.simplefilter("ignore", RuntimeWarning)
+                test = stats.ttest_ind(x, y, equal_var=False) if len(x) > 1 and len(y) > 1 else None
             row = dict(zip(others, values, strict=True))
             row.update(
                 metric=metric,

@@ -191,6 +191,7 @@ def fit(
             }
             history.append(record)
             on_epoch(record)
-            shown = "  ".join(f"{k} {v:.3f}" for k, v in metrics.items())
-            bar.update(bar_task, status=f"loss {loss:.3f}  {shown}")
+            short = {"clean_acc": "CA", "asr": "ASR", "robust_acc": "RA"}
+            shown = " ".join(f"{short[k]} {metrics[k]:.3f}" for k in short if k in metrics)
+            bar.update(bar_task, status=f"loss {loss:.3f} {shown}")
     return history

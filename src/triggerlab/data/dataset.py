@@ -13,14 +13,16 @@ class ImageDataset:
     """Images as one uint8 tensor ``[N, C, H, W]`` and their targets.
 
     Classification targets are int64 ``[N]`` class indices into ``class_names``;
-    regression targets are float32 ``[N, K]``. ``metadata`` holds provenance
-    (source files, original size, subject ids, ...).
+    regression targets are float32 ``[N, K]``. ``groups`` holds a subject id per
+    sample where the dataset has subjects, so splits can keep subjects apart.
+    ``metadata`` holds provenance (source files, original size, angle names, ...).
     """
 
     images: torch.Tensor
     targets: torch.Tensor
     class_names: tuple[str, ...] = ()
     metadata: dict[str, Any] = field(default_factory=dict)
+    groups: torch.Tensor | None = None
 
     def __post_init__(self) -> None:
         if self.images.dtype != torch.uint8 or self.images.ndim != 4:
@@ -32,6 +34,8 @@ class ImageDataset:
             raise ValueError(f"images must have 1 or 3 channels, got {self.images.shape[1]}")
         if self.targets.shape[0] != self.images.shape[0]:
             raise ValueError(f"{self.images.shape[0]} images but {self.targets.shape[0]} targets")
+        if self.groups is not None and self.groups.shape != (self.images.shape[0],):
+            raise ValueError(f"groups must be [N], got {tuple(self.groups.shape)}")
 
     def __len__(self) -> int:
         return self.images.shape[0]
@@ -47,7 +51,8 @@ class ImageDataset:
         return len(self.class_names)
 
     def subset(self, index: torch.Tensor) -> ImageDataset:
-        return replace(self, images=self.images[index], targets=self.targets[index])
+        groups = None if self.groups is None else self.groups[index]
+        return replace(self, images=self.images[index], targets=self.targets[index], groups=groups)
 
     def with_images(self, images: torch.Tensor) -> ImageDataset:
         return replace(self, images=images)

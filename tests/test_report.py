@@ -1,0 +1,136 @@
+"""Figures and the HTML report from a real small grid, checked in headless Chromium."""
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+from gridspecs import write_spec
+from typer.testing import CliRunner
+
+from triggerlab.cli import app
+from triggerlab.grid import load_grid_spec, run_grid
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def grid_dir(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("study")
+    spec = write_spec(
+        folder,
+        grid={
+            "poison.rate": [0.05, 0.1],
+            "trigger.size": [2, 3],
+            "trigger.position": ["bottom_right", "center"],
+        },
+        repeats=2,
+        clean_baseline=True,
+    )
+    outcome = run_grid(load_grid_spec(spec), folder / "grid", workers=2, threads=1, progress=False)
+    assert outcome.ok
+    return folder / "grid"
+
+
+def test_plot_writes_every_figure_kind(grid_dir):
+    result = runner.invoke(app, ["plot", str(grid_dir)])
+    assert result.exit_code == 0, result.output
+    names = {p.name for p in (grid_dir / "figures").iterdir()}
+    for stem in (
+        "asr_vs_poison.rate_by_trigger.size",
+        "asr_per_epoch",
+        "asr_heatmap_poison.rate_x_trigger.size",
+        "asr_by_position",
+        "clean_acc_vs_poison.rate_by_trigger.size",
+    ):
+        assert {f"{stem}.png", f"{stem}.svg"} <= names
+    assert (grid_dir / "figures" / "asr_per_epoch.svg").read_text().lstrip().startswith("<?xml")
+
+
+def test_plot_rejects_unknown_keys_and_metrics(grid_dir):
+    bad_key = runner.invoke(app, ["plot", str(grid_dir), "--x", "train.lr"])
+    assert bad_key.exit_code == 2 and "'train.lr' is not varied" in bad_key.stderr
+    bad_metric = runner.invoke(app, ["plot", str(grid_dir), "--metric", "accuracy"])
+    assert bad_metric.exit_code == 2 and "unknown metric(s) accuracy" in bad_metric.stderr
+
+
+def test_results_cli(grid_dir):
+    result = runner.invoke(
+        app, ["results", str(grid_dir), "--compare", "trigger.position=bottom_right,center"]
+    )
+    assert result.exit_code == 0, result.output
+    for name in ("results.csv", "results.parquet", "summary.csv", "comparisons.csv"):
+        assert (grid_dir / name).stat().st_size > 0
+    import pandas as pd
+
+    summary = pd.read_csv(grid_dir / "summary.csv")
+    assert len(summary) == 8 and set(summary["n"]) == {2}
+    assert "clean_acc_drop_mean" in summary and "asr_ci_high" in summary
+
+
+def test_report_is_self_contained(grid_dir):
+    result = runner.invoke(app, ["report", str(grid_dir)])
+    assert result.exit_code == 0, result.output
+    html = (grid_dir / "report.html").read_text()
+    for text in (
+        "Results per cell",
+        "Reporting checklist",
+        "Attacker access",
+        "Defense test",
+        "trigger.position",
+    ):
+        assert text in html
+    assert "http://" not in html and "https://" not in html  # nothing to fetch: opens offline
+    # two metrics x four figure kinds, and one gallery image per trigger (2 sizes x 2 positions)
+    assert html.count("<img ") == 8 + 4
+    assert html.count('src="data:image/png;base64,') == html.count("<img ")
+
+
+def test_report_renders_in_headless_chromium(grid_dir, tmp_path):
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    driver_path = shutil.which("chromedriver")
+    if chromium is None or driver_path is None:
+        pytest.skip(
+            "Chromium and chromedriver are not installed (Debian packages chromium and "
+            "chromium-driver; .ci/run installs them): the browser check of the report is skipped"
+        )
+    webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is a dev dependency")
+    from selenium.webdriver.chrome.service import Service
+
+    os.environ["SE_OFFLINE"] = "true"  # never let Selenium Manager go online
+    report = grid_dir / "report.html"
+    if not report.exists():
+        runner.invoke(app, ["report", str(grid_dir)])
+    options = webdriver.ChromeOptions()
+    options.binary_location = chromium
+    for flag in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--disable-dev-shm-usage",
+        f"--user-data-dir={tmp_path / 'profile'}",
+    ):
+        options.add_argument(flag)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    driver = webdriver.Chrome(service=Service(driver_path), options=options)
+    try:
+        driver.get(report.as_uri())
+        images = driver.execute_script(
+            "return Array.from(document.images).map(i => [i.complete, i.naturalWidth, i.alt])"
+        )
+        errors = [
+            entry for entry in driver.get_log("browser") if entry["level"] in ("SEVERE", "ERROR")
+        ]
+        title = driver.title
+    finally:
+        driver.quit()
+    assert title.startswith("triggerlab report")
+    assert len(images) == 12
+    broken = [alt for complete, width, alt in images if not complete or width == 0]
+    assert not broken, f"images that did not load: {broken}"
+    assert not errors, f"console errors: {errors}"

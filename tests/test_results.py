@@ -1,0 +1,198 @@
+"""Aggregation, confidence intervals, Welch tests and the clean accuracy drop, by hand."""
+
+import json
+import math
+
+import pandas as pd
+import pytest
+from scipy import stats
+
+from triggerlab.errors import ConfigError
+from triggerlab.results import (
+    collect,
+    compare,
+    interval,
+    parse_comparison,
+    summarize,
+    write_results,
+)
+
+
+def test_interval_by_hand_and_against_scipy():
+    result = interval(pd.Series([0.5, 0.7, 0.9]))
+    assert result["mean"] == pytest.approx(0.7)
+    assert result["std"] == pytest.approx(0.2)  # sqrt((0.04 + 0 + 0.04) / 2)
+    assert result["n"] == 3
+    half = 4.302652729911275 * 0.2 / math.sqrt(3)  # t(0.975, 2)
+    assert result["ci_low"] == pytest.approx(0.7 - half)
+    assert result["ci_high"] == pytest.approx(0.7 + half)
+    low, high = stats.t.interval(0.95, 2, loc=0.7, scale=0.2 / math.sqrt(3))
+    assert (result["ci_low"], result["ci_high"]) == pytest.approx((low, high))
+
+
+def test_interval_of_one_value_has_no_spread():
+    result = interval(pd.Series([0.4, None]))
+    assert (
+        result["n"] == 1
+        and result["mean"] == 0.4
+        and math.isnan(result["std"])
+        and math.isnan(result["ci_low"])
+    )
+
+
+def table() -> pd.DataFrame:
+    rows = []
+    for size, values in ((2, [0.5, 0.7, 0.9]), (4, [0.1, 0.2])):
+        for repeat, asr in enumerate(values):
+            rows.append(
+                {
+                    "run_id": f"{size}-{repeat}",
+                    "role": "grid",
+                    "status": "complete",
+                    "trigger.size": size,
+                    "poison.rate": 0.1,
+                    "asr": asr,
+                    "clean_acc": 0.9 + 0.01 * repeat,
+                }
+            )
+    rows.append(
+        {
+            "run_id": "b",
+            "role": "baseline",
+            "status": "complete",
+            "trigger.size": 2,
+            "poison.rate": 0.0,
+            "asr": 0.0,
+            "clean_acc": 0.99,
+        }
+    )
+    rows.append(
+        {"run_id": "x", "role": "grid", "status": "failed", "trigger.size": 2, "poison.rate": 0.1}
+    )
+    return pd.DataFrame(rows)
+
+
+def test_summary_rows_per_cell_exclude_baselines_and_failures():
+    summary = summarize(table(), ["trigger.size", "poison.rate"])
+    assert list(summary["trigger.size"]) == [2, 4]
+    assert list(summary["n"]) == [3, 2]
+    assert summary.loc[0, "asr_mean"] == pytest.approx(0.7)
+    assert summary.loc[1, "asr_mean"] == pytest.approx(0.15)
+    assert summary.loc[1, "asr_std"] == pytest.approx(math.sqrt(0.005))
+    assert summary.loc[0, "clean_acc_mean"] == pytest.approx(0.91)
+
+
+def test_welch_t_test_by_hand():
+    result = compare(table(), ["trigger.size", "poison.rate"], "trigger.size", 2, 4)
+    row = result[result["metric"] == "asr"].iloc[0]
+    va, vb = 0.04 / 3, 0.005 / 2  # variance / n
+    t = (0.7 - 0.15) / math.sqrt(va + vb)
+    df = (va + vb) ** 2 / (va**2 / 2 + vb**2 / 1)  # Welch-Satterthwaite
+    assert row["t"] == pytest.approx(t)
+    assert row["df"] == pytest.approx(df)
+    assert row["p"] == pytest.approx(2 * stats.t.sf(abs(t), df))
+    assert (row["mean_a"], row["mean_b"], row["n_a"], row["n_b"]) == pytest.approx(
+        (0.7, 0.15, 3, 2)
+    )
+
+
+def test_comparison_arguments_are_checked():
+    assert parse_comparison("trigger.size=2,4", ["trigger.size"]) == ("trigger.size", 2, 4)
+    with pytest.raises(ConfigError, match="expected KEY=A,B"):
+        parse_comparison("trigger.size=2", ["trigger.size"])
+    with pytest.raises(ConfigError, match="not varied"):
+        parse_comparison("poison.rate=0.1,0.2", ["trigger.size"])
+    with pytest.raises(ConfigError, match="no cells have both"):
+        compare(table(), ["trigger.size", "poison.rate"], "trigger.size", 2, 9)
+
+
+def write_run(grid_dir, identity, clean_acc, asr):
+    folder = grid_dir / "runs" / identity
+    folder.mkdir(parents=True)
+    summary = {
+        "status": "complete",
+        "final": {
+            "clean_acc": clean_acc,
+            "asr": asr,
+            "asr_all": asr,
+            "robust_acc": 1 - asr,
+            "train_loss": 0.1,
+        },
+        "poison": {"count": 10, "fraction": 0.1},
+        "stealth": {
+            "l0_fraction": 0.01,
+            "l2_mean": 1.0,
+            "linf_mean": 1.0,
+            "psnr_db": 30.0,
+            "ssim": 0.99,
+        },
+        "timings": {"total_s": 1.0, "train_s": 0.5, "train_images_per_s": 1000.0},
+    }
+    (folder / "summary.json").write_text(json.dumps(summary))
+
+
+def test_clean_accuracy_drop_pairs_each_run_with_its_baseline(tmp_path):
+    runs = [
+        {
+            "id": "p0",
+            "cell": {"poison.rate": 0.1},
+            "repeat": 0,
+            "seed": 1,
+            "role": "grid",
+            "baseline_id": "b0",
+        },
+        {
+            "id": "p1",
+            "cell": {"poison.rate": 0.1},
+            "repeat": 1,
+            "seed": 2,
+            "role": "grid",
+            "baseline_id": "b1",
+        },
+        {
+            "id": "b0",
+            "cell": {"poison.rate": 0.0},
+            "repeat": 0,
+            "seed": 1,
+            "role": "baseline",
+            "baseline_id": "b0",
+        },
+        {
+            "id": "b1",
+            "cell": {"poison.rate": 0.0},
+            "repeat": 1,
+            "seed": 2,
+            "role": "baseline",
+            "baseline_id": "b1",
+        },
+    ]
+    (tmp_path / "manifest.json").write_text(json.dumps({"varied": ["poison.rate"], "runs": runs}))
+    write_run(tmp_path, "p0", 0.90, 0.8)
+    write_run(tmp_path, "p1", 0.85, 0.9)
+    write_run(tmp_path, "b0", 0.95, 0.0)
+    write_run(tmp_path, "b1", 0.96, 0.1)
+    frame, _ = collect(tmp_path)
+    drops = dict(zip(frame["run_id"], frame["clean_acc_drop"], strict=True))
+    assert drops["p0"] == pytest.approx(0.05) and drops["p1"] == pytest.approx(0.11)
+    paths = write_results(tmp_path)
+    summary = pd.read_csv(paths["summary.csv"])
+    assert len(summary) == 1 and summary.loc[0, "clean_acc_drop_mean"] == pytest.approx(0.08)
+    assert pd.read_parquet(paths["results.parquet"])["clean_acc"].tolist() == [
+        0.90,
+        0.85,
+        0.95,
+        0.96,
+    ]
+
+
+def test_missing_and_failed_runs_are_listed(tmp_path):
+    runs = [
+        {"id": "a", "cell": {}, "repeat": 0, "seed": 1, "role": "grid", "baseline_id": None},
+        {"id": "f", "cell": {}, "repeat": 1, "seed": 2, "role": "grid", "baseline_id": None},
+    ]
+    (tmp_path / "manifest.json").write_text(json.dumps({"varied": [], "runs": runs}))
+    (tmp_path / "runs" / "f").mkdir(parents=True)
+    (tmp_path / "runs" / "f" / "failed.json").write_text(json.dumps({"message": "boom"}))
+    frame, _ = collect(tmp_path)
+    assert frame.set_index("run_id")["status"].to_dict() == {"a": "missing", "f": "failed"}
+    assert frame.set_index("run_id").loc["f", "error"] == "boom"
