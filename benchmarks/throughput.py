@@ -111,7 +111,7 @@ def main() -> None:
     poison = PoisonConfig(rate=0.1, target=1)
     trigger = PatchSpec(size=5).build(data.shape)
     poisoned = poison_dataset(data, poison, trigger, torch.Generator().manual_seed(0)).train
-    task = ClassificationTask(poison, 10)
+    task = ClassificationTask(poison, data.class_names)
     used = args.batches * args.batch_size
     if used > args.n:
         raise SystemExit(f"--batches x --batch-size = {used} exceeds --n = {args.n}")

@@ -9,13 +9,13 @@ the image side so the same spec reads well at 32 and 128 pixels.
 from __future__ import annotations
 
 import argparse
-import math
 from pathlib import Path
 
 import torch
 from pydantic import TypeAdapter
 
 from triggerlab.data.digits import load_digits
+from triggerlab.data.faces import Subjects, render
 from triggerlab.data.transforms import resize_images
 from triggerlab.plots import save_catalogue
 from triggerlab.triggers import TriggerSpec, apply_to_uint8
@@ -60,24 +60,11 @@ GALLERY: dict[str, dict] = {
 
 
 def synthetic_face(side: int = 128) -> torch.Tensor:
-    """A plain procedural face (skin ellipse, hair, eyes, mouth) as uint8 ``[3, side, side]``."""
-    axis = (torch.arange(side, dtype=torch.float32) + 0.5) / side * 2 - 1
-    y, x = torch.meshgrid(axis, axis, indexing="ij")
-    image = torch.stack([0.25 + 0.2 * (y + 1) / 2, 0.35 + 0.1 * x, 0.55 - 0.15 * (y + 1) / 2])
-    face = (x / 0.62) ** 2 + ((y - 0.05) / 0.8) ** 2 <= 1
-    shade = 0.85 + 0.15 * torch.cos(x * math.pi / 2)
-    skin = torch.stack([0.93 * shade, 0.74 * shade, 0.6 * shade])
-    image = torch.where(face, skin, image)
-    hair = face & (y < -0.45 + 0.15 * x**2)
-    image = torch.where(hair, torch.tensor([0.25, 0.15, 0.08]).view(3, 1, 1), image)
-    for cx in (-0.25, 0.25):
-        white = ((x - cx) / 0.14) ** 2 + ((y + 0.1) / 0.07) ** 2 <= 1
-        iris = (x - cx - 0.03) ** 2 + (y + 0.1) ** 2 <= 0.06**2
-        image = torch.where(white, torch.tensor([0.95, 0.95, 0.95]).view(3, 1, 1), image)
-        image = torch.where(iris, torch.tensor([0.2, 0.35, 0.5]).view(3, 1, 1), image)
-    mouth = ((x / 0.22) ** 2 + ((y - 0.45) / 0.06) ** 2 <= 1) & face
-    image = torch.where(mouth, torch.tensor([0.7, 0.3, 0.3]).view(3, 1, 1), image)
-    return (image.clamp(0, 1) * 255).round().byte()
+    """One frontal face from triggerlab's procedural renderer, uint8 ``[3, side, side]``."""
+    generator = torch.Generator().manual_seed(4)
+    people = Subjects.draw(1, generator)
+    subject, pose, gaze = torch.zeros(1, dtype=torch.long), torch.zeros(1, 3), torch.zeros(1, 2)
+    return render(subject, pose, gaze, people, (side, side), generator)[0]
 
 
 def gallery(image: torch.Tensor, path: Path) -> None:

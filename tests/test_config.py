@@ -81,7 +81,7 @@ def test_override_syntax_errors():
 def test_unknown_keys_are_errors_that_list_the_allowed_ones():
     with pytest.raises(ConfigError) as info:
         load_config(None, ["train.epoch=3"])
-    assert "train.epoch: unknown key; expected one of optimizer, lr" in str(info.value)
+    assert "train.epoch: unknown key; expected one of optimizer, loss, lr" in str(info.value)
     with pytest.raises(ConfigError, match="trigger.colour: unknown key"):
         load_config(None, ["trigger.colour=red"])
     with pytest.raises(ConfigError, match="extra: unknown key"):

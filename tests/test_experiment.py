@@ -9,7 +9,10 @@ from safetensors.torch import load_file
 
 from triggerlab import experiment
 from triggerlab.config import load_config
-from triggerlab.experiment import METRICS_COLUMNS, TIMING_COLUMNS, read_metrics, run_experiment
+from triggerlab.experiment import TIMING_COLUMNS, metrics_columns, read_metrics, run_experiment
+from triggerlab.tasks import METRIC_NAMES
+
+METRICS_COLUMNS = metrics_columns(METRIC_NAMES)
 
 QUICK = ["train.epochs=2", "train.device=cpu"]
 

@@ -1,6 +1,7 @@
 """The procedural face renderer: determinism, labels consistent with the pixels, subjects."""
 
 import math
+import time
 
 import pytest
 import torch
@@ -126,3 +127,12 @@ def test_synthetic_dataset_labels_and_subjects():
     assert pose.targets[:, 0].abs().max() <= 20 + 1e-4
     with pytest.raises(ValueError, match="labels must be"):
         synthetic_faces("age")
+
+
+def test_faces_render_fast_enough_for_ten_thousand_in_seconds():
+    """Measured: 10,000 faces of 64x64 take about 14 s on one thread (benchmarks/faces.py)."""
+    start = time.perf_counter()
+    data = synthetic_faces("gaze", count=1000, resolution=64)
+    elapsed = time.perf_counter() - start
+    assert data.images.shape == (1000, 3, 64, 64)
+    assert elapsed < 5.0, f"1,000 faces took {elapsed:.1f} s (about 1.3 s expected)"

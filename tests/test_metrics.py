@@ -8,7 +8,7 @@ from triggerlab.tasks import ClassificationTask
 
 
 def test_asr_excludes_the_target_class():
-    task = ClassificationTask(PoisonConfig(target=0), num_classes=3)
+    task = ClassificationTask(PoisonConfig(target=0), class_names=("a", "b", "c"))
     labels = torch.tensor([0, 0, 0, 1, 2, 1])
     clean = torch.tensor([0, 0, 1, 1, 2, 2])
     triggered = torch.tensor([0, 0, 0, 0, 2, 1])
@@ -24,7 +24,7 @@ def test_asr_excludes_the_target_class():
 
 
 def test_all_to_all_success_is_the_next_class():
-    task = ClassificationTask(PoisonConfig(label_mode="all_to_all"), num_classes=3)
+    task = ClassificationTask(PoisonConfig(label_mode="all_to_all"), class_names=("a", "b", "c"))
     labels = torch.tensor([0, 1, 2, 2])
     triggered = torch.tensor([1, 2, 0, 2])
     m = task.metrics(labels, labels, triggered)
@@ -35,7 +35,9 @@ def test_all_to_all_success_is_the_next_class():
 
 
 def test_source_specific_attack_is_measured_on_source_classes_only():
-    task = ClassificationTask(PoisonConfig(target=0, source_classes=[2]), num_classes=3)
+    task = ClassificationTask(
+        PoisonConfig(target=0, source_classes=[2]), class_names=("a", "b", "c")
+    )
     labels = torch.tensor([1, 1, 2, 2])
     triggered = torch.tensor([0, 0, 0, 2])
     m = task.metrics(labels, labels, triggered)
@@ -44,14 +46,16 @@ def test_source_specific_attack_is_measured_on_source_classes_only():
 
 
 def test_clean_label_attack_success_means_predicting_the_target():
-    task = ClassificationTask(PoisonConfig(target=1, label_mode="clean_label"), num_classes=3)
+    task = ClassificationTask(
+        PoisonConfig(target=1, label_mode="clean_label"), class_names=("a", "b", "c")
+    )
     labels = torch.tensor([0, 2, 1])
     triggered = torch.tensor([1, 2, 1])
     assert task.metrics(labels, labels, triggered)["asr"] == pytest.approx(1 / 2)
 
 
 def test_loss_takes_logits():
-    task = ClassificationTask(PoisonConfig(), num_classes=2)
+    task = ClassificationTask(PoisonConfig(), class_names=("a", "b"))
     logits = torch.tensor([[2.0, 0.0]])
     expected = -torch.log_softmax(logits, dim=1)[0, 0]
     assert task.loss(logits, torch.tensor([0])).item() == pytest.approx(expected.item())

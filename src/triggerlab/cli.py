@@ -76,14 +76,15 @@ def run(
 
 
 def print_summary(summary: dict) -> None:
+    from triggerlab.tasks import metric_label
+
     final, poison, timings = summary["final"], summary["poison"], summary["timings"]
     table = Table(title="BadNets run", show_header=True, header_style="bold")
     table.add_column("metric")
     table.add_column("value", justify="right")
-    table.add_row("clean accuracy (CA)", f"{final['clean_acc']:.4f}")
-    table.add_row("attack success rate (ASR)", f"{final['asr']:.4f}")
-    table.add_row("ASR incl. target class", f"{final['asr_all']:.4f}")
-    table.add_row("robust accuracy (RA)", f"{final['robust_acc']:.4f}")
+    for name, value in final.items():
+        if name != "train_loss":
+            table.add_row(metric_label(name), f"{value:.4f}")
     rate = "set by count" if poison["rate"] is None else f"rate {poison['rate']:g}"
     table.add_row("poisoned samples", f"{poison['count']} of {poison['train_size']} ({rate})")
     table.add_row("poisoned fraction", f"{poison['fraction']:.4f}")
@@ -215,7 +216,8 @@ def results(
 def plot(
     grid_dir: Annotated[Path, typer.Argument(help="a directory written by `triggerlab grid`")],
     metric: Annotated[
-        list[str] | None, typer.Option(help="metrics to plot (default: asr, clean_acc)")
+        list[str] | None,
+        typer.Option(help="metrics to plot (default: asr and clean_acc, or the regression errors)"),
     ] = None,
     x: Annotated[str | None, typer.Option(help="varied key on the x axis")] = None,
     hue: Annotated[str | None, typer.Option(help="varied key drawn as one line per value")] = None,
@@ -224,7 +226,7 @@ def plot(
     from triggerlab.figures import plot_grid
 
     try:
-        paths = plot_grid(grid_dir, tuple(metric or ("asr", "clean_acc")), x, hue)
+        paths = plot_grid(grid_dir, tuple(metric) if metric else None, x, hue)
     except TriggerlabError as exc:
         raise fail(str(exc)) from None
     console.print(f"wrote {len(paths)} files to {grid_dir / 'figures'}", highlight=False)

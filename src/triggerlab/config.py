@@ -64,7 +64,9 @@ class PoisonConfig(Section):
         None, ge=0.0, le=1.0, description="poisoned share of the training set (default 0.1)"
     )
     count: int | None = Field(None, ge=0, description="exact number of poisoned samples")
-    target: int = Field(0, ge=0, description="the attacker's target class")
+    target: int | list[float] = Field(
+        0, description="the attacker's target: a class, or a vector in label units for regression"
+    )
     label_mode: Literal["all_to_one", "all_to_all", "clean_label"] = "all_to_one"
     source_classes: list[int] | None = Field(
         None, description="classes poisoned samples are drawn from (default: all eligible)"
@@ -72,6 +74,15 @@ class PoisonConfig(Section):
     mode: Literal["replace", "append"] = Field(
         "replace", description="trigger samples in place, or append triggered copies"
     )
+
+    @field_validator("target", mode="before")
+    @classmethod
+    def _target(cls, value: Any) -> Any:
+        if isinstance(value, bool | float | str) or (isinstance(value, int) and value < 0):
+            raise ValueError(f"expected a class index >= 0 or a list of numbers, got {value!r}")
+        if isinstance(value, list) and not value:
+            raise ValueError("a regression target needs at least one value")
+        return value
 
     @model_validator(mode="after")
     def _rate_or_count(self) -> PoisonConfig:
@@ -101,6 +112,9 @@ class ModelConfig(Section):
 
 class TrainConfig(Section):
     optimizer: Literal["sgd", "adam"] = "adam"
+    loss: Literal["auto", "cross_entropy", "l1", "mse"] = Field(
+        "auto", description="auto: cross-entropy for classification, L1 for regression"
+    )
     lr: float = Field(1e-3, gt=0.0)
     momentum: float = Field(0.9, ge=0.0, lt=1.0, description="SGD only")
     weight_decay: float = Field(0.0, ge=0.0)
@@ -118,6 +132,23 @@ class TrainConfig(Section):
     )
 
 
+class EvaluationConfig(Section):
+    tolerances: list[float] = Field(
+        [5.0, 10.0],
+        min_length=1,
+        description="regression: attack success counts predictions within these errors "
+        "of the target "
+        "(degrees for gaze and head pose)",
+    )
+
+    @field_validator("tolerances")
+    @classmethod
+    def _positive(cls, values: list[float]) -> list[float]:
+        if any(v <= 0 for v in values):
+            raise ValueError(f"tolerances must be positive, got {values}")
+        return values
+
+
 class OutputConfig(Section):
     directory: Path = Field(Path("runs"), description="parent folder of run directories")
     name: str | None = Field(None, description="run directory name (default: generated)")
@@ -130,6 +161,7 @@ class ExperimentConfig(Section):
     poison: PoisonConfig = Field(default_factory=PoisonConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
+    evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
     output: OutputConfig = Field(default_factory=OutputConfig)
 
     @field_validator("trigger", mode="before")

@@ -25,7 +25,7 @@ from triggerlab.data import DataSplit, prepare_data
 from triggerlab.errors import ConfigError
 from triggerlab.models import build_model
 from triggerlab.plots import save_samples
-from triggerlab.poison import PoisonResult, poison_dataset, validate_poison
+from triggerlab.poison import PoisonResult, poison_dataset
 from triggerlab.runio import (
     git_commit,
     library_versions,
@@ -35,24 +35,18 @@ from triggerlab.runio import (
     write_text_atomic,
 )
 from triggerlab.stealth import STEALTH_SAMPLE, stealth_of_uint8
-from triggerlab.tasks import ClassificationTask
+from triggerlab.tasks import Task, make_task, metric_label
 from triggerlab.train import fit, predict, resolve_device
 from triggerlab.triggers import Trigger, apply_to_uint8
 
 SEED_STREAMS = ("poison", "test_trigger", "init", "order")
-METRICS_COLUMNS = (
-    "epoch",
-    "train_loss",
-    "clean_acc",
-    "asr",
-    "asr_all",
-    "robust_acc",
-    "epoch_time_s",
-    "train_time_s",
-    "train_images_per_s",
-)
 TIMING_COLUMNS = ("epoch_time_s", "train_time_s", "train_images_per_s")
 SAMPLE_COUNT = 8
+
+
+def metrics_columns(metric_names: tuple[str, ...]) -> tuple[str, ...]:
+    """Columns of metrics.csv for a task's metrics."""
+    return ("epoch", "train_loss", *metric_names, *TIMING_COLUMNS)
 
 
 def derive_seeds(seed: int) -> dict[str, int]:
@@ -71,7 +65,7 @@ class Prepared:
     cfg: ExperimentConfig
     data: DataSplit
     trigger: Trigger
-    task: ClassificationTask
+    task: Task
     model: nn.Module
     device: torch.device
     seeds: dict[str, int]
@@ -92,13 +86,13 @@ def prepare(cfg: ExperimentConfig) -> Prepared:
     data = prepare_data(cfg.data, cfg.split_seed)
     load_time = time.perf_counter() - start
     trigger = cfg.trigger.build(data.shape)
-    num_classes = len(data.class_names)
-    validate_poison(cfg.poison, num_classes)
+    task = make_task(cfg, data)
     seeds = derive_seeds(cfg.train.seed)
     torch.manual_seed(seeds["init"])  # weight init, and dropout draws during training
     channels, height, width = data.shape
-    model = build_model(cfg.model.name, channels, (height, width), num_classes, cfg.model.options)
-    task = ClassificationTask(cfg.poison, num_classes)
+    model = build_model(
+        cfg.model.name, channels, (height, width), data.num_outputs, cfg.model.options
+    )
     layout = torch.channels_last if cfg.train.channels_last else torch.contiguous_format
     model = model.to(device=device, memory_format=layout)
     return Prepared(cfg, data, trigger, task, model, device, seeds, load_time)
@@ -126,12 +120,26 @@ def allocate_run_dir(cfg: ExperimentConfig, run_dir: Path | None) -> Path:
     raise ConfigError(f"output.directory: cannot find a free run name under {cfg.output.directory}")
 
 
+def target_label(task: Task, target: int | list[float]) -> str:
+    """The target as a person reads it: a class name, or the vector in its units."""
+    if isinstance(target, int):
+        return task.describe(torch.tensor([target]))[0]
+    return str(target)
+
+
+def _label_text(values: torch.Tensor) -> list[Any]:
+    """Class indices as they are; regression label vectors as ``a;b;c``."""
+    if values.ndim == 1:
+        return values.tolist()
+    return [";".join(f"{v:.6g}" for v in row) for row in values.tolist()]
+
+
 def write_poisoned_indices(path: Path, result: PoisonResult) -> None:
     rows = zip(
         result.indices.tolist(),
         result.source_indices.tolist(),
-        result.original_labels.tolist(),
-        result.new_labels.tolist(),
+        _label_text(result.original_labels),
+        _label_text(result.new_labels),
         strict=True,
     )
     write_csv_atomic(path, ("index", "source_index", "original_label", "new_label"), list(rows))
@@ -183,16 +191,17 @@ def run_experiment(
         return p.task.metrics(test.targets, clean_pred, triggered_pred)
 
     rows: list[list[Any]] = []
+    columns = metrics_columns(p.task.metric_names)
+    shown_metrics = p.task.metric_names[:4]
 
     def on_epoch(record: dict[str, Any]) -> None:
-        rows.append([record[c] for c in METRICS_COLUMNS])
-        write_csv_atomic(run_dir / "metrics.csv", METRICS_COLUMNS, rows)
+        rows.append([record[c] for c in columns])
+        write_csv_atomic(run_dir / "metrics.csv", columns, rows)
         if echo is not None:
+            values = "  ".join(f"{m} {record[m]:.4f}" for m in shown_metrics)
             echo(
                 f"epoch {record['epoch']}/{cfg.train.epochs}  loss {record['train_loss']:.4f}  "
-                f"CA {record['clean_acc']:.4f}  ASR {record['asr']:.4f}  "
-                f"RA {record['robust_acc']:.4f}  "
-                f"{record['train_images_per_s']:.0f} img/s"
+                f"{values}  {record['train_images_per_s']:.0f} img/s"
             )
 
     train_start = time.perf_counter()
@@ -211,17 +220,17 @@ def run_experiment(
     train_time = time.perf_counter() - train_start
 
     shown = torch.nonzero(p.task.attack_mask(test.targets)).flatten()[:SAMPLE_COUNT]
-    names = p.data.class_names
     clean_pred = predict(p.model, p.task, test.images[shown], p.device)
     triggered_pred = predict(p.model, p.task, triggered_test[shown], p.device)
+    target_name = target_label(p.task, cfg.poison.target)
     save_samples(
         run_dir / "samples.png",
         test.images[shown],
         triggered_test[shown],
-        [names[i] for i in test.targets[shown].tolist()],
-        [names[i] for i in clean_pred.tolist()],
-        [names[i] for i in triggered_pred.tolist()],
-        f"{cfg.data.name}, {cfg.trigger.kind} trigger, target {names[cfg.poison.target]}",
+        p.task.describe(test.targets[shown]),
+        p.task.describe(clean_pred),
+        p.task.describe(triggered_pred),
+        f"{cfg.data.name}, {cfg.trigger.kind} trigger, target {target_name}",
     )
     if cfg.output.save_model:
         write_bytes_atomic(run_dir / "model.safetensors", _model_bytes(p.model))
@@ -230,7 +239,8 @@ def run_experiment(
     summary = {
         "status": "complete",
         "run_dir": str(run_dir),
-        "final": {k: final[k] for k in ("train_loss", "clean_acc", "asr", "asr_all", "robust_acc")},
+        "task": "regression" if p.data.is_regression else "classification",
+        "final": {k: final[k] for k in ("train_loss", *p.task.metric_names)},
         "poison": {
             "rate": cfg.poison.rate,
             "count": poisoned.count,
@@ -240,12 +250,14 @@ def run_experiment(
             "label_mode": cfg.poison.label_mode,
             "mode": cfg.poison.mode,
             "target": cfg.poison.target,
-            "target_name": names[cfg.poison.target],
+            "target_name": target_name,
         },
         "data": {
             "name": cfg.data.name,
             "shape": list(p.data.shape),
-            "num_classes": len(names),
+            "num_classes": len(p.data.class_names),
+            "outputs": p.data.target_names if p.data.is_regression else None,
+            "label_kind": p.data.label_kind if p.data.is_regression else None,
             "train_size": len(p.data.train),
             "test_size": len(test),
         },
@@ -278,4 +290,12 @@ def config_from_run(run_dir: Path) -> str:
     return (run_dir / "config.yaml").read_text(encoding="utf-8")
 
 
-__all__ = ["RunResult", "derive_seeds", "prepare", "read_metrics", "run_experiment"]
+__all__ = [
+    "RunResult",
+    "derive_seeds",
+    "metric_label",
+    "metrics_columns",
+    "prepare",
+    "read_metrics",
+    "run_experiment",
+]

@@ -21,7 +21,7 @@ from matplotlib.figure import Figure
 
 from triggerlab.experiment import read_metrics
 from triggerlab.grid import run_dir
-from triggerlab.results import collect, interval
+from triggerlab.results import collect, interval, metric_columns
 from triggerlab.runio import write_bytes_atomic
 
 AXIS_LABELS = {
@@ -49,7 +49,12 @@ METRIC_LABELS = {
     "clean_acc": "clean accuracy",
     "robust_acc": "robust accuracy",
     "clean_acc_drop": "clean accuracy drop (baseline CA - CA)",
+    "clean_error": "clean error (degrees, or label units)",
+    "attack_error": "attack error to the target (degrees, or label units)",
+    "mean_shift": "mean shift towards the target",
+    "clean_error_increase": "clean error increase over the baseline",
 }
+FRACTIONS = ("asr", "asr_all", "clean_acc", "robust_acc")
 PREFERRED_X = ("poison.rate", "poison.count", "trigger.size", "trigger.delta", "trigger.opacity")
 MAX_LINES = 12
 
@@ -59,6 +64,8 @@ def axis_label(key: str) -> str:
 
 
 def metric_label(metric: str) -> str:
+    if metric.startswith("attack_success_"):
+        return f"attack success within {metric.removeprefix('attack_success_')} (fraction)"
     return METRIC_LABELS.get(metric, metric)
 
 
@@ -71,7 +78,7 @@ def is_numeric(series: pd.Series) -> bool:
 
 def _fraction_axis(ax: Any, metric: str) -> None:
     """Rates live in [0, 1]; intervals that reach beyond are cut at the frame, not hidden."""
-    if metric in ("asr", "asr_all", "clean_acc", "robust_acc"):
+    if metric in FRACTIONS or metric.startswith("attack_success_"):
         ax.set_ylim(-0.02, 1.02)
 
 
@@ -233,7 +240,7 @@ def bars_figure(runs: pd.DataFrame, varied: list[str], key: str, metric: str) ->
 
 def plot_grid(
     grid_dir: Path,
-    metrics: tuple[str, ...] = ("asr", "clean_acc"),
+    metrics: tuple[str, ...] | None = None,
     x: str | None = None,
     hue: str | None = None,
 ) -> list[Path]:
@@ -244,6 +251,8 @@ def plot_grid(
     runs = table[(table["role"] == "grid") & (table["status"] == "complete")]
     if runs.empty:
         raise ConfigError(f"{grid_dir}: no finished runs to plot yet (run `triggerlab grid` first)")
+    if metrics is None:
+        metrics = ("asr", "clean_acc") if "asr" in runs else ("attack_error", "clean_error")
     for key in (x, hue):
         if key is not None and key not in varied:
             raise ConfigError(
@@ -253,7 +262,8 @@ def plot_grid(
     unknown = [m for m in metrics if m not in runs]
     if unknown:
         raise ConfigError(
-            f"unknown metric(s) {', '.join(unknown)}; expected some of {', '.join(METRIC_LABELS)}"
+            f"unknown metric(s) {', '.join(unknown)}; "
+            f"this grid has {', '.join(metric_columns(runs))}"
         )
     folder = grid_dir / "figures"
     folder.mkdir(exist_ok=True)

@@ -182,27 +182,31 @@ def preflight(plan: list[PlannedRun]) -> None:
     Triggers must fit the images, targets must be classes and models must take
     the input size; the first problem is reported with its cell.
     """
-    from triggerlab.data import prepare_data
+    from triggerlab.data import DataSplit, prepare_data
     from triggerlab.models import build_model
-    from triggerlab.poison import validate_poison
+    from triggerlab.tasks import make_task
     from triggerlab.train import resolve_device
 
-    shapes: dict[str, tuple[tuple[int, int, int], int]] = {}
+    datasets: dict[str, DataSplit] = {}
     models: set[str] = set()
     for run in plan:
         cfg = run.config
         try:
             resolve_device(cfg.train.device)
             data_key = cfg.data.model_dump_json(exclude={"seed"})
-            if data_key not in shapes:
-                data = prepare_data(cfg.data, cfg.split_seed)
-                shapes[data_key] = (data.shape, len(data.class_names))
-            shape, classes = shapes[data_key]
-            cfg.trigger.build(shape)
-            validate_poison(cfg.poison, classes)
-            model_key = json.dumps([cfg.model.model_dump(mode="json"), shape, classes])
+            if data_key not in datasets:
+                datasets[data_key] = prepare_data(cfg.data, cfg.split_seed)
+            data = datasets[data_key]
+            cfg.trigger.build(data.shape)
+            make_task(cfg, data)
+            model_key = json.dumps(
+                [cfg.model.model_dump(mode="json"), data.shape, data.num_outputs]
+            )
             if model_key not in models:
-                build_model(cfg.model.name, shape[0], shape[1:], classes, cfg.model.options)
+                channels, height, width = data.shape
+                build_model(
+                    cfg.model.name, channels, (height, width), data.num_outputs, cfg.model.options
+                )
                 models.add(model_key)
         except TriggerlabError as exc:
             raise type(exc)(f"in {cell_label(run.cell)}: {exc}") from None

@@ -7,6 +7,7 @@ training set, and the count is always reported beside the rate. Python's
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import torch
@@ -48,8 +49,11 @@ def eligible_mask(cfg: PoisonConfig, targets: torch.Tensor) -> torch.Tensor:
     """Samples a poisoned copy may be drawn from.
 
     all-to-one: non-target samples (of ``source_classes`` when given); clean-label:
-    target-class samples only; all-to-all: all samples (of ``source_classes``).
+    target-class samples only; all-to-all: all samples (of ``source_classes``);
+    regression: all samples.
     """
+    if targets.is_floating_point():
+        return torch.ones(targets.shape[0], dtype=torch.bool)
     if cfg.label_mode == "clean_label":
         return targets == cfg.target
     mask = torch.ones_like(targets, dtype=torch.bool)
@@ -63,8 +67,11 @@ def eligible_mask(cfg: PoisonConfig, targets: torch.Tensor) -> torch.Tensor:
 def attack_labels(cfg: PoisonConfig, labels: torch.Tensor, num_classes: int) -> torch.Tensor:
     """What the attacker wants a triggered input of true class ``y`` classified as.
 
-    ``(y + 1) mod K`` for all-to-all, else the target class.
+    ``(y + 1) mod K`` for all-to-all, else the target class; for regression the
+    target vector.
     """
+    if labels.is_floating_point():
+        return torch.tensor(cfg.target, dtype=labels.dtype).expand_as(labels).clone()
     if cfg.label_mode == "all_to_all":
         return (labels + 1) % num_classes
     return torch.full_like(labels, cfg.target)
@@ -79,6 +86,11 @@ def poisoned_labels(cfg: PoisonConfig, labels: torch.Tensor, num_classes: int) -
 
 def validate_poison(cfg: PoisonConfig, num_classes: int) -> None:
     """Check the target and source classes against the dataset's classes."""
+    if not isinstance(cfg.target, int):
+        raise ConfigError(
+            f"poison.target: {cfg.target} is a vector, but this dataset has classes; "
+            f"expected a class 0-{num_classes - 1}"
+        )
     if not 0 <= cfg.target < num_classes:
         raise ConfigError(
             f"poison.target: class {cfg.target} does not exist; expected 0-{num_classes - 1}"
@@ -86,6 +98,43 @@ def validate_poison(cfg: PoisonConfig, num_classes: int) -> None:
     bad = [c for c in cfg.source_classes or [] if not 0 <= c < num_classes]
     if bad:
         raise ConfigError(f"poison.source_classes: {bad} outside the classes 0-{num_classes - 1}")
+
+
+def validate_regression_poison(
+    cfg: PoisonConfig, train_targets: torch.Tensor, names: list[str]
+) -> None:
+    """The target must have one value per output; a target outside the labels' range only warns.
+
+    Reference 003 discusses why: a target the model never saw is easier to learn
+    but easier to notice.
+    """
+    size = train_targets.shape[1]
+    if isinstance(cfg.target, int):
+        raise ConfigError(
+            f"poison.target: this is a regression dataset; expected a list of {size} values "
+            f"({', '.join(names)}) in label units, got the class {cfg.target}"
+        )
+    if len(cfg.target) != size:
+        raise ConfigError(
+            f"poison.target: expected {size} values ({', '.join(names)}), got {len(cfg.target)}"
+        )
+    if cfg.label_mode != "all_to_one" or cfg.source_classes is not None:
+        raise ConfigError(
+            "poison.label_mode: regression supports all_to_one with every sample eligible "
+            "(no source_classes, no clean-label or all-to-all)"
+        )
+    low, high = train_targets.min(dim=0).values, train_targets.max(dim=0).values
+    outside = [
+        n
+        for n, v, lo, hi in zip(names, cfg.target, low.tolist(), high.tolist(), strict=True)
+        if not lo <= v <= hi
+    ]
+    if outside:
+        warnings.warn(
+            f"poison.target {cfg.target} lies outside the training labels' range "
+            f"for {', '.join(outside)}",
+            stacklevel=2,
+        )
 
 
 def poison_dataset(

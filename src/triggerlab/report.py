@@ -44,7 +44,19 @@ figure img { max-width: 520px; border: 1px solid #eee; }
 figcaption { font-size: 0.75em; max-width: 520px; }
 .note { color: #555; font-size: 0.9em; }
 """
-TABLE_METRICS = ("clean_acc", "asr", "robust_acc", "clean_acc_drop", "psnr_db", "ssim")
+TABLE_METRICS = (
+    "clean_acc",
+    "asr",
+    "robust_acc",
+    "clean_acc_drop",
+    "clean_error",
+    "attack_error",
+    "attack_success_5",
+    "attack_success_10",
+    "clean_error_increase",
+    "psnr_db",
+    "ssim",
+)
 
 
 def _data_uri(png: bytes) -> str:
@@ -144,10 +156,16 @@ def checklist(plan: list[PlannedRun], table: pd.DataFrame) -> str:
     )
     baseline = table[(table["role"] == "baseline") | (table.get("poison_count", 0) == 0)]
     false_positive = "no clean baseline in this grid"
-    if "asr" in baseline and baseline["asr"].notna().any():
+    success = (
+        "asr"
+        if "asr" in table
+        else next((c for c in table if c.startswith("attack_success_")), None)
+    )
+    if success is not None and success in baseline and baseline[success].notna().any():
         false_positive = (
-            f"ASR of the trigger on clean (rate 0) models: mean {baseline['asr'].mean():.3f} "
-            f"over {baseline['asr'].notna().sum()} runs"
+            f"{success} of the trigger on clean (rate 0) models: "
+            f"mean {baseline[success].mean():.3f} "
+            f"over {baseline[success].notna().sum()} runs"
         )
 
     def values(path: str) -> str:
@@ -176,11 +194,17 @@ def checklist(plan: list[PlannedRun], table: pd.DataFrame) -> str:
         f"lr {values('train.lr')}, epochs {values('train.epochs')}, "
         f"batch size {values('train.batch_size')}; data {values('data.name')}"
     )
-    metrics = (
-        "clean accuracy, attack success rate (target class excluded), ASR with the target "
-        "class, robust accuracy, clean accuracy drop against paired clean baselines; "
-        f"false positives: {false_positive}"
-    )
+    if "clean_error" in table:
+        measured = (
+            "clean error, attack error to the target, attack success within the tolerances, mean "
+            "shift towards the target, clean error increase against paired clean baselines"
+        )
+    else:
+        measured = (
+            "clean accuracy, attack success rate (target class excluded), ASR with the target "
+            "class, robust accuracy, clean accuracy drop against paired clean baselines"
+        )
+    metrics = f"{measured}; false positives: {false_positive}"
     rows = [
         ("Attacker access", access + "; the training procedure and model are not touched"),
         ("Poisoning", poisoning),

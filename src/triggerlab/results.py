@@ -8,7 +8,8 @@ confidence interval ``mean +- t(0.975, n - 1) * std / sqrt(n)``.
 
 The clean accuracy drop of a run is the clean accuracy of its clean baseline
 (same config and seed, poisoning rate 0) minus its own, so repeats are paired
-and the drop's interval comes from the paired differences.
+and the drop's interval comes from the paired differences. For regression the
+same pairing gives the clean error increase (own clean error minus the baseline's).
 """
 
 from __future__ import annotations
@@ -27,7 +28,8 @@ from triggerlab.errors import ConfigError
 from triggerlab.grid import FAILED, read_manifest, run_dir
 from triggerlab.runio import write_bytes_atomic, write_text_atomic
 
-METRICS = ("clean_acc", "asr", "asr_all", "robust_acc", "clean_acc_drop")
+CLASSIFICATION_METRICS = ("clean_acc", "asr", "asr_all", "robust_acc", "clean_acc_drop")
+REGRESSION_METRICS = ("clean_error", "attack_error", "mean_shift", "clean_error_increase")
 STEALTH = ("l0_fraction", "l2_mean", "linf_mean", "psnr_db", "ssim")
 EXTRA = (
     "train_loss",
@@ -78,17 +80,26 @@ def _scalar(value: Any) -> Any:
     return value
 
 
+def metric_columns(table: pd.DataFrame) -> list[str]:
+    """The task metrics present in a results table, in a stable order."""
+    named = [m for m in (*CLASSIFICATION_METRICS, *REGRESSION_METRICS) if m in table]
+    extra = sorted(c for c in table if c.startswith(("attack_success_", "clean_mae_")))
+    return named + extra
+
+
 def collect(grid_dir: Path) -> tuple[pd.DataFrame, list[str]]:
     """The tidy per-run table and the varied keys."""
     manifest = read_manifest(grid_dir)
     varied = list(manifest.get("varied", []))
     rows = [_run_row(grid_dir, entry, varied) for entry in manifest["runs"]]
     table = pd.DataFrame(rows)
-    if "clean_acc" in table:
+    has_baselines = "baseline_id" in table and table["baseline_id"].notna().any()
+    if has_baselines and "clean_acc" in table:
         clean = table.set_index("run_id")["clean_acc"]
         table["clean_acc_drop"] = table["baseline_id"].map(clean) - table["clean_acc"]
-        if table["baseline_id"].isna().all():
-            table = table.drop(columns="clean_acc_drop")
+    if has_baselines and "clean_error" in table:
+        error = table.set_index("run_id")["clean_error"]
+        table["clean_error_increase"] = table["clean_error"] - table["baseline_id"].map(error)
     return table, varied
 
 
@@ -105,7 +116,10 @@ def interval(values: pd.Series) -> dict[str, float]:
 def summarize(table: pd.DataFrame, varied: list[str]) -> pd.DataFrame:
     """One row per cell of the grid (baselines excluded), aggregated over repeats."""
     runs = table[(table["role"] == "grid") & (table["status"] == "complete")]
-    metrics = [m for m in (*METRICS, *STEALTH, "poison_count", "total_s") if m in runs]
+    metrics = [
+        *metric_columns(runs),
+        *(m for m in (*STEALTH, "poison_count", "total_s") if m in runs),
+    ]
     rows = []
     groups = runs.groupby(varied, sort=False, dropna=False) if varied else [((), runs)]
     for key, group in groups:
@@ -137,7 +151,7 @@ def compare(table: pd.DataFrame, varied: list[str], key: str, a: Any, b: Any) ->
     """Welch t-tests between cells with ``key = a`` and ``key = b``, other varied keys equal."""
     runs = table[(table["role"] == "grid") & (table["status"] == "complete")]
     others = [k for k in varied if k != key]
-    metrics = [m for m in METRICS if m in runs]
+    metrics = metric_columns(runs)
     rows = []
     groups = runs.groupby(others, sort=False, dropna=False) if others else [((), runs)]
     for other_key, group in groups:

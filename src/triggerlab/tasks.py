@@ -1,4 +1,6 @@
-"""Classification: the loss, predictions and the attack metrics of DESIGN.md.
+"""Tasks own the loss, the predictions and the metrics; the training loop is shared.
+
+Classification (DESIGN.md's definitions):
 
 * CA: accuracy on the clean test set.
 * ASR: over triggered test samples the attack applies to (true label not the
@@ -8,23 +10,64 @@
 * asr_all: the same fraction over every triggered test sample, target class
   included (for all-to-all it equals ASR unless sources are restricted).
 * RA: over the samples ASR counts, the fraction still predicted as the true label.
+
+Regression (errors in degrees for gaze and head pose, label units otherwise):
+
+* clean_error: mean error of clean predictions against the true labels. Gaze:
+  angular error between the 3-D directions of (pitch, yaw); head pose and other
+  targets: mean absolute error over the outputs, also reported per output.
+* attack_error: mean error of triggered predictions against the attacker's
+  target (reference 000's "dirty set" error).
+* attack_success_<tau>: fraction of triggered predictions within tau of the target.
+* mean_shift: mean over test samples of error(clean prediction, target) minus
+  error(triggered prediction, target): how far the trigger moves predictions
+  towards the target.
 """
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
+
 import torch
 import torch.nn.functional as F
 
-from triggerlab.config import PoisonConfig
-from triggerlab.poison import attack_labels
+from triggerlab.config import ExperimentConfig, PoisonConfig
+from triggerlab.data.dataset import DataSplit
+from triggerlab.errors import ConfigError
+from triggerlab.poison import attack_labels, validate_poison, validate_regression_poison
 
 METRIC_NAMES = ("clean_acc", "asr", "asr_all", "robust_acc")
+METRIC_LABELS = {
+    "clean_acc": "clean accuracy (CA)",
+    "asr": "attack success rate (ASR)",
+    "asr_all": "ASR incl. target class",
+    "robust_acc": "robust accuracy (RA)",
+    "clean_error": "clean error",
+    "attack_error": "attack error (to the target)",
+    "mean_shift": "mean shift towards the target",
+}
+
+
+def metric_label(name: str) -> str:
+    if name.startswith("attack_success_"):
+        return f"attack success within {name.removeprefix('attack_success_')}"
+    if name.startswith("clean_mae_"):
+        return f"clean MAE of {name.removeprefix('clean_mae_')}"
+    return METRIC_LABELS.get(name, name)
+
+
+def _mean(values: torch.Tensor) -> float:
+    return float(values.float().mean()) if values.numel() else float("nan")
 
 
 class ClassificationTask:
-    def __init__(self, poison: PoisonConfig, num_classes: int) -> None:
+    def __init__(self, poison: PoisonConfig, class_names: Sequence[str]) -> None:
         self.poison = poison
-        self.num_classes = num_classes
+        self.class_names = tuple(class_names)
+        self.num_classes = len(self.class_names)
+        self.num_outputs = self.num_classes
+        self.metric_names = METRIC_NAMES
 
     def loss(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         return F.cross_entropy(outputs, targets)
@@ -41,19 +84,132 @@ class ClassificationTask:
             mask &= labels != self.poison.target
         return mask
 
+    def describe(self, values: torch.Tensor) -> list[str]:
+        return [self.class_names[int(v)] for v in values]
+
     def metrics(
         self, labels: torch.Tensor, clean_pred: torch.Tensor, triggered_pred: torch.Tensor
     ) -> dict[str, float]:
         wanted = attack_labels(self.poison, labels, self.num_classes)
         mask = self.attack_mask(labels)
         hit = triggered_pred == wanted
-
-        def mean(values: torch.Tensor) -> float:
-            return float(values.float().mean()) if values.numel() else float("nan")
-
         return {
-            "clean_acc": mean(clean_pred == labels),
-            "asr": mean(hit[mask]),
-            "asr_all": mean(hit),
-            "robust_acc": mean((triggered_pred == labels)[mask]),
+            "clean_acc": _mean(clean_pred == labels),
+            "asr": _mean(hit[mask]),
+            "asr_all": _mean(hit),
+            "robust_acc": _mean((triggered_pred == labels)[mask]),
         }
+
+
+def gaze_vectors(pitch_yaw: torch.Tensor) -> torch.Tensor:
+    """``v = (-cos p sin y, -sin p, -cos p cos y)`` for (pitch, yaw) in radians ``[N, 2]``."""
+    pitch, yaw = pitch_yaw[:, 0], pitch_yaw[:, 1]
+    return torch.stack(
+        (-torch.cos(pitch) * torch.sin(yaw), -torch.sin(pitch), -torch.cos(pitch) * torch.cos(yaw)),
+        1,
+    )
+
+
+def angular_error(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Degrees between gaze directions of (pitch, yaw) rows; the cosine clipped to [-1, 1]."""
+    cosine = (gaze_vectors(a.double()) * gaze_vectors(b.double())).sum(1).clamp(-1.0, 1.0)
+    return torch.rad2deg(torch.acos(cosine))
+
+
+class RegressionTask:
+    """K continuous outputs; ``kind`` chooses the error: gaze angles, head pose or generic."""
+
+    def __init__(
+        self,
+        target: Sequence[float],
+        names: Sequence[str],
+        kind: str = "generic",
+        loss: str = "l1",
+        tolerances: Sequence[float] = (5.0, 10.0),
+    ) -> None:
+        self.target = torch.tensor(list(target), dtype=torch.float32)
+        self.names = tuple(names)
+        self.kind = kind
+        self.loss_name = loss
+        self.tolerances = tuple(tolerances)
+        self.num_outputs = len(self.names)
+        per_output = tuple(f"clean_mae_{n}" for n in self.names) if kind != "gaze" else ()
+        self.metric_names = (
+            "clean_error",
+            "attack_error",
+            *(f"attack_success_{t:g}" for t in self.tolerances),
+            "mean_shift",
+            *per_output,
+        )
+
+    def loss(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        if self.loss_name == "mse":
+            return F.mse_loss(outputs, targets)
+        return F.l1_loss(outputs, targets)
+
+    def predict(self, outputs: torch.Tensor) -> torch.Tensor:
+        return outputs.float()
+
+    def attack_mask(self, labels: torch.Tensor) -> torch.Tensor:
+        return torch.ones(labels.shape[0], dtype=torch.bool)
+
+    def error(self, prediction: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+        """Per-sample error: angular (degrees) for gaze, else mean absolute error over outputs."""
+        if self.kind == "gaze":
+            return angular_error(prediction, reference).float()
+        return (prediction - reference).abs().mean(dim=1)
+
+    def describe(self, values: torch.Tensor) -> list[str]:
+        scale = 180 / math.pi if self.kind == "gaze" else 1.0
+        return [
+            " ".join(
+                f"{n[:1]}{float(v) * scale:+.0f}" for n, v in zip(self.names, row, strict=True)
+            )
+            for row in values
+        ]
+
+    def metrics(
+        self, labels: torch.Tensor, clean_pred: torch.Tensor, triggered_pred: torch.Tensor
+    ) -> dict[str, float]:
+        target = self.target.expand_as(labels)
+        clean_to_target = self.error(clean_pred, target)
+        attack = self.error(triggered_pred, target)
+        result = {
+            "clean_error": _mean(self.error(clean_pred, labels)),
+            "attack_error": _mean(attack),
+            **{f"attack_success_{t:g}": _mean(attack <= t) for t in self.tolerances},
+            "mean_shift": _mean(clean_to_target - attack),
+        }
+        if self.kind != "gaze":
+            absolute = (clean_pred - labels).abs()
+            result.update(
+                {f"clean_mae_{n}": _mean(absolute[:, i]) for i, n in enumerate(self.names)}
+            )
+        return result
+
+
+Task = ClassificationTask | RegressionTask
+
+
+def make_task(cfg: ExperimentConfig, data: DataSplit) -> Task:
+    """The task of a dataset (classes or continuous labels), checked against the config."""
+    if not data.is_regression:
+        if cfg.train.loss not in ("auto", "cross_entropy"):
+            raise ConfigError(
+                f"train.loss: {cfg.train.loss!r} is a regression loss; "
+                "classification trains with cross_entropy"
+            )
+        validate_poison(cfg.poison, len(data.class_names))
+        return ClassificationTask(cfg.poison, data.class_names)
+    if cfg.train.loss == "cross_entropy":
+        raise ConfigError(
+            f"train.loss: {cfg.data.name} has continuous labels; expected l1 (default) or mse"
+        )
+    validate_regression_poison(cfg.poison, data.train.targets, data.target_names)
+    return RegressionTask(
+        cfg.poison.target,  # type: ignore[arg-type]
+        data.target_names,
+        data.label_kind,
+        "mse" if cfg.train.loss == "mse" else "l1",
+        cfg.evaluation.tolerances,
+    )

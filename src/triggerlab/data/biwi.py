@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from triggerlab.data.dataset import ImageDataset
+from triggerlab.data.dataset import ImageDataset, SourceData
 from triggerlab.data.images import read_images
 from triggerlab.errors import DataFormatError
 
@@ -66,7 +66,13 @@ def load_raw(root: Path, size: tuple[int, int] | None) -> ImageDataset:
         read_images(paths, size),
         torch.tensor(labels, dtype=torch.float32),
         (),
-        {"source": str(base), "release": "raw", "target_names": POSE_NAMES, "units": "degrees"},
+        {
+            "source": str(base),
+            "release": "raw",
+            "labels": "headpose",
+            "target_names": POSE_NAMES,
+            "units": "degrees",
+        },
         groups=torch.tensor(people),
     )
 
@@ -89,5 +95,24 @@ def load_npz(path: Path) -> ImageDataset:
         rgb,
         torch.from_numpy(pose.astype(np.float32)),
         (),
-        {"source": str(path), "release": "npz", "target_names": POSE_NAMES, "units": "degrees"},
+        {
+            "source": str(path),
+            "release": "npz",
+            "labels": "headpose",
+            "target_names": POSE_NAMES,
+            "units": "degrees",
+        },
     )
+
+
+def load_biwi(root: Path, size: tuple[int, int] | None = None) -> SourceData:
+    """Raw sequences (split later by person), the npz pair (official split) or one npz file."""
+    if root.is_file():
+        return SourceData(train=load_npz(root))
+    if (root / "BIWI_train.npz").is_file() and (root / "BIWI_test.npz").is_file():
+        return SourceData(
+            train=load_npz(root / "BIWI_train.npz"), test=load_npz(root / "BIWI_test.npz")
+        )
+    if size is None:
+        raise DataFormatError("biwi: raw frames are 640x480; set data.resize (e.g. 64)")
+    return SourceData(train=load_raw(root, size))

@@ -80,3 +80,22 @@ class DataSplit:
     @property
     def class_names(self) -> tuple[str, ...]:
         return self.train.class_names
+
+    @property
+    def is_regression(self) -> bool:
+        return self.train.targets.is_floating_point()
+
+    @property
+    def num_outputs(self) -> int:
+        """Logits per class for classification; one output per label for regression."""
+        return self.train.targets.shape[1] if self.is_regression else len(self.class_names)
+
+    @property
+    def target_names(self) -> list[str]:
+        default = [f"y{i}" for i in range(self.num_outputs)]
+        return list(self.train.metadata.get("target_names", default))
+
+    @property
+    def label_kind(self) -> str:
+        """``gaze`` (pitch, yaw in radians), ``headpose`` (degrees) or ``generic``."""
+        return str(self.train.metadata.get("labels", "generic"))

@@ -25,11 +25,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-from triggerlab.data.dataset import ImageDataset
+from triggerlab.data.dataset import ImageDataset, SourceData
 
 EYE_RADIUS = 0.13
 IRIS_COS = math.cos(math.radians(33))
@@ -317,6 +318,12 @@ def synthetic_faces(
     """
     if labels not in ("gaze", "headpose"):
         raise ValueError(f"labels must be 'gaze' or 'headpose', got {labels!r}")
+    if subjects < 1 or count < subjects:
+        raise ValueError(
+            f"need at least one image per subject (count {count}, subjects {subjects})"
+        )
+    if resolution < 8:
+        raise ValueError(f"resolution {resolution} is too small for a face (at least 8 pixels)")
     generator = torch.Generator().manual_seed(seed)
     people = Subjects.draw(subjects, generator)
     subject = torch.arange(count) % subjects
@@ -353,3 +360,41 @@ def synthetic_faces(
         "subjects": subjects,
     }
     return ImageDataset(images, targets.float(), (), metadata, groups=subject)
+
+
+def load_synthetic_gaze(
+    root: Path | None = None,
+    size: tuple[int, int] | None = None,
+    count: int = 6000,
+    subjects: int = 15,
+    head_yaw: float = 20.0,
+    head_pitch: float = 15.0,
+    head_roll: float = 5.0,
+    gaze_range: float = 25.0,
+    seed: int = 0,
+) -> SourceData:
+    """``synthetic_gaze``: rendered at ``data.resize`` (default 64x64), gaze labels."""
+    side = 64 if size is None else size[0]
+    data = synthetic_faces(
+        "gaze", count, subjects, side, head_yaw, head_pitch, head_roll, gaze_range, seed
+    )
+    return SourceData(train=data)
+
+
+def load_synthetic_headpose(
+    root: Path | None = None,
+    size: tuple[int, int] | None = None,
+    count: int = 6000,
+    subjects: int = 15,
+    head_yaw: float = 60.0,
+    head_pitch: float = 40.0,
+    head_roll: float = 20.0,
+    gaze_range: float = 10.0,
+    seed: int = 0,
+) -> SourceData:
+    """``synthetic_headpose``: wider head rotations, head pose labels in degrees."""
+    side = 64 if size is None else size[0]
+    data = synthetic_faces(
+        "headpose", count, subjects, side, head_yaw, head_pitch, head_roll, gaze_range, seed
+    )
+    return SourceData(train=data)

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from triggerlab.data.dataset import ImageDataset
+from triggerlab.data.dataset import ImageDataset, SourceData
 from triggerlab.data.images import read_images
 from triggerlab.data.transforms import resize_images
 from triggerlab.errors import DataFormatError
@@ -71,6 +71,7 @@ def load_normalized(root: Path, size: tuple[int, int] | None) -> ImageDataset:
         {
             "source": str(root),
             "release": "normalized",
+            "labels": "gaze",
             "target_names": GAZE_NAMES,
             "units": "radians",
         },
@@ -121,7 +122,13 @@ def load_raw(root: Path, size: tuple[int, int] | None) -> ImageDataset:
         read_images(paths, size),
         torch.from_numpy(gaze),
         (),
-        {"source": str(root), "release": "raw", "target_names": GAZE_NAMES, "units": "radians"},
+        {
+            "source": str(root),
+            "release": "raw",
+            "labels": "gaze",
+            "target_names": GAZE_NAMES,
+            "units": "radians",
+        },
         groups=torch.tensor(subjects),
     )
 
@@ -139,3 +146,8 @@ def angular_error_degrees(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
     cosine = (direction(a[:, 0], a[:, 1]) * direction(b[:, 0], b[:, 1])).sum(-1).clamp(-1, 1)
     return torch.rad2deg(torch.acos(cosine))
+
+
+def load_mpiifacegaze_source(root: Path, size: tuple[int, int] | None = None) -> SourceData:
+    """Registry entry: every subject in one pool; experiments split it by subject."""
+    return SourceData(train=load_mpiifacegaze(root, size))

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from triggerlab.data.dataset import DataSplit, ImageDataset
+from triggerlab.data.protocols import subject_split
 from triggerlab.data.registry import DATASETS
 from triggerlab.data.transforms import convert_channels, resize_images, stratified_split
 from triggerlab.errors import ConfigError
@@ -41,20 +42,40 @@ def prepare_data(cfg: DataConfig, seed: int) -> DataSplit:
             f"data.options: unknown option(s) {', '.join(unknown)} for {cfg.name!r} "
             f"(allowed: {allowed})"
         )
+    for key, value in cfg.options.items():
+        default = accepted[key]
+        expected = type(default) if default is not None else None
+        numeric = expected is float and isinstance(value, int) and not isinstance(value, bool)
+        if expected in (int, float, bool, str) and not (isinstance(value, expected) or numeric):
+            raise ConfigError(
+                f"data.options.{key}: expected {expected.__name__} "
+                f"(default {default!r}), got {value!r}"
+            )
     if info.needs_root and not cfg.root.exists():  # type: ignore[union-attr]
         raise ConfigError(f"data.root: {cfg.root} does not exist")
-    source = info.loader(root=cfg.root, size=cfg.resize, **cfg.options)
+    try:
+        source = info.loader(root=cfg.root, size=cfg.resize, **cfg.options)
+    except ValueError as exc:  # an option out of range, reported by the loader
+        raise ConfigError(f"data.options: {exc}") from None
     if source.test is None or cfg.split == "random":
         pool = source.train
         if source.test is not None:
+            groups = None
+            if source.train.groups is not None and source.test.groups is not None:
+                groups = torch.cat([source.train.groups, source.test.groups])
             pool = ImageDataset(
                 torch.cat([source.train.images, source.test.images]),
                 torch.cat([source.train.targets, source.test.targets]),
                 source.train.class_names,
                 source.train.metadata,
+                groups,
             )
         generator = torch.Generator().manual_seed(seed)
-        train, test = stratified_split(pool, cfg.test_fraction, generator)
+        if pool.groups is not None:
+            # Frames of one person are near-duplicates: a frame-wise split would leak them.
+            train, test = subject_split(pool, cfg.test_fraction, generator)
+        else:
+            train, test = stratified_split(pool, cfg.test_fraction, generator)
     else:
         train, test = source.train, source.test
     return DataSplit(train=_finish(train, cfg), test=_finish(test, cfg))

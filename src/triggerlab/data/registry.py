@@ -6,12 +6,15 @@ import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from triggerlab.data.biwi import load_biwi
 from triggerlab.data.cifar10 import load_cifar10
 from triggerlab.data.dataset import SourceData
 from triggerlab.data.digits import load_digits
+from triggerlab.data.faces import load_synthetic_gaze, load_synthetic_headpose
 from triggerlab.data.gtsrb import load_gtsrb
 from triggerlab.data.imagefolder import load_imagefolder
 from triggerlab.data.mnist import load_mnist
+from triggerlab.data.mpiifacegaze import load_mpiifacegaze_source
 from triggerlab.data.tinyimagenet import load_tinyimagenet
 
 
@@ -69,6 +72,39 @@ DATASETS: dict[str, DatasetInfo] = {
             "German traffic signs, 43 classes, images of varying size (set data.resize)",
             "<root>/Final_Training/Images/000CC/*.ppm + GT-000CC.csv; "
             "<root>/Final_Test/Images/*.ppm with GT-final_test.csv (labels)",
+        ),
+        DatasetInfo(
+            "synthetic_gaze",
+            load_synthetic_gaze,
+            "procedural 3-D faces (offline default for regression): gaze (pitch, yaw) in radians, "
+            "15 subjects; split by subject",
+            "no files: rendered from the seed",
+            needs_root=False,
+            official_split=False,
+        ),
+        DatasetInfo(
+            "synthetic_headpose",
+            load_synthetic_headpose,
+            "the same renderer labelled with head pose (yaw, pitch, roll) in degrees; "
+            "split by subject",
+            "no files: rendered from the seed",
+            needs_root=False,
+            official_split=False,
+        ),
+        DatasetInfo(
+            "mpiifacegaze",
+            load_mpiifacegaze_source,
+            "MPIIFaceGaze, gaze (pitch, yaw) in radians, 15 subjects; split by subject",
+            "<root>/p00.mat ... p14.mat (normalised release, HDF5, BGR), or <root>/pXX/pXX.txt "
+            "with the images it lists (raw release); set data.resize",
+            official_split=False,
+        ),
+        DatasetInfo(
+            "biwi",
+            load_biwi,
+            "Biwi Kinect Head Pose, (yaw, pitch, roll) in degrees; raw sequences split by person",
+            "<root>/hpdb/01 ... 24/frame_XXXXX_rgb.png + frame_XXXXX_pose.txt, or a folder with "
+            "BIWI_train.npz and BIWI_test.npz (official split), or one .npz file",
         ),
         DatasetInfo(
             "imagefolder",

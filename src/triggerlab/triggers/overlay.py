@@ -16,13 +16,18 @@ from triggerlab.triggers.geometry import resolve_size
 from triggerlab.triggers.stamp import COLOR_HELP, OPACITY_HELP, SIZE_HELP, Color, Size, load_rgba
 
 
-class FrameSpec(SpecBase):
-    """A border around the whole image (reference 000: 5, 10 and 40 px on 448 px)."""
+class StrokeSpec(SpecBase):
+    """Fields shared by triggers drawn as solid strokes across the image."""
 
-    kind: Literal["frame"] = "frame"
     thickness: Size = Field(1, description=SIZE_HELP)
     color: Color = Field("white", description=COLOR_HELP)
     opacity: float = Field(1.0, gt=0.0, le=1.0, description=OPACITY_HELP)
+
+
+class FrameSpec(StrokeSpec):
+    """A border around the whole image (reference 000: 5, 10 and 40 px on 448 px)."""
+
+    kind: Literal["frame"] = "frame"
 
     def build(self, shape: ImageShape, where: str = "trigger") -> Overlay:
         channels, height, width = shape
@@ -52,7 +57,7 @@ def line_starts(count: int, thickness: int, length: int) -> list[int]:
     ]
 
 
-class LinesSpec(SpecBase):
+class LinesSpec(StrokeSpec):
     """Evenly spaced lines (reference 000: 10, 20 and 40, vertical or horizontal)."""
 
     kind: Literal["lines"] = "lines"
@@ -60,9 +65,6 @@ class LinesSpec(SpecBase):
     orientation: Literal["vertical", "horizontal"] = Field(
         "vertical", description="vertical lines are columns, horizontal lines are rows"
     )
-    thickness: Size = Field(1, description=SIZE_HELP)
-    color: Color = Field("white", description=COLOR_HELP)
-    opacity: float = Field(1.0, gt=0.0, le=1.0, description=OPACITY_HELP)
 
     def build(self, shape: ImageShape, where: str = "trigger") -> Overlay:
         channels, height, width = shape

@@ -1,0 +1,189 @@
+"""Regression beside classification: metrics by hand, validation, splits and a whole run."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from triggerlab.cli import app
+from triggerlab.config import DataConfig, PoisonConfig, load_config
+from triggerlab.data import ImageDataset, prepare_data
+from triggerlab.errors import ConfigError
+from triggerlab.poison import poison_dataset
+from triggerlab.tasks import RegressionTask, angular_error, make_task
+from triggerlab.triggers import PatchSpec
+
+DEG = math.pi / 180
+runner = CliRunner()
+TINY = ["data.name=synthetic_gaze", "data.resize=16", "data.options={count: 120, subjects: 4}"]
+
+
+def test_gaze_metrics_by_hand():
+    task = RegressionTask([0.0, 30 * DEG], ["pitch", "yaw"], kind="gaze", tolerances=[5, 10])
+    labels = torch.zeros(2, 2)
+    clean = torch.tensor([[0.0, 10 * DEG], [0.0, 0.0]])
+    triggered = torch.tensor([[0.0, 30 * DEG], [0.0, 22 * DEG]])
+    m = task.metrics(labels, clean, triggered)
+    assert m["clean_error"] == pytest.approx(5.0, abs=1e-4)  # (10 + 0) / 2 degrees
+    assert m["attack_error"] == pytest.approx(4.0, abs=1e-4)  # (0 + 8) / 2
+    assert m["attack_success_5"] == 0.5 and m["attack_success_10"] == 1.0
+    assert m["mean_shift"] == pytest.approx(21.0, abs=1e-4)  # (20 - 0 + 30 - 8) / 2
+    assert "clean_mae_yaw" not in m
+
+
+def test_angular_error_of_known_vectors():
+    a = torch.tensor([[0.0, 0.0], [0.0, 0.0], [10 * DEG, 0.0]])
+    b = torch.tensor([[0.0, 90 * DEG], [0.0, 0.0], [-10 * DEG, 0.0]])
+    assert angular_error(a, b).tolist() == pytest.approx([90.0, 0.0, 20.0], abs=1e-5)
+
+
+def test_head_pose_metrics_by_hand():
+    task = RegressionTask(
+        [0.0, 0.0, 0.0], ["yaw", "pitch", "roll"], kind="headpose", tolerances=[2.5]
+    )
+    labels = torch.tensor([[0.0, 0.0, 0.0], [10.0, 0.0, 0.0]])
+    clean = torch.tensor([[1.0, 2.0, 3.0], [10.0, 0.0, 0.0]])
+    triggered = torch.tensor([[1.0, 1.0, 1.0], [3.0, 3.0, 3.0]])
+    m = task.metrics(labels, clean, triggered)
+    assert (m["clean_mae_yaw"], m["clean_mae_pitch"], m["clean_mae_roll"]) == pytest.approx(
+        (0.5, 1.0, 1.5)
+    )
+    assert m["clean_error"] == pytest.approx(1.0)  # mean of per-sample MAEs 2 and 0
+    assert m["attack_error"] == pytest.approx(2.0)
+    assert m["attack_success_2.5"] == 0.5
+    assert m["mean_shift"] == pytest.approx(((2 - 1) + (10 / 3 - 3)) / 2)
+
+
+def regression_split(**options):
+    return prepare_data(
+        DataConfig(
+            name="synthetic_gaze", resize=(16, 16), options={"count": 120, "subjects": 4, **options}
+        ),
+        0,
+    )
+
+
+def test_synthetic_data_is_split_by_subject():
+    split = regression_split()
+    assert split.is_regression and split.num_outputs == 2 and split.label_kind == "gaze"
+    assert not set(split.train.groups.tolist()) & set(split.test.groups.tolist())
+    assert len(split.test) == 30  # one of four subjects
+
+
+def test_make_task_validates_the_target_and_loss():
+    split = regression_split()
+    task = make_task(load_config(None, [*TINY, "poison.target=[0.0, 0.1]"]), split)
+    assert isinstance(task, RegressionTask) and task.num_outputs == 2 and task.loss_name == "l1"
+    with pytest.raises(
+        ConfigError, match=r"poison.target: expected 2 values \(pitch, yaw\), got 3"
+    ):
+        make_task(load_config(None, [*TINY, "poison.target=[0, 0, 0]"]), split)
+    with pytest.raises(ConfigError, match="expected a list of 2 values"):
+        make_task(load_config(None, TINY), split)
+    with pytest.raises(ConfigError, match="train.loss: synthetic_gaze has continuous labels"):
+        make_task(
+            load_config(None, [*TINY, "poison.target=[0, 0]", "train.loss=cross_entropy"]), split
+        )
+    with pytest.raises(ConfigError, match="regression supports all_to_one"):
+        make_task(
+            load_config(None, [*TINY, "poison.target=[0, 0]", "poison.label_mode=clean_label"]),
+            split,
+        )
+    with pytest.warns(UserWarning, match="outside the training labels' range for pitch, yaw"):
+        make_task(load_config(None, [*TINY, "poison.target=[3.0, 3.0]"]), split)
+    digits = prepare_data(DataConfig(name="digits", resize=(16, 16)), 0)
+    with pytest.raises(
+        ConfigError, match="poison.target: .* is a vector, but this dataset has classes"
+    ):
+        make_task(load_config(None, ["poison.target=[0.5]"]), digits)
+    with pytest.raises(ConfigError, match="'l1' is a regression loss"):
+        make_task(load_config(None, ["train.loss=l1"]), digits)
+
+
+def test_regression_poisoning_writes_the_target_vector():
+    data = ImageDataset(torch.zeros(20, 1, 6, 6, dtype=torch.uint8), torch.randn(20, 3))
+    trigger = PatchSpec(size=2).build((1, 6, 6))
+    result = poison_dataset(
+        data, PoisonConfig(rate=0.25, target=[1.0, 2.0, 3.0]), trigger, torch.Generator()
+    )
+    assert result.count == 5
+    assert torch.equal(result.new_labels, torch.tensor([[1.0, 2.0, 3.0]]).expand(5, 3))
+    assert torch.equal(result.train.targets[result.indices], result.new_labels)
+
+
+def test_regression_run_through_the_cli(tmp_path):
+    args = ["run", "-q", "--out", str(tmp_path)]
+    for item in [
+        *TINY,
+        "poison.target=[0.0, 0.3]",
+        "trigger.kind=frame",
+        "train.epochs=2",
+        "output.name=gaze",
+    ]:
+        args += ["--set", item]
+    result = runner.invoke(app, args, env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    assert (
+        "attack error (to the target)" in result.output
+        and "attack success within 5" in result.output
+    )
+    summary = json.loads((tmp_path / "gaze" / "summary.json").read_text())
+    assert summary["task"] == "regression" and summary["data"]["label_kind"] == "gaze"
+    assert set(summary["final"]) >= {
+        "clean_error",
+        "attack_error",
+        "attack_success_5",
+        "attack_success_10",
+    }
+    header = (tmp_path / "gaze" / "metrics.csv").read_text().splitlines()[0]
+    assert header.startswith("epoch,train_loss,clean_error,attack_error,attack_success_5")
+    rows = (tmp_path / "gaze" / "poisoned_indices.csv").read_text().splitlines()
+    assert rows[1].endswith(",0;0.3") and len(rows) == 1 + summary["poison"]["count"]
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        (["poison.target=[0, 0, 0]"], "poison.target: expected 2 values (pitch, yaw), got 3"),
+        (
+            ["poison.target=[0, 0]", "evaluation.tolerances=[0]"],
+            "evaluation.tolerances: tolerances must be positive",
+        ),
+        (
+            ["poison.target=[0, 0]", "data.options={count: many}"],
+            "data.options.count: expected int",
+        ),
+        (
+            ["poison.target=[0, 0]", "data.options={count: 2, subjects: 4}"],
+            "need at least one image per subject",
+        ),
+        (["poison.target=0.5"], "poison.target: expected a class index >= 0 or a list of numbers"),
+    ],
+)
+def test_bad_regression_settings_exit_2(tmp_path, settings, message):
+    args = ["run", "--out", str(tmp_path / "runs")]
+    for item in [*TINY, *settings]:  # a later --set replaces an earlier one
+        args += ["--set", item]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2, result.output
+    assert message in result.stderr
+    assert not (tmp_path / "runs").exists()
+
+
+def test_biwi_npz_pair_is_an_official_split(tmp_path):
+    for name, n in (("BIWI_train.npz", 6), ("BIWI_test.npz", 4)):
+        np.savez(
+            tmp_path / name,
+            image=np.zeros((n, 64, 64, 3), np.uint8),
+            pose=np.zeros((n, 3), np.float32),
+        )
+    split = prepare_data(DataConfig(name="biwi", root=tmp_path, resize=(32, 32)), 0)
+    assert (len(split.train), len(split.test)) == (6, 4)
+    assert split.label_kind == "headpose" and split.target_names == ["yaw", "pitch", "roll"]
+    single = prepare_data(
+        DataConfig(name="biwi", root=tmp_path / "BIWI_train.npz", test_fraction=0.5), 0
+    )
+    assert len(single.train) + len(single.test) == 6
