@@ -26,14 +26,14 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--threads-per-worker", type=int, default=None)
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "img")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     for name, stems in FIGURES.items():
         grid_dir = ROOT / "grids" / name
-        outcome = run_grid(
-            load_grid_spec(ROOT / "configs" / f"{name}.yaml"), grid_dir, workers=args.workers
-        )
+        spec = load_grid_spec(ROOT / "configs" / f"{name}.yaml")
+        outcome = run_grid(spec, grid_dir, workers=args.workers, threads=args.threads_per_worker)
         if not outcome.ok:
             raise SystemExit(f"{name}: {len(outcome.failed)} runs failed")
         plot_grid(grid_dir, ("asr",))

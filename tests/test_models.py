@@ -6,7 +6,7 @@ import torch
 from triggerlab.errors import ConfigError
 from triggerlab.models import MODELS, build_model
 
-SIZES = {"alexnet": 64, "googlenet": 32}
+SIZES = {"alexnet": 64, "alexnet_1fc": 64, "googlenet": 32}
 # Every model on RGB; grey input on one model per adapter (the deep variants share it).
 CASES = [(name, 3) for name in sorted(MODELS)] + [
     (name, 1)
@@ -43,6 +43,16 @@ def test_small_cnn_is_the_reference_layout():
         512,
     ]  # 32 x 4 x 4 at 28x28, as the reference
     assert not any(isinstance(m, torch.nn.Softmax) for m in model.modules())
+
+
+def test_reference_000_alexnet_has_one_linear_layer_and_any_input_size():
+    model = build_model("alexnet_1fc", 3, (96, 80), 2)
+    linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
+    convs = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
+    dropouts = [m for m in model.modules() if isinstance(m, torch.nn.Dropout)]
+    assert len(convs) == 5 and len(linears) == 1 and [d.p for d in dropouts] == [0.5]
+    model.eval()
+    assert model(torch.rand(1, 3, 96, 80)).shape == (1, 2)
 
 
 def test_too_small_input_is_a_config_error():

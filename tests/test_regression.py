@@ -1,5 +1,6 @@
 """Regression beside classification: metrics by hand, validation, splits and a whole run."""
 
+import csv
 import json
 import math
 
@@ -187,3 +188,85 @@ def test_biwi_npz_pair_is_an_official_split(tmp_path):
         DataConfig(name="biwi", root=tmp_path / "BIWI_train.npz", test_fraction=0.5), 0
     )
     assert len(single.train) + len(single.test) == 6
+
+
+def test_bin_assignment_at_the_edges():
+    from triggerlab.tasks import Bins
+
+    bins = Bins(index=0, name="pitch", low=0.0, high=10.0, count=5)
+    values = torch.tensor([[0.0], [1.99], [2.0], [9.99], [10.0], [-3.0], [15.0]])
+    assert bins.assign(values).tolist() == [0, 0, 1, 4, 4, 0, 4]
+    assert bins.edges() == [0.0, 2.0, 4.0, 6.0, 8.0, 10.0]
+    truth = torch.tensor([[1.0], [1.0], [5.0]])
+    predicted = torch.tensor([[1.5], [3.0], [5.5]])
+    confusion = bins.confusion(truth, predicted)
+    assert (
+        confusion[0].tolist() == [1, 1, 0, 0, 0] and confusion[2, 2] == 1 and confusion.sum() == 3
+    )
+
+
+def test_bin_metrics_by_hand():
+    from triggerlab.tasks import Bins
+
+    bins = Bins(index=1, name="pitch", low=-10.0, high=10.0, count=4)  # bins of 5 degrees
+    task = RegressionTask([0.0, 7.0, 0.0], ["yaw", "pitch", "roll"], "headpose", bins=bins)
+    labels = torch.tensor([[0.0, -8.0, 0.0], [0.0, 1.0, 0.0]])
+    clean = torch.tensor([[0.0, -6.0, 0.0], [0.0, -1.0, 0.0]])  # bins 0 (right) and 1 (wrong)
+    triggered = torch.tensor([[0.0, 9.0, 0.0], [0.0, 4.0, 0.0]])  # bins 3 (target's) and 2
+    m = task.metrics(labels, clean, triggered)
+    assert m["bin_acc"] == 0.5 and m["bin_asr"] == 0.5
+    assert "bin_acc" in task.metric_names
+
+
+def test_discretised_run_writes_confusion_matrices(tmp_path):
+    settings = [
+        *TINY,
+        "poison.target=[0.0, 0.0]",
+        "train.epochs=1",
+        "output.name=binned",
+        "evaluation.bins=3",
+        "evaluation.bin_output=yaw",
+    ]
+    args = ["run", "-q", "--out", str(tmp_path)]
+    for item in settings:
+        args += ["--set", item]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    run = tmp_path / "binned"
+    with (run / "confusion_clean.csv").open(newline="") as handle:
+        clean = list(csv.reader(handle))
+    assert len(clean) == 4 and clean[0][0] == "true \\ predicted yaw" and len(clean[0]) == 4
+    assert sum(int(v) for row in clean[1:] for v in row[1:]) == 30  # every test image, once
+    assert (run / "confusion.png").read_bytes()[:4] == b"\x89PNG"
+    assert {"bin_acc", "bin_asr"} <= set(json.loads((run / "summary.json").read_text())["final"])
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        (["evaluation.bins=1"], "evaluation.bins: Input should be greater than or equal to 2"),
+        (
+            ["evaluation.bins=4", "evaluation.bin_output=roll"],
+            "evaluation.bin_output: 'roll' is not an output",
+        ),
+        (
+            ["evaluation.bins=4", "evaluation.bin_range=[1, 0]"],
+            "bin_range [1.0, 0.0] must satisfy low < high",
+        ),
+    ],
+)
+def test_bad_discretisation_settings(tmp_path, settings, message):
+    args = ["run", "--out", str(tmp_path / "runs")]
+    for item in [*TINY, "poison.target=[0, 0]", *settings]:
+        args += ["--set", item]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2 and message in result.stderr
+    assert not (tmp_path / "runs").exists()
+
+
+def test_bins_are_for_regression_only():
+    digits = prepare_data(DataConfig(name="digits", resize=(16, 16)), 0)
+    with pytest.raises(
+        ConfigError, match="evaluation.bins: the discretisation metric is for regression"
+    ):
+        make_task(load_config(None, ["evaluation.bins=4"]), digits)

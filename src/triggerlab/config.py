@@ -141,12 +141,29 @@ class EvaluationConfig(Section):
         "(degrees for gaze and head pose)",
     )
 
+    bins: int | None = Field(
+        None, ge=2, description="regression: split one output's range into this many equal bins"
+    )
+    bin_output: str | None = Field(
+        None, description="the output the bins split (default: the first)"
+    )
+    bin_range: tuple[float, float] | None = Field(
+        None, description="[low, high] of the binned output (default: the training labels' range)"
+    )
+
     @field_validator("tolerances")
     @classmethod
     def _positive(cls, values: list[float]) -> list[float]:
         if any(v <= 0 for v in values):
             raise ValueError(f"tolerances must be positive, got {values}")
         return values
+
+    @field_validator("bin_range")
+    @classmethod
+    def _ordered(cls, value: tuple[float, float] | None) -> tuple[float, float] | None:
+        if value is not None and not value[0] < value[1]:
+            raise ValueError(f"bin_range {list(value)} must satisfy low < high")
+        return value
 
 
 class OutputConfig(Section):

@@ -24,7 +24,7 @@ from triggerlab.config import ExperimentConfig
 from triggerlab.data import DataSplit, prepare_data
 from triggerlab.errors import ConfigError
 from triggerlab.models import build_model
-from triggerlab.plots import save_samples
+from triggerlab.plots import save_confusions, save_samples
 from triggerlab.poison import PoisonResult, poison_dataset
 from triggerlab.runio import (
     git_commit,
@@ -35,7 +35,7 @@ from triggerlab.runio import (
     write_text_atomic,
 )
 from triggerlab.stealth import STEALTH_SAMPLE, stealth_of_uint8
-from triggerlab.tasks import Task, make_task, metric_label
+from triggerlab.tasks import Bins, Task, make_task, metric_label
 from triggerlab.train import fit, predict, resolve_device
 from triggerlab.triggers import Trigger, apply_to_uint8
 
@@ -125,6 +125,24 @@ def target_label(task: Task, target: int | list[float]) -> str:
     if isinstance(target, int):
         return task.describe(torch.tensor([target]))[0]
     return str(target)
+
+
+def write_confusions(
+    run_dir: Path, bins: Bins, labels: torch.Tensor, clean: torch.Tensor, triggered: torch.Tensor
+) -> None:
+    """Confusion matrices of the bins for clean and triggered test images: CSV and one PNG."""
+    matrices = {
+        "clean": bins.confusion(labels, clean),
+        "triggered": bins.confusion(labels, triggered),
+    }
+    edges = bins.edges()
+    names = [f"[{edges[i]:.3g}, {edges[i + 1]:.3g})" for i in range(bins.count)]
+    for which, matrix in matrices.items():
+        rows = [[names[i], *matrix[i].tolist()] for i in range(bins.count)]
+        write_csv_atomic(
+            run_dir / f"confusion_{which}.csv", (f"true \\ predicted {bins.name}", *names), rows
+        )
+    save_confusions(run_dir / "confusion.png", matrices, bins.name)
 
 
 def _label_text(values: torch.Tensor) -> list[Any]:
@@ -232,6 +250,15 @@ def run_experiment(
         p.task.describe(triggered_pred),
         f"{cfg.data.name}, {cfg.trigger.kind} trigger, target {target_name}",
     )
+    bins = getattr(p.task, "bins", None)
+    if bins is not None:
+        write_confusions(
+            run_dir,
+            bins,
+            test.targets,
+            predict(p.model, p.task, test.images, p.device),
+            predict(p.model, p.task, triggered_test, p.device),
+        )
     if cfg.output.save_model:
         write_bytes_atomic(run_dir / "model.safetensors", _model_bytes(p.model))
 

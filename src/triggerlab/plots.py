@@ -6,6 +6,7 @@ import io
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
 import torch
 from matplotlib.figure import Figure
 
@@ -121,3 +122,20 @@ def _save_png(fig: Figure, path: Path) -> None:
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=100)
     write_bytes_atomic(path, buffer.getvalue())
+
+
+def save_confusions(path: Path, matrices: dict[str, torch.Tensor], name: str) -> None:
+    """Row-normalised confusion matrices side by side (reference 003's Figures 5 and 7)."""
+    fig = Figure(figsize=(4.2 * len(matrices), 4.0), layout="constrained")
+    axes = fig.subplots(1, len(matrices), squeeze=False)[0]
+    for ax, (which, matrix) in zip(axes, matrices.items(), strict=True):
+        shares = matrix.double() / matrix.sum(dim=1, keepdim=True).clamp_min(1)
+        image = ax.imshow(shares.numpy(), vmin=0, vmax=1, cmap="Blues")
+        ax.set_title(f"{which} test images", fontsize=9)
+        ax.set_xlabel(f"predicted bin of {name}")
+        ax.set_ylabel(f"true bin of {name}")
+        for (i, j), value in np.ndenumerate(matrix.numpy()):
+            if value:
+                ax.text(j, i, str(value), ha="center", va="center", fontsize=7)
+    fig.colorbar(image, ax=list(axes), label="share of the true bin", shrink=0.8)
+    _save_png(fig, path)

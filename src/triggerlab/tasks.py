@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -46,6 +47,8 @@ METRIC_LABELS = {
     "clean_error": "clean error",
     "attack_error": "attack error (to the target)",
     "mean_shift": "mean shift towards the target",
+    "bin_acc": "bin accuracy (clean)",
+    "bin_asr": "triggered predictions in the target's bin",
 }
 
 
@@ -116,6 +119,34 @@ def angular_error(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return torch.rad2deg(torch.acos(cosine))
 
 
+@dataclass(frozen=True)
+class Bins:
+    """Reference 003's discretisation: ``count`` equal bins over [low, high] of one output.
+
+    Bin ``i`` holds ``low + i * w <= v < low + (i + 1) * w`` with ``w = (high - low) / count``;
+    ``high`` itself and values beyond the range go to the nearest end bin.
+    """
+
+    index: int
+    name: str
+    low: float
+    high: float
+    count: int
+
+    def assign(self, values: torch.Tensor) -> torch.Tensor:
+        scaled = (values[:, self.index].double() - self.low) / (self.high - self.low) * self.count
+        return scaled.floor().clamp(0, self.count - 1).long()
+
+    def confusion(self, truth: torch.Tensor, predicted: torch.Tensor) -> torch.Tensor:
+        """Counts ``[count, count]``: rows are the true bins, columns the predicted ones."""
+        flat = self.assign(truth) * self.count + self.assign(predicted)
+        return torch.bincount(flat, minlength=self.count**2).view(self.count, self.count)
+
+    def edges(self) -> list[float]:
+        step = (self.high - self.low) / self.count
+        return [self.low + i * step for i in range(self.count + 1)]
+
+
 class RegressionTask:
     """K continuous outputs; ``kind`` chooses the error: gaze angles, head pose or generic."""
 
@@ -126,12 +157,14 @@ class RegressionTask:
         kind: str = "generic",
         loss: str = "l1",
         tolerances: Sequence[float] = (5.0, 10.0),
+        bins: Bins | None = None,
     ) -> None:
         self.target = torch.tensor(list(target), dtype=torch.float32)
         self.names = tuple(names)
         self.kind = kind
         self.loss_name = loss
         self.tolerances = tuple(tolerances)
+        self.bins = bins
         self.num_outputs = len(self.names)
         per_output = tuple(f"clean_mae_{n}" for n in self.names) if kind != "gaze" else ()
         self.metric_names = (
@@ -139,6 +172,7 @@ class RegressionTask:
             "attack_error",
             *(f"attack_success_{t:g}" for t in self.tolerances),
             "mean_shift",
+            *(("bin_acc", "bin_asr") if bins is not None else ()),
             *per_output,
         )
 
@@ -180,6 +214,10 @@ class RegressionTask:
             **{f"attack_success_{t:g}": _mean(attack <= t) for t in self.tolerances},
             "mean_shift": _mean(clean_to_target - attack),
         }
+        if self.bins is not None:
+            target_bin = self.bins.assign(target)
+            result["bin_acc"] = _mean(self.bins.assign(clean_pred) == self.bins.assign(labels))
+            result["bin_asr"] = _mean(self.bins.assign(triggered_pred) == target_bin)
         if self.kind != "gaze":
             absolute = (clean_pred - labels).abs()
             result.update(
@@ -194,6 +232,10 @@ Task = ClassificationTask | RegressionTask
 def make_task(cfg: ExperimentConfig, data: DataSplit) -> Task:
     """The task of a dataset (classes or continuous labels), checked against the config."""
     if not data.is_regression:
+        if cfg.evaluation.bins is not None:
+            raise ConfigError(
+                "evaluation.bins: the discretisation metric is for regression datasets"
+            )
         if cfg.train.loss not in ("auto", "cross_entropy"):
             raise ConfigError(
                 f"train.loss: {cfg.train.loss!r} is a regression loss; "
@@ -212,4 +254,25 @@ def make_task(cfg: ExperimentConfig, data: DataSplit) -> Task:
         data.label_kind,
         "mse" if cfg.train.loss == "mse" else "l1",
         cfg.evaluation.tolerances,
+        make_bins(cfg, data),
     )
+
+
+def make_bins(cfg: ExperimentConfig, data: DataSplit) -> Bins | None:
+    """The discretisation of ``evaluation``, its range defaulting to the training labels'."""
+    evaluation = cfg.evaluation
+    if evaluation.bins is None:
+        return None
+    names = data.target_names
+    name = evaluation.bin_output or names[0]
+    if name not in names:
+        raise ConfigError(
+            f"evaluation.bin_output: {name!r} is not an output; expected one of {', '.join(names)}"
+        )
+    index = names.index(name)
+    if evaluation.bin_range is not None:
+        low, high = evaluation.bin_range
+    else:
+        column = data.train.targets[:, index]
+        low, high = float(column.min()), float(column.max())
+    return Bins(index, name, low, high, evaluation.bins)

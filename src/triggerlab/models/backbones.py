@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import torch
 from torch import nn
 from torchvision import models as tvm
 
@@ -31,6 +32,29 @@ def alexnet(
     model = tvm.alexnet(weights=None, num_classes=num_outputs, dropout=dropout)
     model.features[0] = _replace_conv(model.features[0], in_channels)
     return model
+
+
+class AlexNetSingleFC(nn.Module):
+    """Reference 000's gaze network: AlexNet's five convolutions, then one linear layer.
+
+    The three fully connected layers become a single one (dropout 0.5 before it);
+    adaptive pooling to 6x6 lets it take any input of at least 63 pixels.
+    """
+
+    def __init__(
+        self, in_channels: int, image_size: tuple[int, int], num_outputs: int, dropout: float = 0.5
+    ) -> None:
+        super().__init__()
+        base = tvm.alexnet(weights=None)
+        base.features[0] = _replace_conv(base.features[0], in_channels)
+        self.features = base.features
+        self.pool = nn.AdaptiveAvgPool2d((6, 6))
+        self.head = nn.Sequential(
+            nn.Flatten(), nn.Dropout(dropout), nn.Linear(256 * 6 * 6, num_outputs)
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.pool(self.features(x)))
 
 
 def _vgg(factory: Callable[..., tvm.VGG]) -> Callable[..., nn.Module]:
@@ -69,6 +93,7 @@ def googlenet(in_channels: int, image_size: tuple[int, int], num_outputs: int) -
 
 BACKBONES: dict[str, Callable[..., nn.Module]] = {
     "alexnet": alexnet,
+    "alexnet_1fc": AlexNetSingleFC,
     "vgg11": _vgg(tvm.vgg11),
     "vgg11_bn": _vgg(tvm.vgg11_bn),
     "vgg16": _vgg(tvm.vgg16),
