@@ -14,8 +14,8 @@ camera, positive pitch looks up, positive yaw towards the image's left.
   it about that axis: ``R = Ry(yaw) Rx(-pitch) Rz(roll)`` maps head to camera
   coordinates. Head pose labels are (yaw, pitch, roll) in degrees.
 * Each eyeball looks along the gaze direction (camera coordinates): a surface
-  point is iris where its direction from the eye centre is within 33 degrees
-  of the gaze, pupil within 15. Gaze labels are (pitch, yaw) in radians.
+  point is iris where its direction from the eye centre is within 40 degrees
+  of the gaze, pupil within 20. Gaze labels are (pitch, yaw) in radians.
 * Appearance (skin, hair, iris, lips and background colours, head shape, eye
   spacing, hairline) belongs to a subject; light, background pattern and
   sensor noise change per image.
@@ -32,9 +32,9 @@ import torch.nn.functional as F
 
 from triggerlab.data.dataset import ImageDataset, SourceData
 
-EYE_RADIUS = 0.13
-IRIS_COS = math.cos(math.radians(33))
-PUPIL_COS = math.cos(math.radians(15))
+EYE_RADIUS = 0.2  # cartoon-sized eyes: the gaze must stay visible at 48-64 pixels
+IRIS_COS = math.cos(math.radians(40))
+PUPIL_COS = math.cos(math.radians(20))
 VIEW_WIDTH = 2.9  # scene units across the image: the head (height 2) fills about 70 %
 
 # material ids
@@ -222,7 +222,7 @@ def trace(
     material = torch.where(
         skull & ((py < hairline + 0.55 * pz.clamp_min(0)) | (pz > 0.35)), HAIR, material
     )
-    brow = skull & front & (((px.abs() - spacing).abs() < 0.15) & (py > -0.43) & (py < -0.36))
+    brow = skull & front & (((px.abs() - spacing).abs() < 0.15) & (py > -0.5) & (py < -0.43))
     material = torch.where(brow, BROW, material)
     lips = skull & front & (px.abs() < 0.22 - 1.5 * (py - 0.52).abs()) & (py > 0.45) & (py < 0.6)
     material = torch.where(lips, LIPS, material)
