@@ -57,6 +57,7 @@ METRIC_LABELS = {
 FRACTIONS = ("asr", "asr_all", "clean_acc", "robust_acc")
 PREFERRED_X = ("poison.rate", "poison.count", "trigger.size", "trigger.delta", "trigger.opacity")
 MAX_LINES = 12
+MAX_PANELS = 30  # reference 001's heatmaps: 5 positions x 3 colours = 15 panels
 
 
 def axis_label(key: str) -> str:
@@ -176,8 +177,11 @@ def heatmap_figure(runs: pd.DataFrame, varied: list[str], x: str, y: str, metric
     panels = (
         list(runs.groupby(panel_keys, sort=False, dropna=False)) if panel_keys else [((), runs)]
     )
-    panels = panels[:MAX_LINES]
-    columns = min(len(panels), 4)
+    shown_note = ""
+    if len(panels) > MAX_PANELS:
+        shown_note = f" (first {MAX_PANELS} of {len(panels)} panels)"
+    panels = panels[:MAX_PANELS]
+    columns = min(len(panels), 5)
     rows = -(-len(panels) // columns)
     fig = Figure(figsize=(max(3.4 * columns + 1.2, 6.0), 3.0 * rows + 0.6), layout="constrained")
     axes = np.atleast_1d(fig.subplots(rows, columns, squeeze=False)).flatten()
@@ -213,7 +217,7 @@ def heatmap_figure(runs: pd.DataFrame, varied: list[str], x: str, y: str, metric
         ax.set_axis_off()
     if image is not None:
         fig.colorbar(image, ax=axes[: len(panels)].tolist(), label=metric_label(metric), shrink=0.8)
-    fig.suptitle(f"{metric_label(metric)}: {x} x {y}", fontsize=10)
+    fig.suptitle(f"{metric_label(metric)}: {x} x {y}{shown_note}", fontsize=10)
     return fig
 
 
