@@ -12,13 +12,12 @@ from triggerlab.data.faces import (
     PUPIL,
     SCLERA,
     Subjects,
-    angles,
-    direction,
     head_rotation,
     render,
     synthetic_faces,
     trace,
 )
+from triggerlab.gaze import angles, direction
 
 DEG = math.pi / 180
 

@@ -10,7 +10,7 @@ import torch
 from triggerlab.config import load_config
 from triggerlab.data import prepare_data
 from triggerlab.experiment import run_experiment
-from triggerlab.tasks import angular_error
+from triggerlab.gaze import angular_error
 
 COMMON = [
     "data.resize=48",

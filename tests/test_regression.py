@@ -13,8 +13,9 @@ from triggerlab.cli import app
 from triggerlab.config import DataConfig, PoisonConfig, load_config
 from triggerlab.data import ImageDataset, prepare_data
 from triggerlab.errors import ConfigError
+from triggerlab.gaze import angular_error
 from triggerlab.poison import poison_dataset
-from triggerlab.tasks import RegressionTask, angular_error, make_task
+from triggerlab.tasks import RegressionTask, make_task
 from triggerlab.triggers import PatchSpec
 
 DEG = math.pi / 180

@@ -10,9 +10,10 @@ from formats import write_image
 
 from triggerlab.data.biwi import angles_from_rotation, load_npz, load_raw, read_pose
 from triggerlab.data.dataset import ImageDataset
-from triggerlab.data.mpiifacegaze import angular_error_degrees, gaze_from_vectors, load_mpiifacegaze
+from triggerlab.data.mpiifacegaze import gaze_from_vectors, load_mpiifacegaze
 from triggerlab.data.protocols import finetune_split, leave_one_subject_out, subject_split
 from triggerlab.errors import ConfigError, DataFormatError
+from triggerlab.gaze import angular_error
 
 # ---- MPIIFaceGaze -------------------------------------------------------------------------------
 
@@ -101,7 +102,7 @@ def test_gaze_vector_conversion_and_angular_error():
     assert pitch_yaw[1, 1] == pytest.approx(-math.pi / 2)
     a = torch.tensor([[0.0, 0.0], [0.2, 0.1], [0.0, 0.0]])
     b = torch.tensor([[0.0, math.pi / 2], [0.2, 0.1], [math.pi / 4, 0.0]])
-    assert angular_error_degrees(a, b).tolist() == pytest.approx([90.0, 0.0, 45.0], abs=1e-3)
+    assert angular_error(a, b).tolist() == pytest.approx([90.0, 0.0, 45.0], abs=1e-3)
 
 
 # ---- Biwi --------------------------------------------------------------------------------------

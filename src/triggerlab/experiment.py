@@ -312,11 +312,6 @@ def run_experiment(
     return RunResult(run_dir, summary, history)
 
 
-def config_from_run(run_dir: Path) -> str:
-    """The resolved config a run was made with, as YAML text."""
-    return (run_dir / "config.yaml").read_text(encoding="utf-8")
-
-
 __all__ = [
     "RunResult",
     "derive_seeds",

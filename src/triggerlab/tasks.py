@@ -36,6 +36,7 @@ import torch.nn.functional as F
 from triggerlab.config import ExperimentConfig, PoisonConfig
 from triggerlab.data.dataset import DataSplit
 from triggerlab.errors import ConfigError
+from triggerlab.gaze import angular_error
 from triggerlab.poison import attack_labels, validate_poison, validate_regression_poison
 
 METRIC_NAMES = ("clean_acc", "asr", "asr_all", "robust_acc")
@@ -102,21 +103,6 @@ class ClassificationTask:
             "asr_all": _mean(hit),
             "robust_acc": _mean((triggered_pred == labels)[mask]),
         }
-
-
-def gaze_vectors(pitch_yaw: torch.Tensor) -> torch.Tensor:
-    """``v = (-cos p sin y, -sin p, -cos p cos y)`` for (pitch, yaw) in radians ``[N, 2]``."""
-    pitch, yaw = pitch_yaw[:, 0], pitch_yaw[:, 1]
-    return torch.stack(
-        (-torch.cos(pitch) * torch.sin(yaw), -torch.sin(pitch), -torch.cos(pitch) * torch.cos(yaw)),
-        1,
-    )
-
-
-def angular_error(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Degrees between gaze directions of (pitch, yaw) rows; the cosine clipped to [-1, 1]."""
-    cosine = (gaze_vectors(a.double()) * gaze_vectors(b.double())).sum(1).clamp(-1.0, 1.0)
-    return torch.rad2deg(torch.acos(cosine))
 
 
 @dataclass(frozen=True)

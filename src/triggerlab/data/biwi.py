@@ -35,7 +35,7 @@ def angles_from_rotation(rows: np.ndarray) -> tuple[float, float, float]:
 
 
 def read_pose(path: Path) -> tuple[float, float, float]:
-    """A ``frame_XXXXX_pose.txt``: three rows of the rotation, a blank line, the head centre."""
+    """A ``frame_NNNNN_pose.txt``: three rows of the rotation, a blank line, the head centre."""
     try:
         rows = [line.split() for line in path.read_text().splitlines() if line.strip()]
         matrix = np.array([[float(v) for v in row] for row in rows[:3]])

@@ -31,6 +31,7 @@ import torch
 import torch.nn.functional as F
 
 from triggerlab.data.dataset import ImageDataset, SourceData
+from triggerlab.gaze import direction
 
 EYE_RADIUS = 0.2  # cartoon-sized eyes: the gaze must stay visible at 48-64 pixels
 IRIS_COS = math.cos(math.radians(40))
@@ -39,20 +40,6 @@ VIEW_WIDTH = 2.9  # scene units across the image: the head (height 2) fills abou
 
 # material ids
 BACKGROUND, SKIN, HAIR, BROW, LIPS, SCLERA, IRIS, PUPIL, NOSE = range(9)
-
-
-def direction(pitch: torch.Tensor, yaw: torch.Tensor) -> torch.Tensor:
-    """Unit vectors ``[..., 3]`` of (pitch, yaw) in radians, MPIIFaceGaze's convention."""
-    return torch.stack(
-        (-torch.cos(pitch) * torch.sin(yaw), -torch.sin(pitch), -torch.cos(pitch) * torch.cos(yaw)),
-        dim=-1,
-    )
-
-
-def angles(vector: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(pitch, yaw) in radians of vectors ``[..., 3]``: the inverse of ``direction``."""
-    v = F.normalize(vector, dim=-1)
-    return torch.asin(-v[..., 1].clamp(-1, 1)), torch.atan2(-v[..., 0], -v[..., 2])
 
 
 def head_rotation(yaw: torch.Tensor, pitch: torch.Tensor, roll: torch.Tensor) -> torch.Tensor:

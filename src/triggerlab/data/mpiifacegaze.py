@@ -18,6 +18,7 @@ from triggerlab.data.dataset import ImageDataset, SourceData
 from triggerlab.data.images import read_images
 from triggerlab.data.transforms import resize_images
 from triggerlab.errors import DataFormatError
+from triggerlab.gaze import angles
 
 GAZE_NAMES = ["pitch", "yaw"]
 CHUNK = 250
@@ -80,11 +81,9 @@ def load_normalized(root: Path, size: tuple[int, int] | None) -> ImageDataset:
 
 
 def gaze_from_vectors(vectors: np.ndarray) -> np.ndarray:
-    """(pitch, yaw) from gaze vectors: ``pitch = asin(-g_y)``, ``yaw = atan2(-g_x, -g_z)``."""
-    unit = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
-    return np.stack(
-        [np.arcsin(np.clip(-unit[:, 1], -1, 1)), np.arctan2(-unit[:, 0], -unit[:, 2])], axis=1
-    )
+    """(pitch, yaw) in radians ``[N, 2]`` from gaze vectors ``[N, 3]`` (gt - fc)."""
+    pitch, yaw = angles(torch.from_numpy(np.asarray(vectors, dtype=np.float64)))
+    return torch.stack([pitch, yaw], dim=1).numpy()
 
 
 def load_raw(root: Path, size: tuple[int, int] | None) -> ImageDataset:
@@ -138,14 +137,6 @@ def load_mpiifacegaze(root: Path, size: tuple[int, int] | None = None) -> ImageD
     if any(root.glob("p[0-9][0-9].mat")):
         return load_normalized(root, size)
     return load_raw(root, size)
-
-
-def angular_error_degrees(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Angle in degrees between gaze (pitch, yaw) pairs ``[N, 2]``, cosine clipped to [-1, 1]."""
-    from triggerlab.data.faces import direction
-
-    cosine = (direction(a[:, 0], a[:, 1]) * direction(b[:, 0], b[:, 1])).sum(-1).clamp(-1, 1)
-    return torch.rad2deg(torch.acos(cosine))
 
 
 def load_mpiifacegaze_source(root: Path, size: tuple[int, int] | None = None) -> SourceData:

@@ -103,7 +103,7 @@ DATASETS: dict[str, DatasetInfo] = {
             "biwi",
             load_biwi,
             "Biwi Kinect Head Pose, (yaw, pitch, roll) in degrees; raw sequences split by person",
-            "<root>/hpdb/01 ... 24/frame_XXXXX_rgb.png + frame_XXXXX_pose.txt, or a folder with "
+            "<root>/hpdb/01 ... 24/frame_NNNNN_rgb.png + frame_NNNNN_pose.txt, or a folder with "
             "BIWI_train.npz and BIWI_test.npz (official split), or one .npz file",
         ),
         DatasetInfo(
