@@ -15,7 +15,7 @@ from triggerlab.data import ImageDataset, prepare_data
 from triggerlab.errors import ConfigError
 from triggerlab.gaze import angular_error
 from triggerlab.poison import poison_dataset
-from triggerlab.tasks import RegressionTask, make_task
+from triggerlab.tasks import RegressionTask, make_task, setup_task
 from triggerlab.triggers import PatchSpec
 
 DEG = math.pi / 180
@@ -85,8 +85,8 @@ def test_make_task_validates_the_target_and_loss():
         make_task(load_config(None, [*TINY, "poison.target=[0, 0, 0]"]), split)
     with pytest.raises(ConfigError, match="expected a list of 2 values"):
         make_task(load_config(None, TINY), split)
-    with pytest.raises(ConfigError, match="train.loss: synthetic_gaze has continuous labels"):
-        make_task(
+    with pytest.raises(ConfigError, match="classification variant; set evaluation.bins"):
+        setup_task(
             load_config(None, [*TINY, "poison.target=[0, 0]", "train.loss=cross_entropy"]), split
         )
     with pytest.raises(ConfigError, match="regression supports all_to_one"):
@@ -271,3 +271,31 @@ def test_bins_are_for_regression_only():
         ConfigError, match="evaluation.bins: the discretisation metric is for regression"
     ):
         make_task(load_config(None, ["evaluation.bins=4"]), digits)
+
+
+def test_reference_003_classification_variant_on_the_bins(tmp_path):
+    settings = [
+        *TINY,
+        "poison.target=[0.0, 0.2]",
+        "train.loss=cross_entropy",
+        "evaluation.bins=3",
+        "evaluation.bin_output=yaw",
+        "evaluation.bin_range=[-0.6, 0.6]",
+    ]
+    split = regression_split()
+    binned, poison, task = setup_task(load_config(None, settings), split)
+    assert not binned.is_regression and binned.num_outputs == 3
+    assert (
+        binned.class_names[1] == "yaw [-0.2, 0.2)" and poison.target == 2
+    )  # 0.2 opens the last bin
+    expected = ((split.train.targets[:, 1].double() + 0.6) / 0.4).floor().clamp(0, 2).long()
+    assert torch.equal(binned.train.targets, expected)
+    assert task.metric_names == ("clean_acc", "asr", "asr_all", "robust_acc")
+    args = ["run", "-q", "--out", str(tmp_path)]
+    for item in [*settings, "train.epochs=1", "output.name=bins"]:
+        args += ["--set", item]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    summary = json.loads((tmp_path / "bins" / "summary.json").read_text())
+    assert summary["task"] == "classification" and summary["data"]["binned_output"] == "yaw"
+    assert summary["poison"]["target_name"].startswith("yaw [")

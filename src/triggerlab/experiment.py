@@ -20,7 +20,7 @@ import torch
 from safetensors.torch import save as safetensors_bytes
 from torch import nn
 
-from triggerlab.config import ExperimentConfig
+from triggerlab.config import ExperimentConfig, PoisonConfig
 from triggerlab.data import DataSplit, prepare_data
 from triggerlab.errors import ConfigError
 from triggerlab.models import build_model
@@ -35,7 +35,7 @@ from triggerlab.runio import (
     write_text_atomic,
 )
 from triggerlab.stealth import STEALTH_SAMPLE, stealth_of_uint8
-from triggerlab.tasks import Bins, Task, make_task, metric_label
+from triggerlab.tasks import Bins, Task, metric_label, setup_task
 from triggerlab.train import fit, predict, resolve_device
 from triggerlab.triggers import Trigger, apply_to_uint8
 
@@ -70,6 +70,7 @@ class Prepared:
     device: torch.device
     seeds: dict[str, int]
     load_time_s: float
+    poison: PoisonConfig  # as applied: reference 003's bins turn a target vector into a class
 
 
 @dataclass(frozen=True)
@@ -86,7 +87,7 @@ def prepare(cfg: ExperimentConfig) -> Prepared:
     data = prepare_data(cfg.data, cfg.split_seed)
     load_time = time.perf_counter() - start
     trigger = cfg.trigger.build(data.shape)
-    task = make_task(cfg, data)
+    data, poison, task = setup_task(cfg, data)
     seeds = derive_seeds(cfg.train.seed)
     torch.manual_seed(seeds["init"])  # weight init, and dropout draws during training
     channels, height, width = data.shape
@@ -95,7 +96,7 @@ def prepare(cfg: ExperimentConfig) -> Prepared:
     )
     layout = torch.channels_last if cfg.train.channels_last else torch.contiguous_format
     model = model.to(device=device, memory_format=layout)
-    return Prepared(cfg, data, trigger, task, model, device, seeds, load_time)
+    return Prepared(cfg, data, trigger, task, model, device, seeds, load_time, poison)
 
 
 def allocate_run_dir(cfg: ExperimentConfig, run_dir: Path | None) -> Path:
@@ -188,7 +189,7 @@ def run_experiment(
 
     poison_start = time.perf_counter()
     poisoned = poison_dataset(
-        p.data.train, cfg.poison, p.trigger, torch.Generator().manual_seed(p.seeds["poison"])
+        p.data.train, p.poison, p.trigger, torch.Generator().manual_seed(p.seeds["poison"])
     )
     write_poisoned_indices(run_dir / "poisoned_indices.csv", poisoned)
     test = p.data.test
@@ -240,7 +241,7 @@ def run_experiment(
     shown = torch.nonzero(p.task.attack_mask(test.targets)).flatten()[:SAMPLE_COUNT]
     clean_pred = predict(p.model, p.task, test.images[shown], p.device)
     triggered_pred = predict(p.model, p.task, triggered_test[shown], p.device)
-    target_name = target_label(p.task, cfg.poison.target)
+    target_name = target_label(p.task, p.poison.target)
     save_samples(
         run_dir / "samples.png",
         test.images[shown],
@@ -285,6 +286,7 @@ def run_experiment(
             "num_classes": len(p.data.class_names),
             "outputs": p.data.target_names if p.data.is_regression else None,
             "label_kind": p.data.label_kind if p.data.is_regression else None,
+            "binned_output": p.data.train.metadata.get("binned_output"),
             "train_size": len(p.data.train),
             "test_size": len(test),
         },

@@ -11,6 +11,7 @@ cell. Each run's id is a hash of its resolved config (``output`` and
 from __future__ import annotations
 
 import contextlib
+import copy
 import ctypes
 import fcntl
 import hashlib
@@ -160,7 +161,7 @@ def repeat_seeds(seed: int, repeats: int) -> list[int]:
 
 
 def _apply_cell(base: dict[str, Any], cell: dict[str, Any], seed: int) -> dict[str, Any]:
-    raw = json.loads(json.dumps(base))
+    raw = copy.deepcopy(base)
     # Kind keys first: changing a section's kind starts it afresh, then its parameters fill it.
     for key in sorted(cell, key=lambda k: not k.endswith(".kind")):
         set_dotted(raw, key.split("."), cell[key], f"grid key {key}")
@@ -184,7 +185,7 @@ def preflight(plan: list[PlannedRun]) -> None:
     """
     from triggerlab.data import DataSplit, prepare_data
     from triggerlab.models import build_model
-    from triggerlab.tasks import make_task
+    from triggerlab.tasks import setup_task
     from triggerlab.train import resolve_device
 
     datasets: dict[str, DataSplit] = {}
@@ -198,15 +199,11 @@ def preflight(plan: list[PlannedRun]) -> None:
                 datasets[data_key] = prepare_data(cfg.data, cfg.split_seed)
             data = datasets[data_key]
             cfg.trigger.build(data.shape)
-            make_task(cfg, data)
-            model_key = json.dumps(
-                [cfg.model.model_dump(mode="json"), data.shape, data.num_outputs]
-            )
+            outputs = setup_task(cfg, data)[0].num_outputs
+            model_key = json.dumps([cfg.model.model_dump(mode="json"), data.shape, outputs])
             if model_key not in models:
                 channels, height, width = data.shape
-                build_model(
-                    cfg.model.name, channels, (height, width), data.num_outputs, cfg.model.options
-                )
+                build_model(cfg.model.name, channels, (height, width), outputs, cfg.model.options)
                 models.add(model_key)
         except TriggerlabError as exc:
             raise type(exc)(f"in {cell_label(run.cell)}: {exc}") from None

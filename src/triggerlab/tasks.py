@@ -28,13 +28,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn.functional as F
 
 from triggerlab.config import ExperimentConfig, PoisonConfig
-from triggerlab.data.dataset import DataSplit
+from triggerlab.data.dataset import DataSplit, ImageDataset
 from triggerlab.errors import ConfigError
 from triggerlab.gaze import angular_error
 from triggerlab.poison import attack_labels, validate_poison, validate_regression_poison
@@ -231,7 +231,8 @@ def make_task(cfg: ExperimentConfig, data: DataSplit) -> Task:
         return ClassificationTask(cfg.poison, data.class_names)
     if cfg.train.loss == "cross_entropy":
         raise ConfigError(
-            f"train.loss: {cfg.data.name} has continuous labels; expected l1 (default) or mse"
+            "train.loss: cross_entropy on continuous labels is reference 003's classification "
+            "variant; set evaluation.bins (and evaluation.bin_output) to choose the classes"
         )
     validate_regression_poison(cfg.poison, data.train.targets, data.target_names)
     return RegressionTask(
@@ -262,3 +263,29 @@ def make_bins(cfg: ExperimentConfig, data: DataSplit) -> Bins | None:
         column = data.train.targets[:, index]
         low, high = float(column.min()), float(column.max())
     return Bins(index, name, low, high, evaluation.bins)
+
+
+def _binned(part: ImageDataset, bins: Bins, names: tuple[str, ...]) -> ImageDataset:
+    metadata = {**part.metadata, "binned_output": bins.name, "bin_edges": bins.edges()}
+    return replace(part, targets=bins.assign(part.targets), class_names=names, metadata=metadata)
+
+
+def setup_task(cfg: ExperimentConfig, data: DataSplit) -> tuple[DataSplit, PoisonConfig, Task]:
+    """The data, poisoning and task a run uses.
+
+    Continuous labels trained with ``train.loss: cross_entropy`` are reference
+    003's classification variant: the ``evaluation.bins`` of one output become
+    the classes and the attacker's target vector becomes its bin, so the
+    classification metrics (CA, ASR, RA) measure the attack on the bins.
+    """
+    if not (data.is_regression and cfg.train.loss == "cross_entropy" and cfg.evaluation.bins):
+        return data, cfg.poison, make_task(cfg, data)
+    validate_regression_poison(cfg.poison, data.train.targets, data.target_names)
+    bins = make_bins(cfg, data)
+    assert bins is not None
+    edges = bins.edges()
+    names = tuple(f"{bins.name} [{edges[i]:.3g}, {edges[i + 1]:.3g})" for i in range(bins.count))
+    binned = DataSplit(_binned(data.train, bins, names), _binned(data.test, bins, names))
+    target = int(bins.assign(torch.tensor([cfg.poison.target], dtype=torch.float32))[0])
+    poison = cfg.poison.model_copy(update={"target": target})
+    return binned, poison, ClassificationTask(poison, names)

@@ -1,0 +1,21 @@
+"""Every shipped config validates: experiments load, grid specs plan every cell."""
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from triggerlab.config import load_config
+from triggerlab.grid import load_grid_spec, plan_grid
+
+CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
+def test_shipped_config_is_valid(path):
+    raw = yaml.safe_load(path.read_text())
+    if "base" in raw:
+        plan = plan_grid(load_grid_spec(path))
+        assert plan and len({run.run_id for run in plan}) == len(plan)
+    else:
+        assert load_config(path).data.name
