@@ -166,6 +166,26 @@ class EvaluationConfig(Section):
         return value
 
 
+class DefenseConfig(Section):
+    kind: Literal["none", "finetune", "fine_pruning"] = Field(
+        "none", description="repair the trained model with the defender's clean data"
+    )
+    clean_fraction: float = Field(
+        0.05,
+        gt=0.0,
+        lt=1.0,
+        description="share of the training split the defender holds back, clean (never poisoned)",
+    )
+    epochs: int = Field(5, ge=1, description="fine-tuning epochs on the clean data")
+    lr: float = Field(1e-3, gt=0.0, description="fine-tuning learning rate (the run's optimiser)")
+    prune_ratio: float = Field(
+        0.5,
+        ge=0.0,
+        lt=1.0,
+        description="fine_pruning: share of the last convolution's channels pruned",
+    )
+
+
 class OutputConfig(Section):
     directory: Path = Field(Path("runs"), description="parent folder of run directories")
     name: str | None = Field(None, description="run directory name (default: generated)")
@@ -179,6 +199,7 @@ class ExperimentConfig(Section):
     model: ModelConfig = Field(default_factory=ModelConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
+    defense: DefenseConfig = Field(default_factory=DefenseConfig)
     output: OutputConfig = Field(default_factory=OutputConfig)
 
     @field_validator("trigger", mode="before")
@@ -301,7 +322,8 @@ def section_keys(loc: tuple[Any, ...]) -> list[str]:
             cls = PatchSpec
         else:
             return []
-    return [n for n in cls.model_fields if n != "kind"]
+    is_trigger = cls in TRIGGER_KINDS.values()  # their kind is the tag, set first; list the rest
+    return [n for n in cls.model_fields if not (is_trigger and n == "kind")]
 
 
 def _is_union_tag(loc: tuple[Any, ...], i: int) -> bool:

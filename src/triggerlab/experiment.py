@@ -21,7 +21,9 @@ from safetensors.torch import save as safetensors_bytes
 from torch import nn
 
 from triggerlab.config import ExperimentConfig, PoisonConfig
-from triggerlab.data import DataSplit, prepare_data
+from triggerlab.data import DataSplit, ImageDataset, prepare_data
+from triggerlab.data.transforms import stratified_split
+from triggerlab.defenses import fine_prune, fine_tune
 from triggerlab.errors import ConfigError
 from triggerlab.models import build_model
 from triggerlab.plots import save_confusions, save_samples
@@ -39,7 +41,8 @@ from triggerlab.tasks import Bins, Task, metric_label, setup_task
 from triggerlab.train import fit, predict, resolve_device
 from triggerlab.triggers import Trigger, apply_to_uint8
 
-SEED_STREAMS = ("poison", "test_trigger", "init", "order")
+# Appending a stream keeps the others' seeds: SeedSequence children depend on their index only.
+SEED_STREAMS = ("poison", "test_trigger", "init", "order", "defense")
 TIMING_COLUMNS = ("epoch_time_s", "train_time_s", "train_images_per_s")
 SAMPLE_COUNT = 8
 
@@ -71,6 +74,7 @@ class Prepared:
     seeds: dict[str, int]
     load_time_s: float
     poison: PoisonConfig  # as applied: reference 003's bins turn a target vector into a class
+    defender: ImageDataset | None = None  # clean data held back from training for the defence
 
 
 @dataclass(frozen=True)
@@ -89,6 +93,11 @@ def prepare(cfg: ExperimentConfig) -> Prepared:
     trigger = cfg.trigger.build(data.shape)
     data, poison, task = setup_task(cfg, data)
     seeds = derive_seeds(cfg.train.seed)
+    defender = None
+    if cfg.defense.kind != "none":
+        generator = torch.Generator().manual_seed(seeds["defense"])
+        train, defender = stratified_split(data.train, cfg.defense.clean_fraction, generator)
+        data = DataSplit(train=train, test=data.test)
     torch.manual_seed(seeds["init"])  # weight init, and dropout draws during training
     channels, height, width = data.shape
     model = build_model(
@@ -96,7 +105,7 @@ def prepare(cfg: ExperimentConfig) -> Prepared:
     )
     layout = torch.channels_last if cfg.train.channels_last else torch.contiguous_format
     model = model.to(device=device, memory_format=layout)
-    return Prepared(cfg, data, trigger, task, model, device, seeds, load_time, poison)
+    return Prepared(cfg, data, trigger, task, model, device, seeds, load_time, poison, defender)
 
 
 def allocate_run_dir(cfg: ExperimentConfig, run_dir: Path | None) -> Path:
@@ -126,6 +135,42 @@ def target_label(task: Task, target: int | list[float]) -> str:
     if isinstance(target, int):
         return task.describe(torch.tensor([target]))[0]
     return str(target)
+
+
+def apply_defense(
+    p: Prepared, before: dict[str, float], evaluate: Callable[[nn.Module], dict[str, float]]
+) -> dict[str, Any]:
+    """Repair the trained model with the held-back clean data; metrics before and after."""
+    assert p.defender is not None
+    settings = p.cfg.defense
+    generator = torch.Generator().manual_seed(p.seeds["defense"])
+    data = (p.defender.images, p.defender.targets)
+    if settings.kind == "finetune":
+        result = fine_tune(
+            p.model, p.task, *data, p.cfg.train, settings.epochs, settings.lr, p.device, generator
+        )
+    else:
+        result = fine_prune(
+            p.model,
+            p.task,
+            *data,
+            p.cfg.train,
+            settings.prune_ratio,
+            settings.epochs,
+            settings.lr,
+            p.device,
+            generator,
+        )
+    return {
+        "kind": settings.kind,
+        "clean_samples": result.clean_samples,
+        "epochs": result.epochs,
+        "lr": settings.lr,
+        "pruned_channels": result.pruned_channels,
+        "channels": result.channels,
+        "before": before,
+        "after": evaluate(p.model),
+    }
 
 
 def write_confusions(
@@ -260,8 +305,11 @@ def run_experiment(
             predict(p.model, p.task, test.images, p.device),
             predict(p.model, p.task, triggered_test, p.device),
         )
-    if cfg.output.save_model:
+    if cfg.output.save_model:  # the attacked model, before any defence repairs it
         write_bytes_atomic(run_dir / "model.safetensors", _model_bytes(p.model))
+    defense = None
+    if p.defender is not None:
+        defense = apply_defense(p, {k: history[-1][k] for k in p.task.metric_names}, evaluate)
 
     final = history[-1]
     summary = {
@@ -291,6 +339,7 @@ def run_experiment(
             "test_size": len(test),
         },
         "stealth": {"sample": min(STEALTH_SAMPLE, len(test)), **stealth},
+        "defense": defense,
         "model": {
             "name": cfg.model.name,
             "parameters": sum(t.numel() for t in p.model.parameters()),

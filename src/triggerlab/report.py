@@ -137,6 +137,18 @@ def _values(plan: list[PlannedRun], getter: Any) -> str:
     return ", ".join(html.escape(v.strip('"')) for v in values)
 
 
+def defense_text(runs: list[PlannedRun]) -> str:
+    kinds = sorted({r.config.defense.kind for r in runs} - {"none"})
+    if not kinds:
+        return "none in this grid: no defence saw the data, the weights or the predictions"
+    fractions = _values(runs, lambda c: c.defense.clean_fraction)
+    return (
+        f"{', '.join(kinds)}: the defender holds back a clean share {fractions} of the training "
+        "set and sees the model's weights; it never sees test data. Metrics after the repair "
+        "are the <code>*_after</code> columns"
+    )
+
+
 def checklist(plan: list[PlannedRun], table: pd.DataFrame) -> str:
     """Reference 004's BadNets reporting checklist, filled from the configs and results."""
     grid_runs = [r for r in plan if r.role == "grid"]
@@ -217,7 +229,7 @@ def checklist(plan: list[PlannedRun], table: pd.DataFrame) -> str:
         ("Metrics", metrics),
         (
             "Defense test",
-            "none in this grid: no defence saw the data, the weights or the predictions",
+            defense_text(grid_runs),
         ),
     ]
     body = "".join(

@@ -62,6 +62,10 @@ def _run_row(grid_dir: Path, entry: dict[str, Any], varied: list[str]) -> dict[s
     row["status"] = summary.get("status", "unknown")
     row.update(summary["final"])
     row.update({k: summary.get("stealth", {}).get(k) for k in STEALTH})
+    defense = summary.get("defense")
+    if defense:  # the repaired model's metrics beside the attacked model's
+        row.update({f"{metric}_after": value for metric, value in defense["after"].items()})
+        row["defense_clean_samples"] = defense["clean_samples"]
     row["poison_count"] = summary["poison"]["count"]
     row["poison_fraction"] = summary["poison"]["fraction"]
     timings = summary["timings"]
@@ -83,8 +87,13 @@ def _scalar(value: Any) -> Any:
 def metric_columns(table: pd.DataFrame) -> list[str]:
     """The task metrics present in a results table, in a stable order."""
     named = [m for m in (*CLASSIFICATION_METRICS, *REGRESSION_METRICS) if m in table]
-    extra = sorted(c for c in table if c.startswith(("attack_success_", "clean_mae_")))
-    return named + extra
+    extra = sorted(
+        c
+        for c in table
+        if c.startswith(("attack_success_", "clean_mae_", "bin_")) and not c.endswith("_after")
+    )
+    after = sorted(c for c in table if c.endswith("_after"))
+    return named + extra + after
 
 
 def collect(grid_dir: Path) -> tuple[pd.DataFrame, list[str]]:

@@ -1,0 +1,127 @@
+"""Repairing a backdoored model with the defender's clean data: fine-tuning and fine-pruning.
+
+* Fine-tuning (used against SIG in reference 003): keep training on clean data only.
+* Fine-pruning (Liu, Dolan-Gavitt and Garg, 2018): the last convolution's channels
+  that stay least active on clean inputs are the ones a backdoor can hide in;
+  zero them (a mask on that layer's output), then fine-tune. With batch
+  normalisation right after the convolution, the normalisation's shift still
+  reaches the next layer: the mask removes the channel's response to the input.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from triggerlab.config import TrainConfig
+from triggerlab.errors import ConfigError
+from triggerlab.train import (
+    EVAL_BATCH_SIZE,
+    Task,
+    make_optimizer,
+    model_memory_format,
+    to_input,
+    train_epoch,
+)
+
+
+@dataclass
+class RepairResult:
+    """What the defender did: its data and training budget, and what it pruned."""
+
+    clean_samples: int
+    epochs: int
+    pruned_channels: list[int] = field(default_factory=list)
+    channels: int = 0
+
+
+def fine_tune(
+    model: nn.Module,
+    task: Task,
+    images: torch.Tensor,
+    targets: torch.Tensor,
+    train: TrainConfig,
+    epochs: int,
+    lr: float,
+    device: torch.device,
+    generator: torch.Generator,
+) -> RepairResult:
+    """Train on the clean data alone, with the run's optimiser at learning rate ``lr``."""
+    optimizer = make_optimizer(train.model_copy(update={"lr": lr}), model)
+    images, targets = images.to(device), targets.to(device)
+    for _ in range(epochs):
+        train_epoch(model, task, optimizer, images, targets, train.batch_size, device, generator)
+    return RepairResult(clean_samples=int(images.shape[0]), epochs=epochs)
+
+
+def last_conv(model: nn.Module) -> nn.Conv2d:
+    convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
+    if not convs:
+        raise ConfigError("defense.kind: fine_pruning needs a model with a convolution layer")
+    return convs[-1]
+
+
+@torch.no_grad()
+def channel_activity(
+    model: nn.Module, layer: nn.Module, images: torch.Tensor, device: torch.device
+) -> torch.Tensor:
+    """Mean positive activation of each output channel of ``layer`` over the images."""
+    total: list[torch.Tensor] = []
+
+    def record(_module: nn.Module, _inputs: object, output: torch.Tensor) -> None:
+        total.append(output.relu().mean(dim=(2, 3)).sum(dim=0).cpu())
+
+    handle = layer.register_forward_hook(record)
+    model.eval()
+    layout = model_memory_format(model)
+    try:
+        for start in range(0, images.shape[0], EVAL_BATCH_SIZE):
+            model(to_input(images[start : start + EVAL_BATCH_SIZE], device, layout))
+    finally:
+        handle.remove()
+    return torch.stack(total).sum(dim=0) / images.shape[0]
+
+
+def select_pruned_channels(
+    model: nn.Module, images: torch.Tensor, ratio: float, device: torch.device
+) -> list[int]:
+    """The ``round(ratio * C)`` channels of the last convolution least active on ``images``."""
+    activity = channel_activity(model, last_conv(model), images, device)
+    count = round(ratio * activity.numel())
+    order = torch.argsort(activity, stable=True)
+    return sorted(order[:count].tolist())
+
+
+def mask_channels(layer: nn.Module, channels: list[int]) -> torch.utils.hooks.RemovableHandle:
+    """Zero the given output channels of ``layer`` from now on (a forward hook)."""
+
+    def zero(_module: nn.Module, _inputs: object, output: torch.Tensor) -> torch.Tensor:
+        mask = torch.ones(output.shape[1], device=output.device, dtype=output.dtype)
+        mask[channels] = 0
+        return output * mask.view(1, -1, 1, 1)
+
+    return layer.register_forward_hook(zero)
+
+
+def fine_prune(
+    model: nn.Module,
+    task: Task,
+    images: torch.Tensor,
+    targets: torch.Tensor,
+    train: TrainConfig,
+    ratio: float,
+    epochs: int,
+    lr: float,
+    device: torch.device,
+    generator: torch.Generator,
+) -> RepairResult:
+    """Prune the least active channels of the last convolution on clean data, then fine-tune."""
+    layer = last_conv(model)
+    channels = select_pruned_channels(model, images, ratio, device)
+    mask_channels(layer, channels)
+    result = fine_tune(model, task, images, targets, train, epochs, lr, device, generator)
+    result.pruned_channels = channels
+    result.channels = layer.out_channels
+    return result

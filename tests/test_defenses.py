@@ -1,0 +1,137 @@
+"""Fine-tuning and fine-pruning: channel choice by hand, the held-back data, the reports."""
+
+import json
+
+import pytest
+import torch
+from gridspecs import write_spec
+from torch import nn
+from typer.testing import CliRunner
+
+from triggerlab.cli import app
+from triggerlab.config import load_config
+from triggerlab.defenses import select_pruned_channels
+from triggerlab.defenses.repair import mask_channels
+from triggerlab.experiment import run_experiment
+from triggerlab.grid import load_grid_spec, run_grid
+from triggerlab.results import collect
+
+runner = CliRunner()
+CPU = torch.device("cpu")
+
+
+def one_by_one(weights):
+    """A 1x1 convolution whose channel c outputs weights[c] * x."""
+    conv = nn.Conv2d(1, len(weights), 1)
+    with torch.no_grad():
+        conv.weight.copy_(torch.tensor(weights, dtype=torch.float32).view(-1, 1, 1, 1))
+        conv.bias.zero_()
+    return nn.Sequential(conv, nn.ReLU())
+
+
+def test_least_active_channels_are_pruned():
+    model = one_by_one([3.0, -1.0, 1.0, 2.0])  # mean positive activity on white images: 3, 0, 1, 2
+    white = torch.full((5, 1, 4, 4), 255, dtype=torch.uint8)
+    assert select_pruned_channels(model, white, 0.5, CPU) == [1, 2]
+    assert select_pruned_channels(model, white, 0.25, CPU) == [1]
+    assert select_pruned_channels(model, white, 0.0, CPU) == []
+
+
+def test_masked_channels_output_zero():
+    model = one_by_one([3.0, 2.0, 1.0])
+    mask_channels(model[0], [0, 2])
+    out = model(torch.ones(1, 1, 2, 2))
+    assert out[0, 0].abs().sum() == 0 and out[0, 2].abs().sum() == 0
+    assert torch.allclose(out[0, 1], torch.full((2, 2), 2.0))
+
+
+QUICK = ["train.epochs=8", "defense.clean_fraction=0.1", "defense.epochs=2"]
+
+
+@pytest.mark.parametrize("kind", ["finetune", "fine_pruning"])
+def test_defense_runs_report_before_and_after_on_held_back_data(tmp_path, kind):
+    cfg = load_config(None, [*QUICK, f"defense.kind={kind}", f"output.directory={tmp_path}"])
+    result = run_experiment(cfg, progress=False)
+    defense = result.summary["defense"]
+    plain = run_experiment(
+        load_config(None, [*QUICK, f"output.directory={tmp_path}"]), progress=False
+    )
+    # the defender's share is held back from the attacker's training set, per class
+    assert (
+        defense["clean_samples"] + result.summary["data"]["train_size"]
+        == plain.summary["data"]["train_size"]
+    )
+    assert defense["clean_samples"] == 143  # round(0.1 * n) for each digit class
+    assert (
+        set(defense["before"])
+        == set(defense["after"])
+        == {"clean_acc", "asr", "asr_all", "robust_acc"}
+    )
+    assert defense["before"]["asr"] == result.summary["final"]["asr"]
+    if kind == "fine_pruning":
+        assert defense["channels"] == 32 and len(defense["pruned_channels"]) == 16
+    else:
+        assert defense["pruned_channels"] == []
+    again = run_experiment(cfg, progress=False)
+    assert again.summary["defense"]["after"] == defense["after"]  # seeded like everything else
+
+
+def test_regression_fine_tuning(tmp_path):
+    settings = [
+        "data.name=synthetic_gaze",
+        "data.resize=16",
+        "data.options={count: 120, subjects: 4}",
+        "poison.target=[0.0, 0.3]",
+        "train.epochs=1",
+        "defense.kind=finetune",
+        "defense.epochs=1",
+        "defense.clean_fraction=0.2",
+        f"output.directory={tmp_path}",
+    ]
+    defense = run_experiment(load_config(None, settings), progress=False).summary["defense"]
+    assert {"clean_error", "attack_error"} <= set(defense["after"]) and defense[
+        "clean_samples"
+    ] == 18
+
+
+def test_results_gain_the_repaired_metrics(tmp_path):
+    spec = write_spec(tmp_path, grid={"defense.kind": ["none", "finetune"]})
+    assert run_grid(
+        load_grid_spec(spec, ["base.defense.epochs=1"]), tmp_path / "g", progress=False
+    ).ok
+    table, _ = collect(tmp_path / "g")
+    repaired = table[table["defense.kind"] == "finetune"].iloc[0]
+    untouched = table[table["defense.kind"] == "none"].iloc[0]
+    assert repaired["asr_after"] >= 0 and repaired["defense_clean_samples"] > 0
+    assert untouched.isna()["asr_after"]
+
+
+@pytest.mark.parametrize(
+    ("setting", "message"),
+    [
+        ("defense.prune_ratio=1", "defense.prune_ratio: Input should be less than 1"),
+        ("defense.clean_fraction=0", "defense.clean_fraction: Input should be greater than 0"),
+        (
+            "defense.kind=strip",
+            "defense.kind: Input should be 'none', 'finetune' or 'fine_pruning'",
+        ),
+    ],
+)
+def test_bad_defense_settings(tmp_path, setting, message):
+    result = runner.invoke(app, ["run", "--out", str(tmp_path / "runs"), "--set", setting])
+    assert result.exit_code == 2 and message in result.stderr
+    assert not (tmp_path / "runs").exists()
+
+
+def test_summary_json_is_strict_json(tmp_path):
+    cfg = load_config(
+        None,
+        [
+            "train.epochs=1",
+            "defense.kind=finetune",
+            "defense.epochs=1",
+            f"output.directory={tmp_path}",
+        ],
+    )
+    run_dir = run_experiment(cfg, progress=False).run_dir
+    json.loads((run_dir / "summary.json").read_text())
