@@ -167,8 +167,10 @@ class EvaluationConfig(Section):
 
 
 class DefenseConfig(Section):
-    kind: Literal["none", "finetune", "fine_pruning"] = Field(
-        "none", description="repair the trained model with the defender's clean data"
+    kind: Literal["none", "finetune", "fine_pruning", "strip"] = Field(
+        "none",
+        description="repair the trained model (finetune, fine_pruning) or detect triggered "
+        "inputs (strip) with the defender's clean data",
     )
     clean_fraction: float = Field(
         0.05,
@@ -183,6 +185,13 @@ class DefenseConfig(Section):
         ge=0.0,
         lt=1.0,
         description="fine_pruning: share of the last convolution's channels pruned",
+    )
+    overlays: int = Field(20, ge=1, description="strip: clean images blended with each input")
+    blend: float = Field(
+        1.0, gt=0.0, le=1.0, description="strip: overlay weight b in x' = clip(x + b o, 0, 1)"
+    )
+    false_rejection: float = Field(
+        0.05, gt=0.0, lt=1.0, description="strip: share of the defender's clean inputs flagged"
     )
 
 

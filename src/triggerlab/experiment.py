@@ -24,6 +24,8 @@ from triggerlab.config import ExperimentConfig, PoisonConfig
 from triggerlab.data import DataSplit, ImageDataset, prepare_data
 from triggerlab.data.transforms import stratified_split
 from triggerlab.defenses import fine_prune, fine_tune
+from triggerlab.defenses.evaluation import detection_metrics
+from triggerlab.defenses.strip import strip_entropy, strip_threshold
 from triggerlab.errors import ConfigError
 from triggerlab.models import build_model
 from triggerlab.plots import save_confusions, save_samples
@@ -94,6 +96,11 @@ def prepare(cfg: ExperimentConfig) -> Prepared:
     data, poison, task = setup_task(cfg, data)
     seeds = derive_seeds(cfg.train.seed)
     defender = None
+    if cfg.defense.kind == "strip" and data.is_regression:
+        raise ConfigError(
+            "defense.kind: strip needs class probabilities; "
+            "for regression use finetune or fine_pruning"
+        )
     if cfg.defense.kind != "none":
         generator = torch.Generator().manual_seed(seeds["defense"])
         train, defender = stratified_split(data.train, cfg.defense.clean_fraction, generator)
@@ -137,14 +144,61 @@ def target_label(task: Task, target: int | list[float]) -> str:
     return str(target)
 
 
+def detect_with_strip(
+    p: Prepared, triggered_test: torch.Tensor, generator: torch.Generator
+) -> dict[str, Any]:
+    """STRIP on the test set: triggered inputs the attack targets against all clean inputs.
+
+    Overlays and the threshold come from the defender's held-back clean data only.
+    """
+    assert p.defender is not None
+    settings = p.cfg.defense
+    test = p.data.test
+
+    def entropy(images: torch.Tensor) -> torch.Tensor:
+        return strip_entropy(
+            p.model,
+            images,
+            p.defender.images,
+            settings.overlays,
+            settings.blend,
+            p.device,
+            generator,
+        )
+
+    threshold = strip_threshold(entropy(p.defender.images), settings.false_rejection)
+    attacked = p.task.attack_mask(test.targets)
+    scores = torch.cat([entropy(test.images), entropy(triggered_test[attacked])])
+    labels = torch.cat(
+        [
+            torch.zeros(len(test), dtype=torch.bool),
+            torch.ones(int(attacked.sum()), dtype=torch.bool),
+        ]
+    )
+    return {
+        "kind": "strip",
+        "clean_samples": len(p.defender),
+        "overlays": settings.overlays,
+        "blend": settings.blend,
+        "false_rejection": settings.false_rejection,
+        "threshold": threshold,
+        "detection": detection_metrics(labels, -scores, scores < threshold),
+    }
+
+
 def apply_defense(
-    p: Prepared, before: dict[str, float], evaluate: Callable[[nn.Module], dict[str, float]]
+    p: Prepared,
+    before: dict[str, float],
+    evaluate: Callable[[nn.Module], dict[str, float]],
+    triggered_test: torch.Tensor,
 ) -> dict[str, Any]:
     """Repair the trained model with the held-back clean data; metrics before and after."""
     assert p.defender is not None
     settings = p.cfg.defense
     generator = torch.Generator().manual_seed(p.seeds["defense"])
     data = (p.defender.images, p.defender.targets)
+    if settings.kind == "strip":
+        return detect_with_strip(p, triggered_test, generator)
     if settings.kind == "finetune":
         result = fine_tune(
             p.model, p.task, *data, p.cfg.train, settings.epochs, settings.lr, p.device, generator
@@ -309,7 +363,8 @@ def run_experiment(
         write_bytes_atomic(run_dir / "model.safetensors", _model_bytes(p.model))
     defense = None
     if p.defender is not None:
-        defense = apply_defense(p, {k: history[-1][k] for k in p.task.metric_names}, evaluate)
+        before = {k: history[-1][k] for k in p.task.metric_names}
+        defense = apply_defense(p, before, evaluate, triggered_test)
 
     final = history[-1]
     summary = {

@@ -63,8 +63,9 @@ def _run_row(grid_dir: Path, entry: dict[str, Any], varied: list[str]) -> dict[s
     row.update(summary["final"])
     row.update({k: summary.get("stealth", {}).get(k) for k in STEALTH})
     defense = summary.get("defense")
-    if defense:  # the repaired model's metrics beside the attacked model's
-        row.update({f"{metric}_after": value for metric, value in defense["after"].items()})
+    if defense:  # the repaired model's metrics, or the detector's, beside the attack's
+        row.update({f"{metric}_after": value for metric, value in defense.get("after", {}).items()})
+        row.update({f"detection_{k}": value for k, value in defense.get("detection", {}).items()})
         row["defense_clean_samples"] = defense["clean_samples"]
     row["poison_count"] = summary["poison"]["count"]
     row["poison_fraction"] = summary["poison"]["fraction"]
@@ -93,7 +94,8 @@ def metric_columns(table: pd.DataFrame) -> list[str]:
         if c.startswith(("attack_success_", "clean_mae_", "bin_")) and not c.endswith("_after")
     )
     after = sorted(c for c in table if c.endswith("_after"))
-    return named + extra + after
+    detection = sorted(c for c in table if c.startswith("detection_"))
+    return named + extra + after + detection
 
 
 def collect(grid_dir: Path) -> tuple[pd.DataFrame, list[str]]:
