@@ -113,7 +113,8 @@ def test_results_gain_the_repaired_metrics(tmp_path):
         ("defense.clean_fraction=0", "defense.clean_fraction: Input should be greater than 0"),
         (
             "defense.kind=nc",
-            "defense.kind: Input should be 'none', 'finetune', 'fine_pruning' or 'strip'",
+            "defense.kind: Input should be 'none', 'finetune', 'fine_pruning', 'strip', "
+            "'spectral_signatures' or 'activation_clustering'",
         ),
     ],
 )
@@ -202,3 +203,66 @@ def test_strip_is_refused_for_regression(tmp_path):
         args += ["--set", item]
     result = runner.invoke(app, args)
     assert result.exit_code == 2 and "strip needs class probabilities" in result.stderr
+
+
+def constructed_features():
+    """Class 0: 18 clean points and 6 poisoned ones far along one axis; class 1: one blob."""
+    g = torch.Generator().manual_seed(0)
+    clean0 = torch.randn(18, 5, generator=g)
+    poison0 = torch.randn(6, 5, generator=g) * 0.3 + torch.tensor([8.0, 0, 0, 0, 0])
+    clean1 = torch.randn(24, 5, generator=g)
+    features = torch.cat([clean0, poison0, clean1])
+    labels = torch.tensor([0] * 24 + [1] * 24)
+    truth = torch.zeros(48, dtype=torch.bool)
+    truth[18:24] = True
+    return features, labels, truth
+
+
+def test_spectral_signatures_rank_the_outlying_direction_first():
+    from triggerlab.defenses.samples import spectral_signatures
+
+    features, labels, _ = constructed_features()
+    scores, flagged = spectral_signatures(features, labels, expected_fraction=0.2)
+    assert flagged[:24].sum() == 8 and flagged[24:].sum() == 8  # ceil(1.5 * 0.2 * 24) per class
+    assert flagged[18:24].all()  # every poisoned point is among its class's flags
+    top = torch.argsort(scores[:24], descending=True)[:6]
+    assert set(top.tolist()) == set(range(18, 24))
+
+
+def test_activation_clustering_flags_the_small_cluster_only():
+    from triggerlab.defenses.evaluation import detection_metrics
+    from triggerlab.defenses.samples import activation_clustering
+
+    features, labels, truth = constructed_features()
+    scores, flagged = activation_clustering(features, labels, cluster_share=0.35, seed=0)
+    assert torch.equal(flagged, truth)  # 6 of 24 = 0.25 <= 0.35; class 1 splits too evenly to flag
+    assert detection_metrics(truth, scores, flagged)["auroc"] > 0.9
+
+
+@pytest.mark.parametrize("kind", ["spectral_signatures", "activation_clustering"])
+def test_sample_detectors_report_against_the_true_poisoned_indices(tmp_path, kind):
+    cfg = load_config(
+        None, ["train.epochs=5", f"defense.kind={kind}", f"output.directory={tmp_path}"]
+    )
+    result = run_experiment(cfg, progress=False)
+    defense = result.summary["defense"]
+    assert defense["poisoned"] == result.summary["poison"]["count"] == 144
+    assert defense["training_samples"] == result.summary["data"]["train_size"]  # nothing held back
+    assert set(defense["detection"]) == {"tpr", "fpr", "precision", "f1", "auroc"}
+    assert 0 < defense["flagged"] < defense["training_samples"]
+
+
+def test_sample_detectors_work_on_regression_features(tmp_path):
+    settings = [
+        "data.name=synthetic_gaze",
+        "data.resize=16",
+        "data.options={count: 120, subjects: 4}",
+        "poison.target=[0.0, 0.3]",
+        "train.epochs=1",
+        "defense.kind=spectral_signatures",
+        f"output.directory={tmp_path}",
+    ]
+    defense = run_experiment(load_config(None, settings), progress=False).summary["defense"]
+    assert (
+        defense["flagged"] == 14 and defense["poisoned"] == 9
+    )  # ceil(1.5 * 0.1 * 90); round(0.1 * 90)

@@ -167,10 +167,12 @@ class EvaluationConfig(Section):
 
 
 class DefenseConfig(Section):
-    kind: Literal["none", "finetune", "fine_pruning", "strip"] = Field(
+    kind: Literal[
+        "none", "finetune", "fine_pruning", "strip", "spectral_signatures", "activation_clustering"
+    ] = Field(
         "none",
-        description="repair the trained model (finetune, fine_pruning) or detect triggered "
-        "inputs (strip) with the defender's clean data",
+        description="repair the model (finetune, fine_pruning), detect triggered inputs (strip) "
+        "or detect poisoned training samples (spectral_signatures, activation_clustering)",
     )
     clean_fraction: float = Field(
         0.05,
@@ -192,6 +194,18 @@ class DefenseConfig(Section):
     )
     false_rejection: float = Field(
         0.05, gt=0.0, lt=1.0, description="strip: share of the defender's clean inputs flagged"
+    )
+    expected_fraction: float = Field(
+        0.1,
+        gt=0.0,
+        lt=1.0,
+        description="spectral_signatures: assumed poisoned share; 1.5 x it is flagged per class",
+    )
+    cluster_share: float = Field(
+        0.35,
+        gt=0.0,
+        lt=0.5,
+        description="activation_clustering: a class's smaller cluster is flagged up to this share",
     )
 
 

@@ -25,6 +25,8 @@ from triggerlab.data import DataSplit, ImageDataset, prepare_data
 from triggerlab.data.transforms import stratified_split
 from triggerlab.defenses import fine_prune, fine_tune
 from triggerlab.defenses.evaluation import detection_metrics
+from triggerlab.defenses.features import penultimate_features
+from triggerlab.defenses.samples import activation_clustering, spectral_signatures
 from triggerlab.defenses.strip import strip_entropy, strip_threshold
 from triggerlab.errors import ConfigError
 from triggerlab.models import build_model
@@ -45,6 +47,8 @@ from triggerlab.triggers import Trigger, apply_to_uint8
 
 # Appending a stream keeps the others' seeds: SeedSequence children depend on their index only.
 SEED_STREAMS = ("poison", "test_trigger", "init", "order", "defense")
+# Defences that work from clean data the defender holds back (the others inspect the training set).
+HOLDS_BACK_DATA = ("finetune", "fine_pruning", "strip")
 TIMING_COLUMNS = ("epoch_time_s", "train_time_s", "train_images_per_s")
 SAMPLE_COUNT = 8
 
@@ -101,7 +105,7 @@ def prepare(cfg: ExperimentConfig) -> Prepared:
             "defense.kind: strip needs class probabilities; "
             "for regression use finetune or fine_pruning"
         )
-    if cfg.defense.kind != "none":
+    if cfg.defense.kind in HOLDS_BACK_DATA:
         generator = torch.Generator().manual_seed(seeds["defense"])
         train, defender = stratified_split(data.train, cfg.defense.clean_fraction, generator)
         data = DataSplit(train=train, test=data.test)
@@ -142,6 +146,36 @@ def target_label(task: Task, target: int | list[float]) -> str:
     if isinstance(target, int):
         return task.describe(torch.tensor([target]))[0]
     return str(target)
+
+
+def detect_poisoned_samples(p: Prepared, poisoned: PoisonResult) -> dict[str, Any]:
+    """Score every training sample from the trained model's penultimate features.
+
+    Classes are analysed one by one; regression has no classes, so its whole
+    training set is one group.
+    """
+    settings = p.cfg.defense
+    train = poisoned.train
+    features = penultimate_features(p.model, train.images, p.device)
+    groups = torch.zeros(len(train), dtype=torch.long) if p.data.is_regression else train.targets
+    if settings.kind == "spectral_signatures":
+        scores, flagged = spectral_signatures(features, groups, settings.expected_fraction)
+    else:
+        scores, flagged = activation_clustering(
+            features, groups, settings.cluster_share, p.seeds["defense"]
+        )
+    truth = torch.zeros(len(train), dtype=torch.bool)
+    truth[poisoned.indices] = True
+    return {
+        "kind": settings.kind,
+        "clean_samples": 0,
+        "training_samples": len(train),
+        "poisoned": poisoned.count,
+        "flagged": int(flagged.sum()),
+        "expected_fraction": settings.expected_fraction,
+        "cluster_share": settings.cluster_share,
+        "detection": detection_metrics(truth, scores, flagged),
+    }
 
 
 def detect_with_strip(
@@ -191,11 +225,14 @@ def apply_defense(
     before: dict[str, float],
     evaluate: Callable[[nn.Module], dict[str, float]],
     triggered_test: torch.Tensor,
+    poisoned: PoisonResult,
 ) -> dict[str, Any]:
-    """Repair the trained model with the held-back clean data; metrics before and after."""
-    assert p.defender is not None
+    """Run the configured defence after training and report what it achieved."""
     settings = p.cfg.defense
     generator = torch.Generator().manual_seed(p.seeds["defense"])
+    if settings.kind in ("spectral_signatures", "activation_clustering"):
+        return detect_poisoned_samples(p, poisoned)
+    assert p.defender is not None
     data = (p.defender.images, p.defender.targets)
     if settings.kind == "strip":
         return detect_with_strip(p, triggered_test, generator)
@@ -362,9 +399,9 @@ def run_experiment(
     if cfg.output.save_model:  # the attacked model, before any defence repairs it
         write_bytes_atomic(run_dir / "model.safetensors", _model_bytes(p.model))
     defense = None
-    if p.defender is not None:
+    if cfg.defense.kind != "none":
         before = {k: history[-1][k] for k in p.task.metric_names}
-        defense = apply_defense(p, before, evaluate, triggered_test)
+        defense = apply_defense(p, before, evaluate, triggered_test, poisoned)
 
     final = history[-1]
     summary = {

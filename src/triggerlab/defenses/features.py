@@ -1,0 +1,37 @@
+"""Penultimate representations: the input of a model's last linear layer."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from triggerlab.errors import ConfigError
+from triggerlab.train import EVAL_BATCH_SIZE, model_memory_format, to_input
+
+
+def last_linear(model: nn.Module) -> nn.Linear:
+    layers = [m for m in model.modules() if isinstance(m, nn.Linear)]
+    if not layers:
+        raise ConfigError("defense.kind: this detector needs a model whose last layer is linear")
+    return layers[-1]
+
+
+@torch.no_grad()
+def penultimate_features(
+    model: nn.Module, images: torch.Tensor, device: torch.device
+) -> torch.Tensor:
+    """``[N, D]`` float features of uint8 images, in evaluation mode, on the CPU."""
+    captured: list[torch.Tensor] = []
+
+    def record(_module: nn.Module, inputs: tuple[torch.Tensor, ...], _output: torch.Tensor) -> None:
+        captured.append(inputs[0].flatten(1).float().cpu())
+
+    handle = last_linear(model).register_forward_hook(record)
+    model.eval()
+    layout = model_memory_format(model)
+    try:
+        for start in range(0, images.shape[0], EVAL_BATCH_SIZE):
+            model(to_input(images[start : start + EVAL_BATCH_SIZE], device, layout))
+    finally:
+        handle.remove()
+    return torch.cat(captured)
