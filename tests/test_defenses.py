@@ -114,7 +114,7 @@ def test_results_gain_the_repaired_metrics(tmp_path):
         (
             "defense.kind=nc",
             "defense.kind: Input should be 'none', 'finetune', 'fine_pruning', 'strip', "
-            "'spectral_signatures' or 'activation_clustering'",
+            "'spectral_signatures', 'activation_clustering' or 'neural_cleanse'",
         ),
     ],
 )
@@ -202,7 +202,7 @@ def test_strip_is_refused_for_regression(tmp_path):
     ]:
         args += ["--set", item]
     result = runner.invoke(app, args)
-    assert result.exit_code == 2 and "strip needs class probabilities" in result.stderr
+    assert result.exit_code == 2 and "strip needs classes" in result.stderr
 
 
 def constructed_features():
@@ -266,3 +266,62 @@ def test_sample_detectors_work_on_regression_features(tmp_path):
     assert (
         defense["flagged"] == 14 and defense["poisoned"] == 9
     )  # ceil(1.5 * 0.1 * 90); round(0.1 * 90)
+
+
+def test_anomaly_index_by_hand():
+    from triggerlab.defenses.neural_cleanse import anomaly_indices, flagged_classes
+
+    norms = torch.tensor([10.0, 50.0, 52.0, 48.0, 50.0])  # median 50, deviations 40 0 2 2 0, MAD 2
+    expected = torch.tensor([40.0, 0.0, 2.0, 2.0, 0.0]) / (1.4826 * 2)
+    assert torch.allclose(anomaly_indices(norms), expected)
+    assert flagged_classes(norms) == [0]
+    # even count: median 51, MAD 5; 90 is as anomalous as 10 but large, so not flagged
+    six = torch.tensor([10.0, 45.0, 90.0, 50.0, 55.0, 52.0])
+    assert anomaly_indices(six)[0].item() == pytest.approx(41 / (1.4826 * 5))
+    assert flagged_classes(six) == [0]
+
+
+def test_unlearning_set_stamps_the_chosen_share():
+    from triggerlab.defenses.neural_cleanse import ReversedTrigger, unlearning_set
+
+    mask = torch.zeros(1, 2, 2)
+    mask[0, 0, 0] = 1.0
+    trigger = ReversedTrigger(0, mask, torch.ones(1, 2, 2), 1.0, 1.0)
+    images = torch.zeros(4, 1, 2, 2, dtype=torch.uint8)
+    stamped = unlearning_set(images, [trigger], 0.5, torch.Generator().manual_seed(0))
+    assert int((stamped[:, 0, 0, 0] == 255).sum()) == 2 and int(stamped[:, 0, 1:].sum()) == 0
+
+
+def test_neural_cleanse_flags_the_backdoor_and_unlearning_removes_it(tmp_path):
+    """Issue 6's bar on the digits model (seed 0): target flagged, index > 2, clean model lower."""
+    settings = [
+        "defense.kind=neural_cleanse",
+        "defense.clean_fraction=0.1",
+        f"output.directory={tmp_path}",
+    ]
+    attacked = run_experiment(
+        load_config(None, [*settings, "output.name=attacked"]), progress=False
+    )
+    defense = attacked.summary["defense"]
+    assert defense["target_flagged"] and defense["target_anomaly_index"] > 2
+    assert defense["after"]["asr"] < 0.5 * defense["before"]["asr"]
+    assert defense["before"]["clean_acc"] - defense["after"]["clean_acc"] < 0.05
+    assert (tmp_path / "attacked" / "reversed_triggers.png").read_bytes()[:4] == b"\x89PNG"
+    clean = run_experiment(
+        load_config(None, [*settings, "poison.rate=0", "output.name=clean"]), progress=False
+    )
+    assert max(clean.summary["defense"]["anomaly_index"]) < defense["target_anomaly_index"]
+
+
+def test_neural_cleanse_needs_classes(tmp_path):
+    args = ["run", "--out", str(tmp_path / "r")]
+    for item in [
+        "data.name=synthetic_gaze",
+        "data.resize=16",
+        "data.options={count: 40, subjects: 4}",
+        "poison.target=[0, 0]",
+        "defense.kind=neural_cleanse",
+    ]:
+        args += ["--set", item]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2 and "neural_cleanse needs classes" in result.stderr

@@ -168,11 +168,18 @@ class EvaluationConfig(Section):
 
 class DefenseConfig(Section):
     kind: Literal[
-        "none", "finetune", "fine_pruning", "strip", "spectral_signatures", "activation_clustering"
+        "none",
+        "finetune",
+        "fine_pruning",
+        "strip",
+        "spectral_signatures",
+        "activation_clustering",
+        "neural_cleanse",
     ] = Field(
         "none",
-        description="repair the model (finetune, fine_pruning), detect triggered inputs (strip) "
-        "or detect poisoned training samples (spectral_signatures, activation_clustering)",
+        description="repair the model (finetune, fine_pruning), detect triggered inputs (strip), "
+        "detect poisoned training samples (spectral_signatures, activation_clustering) or "
+        "reverse-engineer triggers per class and unlearn them (neural_cleanse)",
     )
     clean_fraction: float = Field(
         0.05,
@@ -200,6 +207,13 @@ class DefenseConfig(Section):
         gt=0.0,
         lt=1.0,
         description="spectral_signatures: assumed poisoned share; 1.5 x it is flagged per class",
+    )
+    steps: int = Field(300, ge=1, description="neural_cleanse: optimisation steps per class")
+    cost: float = Field(
+        3.0, gt=0.0, description="neural_cleanse: weight of the mask's mean in the loss"
+    )
+    unlearn: bool = Field(
+        True, description="neural_cleanse: fine-tune with the flagged classes' reversed triggers"
     )
     cluster_share: float = Field(
         0.35,

@@ -26,11 +26,17 @@ from triggerlab.data.transforms import stratified_split
 from triggerlab.defenses import fine_prune, fine_tune
 from triggerlab.defenses.evaluation import detection_metrics
 from triggerlab.defenses.features import penultimate_features
+from triggerlab.defenses.neural_cleanse import (
+    anomaly_indices,
+    flagged_classes,
+    scan,
+    unlearning_set,
+)
 from triggerlab.defenses.samples import activation_clustering, spectral_signatures
 from triggerlab.defenses.strip import strip_entropy, strip_threshold
 from triggerlab.errors import ConfigError
 from triggerlab.models import build_model
-from triggerlab.plots import save_confusions, save_samples
+from triggerlab.plots import save_confusions, save_reversed_triggers, save_samples
 from triggerlab.poison import PoisonResult, poison_dataset
 from triggerlab.runio import (
     git_commit,
@@ -48,7 +54,7 @@ from triggerlab.triggers import Trigger, apply_to_uint8
 # Appending a stream keeps the others' seeds: SeedSequence children depend on their index only.
 SEED_STREAMS = ("poison", "test_trigger", "init", "order", "defense")
 # Defences that work from clean data the defender holds back (the others inspect the training set).
-HOLDS_BACK_DATA = ("finetune", "fine_pruning", "strip")
+HOLDS_BACK_DATA = ("finetune", "fine_pruning", "strip", "neural_cleanse")
 TIMING_COLUMNS = ("epoch_time_s", "train_time_s", "train_images_per_s")
 SAMPLE_COUNT = 8
 
@@ -100,10 +106,10 @@ def prepare(cfg: ExperimentConfig) -> Prepared:
     data, poison, task = setup_task(cfg, data)
     seeds = derive_seeds(cfg.train.seed)
     defender = None
-    if cfg.defense.kind == "strip" and data.is_regression:
+    if cfg.defense.kind in ("strip", "neural_cleanse") and data.is_regression:
         raise ConfigError(
-            "defense.kind: strip needs class probabilities; "
-            "for regression use finetune or fine_pruning"
+            f"defense.kind: {cfg.defense.kind} needs classes; for regression use finetune, "
+            "fine_pruning, spectral_signatures or activation_clustering"
         )
     if cfg.defense.kind in HOLDS_BACK_DATA:
         generator = torch.Generator().manual_seed(seeds["defense"])
@@ -146,6 +152,62 @@ def target_label(task: Task, target: int | list[float]) -> str:
     if isinstance(target, int):
         return task.describe(torch.tensor([target]))[0]
     return str(target)
+
+
+def cleanse(
+    p: Prepared,
+    before: dict[str, float],
+    evaluate: Callable[[nn.Module], dict[str, float]],
+    generator: torch.Generator,
+    run_dir: Path,
+) -> dict[str, Any]:
+    """Neural Cleanse on the held-back clean data; unlearn the flagged classes' triggers."""
+    assert p.defender is not None
+    settings = p.cfg.defense
+    clean = p.defender
+    triggers = scan(
+        p.model,
+        clean.images,
+        clean.targets,
+        len(p.data.class_names),
+        settings.steps,
+        settings.cost,
+        p.device,
+        generator,
+    )
+    norms = torch.tensor([t.l1 for t in triggers])
+    index = anomaly_indices(norms)
+    flagged = flagged_classes(norms)
+    save_reversed_triggers(
+        run_dir / "reversed_triggers.png", triggers, index.tolist(), p.data.class_names
+    )
+    result: dict[str, Any] = {
+        "kind": "neural_cleanse",
+        "clean_samples": len(clean),
+        "steps": settings.steps,
+        "cost": settings.cost,
+        "l1": norms.tolist(),
+        "anomaly_index": index.tolist(),
+        "reversed_success": [t.success for t in triggers],
+        "flagged": flagged,
+        "target_flagged": p.poison.target in flagged,
+        "target_anomaly_index": float(index[p.poison.target]),
+    }
+    if settings.unlearn and flagged:
+        images = unlearning_set(clean.images, [triggers[c] for c in flagged], 0.2, generator)
+        fine_tune(
+            p.model,
+            p.task,
+            images,
+            clean.targets,
+            p.cfg.train,
+            settings.epochs,
+            settings.lr,
+            p.device,
+            generator,
+        )
+        result.update(before=before, after=evaluate(p.model), epochs=settings.epochs)
+    return result
 
 
 def detect_poisoned_samples(p: Prepared, poisoned: PoisonResult) -> dict[str, Any]:
@@ -226,6 +288,7 @@ def apply_defense(
     evaluate: Callable[[nn.Module], dict[str, float]],
     triggered_test: torch.Tensor,
     poisoned: PoisonResult,
+    run_dir: Path,
 ) -> dict[str, Any]:
     """Run the configured defence after training and report what it achieved."""
     settings = p.cfg.defense
@@ -236,6 +299,8 @@ def apply_defense(
     data = (p.defender.images, p.defender.targets)
     if settings.kind == "strip":
         return detect_with_strip(p, triggered_test, generator)
+    if settings.kind == "neural_cleanse":
+        return cleanse(p, before, evaluate, generator, run_dir)
     if settings.kind == "finetune":
         result = fine_tune(
             p.model, p.task, *data, p.cfg.train, settings.epochs, settings.lr, p.device, generator
@@ -401,7 +466,7 @@ def run_experiment(
     defense = None
     if cfg.defense.kind != "none":
         before = {k: history[-1][k] for k in p.task.metric_names}
-        defense = apply_defense(p, before, evaluate, triggered_test, poisoned)
+        defense = apply_defense(p, before, evaluate, triggered_test, poisoned, run_dir)
 
     final = history[-1]
     summary = {

@@ -139,3 +139,17 @@ def save_confusions(path: Path, matrices: dict[str, torch.Tensor], name: str) ->
                 ax.text(j, i, str(value), ha="center", va="center", fontsize=7)
     fig.colorbar(image, ax=list(axes), label="share of the true bin", shrink=0.8)
     _save_png(fig, path)
+
+
+def save_reversed_triggers(
+    path: Path, triggers: Sequence[object], indices: Sequence[float], names: Sequence[str]
+) -> None:
+    """Each class's reversed trigger (mask x pattern) with its L1 norm and anomaly index."""
+    fig = Figure(figsize=(1.7 * len(triggers), 2.3), layout="constrained")
+    axes = fig.subplots(1, len(triggers), squeeze=False)[0]
+    for ax, trigger, index, name in zip(axes, triggers, indices, names, strict=True):
+        stamp = (trigger.mask * trigger.pattern).clamp(0, 1)  # type: ignore[attr-defined]
+        _show(ax, (stamp * 255).round().byte())
+        ax.set_title(f"{name}\nL1 {trigger.l1:.1f}  AI {index:.1f}", fontsize=7)  # type: ignore[attr-defined]
+    fig.suptitle("Neural Cleanse: reversed trigger per class (AI: anomaly index)", fontsize=9)
+    _save_png(fig, path)
