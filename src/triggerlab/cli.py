@@ -249,6 +249,94 @@ def report(
     console.print(f"report: {path}", highlight=False)
 
 
+@app.command(
+    epilog=(
+        "Examples:\n\n"
+        "  triggerlab audit --model mypkg.nets:make_cnn --weights model.safetensors "
+        "--data digits --set data.resize=16\n\n"
+        "  triggerlab audit --model mypkg.nets:make_cnn --model-kwargs '{\"classes\": 10}' "
+        "--weights model.pt --input-normalization 0.5,0.5 --data configs/badnets_mnist.yaml"
+    )
+)
+def audit(
+    model: Annotated[str, typer.Option(help="package.module:factory that builds the model")],
+    weights: Annotated[
+        Path, typer.Option(help="safetensors, or a PyTorch state dict (weights only)")
+    ],
+    data: Annotated[str, typer.Option(help="experiment YAML (its data section) or a dataset name")],
+    model_kwargs: Annotated[
+        str | None, typer.Option(help="JSON keyword arguments for the factory")
+    ] = None,
+    input_normalization: Annotated[
+        str | None,
+        typer.Option(help="MEAN,STD the model expects, e.g. 0.5,0.5 or 0.5/0.5/0.5,0.2/0.2/0.2"),
+    ] = None,
+    out: Annotated[Path, typer.Option("--out", "-o", help="report folder")] = Path("audit"),
+    samples: Annotated[int, typer.Option(help="clean test images used")] = 500,
+    steps: Annotated[int, typer.Option(help="Neural Cleanse steps per class")] = 300,
+    overrides: Annotated[
+        list[str] | None,
+        typer.Option("--set", "-s", help="override a config key, e.g. data.resize=16"),
+    ] = None,
+) -> None:
+    """Scan a model someone else trained for backdoors (Neural Cleanse on clean data)."""
+    from triggerlab.audit import (
+        Normalize,
+        audit_model,
+        build_user_model,
+        load_weights,
+        parse_normalization,
+        read_state_dict,
+    )
+    from triggerlab.audit import (
+        model_kwargs as parse_kwargs,
+    )
+    from triggerlab.config import load_config, validate_config
+    from triggerlab.data import prepare_data
+
+    try:
+        path = Path(data)
+        if path.suffix in (".yaml", ".yml"):
+            cfg = load_config(path, list(overrides or []))
+        else:
+            from triggerlab.config import apply_overrides
+
+            cfg = validate_config(
+                apply_overrides({"data": {"name": data}}, list(overrides or [])), "(--data)"
+            )
+        network = build_user_model(model, parse_kwargs(model_kwargs))
+        load_weights(network, read_state_dict(weights))
+        if input_normalization is not None:
+            channels = prepare_data(cfg.data, cfg.split_seed).shape[0]
+            network = torch_sequential(
+                Normalize(*parse_normalization(input_normalization, channels)), network
+            )
+        result = audit_model(network, cfg, samples=samples, steps=steps, out=out)
+    except TriggerlabError as exc:
+        raise fail(str(exc)) from None
+    table = Table(title=f"audit of {model}", header_style="bold")
+    for column in ("class", "mask L1", "anomaly index", "reversed trigger success", "flagged"):
+        table.add_column(column, justify="right")
+    for c, trigger in enumerate(result.triggers):
+        flag = "yes" if c in result.flagged else ""
+        table.add_row(
+            result.class_names[c],
+            f"{trigger.l1:.1f}",
+            f"{result.anomaly_index[c]:.2f}",
+            f"{trigger.success:.2f}",
+            flag,
+        )
+    console.print(table)
+    verdict = ", ".join(result.class_names[c] for c in result.flagged) or "none"
+    console.print(f"flagged classes: {verdict}; report: {out / 'audit.json'}", highlight=False)
+
+
+def torch_sequential(*modules):
+    from torch import nn
+
+    return nn.Sequential(*modules)
+
+
 triggers_app = typer.Typer(
     help="The trigger catalogue: list the kinds and preview any trigger on real images.",
     no_args_is_help=True,
