@@ -331,6 +331,32 @@ def audit(
     console.print(f"flagged classes: {verdict}; report: {out / 'audit.json'}", highlight=False)
 
 
+@app.command()
+def explain(
+    run_dir: Annotated[Path, typer.Argument(help="a run directory with model.safetensors")],
+    out: Annotated[
+        Path, typer.Option("--out", "-o", help="folder for gradcam.png and feature_maps.png")
+    ],
+    samples: Annotated[int, typer.Option(help="test images explained")] = 4,
+    clean_run: Annotated[
+        Path | None,
+        typer.Option(help="a clean model's run directory, shown beside the backdoored one"),
+    ] = None,
+    output: Annotated[
+        str | None, typer.Option(help="regression: the output explained (default: the first)")
+    ] = None,
+) -> None:
+    """Grad-CAM panels and last-convolution feature maps of a run's model."""
+    from triggerlab.explain import explain_run
+
+    try:
+        paths = explain_run(run_dir, out, samples, clean_run, output)
+    except TriggerlabError as exc:
+        raise fail(str(exc)) from None
+    for path in paths:
+        console.print(f"wrote {path}", highlight=False)
+
+
 def torch_sequential(*modules):
     from torch import nn
 
