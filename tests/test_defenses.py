@@ -76,14 +76,15 @@ def test_defense_runs_report_before_and_after_on_held_back_data(tmp_path, kind):
     assert again.summary["defense"]["after"] == defense["after"]  # seeded like everything else
 
 
-def test_regression_fine_tuning(tmp_path):
+@pytest.mark.parametrize("kind", ["finetune", "fine_pruning"])
+def test_regression_repairs(tmp_path, kind):
     settings = [
         "data.name=synthetic_gaze",
         "data.resize=16",
         "data.options={count: 120, subjects: 4}",
         "poison.target=[0.0, 0.3]",
         "train.epochs=1",
-        "defense.kind=finetune",
+        f"defense.kind={kind}",
         "defense.epochs=1",
         "defense.clean_fraction=0.2",
         f"output.directory={tmp_path}",

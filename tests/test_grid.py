@@ -286,3 +286,24 @@ def test_sigkill_at_random_moments_then_resume_leaves_every_run_once(tmp_path):
         assert not list(folder.glob(".*.tmp")) and not (folder / "failed.json").exists()
         rows = (folder / "metrics.csv").read_text().strip().splitlines()
         assert len(rows) == 3  # header + one row per epoch, never duplicated
+
+
+def test_a_regression_grid_runs_and_reports(tmp_path):
+    base = {
+        "data": {"name": "synthetic_gaze", "resize": 16, "options": {"count": 60, "subjects": 4}},
+        "poison": {"target": [0.0, 0.3]},
+        "model": {"name": "small_cnn", "options": {"width": 4, "hidden": 16}},
+        "train": {"epochs": 1, "device": "cpu"},
+    }
+    spec = write_spec(tmp_path, base=base, grid={"trigger.size": [2, 3]}, clean_baseline=True)
+    lines: list[str] = []
+    outcome = run_grid(load_grid_spec(spec), tmp_path / "g", progress=False, echo=lines.append)
+    assert outcome.ok and len(outcome.completed) == 4
+    assert "clean_error" in lines[0] and "attack_error" in lines[0]
+    from triggerlab.results import collect, summarize
+
+    table, varied = collect(tmp_path / "g")
+    grid_rows, baselines = table[table["role"] == "grid"], table[table["role"] == "baseline"]
+    assert grid_rows["clean_error_increase"].notna().all() and len(grid_rows) == 2
+    assert (baselines["clean_error_increase"] == 0).all()  # a baseline is paired with itself
+    assert "attack_error_mean" in summarize(table, varied)

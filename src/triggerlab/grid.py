@@ -503,8 +503,10 @@ def run_grid(
         def report(run: PlannedRun, result: dict[str, Any]) -> None:
             if result["ok"]:
                 outcome.completed.append(run.run_id)
-                final = result["final"]
-                status = f"CA {final['clean_acc']:.3f} ASR {final['asr']:.3f}"
+                shown = [k for k in result["final"] if k != "train_loss"][
+                    :2
+                ]  # the task's first metrics
+                status = " ".join(f"{k} {result['final'][k]:.3f}" for k in shown)
             else:
                 outcome.failed[run.run_id] = f"{result['error']}: {result['message']}"
                 status = f"FAILED {result['error']}"
