@@ -192,20 +192,6 @@ def test_strip_separates_triggered_from_clean_inputs(tmp_path):
     assert defense["clean_samples"] == 143 and "after" not in defense
 
 
-def test_strip_is_refused_for_regression(tmp_path):
-    args = ["run", "--out", str(tmp_path / "r")]
-    for item in [
-        "data.name=synthetic_gaze",
-        "data.resize=16",
-        "data.options={count: 40, subjects: 4}",
-        "poison.target=[0, 0]",
-        "defense.kind=strip",
-    ]:
-        args += ["--set", item]
-    result = runner.invoke(app, args)
-    assert result.exit_code == 2 and "strip needs classes" in result.stderr
-
-
 def constructed_features():
     """Class 0: 18 clean points and 6 poisoned ones far along one axis; class 1: one blob."""
     g = torch.Generator().manual_seed(0)
@@ -314,15 +300,16 @@ def test_neural_cleanse_flags_the_backdoor_and_unlearning_removes_it(tmp_path):
     assert max(clean.summary["defense"]["anomaly_index"]) < defense["target_anomaly_index"]
 
 
-def test_neural_cleanse_needs_classes(tmp_path):
+@pytest.mark.parametrize("kind", ["strip", "neural_cleanse"])
+def test_class_based_defences_are_refused_for_regression(tmp_path, kind):
     args = ["run", "--out", str(tmp_path / "r")]
     for item in [
         "data.name=synthetic_gaze",
         "data.resize=16",
         "data.options={count: 40, subjects: 4}",
         "poison.target=[0, 0]",
-        "defense.kind=neural_cleanse",
+        f"defense.kind={kind}",
     ]:
         args += ["--set", item]
     result = runner.invoke(app, args)
-    assert result.exit_code == 2 and "neural_cleanse needs classes" in result.stderr
+    assert result.exit_code == 2 and f"{kind} needs classes" in result.stderr

@@ -9,10 +9,11 @@ from triggerlab.errors import ConfigError
 from triggerlab.train import EVAL_BATCH_SIZE, model_memory_format, to_input
 
 
-def last_linear(model: nn.Module) -> nn.Linear:
-    layers = [m for m in model.modules() if isinstance(m, nn.Linear)]
+def last_layer(model: nn.Module, kind: type[nn.Module], what: str) -> nn.Module:
+    """The model's last module of ``kind``; ConfigError saying ``what`` needs one."""
+    layers = [m for m in model.modules() if isinstance(m, kind)]
     if not layers:
-        raise ConfigError("defense.kind: this detector needs a model whose last layer is linear")
+        raise ConfigError(f"defense.kind: {what} needs a model with a {kind.__name__} layer")
     return layers[-1]
 
 
@@ -26,7 +27,7 @@ def penultimate_features(
     def record(_module: nn.Module, inputs: tuple[torch.Tensor, ...], _output: torch.Tensor) -> None:
         captured.append(inputs[0].flatten(1).float().cpu())
 
-    handle = last_linear(model).register_forward_hook(record)
+    handle = last_layer(model, nn.Linear, "this detector").register_forward_hook(record)
     model.eval()
     layout = model_memory_format(model)
     try:

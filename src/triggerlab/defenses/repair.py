@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from triggerlab.config import TrainConfig
-from triggerlab.errors import ConfigError
+from triggerlab.defenses.features import last_layer
 from triggerlab.train import (
     EVAL_BATCH_SIZE,
     Task,
@@ -57,10 +57,7 @@ def fine_tune(
 
 
 def last_conv(model: nn.Module) -> nn.Conv2d:
-    convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
-    if not convs:
-        raise ConfigError("defense.kind: fine_pruning needs a model with a convolution layer")
-    return convs[-1]
+    return last_layer(model, nn.Conv2d, "fine_pruning")  # type: ignore[return-value]
 
 
 @torch.no_grad()
