@@ -121,6 +121,15 @@ def predict(
     return torch.cat(outputs) if outputs else torch.empty(0, dtype=torch.int64)
 
 
+@torch.no_grad()
+def forward_all(model: nn.Module, images: torch.Tensor, device: torch.device) -> None:
+    """Run every uint8 image through the model in evaluation batches, for forward hooks to see."""
+    model.eval()
+    layout = model_memory_format(model)
+    for start in range(0, images.shape[0], EVAL_BATCH_SIZE):
+        model(to_input(images[start : start + EVAL_BATCH_SIZE], device, layout))
+
+
 def synchronize(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)

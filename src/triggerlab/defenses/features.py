@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from triggerlab.errors import ConfigError
-from triggerlab.train import EVAL_BATCH_SIZE, model_memory_format, to_input
+from triggerlab.train import forward_all
 
 
 def last_layer(model: nn.Module, kind: type[nn.Module], what: str) -> nn.Module:
@@ -28,11 +28,8 @@ def penultimate_features(
         captured.append(inputs[0].flatten(1).float().cpu())
 
     handle = last_layer(model, nn.Linear, "this detector").register_forward_hook(record)
-    model.eval()
-    layout = model_memory_format(model)
     try:
-        for start in range(0, images.shape[0], EVAL_BATCH_SIZE):
-            model(to_input(images[start : start + EVAL_BATCH_SIZE], device, layout))
+        forward_all(model, images, device)
     finally:
         handle.remove()
     return torch.cat(captured)

@@ -17,14 +17,7 @@ from torch import nn
 
 from triggerlab.config import TrainConfig
 from triggerlab.defenses.features import last_layer
-from triggerlab.train import (
-    EVAL_BATCH_SIZE,
-    Task,
-    make_optimizer,
-    model_memory_format,
-    to_input,
-    train_epoch,
-)
+from triggerlab.train import Task, forward_all, make_optimizer, train_epoch
 
 
 @dataclass
@@ -71,11 +64,8 @@ def channel_activity(
         total.append(output.relu().mean(dim=(2, 3)).sum(dim=0).cpu())
 
     handle = layer.register_forward_hook(record)
-    model.eval()
-    layout = model_memory_format(model)
     try:
-        for start in range(0, images.shape[0], EVAL_BATCH_SIZE):
-            model(to_input(images[start : start + EVAL_BATCH_SIZE], device, layout))
+        forward_all(model, images, device)
     finally:
         handle.remove()
     return torch.stack(total).sum(dim=0) / images.shape[0]
