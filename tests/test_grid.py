@@ -222,6 +222,21 @@ BAD_SPECS = {
         {"grid": {"poison.target": [0, 12]}},
         "in cell poison.target=12: poison.target",
     ),
+    "class-only defence on regression": (
+        {
+            "base": {
+                **BASE,
+                "data": {
+                    "name": "synthetic_gaze",
+                    "resize": 16,
+                    "options": {"count": 40, "subjects": 4},
+                },
+                "poison": {"target": [0.0, 0.0]},
+            },
+            "grid": {"defense.kind": ["finetune", "strip"]},
+        },
+        "in cell defense.kind='strip': defense.kind: strip needs classes",
+    ),
 }
 
 

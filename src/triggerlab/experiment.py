@@ -106,11 +106,6 @@ def prepare(cfg: ExperimentConfig) -> Prepared:
     data, poison, task = setup_task(cfg, data)
     seeds = derive_seeds(cfg.train.seed)
     defender = None
-    if cfg.defense.kind in ("strip", "neural_cleanse") and data.is_regression:
-        raise ConfigError(
-            f"defense.kind: {cfg.defense.kind} needs classes; for regression use finetune, "
-            "fine_pruning, spectral_signatures or activation_clustering"
-        )
     if cfg.defense.kind in HOLDS_BACK_DATA:
         generator = torch.Generator().manual_seed(seeds["defense"])
         train, defender = stratified_split(data.train, cfg.defense.clean_fraction, generator)
@@ -401,14 +396,15 @@ def run_experiment(
     stealth = stealth_of_uint8(test.images, triggered_test)
 
     eval_time = 0.0
+    latest: dict[str, torch.Tensor] = {}  # the last evaluation's predictions, reused for figures
 
     def evaluate(model: nn.Module) -> dict[str, float]:
         nonlocal eval_time
         start = time.perf_counter()
-        clean_pred = predict(model, p.task, test.images, p.device)
-        triggered_pred = predict(model, p.task, triggered_test, p.device)
+        latest["clean"] = predict(model, p.task, test.images, p.device)
+        latest["triggered"] = predict(model, p.task, triggered_test, p.device)
         eval_time += time.perf_counter() - start
-        return p.task.metrics(test.targets, clean_pred, triggered_pred)
+        return p.task.metrics(test.targets, latest["clean"], latest["triggered"])
 
     rows: list[list[Any]] = []
     columns = metrics_columns(p.task.metric_names)
@@ -440,27 +436,20 @@ def run_experiment(
     train_time = time.perf_counter() - train_start
 
     shown = torch.nonzero(p.task.attack_mask(test.targets)).flatten()[:SAMPLE_COUNT]
-    clean_pred = predict(p.model, p.task, test.images[shown], p.device)
-    triggered_pred = predict(p.model, p.task, triggered_test[shown], p.device)
+    clean_pred, triggered_pred = latest["clean"], latest["triggered"]
     target_name = target_label(p.task, p.poison.target)
     save_samples(
         run_dir / "samples.png",
         test.images[shown],
         triggered_test[shown],
         p.task.describe(test.targets[shown]),
-        p.task.describe(clean_pred),
-        p.task.describe(triggered_pred),
+        p.task.describe(clean_pred[shown]),
+        p.task.describe(triggered_pred[shown]),
         f"{cfg.data.name}, {cfg.trigger.kind} trigger, target {target_name}",
     )
     bins = getattr(p.task, "bins", None)
     if bins is not None:
-        write_confusions(
-            run_dir,
-            bins,
-            test.targets,
-            predict(p.model, p.task, test.images, p.device),
-            predict(p.model, p.task, triggered_test, p.device),
-        )
+        write_confusions(run_dir, bins, test.targets, clean_pred, triggered_pred)
     if cfg.output.save_model:  # the attacked model, before any defence repairs it
         write_bytes_atomic(run_dir / "model.safetensors", _model_bytes(p.model))
     defense = None

@@ -270,6 +270,9 @@ def _binned(part: ImageDataset, bins: Bins, names: tuple[str, ...]) -> ImageData
     return replace(part, targets=bins.assign(part.targets), class_names=names, metadata=metadata)
 
 
+CLASS_ONLY_DEFENSES = ("strip", "neural_cleanse")  # they need class probabilities
+
+
 def setup_task(cfg: ExperimentConfig, data: DataSplit) -> tuple[DataSplit, PoisonConfig, Task]:
     """The data, poisoning and task a run uses.
 
@@ -279,6 +282,11 @@ def setup_task(cfg: ExperimentConfig, data: DataSplit) -> tuple[DataSplit, Poiso
     classification metrics (CA, ASR, RA) measure the attack on the bins.
     """
     if not (data.is_regression and cfg.train.loss == "cross_entropy" and cfg.evaluation.bins):
+        if data.is_regression and cfg.defense.kind in CLASS_ONLY_DEFENSES:
+            raise ConfigError(
+                f"defense.kind: {cfg.defense.kind} needs classes; for regression use finetune, "
+                "fine_pruning, spectral_signatures or activation_clustering"
+            )
         return data, cfg.poison, make_task(cfg, data)
     validate_regression_poison(cfg.poison, data.train.targets, data.target_names)
     bins = make_bins(cfg, data)
