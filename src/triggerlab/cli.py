@@ -88,6 +88,13 @@ def print_summary(summary: dict) -> None:
     rate = "set by count" if poison["rate"] is None else f"rate {poison['rate']:g}"
     table.add_row("poisoned samples", f"{poison['count']} of {poison['train_size']} ({rate})")
     table.add_row("poisoned fraction", f"{poison['fraction']:.4f}")
+    protocol = summary.get("protocol")
+    if protocol:
+        table.add_row(
+            f"fine-tuning (subject {protocol['held_out_subject']})",
+            f"{protocol['finetune_poisoned']} of {protocol['finetune_size']} poisoned, "
+            f"{protocol['finetune_epochs']} epochs",
+        )
     table.add_row("training throughput", f"{timings['train_images_per_s']:.0f} images/s")
     table.add_row("total time", f"{timings['total_s']:.1f} s on {summary['device']}")
     console.print(table)

@@ -31,10 +31,22 @@ class DataConfig(Section):
     channels: Literal[1, 3] | None = Field(
         None, description="1 (luminance) or 3 (grey repeated); null keeps the native channels"
     )
-    split: Literal["official", "random"] = Field(
-        "official", description="official split where the dataset has one, else seeded random"
+    split: Literal["official", "random", "pretune_finetune"] = Field(
+        "official",
+        description="official split where the dataset has one, else seeded random (by subject "
+        "where subjects are known); pretune_finetune: reference 000's protocol, pre-tune on every "
+        "subject but one, fine-tune on finetune_count images of it, test on its other images",
     )
     test_fraction: float = Field(0.2, gt=0.0, lt=1.0, description="test share of a random split")
+    test_subjects: list[int] | None = Field(
+        None,
+        min_length=1,
+        description="subjects held out for testing (one for pretune_finetune, whose default is "
+        "the last subject); a grid over single subjects is leave-one-subject-out",
+    )
+    finetune_count: int = Field(
+        100, ge=1, description="pretune_finetune: the held-out subject's fine-tuning images"
+    )
     seed: int | None = Field(None, ge=0, description="split seed; null follows train.seed")
     options: dict[str, Any] = Field(default_factory=dict, description="loader-specific options")
 
@@ -57,6 +69,15 @@ class DataConfig(Section):
         if int_sequence(value, 2, 1):
             return tuple(value)
         raise ValueError(f"invalid size {value!r}; expected a positive integer or [height, width]")
+
+    @model_validator(mode="after")
+    def _one_held_out_subject(self) -> DataConfig:
+        if self.split == "pretune_finetune" and self.test_subjects and len(self.test_subjects) > 1:
+            raise ValueError(
+                f"split pretune_finetune holds out one subject, got test_subjects "
+                f"{self.test_subjects}"
+            )
+        return self
 
 
 class PoisonConfig(Section):
@@ -121,8 +142,14 @@ class TrainConfig(Section):
     lr_schedule: Literal["constant", "cosine"] = Field(
         "constant", description="cosine anneals the learning rate to 0 over the epochs"
     )
-    epochs: int = Field(10, ge=1)
+    epochs: int = Field(10, ge=1, description="training epochs (pre-tuning for pretune_finetune)")
     batch_size: int = Field(64, ge=1)
+    finetune_epochs: int = Field(
+        5, ge=1, description="data.split pretune_finetune: epochs on the fine-tuning images"
+    )
+    finetune_lr: float | None = Field(
+        None, gt=0.0, description="data.split pretune_finetune: fine-tuning rate (default: lr)"
+    )
     device: Literal["auto", "cpu", "cuda"] = "auto"
     channels_last: bool = Field(
         True, description="NHWC memory format: faster convolutions on CPU (oneDNN) and GPU"

@@ -10,7 +10,7 @@ from __future__ import annotations
 import csv
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -42,7 +42,7 @@ from triggerlab.train import fit, predict, resolve_device
 from triggerlab.triggers import Trigger, apply_to_uint8
 
 # Appending a stream keeps the others' seeds: SeedSequence children depend on their index only.
-SEED_STREAMS = ("poison", "test_trigger", "init", "order", "defense")
+SEED_STREAMS = ("poison", "test_trigger", "init", "order", "defense", "finetune")
 TIMING_COLUMNS = ("epoch_time_s", "train_time_s", "train_images_per_s")
 SAMPLE_COUNT = 8
 
@@ -97,7 +97,7 @@ def prepare(cfg: ExperimentConfig) -> Prepared:
     if cfg.defense.kind in HOLDS_BACK_DATA:
         generator = torch.Generator().manual_seed(seeds["defense"])
         train, defender = stratified_split(data.train, cfg.defense.clean_fraction, generator)
-        data = DataSplit(train=train, test=data.test)
+        data = replace(data, train=train)
     torch.manual_seed(seeds["init"])  # weight init, and dropout draws during training
     channels, height, width = data.shape
     model = build_model(
@@ -184,6 +184,59 @@ def _model_bytes(model: nn.Module) -> bytes:
     return safetensors_bytes(state)
 
 
+def finetune_stage(
+    p: Prepared,
+    finetune: ImageDataset,
+    evaluate: Callable[[nn.Module], dict[str, float]],
+    on_epoch: Callable[[dict[str, Any]], None],
+    history: list[dict[str, Any]],
+    progress: bool,
+    run_dir: Path,
+) -> dict[str, Any]:
+    """Reference 000's second stage: fine-tune the pre-tuned model on a few images of the
+    held-out subject, poisoned at the same rate; its epochs continue ``history``."""
+    cfg = p.cfg.train
+    seeds = np.random.SeedSequence(p.seeds["finetune"]).generate_state(2)
+    poisoned = poison_dataset(
+        finetune, p.poison, p.trigger, torch.Generator().manual_seed(int(seeds[0]))
+    )
+    write_poisoned_indices(run_dir / "poisoned_indices_finetune.csv", poisoned)
+    after_pretune = {k: history[-1][k] for k in p.task.metric_names}
+    offset = len(history)
+
+    def continued(record: dict[str, Any]) -> None:
+        record["epoch"] += offset
+        on_epoch(record)
+
+    stage_cfg = cfg.model_copy(
+        update={"epochs": cfg.finetune_epochs, "lr": cfg.finetune_lr or cfg.lr}
+    )
+    history += fit(
+        p.model,
+        p.task,
+        poisoned.train.images,
+        poisoned.train.targets,
+        stage_cfg,
+        p.device,
+        torch.Generator().manual_seed(int(seeds[1])),
+        evaluate,
+        continued,
+        progress,
+    )
+    held_out = p.data.test.groups
+    return {
+        "split": "pretune_finetune",
+        "held_out_subject": None if held_out is None else int(held_out[0]),
+        "pretune_size": len(p.data.train),
+        "finetune_size": len(poisoned.train),
+        "finetune_poisoned": poisoned.count,
+        "pretune_epochs": cfg.epochs,
+        "finetune_epochs": cfg.finetune_epochs,
+        "finetune_lr": stage_cfg.lr,
+        "after_pretune": after_pretune,
+    }
+
+
 def run_experiment(
     cfg: ExperimentConfig,
     run_dir: Path | None = None,
@@ -221,6 +274,8 @@ def run_experiment(
 
     rows: list[list[Any]] = []
     columns = metrics_columns(p.task.metric_names)
+    finetune = p.data.finetune
+    total_epochs = cfg.train.epochs + (cfg.train.finetune_epochs if finetune is not None else 0)
     shown_metrics = p.task.metric_names[:4]
 
     def on_epoch(record: dict[str, Any]) -> None:
@@ -229,7 +284,7 @@ def run_experiment(
         if echo is not None:
             values = "  ".join(f"{m} {record[m]:.4f}" for m in shown_metrics)
             echo(
-                f"epoch {record['epoch']}/{cfg.train.epochs}  loss {record['train_loss']:.4f}  "
+                f"epoch {record['epoch']}/{total_epochs}  loss {record['train_loss']:.4f}  "
                 f"{values}  {record['train_images_per_s']:.0f} img/s"
             )
 
@@ -246,6 +301,9 @@ def run_experiment(
         on_epoch,
         progress,
     )
+    protocol = None
+    if finetune is not None:
+        protocol = finetune_stage(p, finetune, evaluate, on_epoch, history, progress, run_dir)
     train_time = time.perf_counter() - train_start
 
     shown = torch.nonzero(p.task.attack_mask(test.targets)).flatten()[:SAMPLE_COUNT]
@@ -299,11 +357,12 @@ def run_experiment(
         },
         "stealth": {"sample": min(STEALTH_SAMPLE, len(test)), **stealth},
         "defense": defense,
+        "protocol": protocol,
         "model": {
             "name": cfg.model.name,
             "parameters": sum(t.numel() for t in p.model.parameters()),
         },
-        "epochs": cfg.train.epochs,
+        "epochs": total_epochs,
         "seed": cfg.train.seed,
         "split_seed": cfg.split_seed,
         "device": str(p.device),

@@ -293,7 +293,8 @@ def setup_task(cfg: ExperimentConfig, data: DataSplit) -> tuple[DataSplit, Poiso
     assert bins is not None
     edges = bins.edges()
     names = tuple(f"{bins.name} [{edges[i]:.3g}, {edges[i + 1]:.3g})" for i in range(bins.count))
-    binned = DataSplit(_binned(data.train, bins, names), _binned(data.test, bins, names))
+    finetune = None if data.finetune is None else _binned(data.finetune, bins, names)
+    binned = DataSplit(_binned(data.train, bins, names), _binned(data.test, bins, names), finetune)
     target = int(bins.assign(torch.tensor([cfg.poison.target], dtype=torch.float32))[0])
     poison = cfg.poison.model_copy(update={"target": target})
     return binned, poison, ClassificationTask(poison, names)

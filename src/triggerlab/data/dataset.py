@@ -68,10 +68,15 @@ class SourceData:
 
 @dataclass(frozen=True)
 class DataSplit:
-    """The train/test pair an experiment uses, already resized and channel-converted."""
+    """The train/test pair an experiment uses, already resized and channel-converted.
+
+    ``finetune`` is the second training stage of reference 000's protocol (a few
+    images of the held-out test subject); ``None`` for one-stage training.
+    """
 
     train: ImageDataset
     test: ImageDataset
+    finetune: ImageDataset | None = None
 
     @property
     def shape(self) -> tuple[int, int, int]:

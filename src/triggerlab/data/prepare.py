@@ -6,8 +6,8 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from triggerlab.data.dataset import DataSplit, ImageDataset
-from triggerlab.data.protocols import subject_split
+from triggerlab.data.dataset import DataSplit, ImageDataset, SourceData
+from triggerlab.data.protocols import finetune_split, subject_split, subjects_of
 from triggerlab.data.registry import DATASETS
 from triggerlab.data.transforms import convert_channels, resize_images, stratified_split
 from triggerlab.errors import ConfigError
@@ -57,25 +57,45 @@ def prepare_data(cfg: DataConfig, seed: int) -> DataSplit:
         source = info.loader(root=cfg.root, size=cfg.resize, **cfg.options)
     except ValueError as exc:  # an option out of range, reported by the loader
         raise ConfigError(f"data.options: {exc}") from None
-    if source.test is None or cfg.split == "random":
-        pool = source.train
-        if source.test is not None:
-            groups = None
-            if source.train.groups is not None and source.test.groups is not None:
-                groups = torch.cat([source.train.groups, source.test.groups])
-            pool = ImageDataset(
-                torch.cat([source.train.images, source.test.images]),
-                torch.cat([source.train.targets, source.test.targets]),
-                source.train.class_names,
-                source.train.metadata,
-                groups,
+    if cfg.split == "official" and source.test is not None:
+        if cfg.test_subjects is not None:
+            raise ConfigError(
+                f"data.test_subjects: {cfg.name!r} has an official train/test split; "
+                "set data.split: random to choose the test subjects"
             )
-        generator = torch.Generator().manual_seed(seed)
-        if pool.groups is not None:
-            # Frames of one person are near-duplicates: a frame-wise split would leak them.
-            train, test = subject_split(pool, cfg.test_fraction, generator)
-        else:
-            train, test = stratified_split(pool, cfg.test_fraction, generator)
+        return DataSplit(train=_finish(source.train, cfg), test=_finish(source.test, cfg))
+    pool = _pooled(source)
+    generator = torch.Generator().manual_seed(seed)
+    if cfg.split == "pretune_finetune":
+        held_out = (
+            int(subjects_of(pool, "pretune_finetune")[-1])
+            if cfg.test_subjects is None
+            else cfg.test_subjects[0]
+        )
+        pretune, finetune, test = finetune_split(pool, held_out, cfg.finetune_count, generator)
+        return DataSplit(
+            train=_finish(pretune, cfg), test=_finish(test, cfg), finetune=_finish(finetune, cfg)
+        )
+    if pool.groups is not None or cfg.test_subjects is not None:
+        # Frames of one person are near-duplicates: a frame-wise split would leak them.
+        # Without subjects, subject_split says that test_subjects cannot be honoured.
+        train, test = subject_split(pool, cfg.test_fraction, generator, cfg.test_subjects)
     else:
-        train, test = source.train, source.test
+        train, test = stratified_split(pool, cfg.test_fraction, generator)
     return DataSplit(train=_finish(train, cfg), test=_finish(test, cfg))
+
+
+def _pooled(source: SourceData) -> ImageDataset:
+    """The training part and any official test part as one pool for a seeded split."""
+    if source.test is None:
+        return source.train
+    groups = None
+    if source.train.groups is not None and source.test.groups is not None:
+        groups = torch.cat([source.train.groups, source.test.groups])
+    return ImageDataset(
+        torch.cat([source.train.images, source.test.images]),
+        torch.cat([source.train.targets, source.test.targets]),
+        source.train.class_names,
+        source.train.metadata,
+        groups,
+    )

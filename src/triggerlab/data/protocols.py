@@ -33,7 +33,7 @@ def subject_split(
     test_subjects: Sequence[int] | None = None,
 ) -> tuple[ImageDataset, ImageDataset]:
     """Train/test with whole subjects on each side: the listed ones, or a seeded share of them."""
-    subjects = subjects_of(data, "subject split")
+    subjects = subjects_of(data, "subject split (data.test_subjects)")
     if test_subjects is None:
         count = max(1, round(test_fraction * subjects.numel()))
         if count >= subjects.numel():
