@@ -1,6 +1,7 @@
 """Frame, lines, blend, signal, random, compose and the built-in flower: hand-computed pixels."""
 
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -152,6 +153,21 @@ def test_vertical_signal_varies_with_the_row():
     assert torch.equal(out[0, 0, :, 0], out[0, 0, :, 2])
 
 
+def test_a_sine_above_the_nyquist_limit_warns_with_the_frequency_it_shows():
+    # reference 003's f = 100 at 64 columns draws the pixels of a sine of 28 periods
+    with pytest.warns(UserWarning, match="exceed the Nyquist limit of 32; .* sine of 28 periods"):
+        fast = SignalSpec(shape="sine", delta=0.1, frequency=100).build((3, 64, 64))
+    slow = SignalSpec(shape="sine", delta=0.1, frequency=28).build((3, 64, 64))
+    assert torch.allclose(fast.signal, -slow.signal, atol=1e-6)  # sin(-x) = -sin(x)
+    with pytest.warns(UserWarning, match="trigger.frequency: 32 periods .* vanishes"):
+        silent = SignalSpec(shape="sine", delta=0.1, frequency=32).build((3, 64, 64))
+    assert silent.signal.abs().max() < 1e-6
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        SignalSpec(shape="sine", delta=0.1, frequency=6).build((3, 64, 64))
+        SignalSpec(shape="ramp", delta=0.1, frequency=100).build((3, 64, 64))  # sine only
+
+
 @pytest.mark.parametrize(
     "changes", [{"delta": 1.5}, {"delta": -0.1}, {"frequency": 0}, {"shape": "square"}]
 )
@@ -280,7 +296,7 @@ def test_image_spec_defaults_to_the_flower():
         {"kind": "signal", "shape": "triangle"},
         {"kind": "random"},
         {"kind": "image"},
-        {"kind": "compose", "triggers": [{"kind": "frame"}, {"kind": "signal"}]},
+        {"kind": "compose", "triggers": [{"kind": "frame"}, {"kind": "signal", "frequency": 2}]},
     ],
 )
 def test_every_kind_is_pure_and_keeps_shape_dtype_and_range(raw):

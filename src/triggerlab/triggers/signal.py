@@ -13,6 +13,7 @@ the row index instead (m is then the number of rows).
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 from typing import Literal
 
@@ -30,6 +31,27 @@ class AdditiveSignal:
 
     def apply(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         return (x + self.signal.to(device=x.device, dtype=x.dtype)).clamp_(0.0, 1.0)
+
+
+def aliased_frequency(frequency: float, m: int) -> float:
+    """The periods a sine of ``frequency`` periods shows when sampled at ``m`` pixels."""
+    return abs(frequency - m * round(frequency / m))
+
+
+def warn_aliasing(frequency: float, m: int, where: str) -> None:
+    """Above m / 2 periods a sampled sine is another, slower one (or nothing at all)."""
+    alias = aliased_frequency(frequency, m)
+    shown = (
+        "vanishes: every sample is zero"
+        if alias in (0.0, m / 2)
+        else f"draws the same pixels as a sine of {alias:g} periods"
+    )
+    warnings.warn(
+        f"{where}.frequency: {frequency:g} periods across {m} pixels exceed the Nyquist limit "
+        f"of {m / 2:g}; the sine {shown}",
+        UserWarning,
+        stacklevel=3,
+    )
 
 
 def signal_profile(
@@ -62,6 +84,8 @@ class SignalSpec(SpecBase):
     def build(self, shape: ImageShape, where: str = "trigger") -> AdditiveSignal:
         _, height, width = shape
         m = width if self.orientation == "horizontal" else height
+        if self.shape == "sine" and self.frequency >= m / 2:
+            warn_aliasing(self.frequency, m, where)
         profile = signal_profile(self.shape, self.delta, self.frequency, m).float()
         view = (
             profile.view(1, 1, 1, width)
