@@ -12,6 +12,7 @@ from triggerlab.results import (
     collect,
     compare,
     interval,
+    paper_tables,
     parse_comparison,
     summarize,
     write_results,
@@ -80,6 +81,30 @@ def test_summary_rows_per_cell_exclude_baselines_and_failures():
     assert summary.loc[1, "asr_mean"] == pytest.approx(0.15)
     assert summary.loc[1, "asr_std"] == pytest.approx(math.sqrt(0.005))
     assert summary.loc[0, "clean_acc_mean"] == pytest.approx(0.91)
+
+
+def test_paper_tables_by_hand():
+    keys = ["poison.rate", "trigger.size"]
+    tables = paper_tables(table(), keys, keys, ["asr"])
+    half = stats.t.ppf(0.975, 2) * 0.2 / math.sqrt(3)  # size 2: 0.5, 0.7, 0.9 (std 0.2)
+    half4 = stats.t.ppf(0.975, 1) * math.sqrt(0.005) / math.sqrt(2)  # size 4: 0.1, 0.2
+    assert tables.splitlines() == [
+        "| asr: poison.rate \\ trigger.size | 2 | 4 |",
+        "| --- | ---: | ---: |",
+        f"| 0.1 | 0.700 ± {half:.2g} | 0.150 ± {half4:.2g} |",
+        "| 0.0 | 0.00 |  |",  # the clean baseline is a row; the failed run counts nowhere
+    ]
+    one = paper_tables(
+        table()[table()["trigger.size"] == 4],
+        ["trigger.size"],
+        ["trigger.size"],
+        ["asr", "clean_acc"],
+    )
+    assert one.splitlines()[2] == "| 4 | 0.150 ± 0.64 | 0.905 ± 0.064 |"
+    with pytest.raises(ConfigError, match="expected one or two of the varied keys, naming all"):
+        paper_tables(table(), keys, ["trigger.size"], ["asr"])
+    with pytest.raises(ConfigError, match="--metric attack_error: not in these results"):
+        paper_tables(table(), keys, keys, ["attack_error"])
 
 
 def test_welch_t_test_by_hand():
@@ -183,6 +208,20 @@ def test_clean_accuracy_drop_pairs_each_run_with_its_baseline(tmp_path):
         0.95,
         0.96,
     ]
+    from typer.testing import CliRunner
+
+    from triggerlab.cli import app
+
+    bad = CliRunner().invoke(app, ["results", str(tmp_path), "--table", "trigger.size"])
+    assert bad.exit_code == 2 and "--table trigger.size: expected one or two" in bad.stderr
+    assert not (tmp_path / "tables.md").exists()
+    shown = CliRunner().invoke(
+        app, ["results", str(tmp_path), "--table", "poison.rate", "--metric", "clean_acc"]
+    )
+    assert shown.exit_code == 0, shown.output
+    expected = stats.t.ppf(0.975, 1) * math.sqrt(0.00125 / 2)  # 0.90, 0.85: variance 0.00125
+    assert f"| 0.1 | 0.875 ± {expected:.2g} |" in shown.output
+    assert "| 0.0 | 0.955 ± " in (tmp_path / "tables.md").read_text()
 
 
 def test_missing_and_failed_runs_are_listed(tmp_path):

@@ -207,14 +207,27 @@ def results(
         list[str] | None,
         typer.Option(help="Welch t-tests between cells, e.g. --compare trigger.size=3,5"),
     ] = None,
+    table: Annotated[
+        str | None,
+        typer.Option(
+            help="also print and write tables.md: cell means by one varied key, or two "
+            "(rows,columns), e.g. --table poison.rate,trigger.delta"
+        ),
+    ] = None,
+    metric: Annotated[
+        list[str] | None, typer.Option(help="metrics of --table (default: all)")
+    ] = None,
 ) -> None:
     """Write results.csv, results.parquet and summary.csv (mean, std, n, 95 % CI per cell)."""
     from triggerlab.results import write_results
 
+    keys = [k.strip() for k in table.split(",")] if table else None
     try:
-        paths = write_results(grid_dir, list(compare or []))
+        paths = write_results(grid_dir, list(compare or []), keys, list(metric or []))
     except TriggerlabError as exc:
         raise fail(str(exc)) from None
+    if "tables.md" in paths:
+        console.print(paths["tables.md"].read_text(), highlight=False, markup=False)
     for path in paths.values():
         console.print(f"wrote {path}", highlight=False)
 

@@ -196,13 +196,82 @@ def compare(table: pd.DataFrame, varied: list[str], key: str, a: Any, b: Any) ->
     return pd.DataFrame(rows)
 
 
+def _cell_text(values: pd.Series) -> str:
+    stats_ = interval(values)
+    if stats_["n"] == 0:
+        return ""
+    mean = format(stats_["mean"], "#.3g").rstrip(".")  # 3 significant digits, zeros kept
+    if stats_["n"] == 1:
+        return mean
+    return f"{mean} ± {stats_['ci_high'] - stats_['mean']:.2g}"
+
+
+def _markdown(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "| --- " + "| ---: " * (len(header) - 1) + "|"]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
+
+
+def paper_tables(
+    table: pd.DataFrame, varied: list[str], keys: list[str], metrics: list[str]
+) -> str:
+    """Markdown tables of cell means (± the 95 % interval's half-width over repeats).
+
+    One key: a row per value and a column per metric. Two keys: one table per
+    metric, the first key down and the second across, as papers print alpha x
+    delta. Clean baselines count as cells (their ``poison.rate`` is 0).
+    """
+    unknown = [k for k in keys if k not in varied]
+    others = [k for k in varied if k not in keys]
+    if not 1 <= len(keys) <= 2 or unknown or others:
+        raise ConfigError(
+            f"--table {','.join(keys)}: expected one or two of the varied keys, naming all of "
+            f"them ({', '.join(varied)})"
+        )
+    runs = table[table["status"] == "complete"]
+    missing = [m for m in metrics if m not in runs]
+    if missing:
+        raise ConfigError(
+            f"--metric {', '.join(missing)}: not in these results "
+            f"(expected one of {', '.join(metric_columns(runs))})"
+        )
+    row_key = keys[0]
+    row_values = list(dict.fromkeys(runs[row_key]))
+    if len(keys) == 1:
+        rows = [
+            [str(v), *(_cell_text(runs.loc[runs[row_key] == v, m]) for m in metrics)]
+            for v in row_values
+        ]
+        return _markdown([row_key, *metrics], rows)
+    column_key = keys[1]
+    column_values = list(dict.fromkeys(runs[column_key]))
+    parts = []
+    for metric in metrics:
+        rows = []
+        for v in row_values:
+            here = runs[runs[row_key] == v]
+            cells = (_cell_text(here.loc[here[column_key] == c, metric]) for c in column_values)
+            rows.append([str(v), *cells])
+        header = [f"{metric}: {row_key} \\ {column_key}", *(str(c) for c in column_values)]
+        parts.append(_markdown(header, rows))
+    return "\n".join(parts)
+
+
 def _write_csv(path: Path, frame: pd.DataFrame) -> None:
     write_text_atomic(path, frame.to_csv(index=False))
 
 
-def write_results(grid_dir: Path, comparisons: list[str] | None = None) -> dict[str, Path]:
-    """Write results.csv, results.parquet, summary.csv (and comparisons.csv) into the grid dir."""
+def write_results(
+    grid_dir: Path,
+    comparisons: list[str] | None = None,
+    table_keys: list[str] | None = None,
+    table_metrics: list[str] | None = None,
+) -> dict[str, Path]:
+    """Write results.csv, results.parquet, summary.csv (and comparisons.csv, tables.md)."""
     table, varied = collect(grid_dir)
+    tables = None
+    if table_keys:  # checked before anything is written
+        tables = paper_tables(table, varied, table_keys, table_metrics or metric_columns(table))
     paths = {"results.csv": grid_dir / "results.csv", "summary.csv": grid_dir / "summary.csv"}
     _write_csv(paths["results.csv"], table)
     parquet = grid_dir / "results.parquet"
@@ -214,6 +283,9 @@ def write_results(grid_dir: Path, comparisons: list[str] | None = None) -> dict[
         frame = pd.concat([compare(table, varied, *p) for p in parsed], ignore_index=True)
         paths["comparisons.csv"] = grid_dir / "comparisons.csv"
         _write_csv(paths["comparisons.csv"], frame)
+    if tables is not None:
+        paths["tables.md"] = grid_dir / "tables.md"
+        write_text_atomic(paths["tables.md"], tables)
     return paths
 
 
