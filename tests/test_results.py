@@ -101,8 +101,12 @@ def test_paper_tables_by_hand():
         ["asr", "clean_acc"],
     )
     assert one.splitlines()[2] == "| 4 | 0.150 ± 0.64 | 0.905 ± 0.064 |"
-    with pytest.raises(ConfigError, match="expected one or two of the varied keys, naming all"):
+    with pytest.raises(ConfigError, match="expected one or two of the varied keys, naming every"):
         paper_tables(table(), keys, ["trigger.size"], ["asr"])
+    grid_only = table()[table()["role"] == "grid"]  # poison.rate takes one value: no split
+    assert paper_tables(grid_only, keys, ["trigger.size"], ["asr"]).splitlines()[3] == (
+        f"| 4 | 0.150 ± {half4:.2g} |"
+    )
     with pytest.raises(ConfigError, match="--metric attack_error: not in these results"):
         paper_tables(table(), keys, keys, ["attack_error"])
 

@@ -221,14 +221,15 @@ def paper_tables(
     metric, the first key down and the second across, as papers print alpha x
     delta. Clean baselines count as cells (their ``poison.rate`` is 0).
     """
+    runs = table[table["status"] == "complete"]
     unknown = [k for k in keys if k not in varied]
-    others = [k for k in varied if k not in keys]
+    # a key "varied" over one value splits nothing, so the tables need not name it
+    others = [k for k in varied if k not in keys and runs[k].nunique(dropna=False) > 1]
     if not 1 <= len(keys) <= 2 or unknown or others:
         raise ConfigError(
-            f"--table {','.join(keys)}: expected one or two of the varied keys, naming all of "
-            f"them ({', '.join(varied)})"
+            f"--table {','.join(keys)}: expected one or two of the varied keys, naming every "
+            f"key with more than one value ({', '.join(varied)})"
         )
-    runs = table[table["status"] == "complete"]
     missing = [m for m in metrics if m not in runs]
     if missing:
         raise ConfigError(
