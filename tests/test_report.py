@@ -134,3 +134,31 @@ def test_report_renders_in_headless_chromium(grid_dir, tmp_path):
     broken = [alt for complete, width, alt in images if not complete or width == 0]
     assert not broken, f"images that did not load: {broken}"
     assert not errors, f"console errors: {errors}"
+
+
+def test_checklist_describes_reference_000s_two_stages(tmp_path):
+    import pandas as pd
+    import yaml
+
+    from triggerlab.grid import plan_grid
+    from triggerlab.report import checklist
+
+    spec = tmp_path / "spec.yaml"
+    base = {
+        "data": {
+            "name": "synthetic_gaze",
+            "resize": 16,
+            "split": "pretune_finetune",
+            "test_subjects": [2],
+            "finetune_count": 20,
+            "options": {"count": 120, "subjects": 3},
+        },
+        "poison": {"target": [0.0, 0.3]},
+        "train": {"finetune_epochs": 4},
+    }
+    spec.write_text(yaml.safe_dump({"base": base, "grid": {"trigger.size": [2, 3]}}))
+    plan = plan_grid(load_grid_spec(spec))
+    table = pd.DataFrame({"role": ["grid", "grid"], "clean_error": [5.0, 6.0]})
+    text = checklist(plan, table)
+    assert "in two stages (reference 000's protocol" in text
+    assert "held-out one [2]" in text and "fine-tuned on 20 of its images for 4 epochs" in text
