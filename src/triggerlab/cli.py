@@ -227,7 +227,7 @@ def results(
     except TriggerlabError as exc:
         raise fail(str(exc)) from None
     if "tables.md" in paths:
-        console.print(paths["tables.md"].read_text(), highlight=False, markup=False)
+        console.print(paths["tables.md"].read_text(), highlight=False, markup=False, soft_wrap=True)
     for path in paths.values():
         console.print(f"wrote {path}", highlight=False)
 
