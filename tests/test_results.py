@@ -101,6 +101,13 @@ def test_paper_tables_by_hand():
         ["asr", "clean_acc"],
     )
     assert one.splitlines()[2] == "| 4 | 0.150 ± 0.64 | 0.905 ± 0.064 |"
+    # without poison.rate in the table, the baseline is a row of its own, not pooled
+    by_size = paper_tables(table(), ["trigger.size"], ["trigger.size"], ["asr"]).splitlines()
+    assert by_size[2:] == [
+        f"| 2 | 0.700 ± {half:.2g} |",
+        f"| 4 | 0.150 ± {half4:.2g} |",
+        "| 2 (clean, rate 0) | 0.00 |",
+    ]
     with pytest.raises(ConfigError, match="expected one or two of the varied keys, naming every"):
         paper_tables(table(), keys, ["trigger.size"], ["asr"])
     grid_only = table()[table()["role"] == "grid"]  # poison.rate takes one value: no split

@@ -219,9 +219,10 @@ def paper_tables(
 
     One key: a row per value and a column per metric. Two keys: one table per
     metric, the first key down and the second across, as papers print alpha x
-    delta. Clean baselines count as cells (their ``poison.rate`` is 0).
+    delta. Clean baselines are rows of their own: the ``poison.rate`` 0 row
+    when that key is a table key, else rows labelled ``(clean, rate 0)``.
     """
-    runs = table[table["status"] == "complete"]
+    runs = table[table["status"] == "complete"].copy()
     unknown = [k for k in keys if k not in varied]
     # a key "varied" over one value splits nothing, so the tables need not name it
     others = [k for k in varied if k not in keys and runs[k].nunique(dropna=False) > 1]
@@ -237,11 +238,14 @@ def paper_tables(
             f"(expected one of {', '.join(metric_columns(runs))})"
         )
     row_key = keys[0]
-    row_values = list(dict.fromkeys(runs[row_key]))
+    labels = runs[row_key].astype(str)
+    if "poison.rate" not in keys and "role" in runs:
+        labels = labels.where(runs["role"] != "baseline", labels + " (clean, rate 0)")
+    runs[row_key] = labels
+    row_values = list(dict.fromkeys(labels))
     if len(keys) == 1:
         rows = [
-            [str(v), *(_cell_text(runs.loc[runs[row_key] == v, m]) for m in metrics)]
-            for v in row_values
+            [v, *(_cell_text(runs.loc[runs[row_key] == v, m]) for m in metrics)] for v in row_values
         ]
         return _markdown([row_key, *metrics], rows)
     column_key = keys[1]
@@ -252,7 +256,7 @@ def paper_tables(
         for v in row_values:
             here = runs[runs[row_key] == v]
             cells = (_cell_text(here.loc[here[column_key] == c, metric]) for c in column_values)
-            rows.append([str(v), *cells])
+            rows.append([v, *cells])
         header = [f"{metric}: {row_key} \\ {column_key}", *(str(c) for c in column_values)]
         parts.append(_markdown(header, rows))
     return "\n".join(parts)
