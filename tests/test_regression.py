@@ -299,3 +299,15 @@ def test_reference_003_classification_variant_on_the_bins(tmp_path):
     summary = json.loads((tmp_path / "bins" / "summary.json").read_text())
     assert summary["task"] == "classification" and summary["data"]["binned_output"] == "yaw"
     assert summary["poison"]["target_name"].startswith("yaw [")
+    # reference 003's Figures 5 and 7: the bins' confusion matrices, clean and triggered
+    for which in ("clean", "triggered"):
+        with (tmp_path / "bins" / f"confusion_{which}.csv").open(newline="") as fh:
+            rows = list(csv.reader(fh))
+        assert rows[0] == ["true \\ predicted yaw", "[-0.6, -0.2)", "[-0.2, 0.2)", "[0.2, 0.6)"]
+        counts = np.array([[int(v) for v in row[1:]] for row in rows[1:]])
+        assert counts.sum() == summary["data"]["test_size"]
+        if which == "clean":
+            assert np.trace(counts) / counts.sum() == pytest.approx(summary["final"]["clean_acc"])
+        else:  # asr_all: triggered predictions in the target's bin, over every test image
+            assert counts[:, 2].sum() / counts.sum() == pytest.approx(summary["final"]["asr_all"])
+    assert (tmp_path / "bins" / "confusion.png").stat().st_size > 0

@@ -37,7 +37,7 @@ from triggerlab.runio import (
     write_text_atomic,
 )
 from triggerlab.stealth import STEALTH_SAMPLE, stealth_of_uint8
-from triggerlab.tasks import Bins, Task, metric_label, setup_task
+from triggerlab.tasks import Task, confusion_counts, metric_label, setup_task
 from triggerlab.train import fit, predict, resolve_device
 from triggerlab.triggers import Trigger, apply_to_uint8
 
@@ -138,21 +138,26 @@ def target_label(task: Task, target: int | list[float]) -> str:
 
 
 def write_confusions(
-    run_dir: Path, bins: Bins, labels: torch.Tensor, clean: torch.Tensor, triggered: torch.Tensor
+    run_dir: Path,
+    name: str,
+    edges: list[float],
+    labels: torch.Tensor,
+    clean: torch.Tensor,
+    triggered: torch.Tensor,
 ) -> None:
-    """Confusion matrices of the bins for clean and triggered test images: CSV and one PNG."""
+    """Confusion matrices of bin indices for clean and triggered test images: CSV and one PNG."""
+    count = len(edges) - 1
     matrices = {
-        "clean": bins.confusion(labels, clean),
-        "triggered": bins.confusion(labels, triggered),
+        "clean": confusion_counts(labels, clean, count),
+        "triggered": confusion_counts(labels, triggered, count),
     }
-    edges = bins.edges()
-    names = [f"[{edges[i]:.3g}, {edges[i + 1]:.3g})" for i in range(bins.count)]
+    names = [f"[{edges[i]:.3g}, {edges[i + 1]:.3g})" for i in range(count)]
     for which, matrix in matrices.items():
-        rows = [[names[i], *matrix[i].tolist()] for i in range(bins.count)]
+        rows = [[names[i], *matrix[i].tolist()] for i in range(count)]
         write_csv_atomic(
-            run_dir / f"confusion_{which}.csv", (f"true \\ predicted {bins.name}", *names), rows
+            run_dir / f"confusion_{which}.csv", (f"true \\ predicted {name}", *names), rows
         )
-    save_confusions(run_dir / "confusion.png", matrices, bins.name)
+    save_confusions(run_dir / "confusion.png", matrices, name)
 
 
 def _label_text(values: torch.Tensor) -> list[Any]:
@@ -319,8 +324,13 @@ def run_experiment(
         f"{cfg.data.name}, {cfg.trigger.kind} trigger, target {target_name}",
     )
     bins = getattr(p.task, "bins", None)
-    if bins is not None:
-        write_confusions(run_dir, bins, test.targets, clean_pred, triggered_pred)
+    binned = test.metadata.get("binned_output")
+    if bins is not None:  # a regression model evaluated on bins
+        predicted = (bins.assign(clean_pred), bins.assign(triggered_pred))
+        write_confusions(run_dir, bins.name, bins.edges(), bins.assign(test.targets), *predicted)
+    elif binned is not None:  # reference 003's classification variant: the classes are bins
+        edges = test.metadata["bin_edges"]
+        write_confusions(run_dir, binned, edges, test.targets, clean_pred, triggered_pred)
     if cfg.output.save_model:  # the attacked model, before any defence repairs it
         write_bytes_atomic(run_dir / "model.safetensors", _model_bytes(p.model))
     defense = None

@@ -125,12 +125,17 @@ class Bins:
 
     def confusion(self, truth: torch.Tensor, predicted: torch.Tensor) -> torch.Tensor:
         """Counts ``[count, count]``: rows are the true bins, columns the predicted ones."""
-        flat = self.assign(truth) * self.count + self.assign(predicted)
-        return torch.bincount(flat, minlength=self.count**2).view(self.count, self.count)
+        return confusion_counts(self.assign(truth), self.assign(predicted), self.count)
 
     def edges(self) -> list[float]:
         step = (self.high - self.low) / self.count
         return [self.low + i * step for i in range(self.count + 1)]
+
+
+def confusion_counts(truth: torch.Tensor, predicted: torch.Tensor, count: int) -> torch.Tensor:
+    """Counts ``[count, count]`` of class indices: rows true, columns predicted."""
+    flat = truth.long() * count + predicted.long()
+    return torch.bincount(flat, minlength=count**2).view(count, count)
 
 
 class RegressionTask:
