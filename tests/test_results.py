@@ -118,6 +118,16 @@ def test_paper_tables_by_hand():
         paper_tables(table(), keys, keys, ["attack_error"])
 
 
+def test_long_cell_values_stay_on_one_line():
+    from triggerlab.results import _scalar
+
+    trigger = {"kind": "random", "colors": ["red", "green", "blue"], "sizes": [0.0223, 0.0446]}
+    trigger["positions"] = "anywhere"
+    text = _scalar(trigger)
+    assert "\n" not in text and len(text) > 80  # a Markdown row or CSV cell must not break
+    assert text.startswith("{colors: [red, green, blue], kind: random")
+
+
 def test_welch_t_test_by_hand():
     result = compare(table(), ["trigger.size", "poison.rate"], "trigger.size", 2, 4)
     row = result[result["metric"] == "asr"].iloc[0]

@@ -81,7 +81,7 @@ def _run_row(grid_dir: Path, entry: dict[str, Any], varied: list[str]) -> dict[s
 def _scalar(value: Any) -> Any:
     """Table cells hold scalars: lists and mappings (positions, colours) become their YAML text."""
     if isinstance(value, list | dict | tuple):
-        return yaml.safe_dump(value, default_flow_style=True).strip()
+        return yaml.safe_dump(value, default_flow_style=True, width=math.inf).strip()
     return value
 
 
