@@ -123,10 +123,6 @@ class Bins:
         scaled = (values[:, self.index].double() - self.low) / (self.high - self.low) * self.count
         return scaled.floor().clamp(0, self.count - 1).long()
 
-    def confusion(self, truth: torch.Tensor, predicted: torch.Tensor) -> torch.Tensor:
-        """Counts ``[count, count]``: rows are the true bins, columns the predicted ones."""
-        return confusion_counts(self.assign(truth), self.assign(predicted), self.count)
-
     def edges(self) -> list[float]:
         step = (self.high - self.low) / self.count
         return [self.low + i * step for i in range(self.count + 1)]
