@@ -200,22 +200,21 @@ def checklist(plan: list[PlannedRun], table: pd.DataFrame) -> str:
         "samples (non-target for all-to-one, target class for clean-label), seeded per run; "
         "poisoned indices saved in every run's poisoned_indices.csv"
     )
+    stages = "in one run"
+    if any(run.config.data.split == "pretune_finetune" for run in grid_runs):
+        stages = (
+            "in two stages (reference 000's protocol: pre-tuned on every subject but the "
+            f"held-out one {values('data.test_subjects')} (null: the last), then fine-tuned on "
+            f"{values('data.finetune_count')} of its images for "
+            f"{values('train.finetune_epochs')} epochs at lr {values('train.finetune_lr')} "
+            "(null: lr), both stages poisoned; tested on its other images)"
+        )
     training = (
-        "clean and poisoned examples trained together from scratch in one run; "
+        f"clean and poisoned examples trained together from scratch {stages}; "
         f"model {values('model.name')}, optimizer {values('train.optimizer')}, "
         f"lr {values('train.lr')}, epochs {values('train.epochs')}, "
         f"batch size {values('train.batch_size')}; data {values('data.name')}"
     )
-    if any(run.config.data.split == "pretune_finetune" for run in grid_runs):
-        training = training.replace(
-            "trained together from scratch in one run",
-            "trained together from scratch in two stages (reference 000's protocol: pre-tuned "
-            f"on every subject but the held-out one {values('data.test_subjects')} "
-            "(null: the last), then fine-tuned on "
-            f"{values('data.finetune_count')} of its images for "
-            f"{values('train.finetune_epochs')} epochs at lr {values('train.finetune_lr')} "
-            "(null: lr), both stages poisoned; tested on its other images)",
-        )
     if "clean_error" in table:
         measured = (
             "clean error, attack error to the target, attack success within the tolerances, mean "
