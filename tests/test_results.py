@@ -12,6 +12,7 @@ from triggerlab.results import (
     collect,
     compare,
     interval,
+    metric_columns,
     paper_tables,
     parse_comparison,
     summarize,
@@ -256,3 +257,22 @@ def test_missing_and_failed_runs_are_listed(tmp_path):
     frame, _ = collect(tmp_path)
     assert frame.set_index("run_id")["status"].to_dict() == {"a": "missing", "f": "failed"}
     assert frame.set_index("run_id").loc["f", "error"] == "boom"
+
+
+def test_two_stage_runs_report_their_pre_tuned_metrics(tmp_path):
+    runs = [
+        {"id": f"r{i}", "cell": {"trigger.size": size}, "repeat": 0, "seed": 1, "role": "grid"}
+        for i, size in enumerate((2, 4))
+    ]
+    (tmp_path / "manifest.json").write_text(json.dumps({"varied": ["trigger.size"], "runs": runs}))
+    for i, (final, pretuned) in enumerate(((0.9, 0.8), (0.7, 0.75))):
+        write_run(tmp_path, f"r{i}", final, 0.5)
+        path = tmp_path / "runs" / f"r{i}" / "summary.json"
+        summary = json.loads(path.read_text())
+        summary["protocol"] = {"after_pretune": {"clean_acc": pretuned, "asr": 0.4}}
+        path.write_text(json.dumps(summary))
+    frame, varied = collect(tmp_path)
+    assert frame["pretuned_clean_acc"].tolist() == [0.8, 0.75]
+    assert metric_columns(frame)[-2:] == ["pretuned_asr", "pretuned_clean_acc"]
+    tables = paper_tables(frame, varied, ["trigger.size"], ["clean_acc", "pretuned_clean_acc"])
+    assert tables.splitlines()[2:] == ["| 2 | 0.900 | 0.800 |", "| 4 | 0.700 | 0.750 |"]

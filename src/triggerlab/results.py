@@ -67,6 +67,9 @@ def _run_row(grid_dir: Path, entry: dict[str, Any], varied: list[str]) -> dict[s
         row.update({f"{metric}_after": value for metric, value in defense.get("after", {}).items()})
         row.update({f"detection_{k}": value for k, value in defense.get("detection", {}).items()})
         row["defense_clean_samples"] = defense["clean_samples"]
+    protocol = summary.get("protocol")
+    if protocol:  # reference 000's two stages: the metrics before fine-tuning beside the final
+        row.update({f"pretuned_{k}": v for k, v in protocol["after_pretune"].items()})
     row["poison_count"] = summary["poison"]["count"]
     row["poison_fraction"] = summary["poison"]["fraction"]
     timings = summary["timings"]
@@ -95,7 +98,8 @@ def metric_columns(table: pd.DataFrame) -> list[str]:
     )
     after = sorted(c for c in table if c.endswith("_after"))
     detection = sorted(c for c in table if c.startswith("detection_"))
-    return named + extra + after + detection
+    pretuned = sorted(c for c in table if c.startswith("pretuned_"))
+    return named + extra + after + detection + pretuned
 
 
 def collect(grid_dir: Path) -> tuple[pd.DataFrame, list[str]]:
