@@ -11,7 +11,7 @@ import time
 
 import torch
 
-from triggerlab.data.faces import synthetic_faces
+from triggerlab.data.synthetic import synthetic_faces
 
 
 def main() -> None:

@@ -110,8 +110,8 @@ def main() -> None:
     data = ImageDataset(images, labels, tuple(str(i) for i in range(10)))
     poison = PoisonConfig(rate=0.1, target=1)
     trigger = PatchSpec(size=5).build(data.shape)
-    poisoned = poison_dataset(data, poison, trigger, torch.Generator().manual_seed(0)).train
     task = ClassificationTask(poison, data.class_names)
+    poisoned = poison_dataset(data, task, trigger, torch.Generator().manual_seed(0)).train
     used = args.batches * args.batch_size
     if used > args.n:
         raise SystemExit(f"--batches x --batch-size = {used} exceeds --n = {args.n}")
@@ -130,7 +130,14 @@ def main() -> None:
 
     def run_a() -> int:
         _, seen = train_epoch(
-            model, task, optimizer, a_images, a_targets, args.batch_size, device, rng
+            model,
+            task,
+            optimizer,
+            a_images,
+            a_targets,
+            batch_size=args.batch_size,
+            device=device,
+            generator=rng,
         )
         return seen
 

@@ -22,7 +22,7 @@ def weights(tmp_path_factory):
     cfg = load_config(
         None, ["output.save_model=true", f"output.directory={folder}", "output.name=run"]
     )
-    run = run_experiment(cfg, progress=False)
+    run = run_experiment(cfg)
     assert run.summary["final"]["asr"] > 0.9
     state = load_file(str(folder / "run" / "model.safetensors"))
     torch.save(state, folder / "model.pt")

@@ -10,8 +10,7 @@ from typer.testing import CliRunner
 
 from triggerlab.cli import app
 from triggerlab.config import load_config
-from triggerlab.defenses import select_pruned_channels
-from triggerlab.defenses.repair import mask_channels
+from triggerlab.defenses.fine_pruning import mask_channels, select_pruned_channels
 from triggerlab.experiment import run_experiment
 from triggerlab.grid import load_grid_spec, run_grid
 from triggerlab.results import collect
@@ -50,12 +49,10 @@ QUICK = ["train.epochs=8", "defense.clean_fraction=0.1", "defense.epochs=2"]
 
 @pytest.mark.parametrize("kind", ["finetune", "fine_pruning"])
 def test_defense_runs_report_before_and_after_on_held_back_data(tmp_path, kind):
-    cfg = load_config(None, [*QUICK, f"defense.kind={kind}", f"output.directory={tmp_path}"])
-    result = run_experiment(cfg, progress=False)
+    cfg = load_config(None, [f"defense.kind={kind}", *QUICK, f"output.directory={tmp_path}"])
+    result = run_experiment(cfg)
     defense = result.summary["defense"]
-    plain = run_experiment(
-        load_config(None, [*QUICK, f"output.directory={tmp_path}"]), progress=False
-    )
+    plain = run_experiment(load_config(None, [QUICK[0], f"output.directory={tmp_path}"]))
     # the defender's share is held back from the attacker's training set, per class
     assert (
         defense["clean_samples"] + result.summary["data"]["train_size"]
@@ -72,7 +69,7 @@ def test_defense_runs_report_before_and_after_on_held_back_data(tmp_path, kind):
         assert defense["channels"] == 32 and len(defense["pruned_channels"]) == 16
     else:
         assert defense["pruned_channels"] == []
-    again = run_experiment(cfg, progress=False)
+    again = run_experiment(cfg)
     assert again.summary["defense"]["after"] == defense["after"]  # seeded like everything else
 
 
@@ -89,17 +86,17 @@ def test_regression_repairs(tmp_path, kind):
         "defense.clean_fraction=0.2",
         f"output.directory={tmp_path}",
     ]
-    defense = run_experiment(load_config(None, settings), progress=False).summary["defense"]
+    defense = run_experiment(load_config(None, settings)).summary["defense"]
     assert {"clean_error", "attack_error"} <= set(defense["after"]) and defense[
         "clean_samples"
     ] == 18
 
 
 def test_results_gain_the_repaired_metrics(tmp_path):
-    spec = write_spec(tmp_path, grid={"defense.kind": ["none", "finetune"]})
-    assert run_grid(
-        load_grid_spec(spec, ["base.defense.epochs=1"]), tmp_path / "g", progress=False
-    ).ok
+    spec = write_spec(
+        tmp_path, grid={"defense": [{"kind": "none"}, {"kind": "finetune", "epochs": 1}]}
+    )
+    assert run_grid(load_grid_spec(spec), tmp_path / "g").ok
     table, _ = collect(tmp_path / "g")
     repaired = table[table["defense.kind"] == "finetune"].iloc[0]
     untouched = table[table["defense.kind"] == "none"].iloc[0]
@@ -110,8 +107,15 @@ def test_results_gain_the_repaired_metrics(tmp_path):
 @pytest.mark.parametrize(
     ("setting", "message"),
     [
-        ("defense.prune_ratio=1", "defense.prune_ratio: Input should be less than 1"),
-        ("defense.clean_fraction=0", "defense.clean_fraction: Input should be greater than 0"),
+        (
+            "defense.kind=fine_pruning defense.prune_ratio=1",
+            "defense.prune_ratio: Input should be less than 1",
+        ),
+        (
+            "defense.kind=strip defense.clean_fraction=0",
+            "defense.clean_fraction: Input should be greater than 0",
+        ),
+        ("defense.prune_ratio=0.3", "defense.prune_ratio: unknown key for defense kind 'none'"),
         (
             "defense.kind=nc",
             "defense.kind: Input should be 'none', 'finetune', 'fine_pruning', 'strip', "
@@ -120,7 +124,10 @@ def test_results_gain_the_repaired_metrics(tmp_path):
     ],
 )
 def test_bad_defense_settings(tmp_path, setting, message):
-    result = runner.invoke(app, ["run", "--out", str(tmp_path / "runs"), "--set", setting])
+    args = ["run", "--out", str(tmp_path / "runs")]
+    for item in setting.split():
+        args += ["--set", item]
+    result = runner.invoke(app, args)
     assert result.exit_code == 2 and message in result.stderr
     assert not (tmp_path / "runs").exists()
 
@@ -135,7 +142,7 @@ def test_summary_json_is_strict_json(tmp_path):
             f"output.directory={tmp_path}",
         ],
     )
-    run_dir = run_experiment(cfg, progress=False).run_dir
+    run_dir = run_experiment(cfg).run_dir
     json.loads((run_dir / "summary.json").read_text())
 
 
@@ -187,7 +194,7 @@ def test_strip_separates_triggered_from_clean_inputs(tmp_path):
     cfg = load_config(
         None, ["defense.kind=strip", "defense.clean_fraction=0.1", f"output.directory={tmp_path}"]
     )
-    defense = run_experiment(cfg, progress=False).summary["defense"]
+    defense = run_experiment(cfg).summary["defense"]
     assert defense["detection"]["auroc"] >= 0.9
     assert defense["clean_samples"] == 143 and "after" not in defense
 
@@ -206,7 +213,7 @@ def constructed_features():
 
 
 def test_spectral_signatures_rank_the_outlying_direction_first():
-    from triggerlab.defenses.samples import spectral_signatures
+    from triggerlab.defenses.spectral_signatures import spectral_signatures
 
     features, labels, _ = constructed_features()
     scores, flagged = spectral_signatures(features, labels, expected_fraction=0.2)
@@ -217,8 +224,8 @@ def test_spectral_signatures_rank_the_outlying_direction_first():
 
 
 def test_activation_clustering_flags_the_small_cluster_only():
+    from triggerlab.defenses.activation_clustering import activation_clustering
     from triggerlab.defenses.evaluation import detection_metrics
-    from triggerlab.defenses.samples import activation_clustering
 
     features, labels, truth = constructed_features()
     scores, flagged = activation_clustering(features, labels, cluster_share=0.35, seed=0)
@@ -231,7 +238,7 @@ def test_sample_detectors_report_against_the_true_poisoned_indices(tmp_path, kin
     cfg = load_config(
         None, ["train.epochs=5", f"defense.kind={kind}", f"output.directory={tmp_path}"]
     )
-    result = run_experiment(cfg, progress=False)
+    result = run_experiment(cfg)
     defense = result.summary["defense"]
     assert defense["poisoned"] == result.summary["poison"]["count"] == 144
     assert defense["training_samples"] == result.summary["data"]["train_size"]  # nothing held back
@@ -249,7 +256,7 @@ def test_sample_detectors_work_on_regression_features(tmp_path):
         "defense.kind=spectral_signatures",
         f"output.directory={tmp_path}",
     ]
-    defense = run_experiment(load_config(None, settings), progress=False).summary["defense"]
+    defense = run_experiment(load_config(None, settings)).summary["defense"]
     assert (
         defense["flagged"] == 14 and defense["poisoned"] == 9
     )  # ceil(1.5 * 0.1 * 90); round(0.1 * 90)
@@ -286,17 +293,13 @@ def test_neural_cleanse_flags_the_backdoor_and_unlearning_removes_it(tmp_path):
         "defense.clean_fraction=0.1",
         f"output.directory={tmp_path}",
     ]
-    attacked = run_experiment(
-        load_config(None, [*settings, "output.name=attacked"]), progress=False
-    )
+    attacked = run_experiment(load_config(None, [*settings, "output.name=attacked"]))
     defense = attacked.summary["defense"]
     assert defense["target_flagged"] and defense["target_anomaly_index"] > 2
     assert defense["after"]["asr"] < 0.5 * defense["before"]["asr"]
     assert defense["before"]["clean_acc"] - defense["after"]["clean_acc"] < 0.05
     assert (tmp_path / "attacked" / "reversed_triggers.png").read_bytes()[:4] == b"\x89PNG"
-    clean = run_experiment(
-        load_config(None, [*settings, "poison.rate=0", "output.name=clean"]), progress=False
-    )
+    clean = run_experiment(load_config(None, [*settings, "poison.rate=0", "output.name=clean"]))
     assert max(clean.summary["defense"]["anomaly_index"]) < defense["target_anomaly_index"]
 
 

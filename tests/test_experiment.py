@@ -7,9 +7,10 @@ from importlib.metadata import version
 import pytest
 from safetensors.torch import load_file
 
-from triggerlab import experiment
+from triggerlab import experiment, stages
 from triggerlab.config import load_config
-from triggerlab.experiment import TIMING_COLUMNS, metrics_columns, read_metrics, run_experiment
+from triggerlab.experiment import run_experiment
+from triggerlab.rundir import TIMING_COLUMNS, metrics_columns, read_metrics
 from triggerlab.tasks import METRIC_NAMES
 
 METRICS_COLUMNS = metrics_columns(METRIC_NAMES)
@@ -22,9 +23,7 @@ def quick_config(tmp_path, *extra):
 
 
 def test_run_directory_contents(tmp_path):
-    result = run_experiment(
-        quick_config(tmp_path, "output.save_model=true", "output.name=r1"), progress=False
-    )
+    result = run_experiment(quick_config(tmp_path, "output.save_model=true", "output.name=r1"))
     run_dir = tmp_path / "r1"
     assert result.run_dir == run_dir
     assert sorted(p.name for p in run_dir.iterdir()) == [
@@ -66,8 +65,8 @@ def result_config(result):
 
 
 def test_same_seed_gives_identical_metric_columns(tmp_path):
-    a = run_experiment(quick_config(tmp_path, "output.name=a"), progress=False)
-    b = run_experiment(quick_config(tmp_path, "output.name=b"), progress=False)
+    a = run_experiment(quick_config(tmp_path, "output.name=a"))
+    b = run_experiment(quick_config(tmp_path, "output.name=b"))
     ma, mb = read_metrics(a.run_dir / "metrics.csv"), read_metrics(b.run_dir / "metrics.csv")
     for ra, rb in zip(ma, mb, strict=True):
         for column in METRICS_COLUMNS:
@@ -76,7 +75,7 @@ def test_same_seed_gives_identical_metric_columns(tmp_path):
     assert (a.run_dir / "poisoned_indices.csv").read_text() == (
         b.run_dir / "poisoned_indices.csv"
     ).read_text()
-    c = run_experiment(quick_config(tmp_path, "output.name=c", "train.seed=1"), progress=False)
+    c = run_experiment(quick_config(tmp_path, "output.name=c", "train.seed=1"))
     assert read_metrics(c.run_dir / "metrics.csv")[-1]["train_loss"] != ma[-1]["train_loss"]
 
 
@@ -84,9 +83,9 @@ def test_crash_leaves_no_summary(tmp_path, monkeypatch):
     def broken_fit(*args, **kwargs):
         raise RuntimeError("out of memory")
 
-    monkeypatch.setattr(experiment, "fit", broken_fit)
+    monkeypatch.setattr(stages, "fit", broken_fit)
     with pytest.raises(RuntimeError):
-        run_experiment(quick_config(tmp_path, "output.name=crashed"), progress=False)
+        run_experiment(quick_config(tmp_path, "output.name=crashed"))
     run_dir = tmp_path / "crashed"
     assert (run_dir / "config.yaml").exists()
     assert not (run_dir / "summary.json").exists()
@@ -99,7 +98,7 @@ def test_existing_run_name_is_refused_before_any_work(tmp_path):
     from triggerlab.errors import ConfigError
 
     with pytest.raises(ConfigError, match="already exists"):
-        run_experiment(quick_config(tmp_path, "output.name=taken"), progress=False)
+        run_experiment(quick_config(tmp_path, "output.name=taken"))
 
 
 def test_append_and_all_to_all_runs(tmp_path):
@@ -107,7 +106,6 @@ def test_append_and_all_to_all_runs(tmp_path):
         quick_config(
             tmp_path, "poison.mode=append", "poison.label_mode=all_to_all", "train.epochs=1"
         ),
-        progress=False,
     )
     poison = result.summary["poison"]
     assert poison["train_size"] == poison["clean_train_size"] + poison["count"]
@@ -116,6 +114,6 @@ def test_append_and_all_to_all_runs(tmp_path):
 
 def test_default_demo_reaches_the_promised_accuracy(tmp_path):
     """`make demo`: digits at 16x16, 10 % poisoning: CA >= 0.95 and ASR >= 0.95."""
-    result = run_experiment(load_config(None, [f"output.directory={tmp_path}"]), progress=False)
+    result = run_experiment(load_config(None, [f"output.directory={tmp_path}"]))
     assert result.summary["final"]["clean_acc"] >= 0.95
     assert result.summary["final"]["asr"] >= 0.95

@@ -19,7 +19,7 @@ def saved_run(folder, name, *settings):
         None,
         ["output.save_model=true", f"output.directory={folder}", f"output.name={name}", *settings],
     )
-    return run_experiment(cfg, progress=False).run_dir
+    return run_experiment(cfg).run_dir
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +38,7 @@ def runs(tmp_path_factory):
             "train.epochs=1",
         ),
         "unsaved": run_experiment(
-            load_config(None, ["train.epochs=1", f"output.directory={folder}"]), progress=False
+            load_config(None, ["train.epochs=1", f"output.directory={folder}"])
         ).run_dir,
     }
 
@@ -84,7 +84,7 @@ def test_regression_panels_for_a_chosen_output(runs, tmp_path):
 @pytest.mark.parametrize(
     ("run", "extra", "message"),
     [
-        ("unsaved", [], "no model.safetensors; run it with --set output.save_model=true"),
+        ("unsaved", [], "no model.safetensors; run it with output.save_model set to true"),
         ("backdoored", ["--output", "yaw"], "--output: only regression runs have named outputs"),
         ("gaze", ["--output", "roll"], "--output: 'roll' is not an output"),
         ("gaze", ["--clean-run", "BACKDOORED"], "--clean-run"),

@@ -14,9 +14,9 @@ from triggerlab.data.faces import (
     Subjects,
     head_rotation,
     render,
-    synthetic_faces,
     trace,
 )
+from triggerlab.data.synthetic import synthetic_faces
 from triggerlab.gaze import angles, direction
 
 DEG = math.pi / 180
@@ -117,11 +117,11 @@ def test_subjects_differ_in_appearance():
 def test_synthetic_dataset_labels_and_subjects():
     gaze = synthetic_faces("gaze", count=40, subjects=4, resolution=32, seed=2)
     assert gaze.images.shape == (40, 3, 32, 32) and gaze.targets.shape == (40, 2)
-    assert gaze.metadata["units"] == "radians" and gaze.metadata["target_names"] == ["pitch", "yaw"]
+    assert gaze.labels.kind.label_unit == "radians" and gaze.labels.names == ("pitch", "yaw")
     assert torch.equal(torch.bincount(gaze.groups), torch.full((4,), 10))
     assert gaze.targets.abs().max() < (20 + 25) * DEG + 1e-6  # head yaw 20 + gaze offset 25
     pose = synthetic_faces("headpose", count=40, subjects=4, resolution=32, seed=2)
-    assert pose.targets.shape == (40, 3) and pose.metadata["units"] == "degrees"
+    assert pose.targets.shape == (40, 3) and pose.labels.kind.label_unit == "degrees"
     assert torch.equal(pose.images, gaze.images)  # same renderer and seed, different labels
     assert pose.targets[:, 0].abs().max() <= 20 + 1e-4
     with pytest.raises(ValueError, match="labels must be"):

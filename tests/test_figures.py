@@ -5,7 +5,7 @@ import itertools
 import pandas as pd
 import pytest
 
-from triggerlab.figures import bars_figure, heatmap_figure, is_numeric, line_figure
+from triggerlab.plots.grid_figures import bars_figure, heatmap_figure, is_numeric, line_figure
 
 
 def table() -> pd.DataFrame:

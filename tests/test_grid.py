@@ -106,28 +106,28 @@ def test_spec_key_order_does_not_change_ids(tmp_path):
 def test_run_resume_and_force(tmp_path):
     spec = load_grid_spec(write_spec(tmp_path))
     grid_dir = tmp_path / "grid"
-    first = run_grid(spec, grid_dir, progress=False)
+    first = run_grid(spec, grid_dir)
     assert first.ok and first.total == 4 and len(first.completed) == 4 and first.skipped == 0
     manifest = json.loads((grid_dir / "manifest.json").read_text())
     assert sorted(e["id"] for e in manifest["runs"]) == sorted(
         p.name for p in (grid_dir / "runs").iterdir()
     )
-    again = run_grid(spec, grid_dir, progress=False)
+    again = run_grid(spec, grid_dir)
     assert again.skipped == 4 and not again.completed
     # a run without summary.json restarts clean
     victim = grid_dir / "runs" / manifest["runs"][0]["id"]
     (victim / "summary.json").unlink()
     (victim / "stale.txt").write_text("left over")
-    resumed = run_grid(spec, grid_dir, progress=False)
+    resumed = run_grid(spec, grid_dir)
     assert resumed.completed == [victim.name] and not (victim / "stale.txt").exists()
-    forced = run_grid(spec, grid_dir, force=True, progress=False)
+    forced = run_grid(spec, grid_dir, force=True)
     assert len(forced.completed) == 4
 
 
 def test_parallel_workers_give_the_serial_numbers(tmp_path):
     spec = load_grid_spec(write_spec(tmp_path, grid={"trigger.size": [2, 3]}))
-    run_grid(spec, tmp_path / "serial", progress=False)
-    run_grid(spec, tmp_path / "parallel", workers=2, threads=1, progress=False)
+    run_grid(spec, tmp_path / "serial")
+    run_grid(spec, tmp_path / "parallel", workers=2, threads=1)
     for run in (tmp_path / "serial" / "runs").iterdir():
         a = json.loads((run / "summary.json").read_text())["final"]
         b = json.loads((tmp_path / "parallel" / "runs" / run.name / "summary.json").read_text())[
@@ -148,7 +148,7 @@ def test_failed_run_is_recorded_and_the_grid_goes_on(tmp_path, monkeypatch):
         return real(cfg, *args, **kwargs)
 
     monkeypatch.setattr(experiment, "run_experiment", sometimes)
-    outcome = run_grid(spec, tmp_path / "g", progress=False)
+    outcome = run_grid(spec, tmp_path / "g")
     assert len(outcome.completed) == 1 and len(outcome.failed) == 1
     (failed_id,) = outcome.failed
     record = json.loads((tmp_path / "g" / "runs" / failed_id / "failed.json").read_text())
@@ -181,7 +181,7 @@ def test_second_process_on_the_same_grid_is_refused(tmp_path):
     with (grid_dir / ".lock").open("w") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         with pytest.raises(ConfigError, match="being run by another"):
-            run_grid(spec, grid_dir, progress=False)
+            run_grid(spec, grid_dir)
 
 
 BAD_SPECS = {
@@ -312,7 +312,9 @@ def test_a_regression_grid_runs_and_reports(tmp_path):
     }
     spec = write_spec(tmp_path, base=base, grid={"trigger.size": [2, 3]}, clean_baseline=True)
     lines: list[str] = []
-    outcome = run_grid(load_grid_spec(spec), tmp_path / "g", progress=False, echo=lines.append)
+    outcome = run_grid(
+        load_grid_spec(spec), tmp_path / "g", progress=lambda u: u.note and lines.append(u.note)
+    )
     assert outcome.ok and len(outcome.completed) == 4
     assert "clean_error" in lines[0] and "attack_error" in lines[0]
     from triggerlab.results import collect, summarize

@@ -37,7 +37,7 @@ def test_clean_model_beats_the_mean_predictor_on_held_out_subjects(tmp_path, dat
             f"output.directory={tmp_path}",
         ],
     )
-    result = run_experiment(cfg, progress=False)
+    result = run_experiment(cfg)
     data = prepare_data(cfg.data, cfg.split_seed)
     assert not set(data.train.groups.tolist()) & set(data.test.groups.tolist())
     mean = data.train.targets.mean(dim=0, keepdim=True).expand_as(data.test.targets)

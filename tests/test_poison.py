@@ -5,10 +5,12 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from triggerlab.checks import validate_poison
 from triggerlab.config import PoisonConfig
 from triggerlab.data import ImageDataset
 from triggerlab.errors import ConfigError
-from triggerlab.poison import poison_count, poison_dataset, validate_poison
+from triggerlab.poison import poison_count, poison_dataset
+from triggerlab.tasks import ClassificationTask
 from triggerlab.triggers import PatchSpec
 
 
@@ -22,7 +24,9 @@ TRIGGER = PatchSpec(size=2, color="white").build((1, 6, 6))
 
 
 def run(cfg: PoisonConfig, data: ImageDataset | None = None, seed: int = 0):
-    return poison_dataset(data or dataset(), cfg, TRIGGER, torch.Generator().manual_seed(seed))
+    data = data or dataset()
+    task = ClassificationTask(cfg, data.class_names)
+    return poison_dataset(data, task, TRIGGER, torch.Generator().manual_seed(seed))
 
 
 def test_all_to_one_replace_draws_non_target_and_relabels():

@@ -21,12 +21,12 @@ def local_ray():
 
 def test_ray_executor_matches_local_execution(tmp_path, local_ray):
     spec = load_grid_spec(write_spec(tmp_path, grid={"trigger.size": [2, 3]}))
-    remote = run_grid(spec, tmp_path / "ray", executor="ray", threads=1, progress=False)
+    remote = run_grid(spec, tmp_path / "ray", executor="ray", threads=1)
     assert remote.ok and len(remote.completed) == 2
-    local = run_grid(spec, tmp_path / "local", threads=1, progress=False)
+    local = run_grid(spec, tmp_path / "local", threads=1)
     for identity in local.completed:
         a = json.loads((tmp_path / "ray" / "runs" / identity / "summary.json").read_text())
         b = json.loads((tmp_path / "local" / "runs" / identity / "summary.json").read_text())
         assert a["final"] == b["final"]
-    again = run_grid(spec, tmp_path / "ray", executor="ray", progress=False)
+    again = run_grid(spec, tmp_path / "ray", executor="ray")
     assert again.skipped == 2 and not again.completed

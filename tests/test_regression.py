@@ -9,13 +9,15 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
+from triggerlab.checks import make_task, setup_task
 from triggerlab.cli import app
 from triggerlab.config import DataConfig, PoisonConfig, load_config
 from triggerlab.data import ImageDataset, prepare_data
+from triggerlab.data.labels import GAZE, HEADPOSE, Labels
 from triggerlab.errors import ConfigError
 from triggerlab.gaze import angular_error
 from triggerlab.poison import poison_dataset
-from triggerlab.tasks import RegressionTask, make_task, setup_task
+from triggerlab.tasks import RegressionTask
 from triggerlab.triggers import PatchSpec
 
 DEG = math.pi / 180
@@ -24,7 +26,9 @@ TINY = ["data.name=synthetic_gaze", "data.resize=16", "data.options={count: 120,
 
 
 def test_gaze_metrics_by_hand():
-    task = RegressionTask([0.0, 30 * DEG], ["pitch", "yaw"], kind="gaze", tolerances=[5, 10])
+    task = RegressionTask(
+        PoisonConfig(target=[0.0, 30 * DEG]), Labels(("pitch", "yaw"), GAZE), tolerances=[5, 10]
+    )
     labels = torch.zeros(2, 2)
     clean = torch.tensor([[0.0, 10 * DEG], [0.0, 0.0]])
     triggered = torch.tensor([[0.0, 30 * DEG], [0.0, 22 * DEG]])
@@ -44,7 +48,9 @@ def test_angular_error_of_known_vectors():
 
 def test_head_pose_metrics_by_hand():
     task = RegressionTask(
-        [0.0, 0.0, 0.0], ["yaw", "pitch", "roll"], kind="headpose", tolerances=[2.5]
+        PoisonConfig(target=[0.0, 0.0, 0.0]),
+        Labels(("yaw", "pitch", "roll"), HEADPOSE),
+        tolerances=[2.5],
     )
     labels = torch.tensor([[0.0, 0.0, 0.0], [10.0, 0.0, 0.0]])
     clean = torch.tensor([[1.0, 2.0, 3.0], [10.0, 0.0, 0.0]])
@@ -70,7 +76,7 @@ def regression_split(**options):
 
 def test_synthetic_data_is_split_by_subject():
     split = regression_split()
-    assert split.is_regression and split.num_outputs == 2 and split.label_kind == "gaze"
+    assert split.is_regression and split.num_outputs == 2 and split.label_kind.name == "gaze"
     assert not set(split.train.groups.tolist()) & set(split.test.groups.tolist())
     assert len(split.test) == 30  # one of four subjects
 
@@ -108,9 +114,8 @@ def test_make_task_validates_the_target_and_loss():
 def test_regression_poisoning_writes_the_target_vector():
     data = ImageDataset(torch.zeros(20, 1, 6, 6, dtype=torch.uint8), torch.randn(20, 3))
     trigger = PatchSpec(size=2).build((1, 6, 6))
-    result = poison_dataset(
-        data, PoisonConfig(rate=0.25, target=[1.0, 2.0, 3.0]), trigger, torch.Generator()
-    )
+    task = RegressionTask(PoisonConfig(rate=0.25, target=[1.0, 2.0, 3.0]), Labels(("a", "b", "c")))
+    result = poison_dataset(data, task, trigger, torch.Generator())
     assert result.count == 5
     assert torch.equal(result.new_labels, torch.tensor([[1.0, 2.0, 3.0]]).expand(5, 3))
     assert torch.equal(result.train.targets[result.indices], result.new_labels)
@@ -184,7 +189,7 @@ def test_biwi_npz_pair_is_an_official_split(tmp_path):
         )
     split = prepare_data(DataConfig(name="biwi", root=tmp_path, resize=(32, 32)), 0)
     assert (len(split.train), len(split.test)) == (6, 4)
-    assert split.label_kind == "headpose" and split.target_names == ["yaw", "pitch", "roll"]
+    assert split.label_kind.name == "headpose" and split.target_names == ["yaw", "pitch", "roll"]
     single = prepare_data(
         DataConfig(name="biwi", root=tmp_path / "BIWI_train.npz", test_fraction=0.5), 0
     )
@@ -192,7 +197,8 @@ def test_biwi_npz_pair_is_an_official_split(tmp_path):
 
 
 def test_bin_assignment_at_the_edges():
-    from triggerlab.tasks import Bins, confusion_counts
+    from triggerlab.data.binning import Bins
+    from triggerlab.tasks import confusion_counts
 
     bins = Bins(index=0, name="pitch", low=0.0, high=10.0, count=5)
     values = torch.tensor([[0.0], [1.99], [2.0], [9.99], [10.0], [-3.0], [15.0]])
@@ -207,10 +213,12 @@ def test_bin_assignment_at_the_edges():
 
 
 def test_bin_metrics_by_hand():
-    from triggerlab.tasks import Bins
+    from triggerlab.data.binning import Bins
 
     bins = Bins(index=1, name="pitch", low=-10.0, high=10.0, count=4)  # bins of 5 degrees
-    task = RegressionTask([0.0, 7.0, 0.0], ["yaw", "pitch", "roll"], "headpose", bins=bins)
+    task = RegressionTask(
+        PoisonConfig(target=[0.0, 7.0, 0.0]), Labels(("yaw", "pitch", "roll"), HEADPOSE), bins=bins
+    )
     labels = torch.tensor([[0.0, -8.0, 0.0], [0.0, 1.0, 0.0]])
     clean = torch.tensor([[0.0, -6.0, 0.0], [0.0, -1.0, 0.0]])  # bins 0 (right) and 1 (wrong)
     triggered = torch.tensor([[0.0, 9.0, 0.0], [0.0, 4.0, 0.0]])  # bins 3 (target's) and 2

@@ -38,7 +38,7 @@ def test_normalized_release_bgr_to_rgb_labels_and_subjects(tmp_path):
     )  # red plane = stored plane 2 (BGR)
     assert torch.allclose(data.targets[:6], torch.from_numpy(label_a[:, :2]))
     assert data.groups.tolist() == [0] * 6 + [3] * 4
-    assert data.metadata["units"] == "radians"
+    assert data.labels.kind.label_unit == "radians" and data.labels.names == ("pitch", "yaw")
     assert load_mpiifacegaze(tmp_path, size=(8, 8)).images.shape == (10, 3, 8, 8)
 
 

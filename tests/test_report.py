@@ -27,7 +27,7 @@ def grid_dir(tmp_path_factory) -> Path:
         repeats=2,
         clean_baseline=True,
     )
-    outcome = run_grid(load_grid_spec(spec), folder / "grid", workers=2, threads=1, progress=False)
+    outcome = run_grid(load_grid_spec(spec), folder / "grid", workers=2, threads=1)
     assert outcome.ok
     return folder / "grid"
 

@@ -115,7 +115,7 @@ def test_paper_tables_by_hand():
     assert paper_tables(grid_only, keys, ["trigger.size"], ["asr"]).splitlines()[3] == (
         f"| 4 | 0.150 ± {half4:.2g} |"
     )
-    with pytest.raises(ConfigError, match="--metric attack_error: not in these results"):
+    with pytest.raises(ConfigError, match="metric attack_error: not in these results"):
         paper_tables(table(), keys, keys, ["attack_error"])
 
 

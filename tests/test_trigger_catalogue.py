@@ -13,6 +13,7 @@ from triggerlab.config import PoisonConfig, load_config
 from triggerlab.data import ImageDataset
 from triggerlab.errors import ConfigError
 from triggerlab.poison import poison_dataset
+from triggerlab.tasks import ClassificationTask
 from triggerlab.triggers import (
     BlendSpec,
     ComposeSpec,
@@ -238,9 +239,8 @@ def test_training_and_test_triggers_share_one_spec():
     data = ImageDataset(
         torch.zeros(40, 1, 8, 8, dtype=torch.uint8), torch.arange(4).repeat(10), tuple("abcd")
     )
-    poisoned = poison_dataset(
-        data, PoisonConfig(rate=0.5), trigger, torch.Generator().manual_seed(0)
-    )
+    task = ClassificationTask(PoisonConfig(rate=0.5), data.class_names)
+    poisoned = poison_dataset(data, task, trigger, torch.Generator().manual_seed(0))
     marked = poisoned.train.images[poisoned.indices]
     assert ((marked == 255).flatten(1).sum(dim=1) == 4).all()
     positions = {tuple(torch.nonzero(m[0])[0].tolist()) for m in marked}

@@ -7,15 +7,18 @@ training set, and the count is always reported beside the rate. Python's
 
 from __future__ import annotations
 
-import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
 import torch
 
-from triggerlab.config import PoisonConfig
 from triggerlab.data.dataset import ImageDataset
 from triggerlab.errors import ConfigError
 from triggerlab.triggers import Trigger, apply_to_uint8
+
+if TYPE_CHECKING:
+    from triggerlab.config import PoisonConfig
+    from triggerlab.tasks import Task
 
 
 @dataclass(frozen=True)
@@ -45,124 +48,47 @@ def poison_count(cfg: PoisonConfig, train_size: int) -> int:
     return round(cfg.rate * train_size)
 
 
-def eligible_mask(cfg: PoisonConfig, targets: torch.Tensor) -> torch.Tensor:
-    """Samples a poisoned copy may be drawn from.
-
-    all-to-one: non-target samples (of ``source_classes`` when given); clean-label:
-    target-class samples only; all-to-all: all samples (of ``source_classes``);
-    regression: all samples.
-    """
-    if targets.is_floating_point():
-        return torch.ones(targets.shape[0], dtype=torch.bool)
-    if cfg.label_mode == "clean_label":
-        return targets == cfg.target
-    mask = torch.ones_like(targets, dtype=torch.bool)
-    if cfg.source_classes is not None:
-        mask = torch.isin(targets, torch.tensor(cfg.source_classes, dtype=targets.dtype))
-    if cfg.label_mode == "all_to_one":
-        mask &= targets != cfg.target
-    return mask
-
-
-def attack_labels(cfg: PoisonConfig, labels: torch.Tensor, num_classes: int) -> torch.Tensor:
-    """What the attacker wants a triggered input of true class ``y`` classified as.
-
-    ``(y + 1) mod K`` for all-to-all, else the target class; for regression the
-    target vector.
-    """
-    if labels.is_floating_point():
-        return torch.tensor(cfg.target, dtype=labels.dtype).expand_as(labels).clone()
-    if cfg.label_mode == "all_to_all":
-        return (labels + 1) % num_classes
-    return torch.full_like(labels, cfg.target)
-
-
-def poisoned_labels(cfg: PoisonConfig, labels: torch.Tensor, num_classes: int) -> torch.Tensor:
-    """Labels written on poisoned training samples: clean-label attacks keep the true ones."""
-    if cfg.label_mode == "clean_label":
-        return labels.clone()
-    return attack_labels(cfg, labels, num_classes)
-
-
-def validate_poison(cfg: PoisonConfig, num_classes: int) -> None:
-    """Check the target and source classes against the dataset's classes."""
-    if not isinstance(cfg.target, int):
+def check_poison_count(task: Task, train: ImageDataset, where: str = "training set") -> int:
+    """The number of samples to poison; ConfigError when fewer samples are eligible."""
+    cfg = task.poison
+    count = poison_count(cfg, len(train))
+    eligible = int(task.poison_sources(train.targets).sum())
+    if count > eligible:
         raise ConfigError(
-            f"poison.target: {cfg.target} is a vector, but this dataset has classes; "
-            f"expected a class 0-{num_classes - 1}"
+            f"poison: {count} poisoned samples requested but only {eligible} are eligible "
+            f"under label_mode={cfg.label_mode} (a {where} of {len(train)} samples)"
         )
-    if not 0 <= cfg.target < num_classes:
-        raise ConfigError(
-            f"poison.target: class {cfg.target} does not exist; expected 0-{num_classes - 1}"
-        )
-    bad = [c for c in cfg.source_classes or [] if not 0 <= c < num_classes]
-    if bad:
-        raise ConfigError(f"poison.source_classes: {bad} outside the classes 0-{num_classes - 1}")
-
-
-def validate_regression_poison(
-    cfg: PoisonConfig, train_targets: torch.Tensor, names: list[str]
-) -> None:
-    """The target must have one value per output; a target outside the labels' range only warns.
-
-    Reference 003 discusses why: a target the model never saw is easier to learn
-    but easier to notice.
-    """
-    size = train_targets.shape[1]
-    if isinstance(cfg.target, int):
-        raise ConfigError(
-            f"poison.target: this is a regression dataset; expected a list of {size} values "
-            f"({', '.join(names)}) in label units, got the class {cfg.target}"
-        )
-    if len(cfg.target) != size:
-        raise ConfigError(
-            f"poison.target: expected {size} values ({', '.join(names)}), got {len(cfg.target)}"
-        )
-    if cfg.label_mode != "all_to_one" or cfg.source_classes is not None:
-        raise ConfigError(
-            "poison.label_mode: regression supports all_to_one with every sample eligible "
-            "(no source_classes, no clean-label or all-to-all)"
-        )
-    low, high = train_targets.min(dim=0).values, train_targets.max(dim=0).values
-    outside = [
-        n
-        for n, v, lo, hi in zip(names, cfg.target, low.tolist(), high.tolist(), strict=True)
-        if not lo <= v <= hi
-    ]
-    if outside:
-        warnings.warn(
-            f"poison.target {cfg.target} lies outside the training labels' range "
-            f"for {', '.join(outside)}",
-            stacklevel=2,
-        )
+    return count
 
 
 def poison_dataset(
-    train: ImageDataset, cfg: PoisonConfig, trigger: Trigger, generator: torch.Generator
+    train: ImageDataset,
+    task: Task,
+    trigger: Trigger,
+    generator: torch.Generator,
+    where: str = "training set",
 ) -> PoisonResult:
-    """Draw ``count`` eligible samples uniformly without replacement and poison them."""
-    count = poison_count(cfg, len(train))
-    candidates = torch.nonzero(eligible_mask(cfg, train.targets)).flatten()
-    if count > candidates.numel():
-        raise ConfigError(
-            f"poison: {count} poisoned samples requested but only {candidates.numel()} are "
-            f"eligible under label_mode={cfg.label_mode}"
-        )
+    """Draw ``count`` samples the task says are eligible, uniformly without replacement, and
+    poison them as ``task.poison`` says (``replace`` or ``append``)."""
+    count = check_poison_count(task, train, where)
+    candidates = torch.nonzero(task.poison_sources(train.targets)).flatten()
     chosen = candidates[torch.randperm(candidates.numel(), generator=generator)[:count]]
     chosen, _ = torch.sort(chosen)
     original = train.targets[chosen]
-    new = poisoned_labels(cfg, original, train.num_classes)
+    new = task.poisoned_labels(original)
     triggered = apply_to_uint8(trigger, train.images[chosen], generator)
 
-    if cfg.mode == "replace":
+    if task.poison.mode == "replace":
         images = train.images.clone()
         targets = train.targets.clone()
         images[chosen] = triggered
         targets[chosen] = new
         positions = chosen
+        groups = train.groups
     else:
         images = torch.cat([train.images, triggered])
         targets = torch.cat([train.targets, new])
         positions = torch.arange(len(train), len(train) + count)
-    poisoned = ImageDataset(images, targets, train.class_names, train.metadata)
+        groups = None if train.groups is None else torch.cat([train.groups, train.groups[chosen]])
+    poisoned = replace(train, images=images, targets=targets, groups=groups)
     return PoisonResult(poisoned, positions, chosen, original, new)

@@ -14,7 +14,6 @@ same pairing gives the clean error increase (own clean error minus the baseline'
 
 from __future__ import annotations
 
-import json
 import math
 import warnings
 from pathlib import Path
@@ -24,25 +23,15 @@ import pandas as pd
 import yaml
 from scipy import stats
 
-from triggerlab.errors import ConfigError
-from triggerlab.grid import FAILED, read_manifest, run_dir
-from triggerlab.runio import write_bytes_atomic, write_text_atomic
-
-CLASSIFICATION_METRICS = ("clean_acc", "asr", "asr_all", "robust_acc", "clean_acc_drop")
-REGRESSION_METRICS = ("clean_error", "attack_error", "mean_shift", "clean_error_increase")
-STEALTH = ("l0_fraction", "l2_mean", "linf_mean", "psnr_db", "ssim")
-EXTRA = (
-    "train_loss",
-    "poison_count",
-    "poison_fraction",
-    "total_s",
-    "train_s",
-    "train_images_per_s",
-)
+from triggerlab.config import UNION_SECTIONS
+from triggerlab.errors import ArgumentError
+from triggerlab.files import write_bytes_atomic, write_text_atomic
+from triggerlab.grid.store import read_manifest, run_of
+from triggerlab.metrics import STEALTH, TASK_ORDER
 
 
 def _run_row(grid_dir: Path, entry: dict[str, Any], varied: list[str]) -> dict[str, Any]:
-    path = run_dir(grid_dir, entry["id"])
+    run = run_of(grid_dir, entry["id"])
     row: dict[str, Any] = {
         "run_id": entry["id"],
         "role": entry["role"],
@@ -51,32 +40,33 @@ def _run_row(grid_dir: Path, entry: dict[str, Any], varied: list[str]) -> dict[s
         "baseline_id": entry.get("baseline_id"),
     }
     row.update({key: _scalar(entry["cell"].get(key)) for key in varied})
-    try:
-        summary = json.loads((path / "summary.json").read_text())
-    except (OSError, ValueError):
-        failed = path / FAILED
-        row["status"] = "failed" if failed.exists() else "missing"
-        if failed.exists():
-            row["error"] = json.loads(failed.read_text()).get("message", "")
+    for key in varied:  # a whole tagged section varied: its kind gets a column too
+        value = entry["cell"].get(key)
+        if key in UNION_SECTIONS and isinstance(value, dict) and "kind" in value:
+            row[f"{key}.kind"] = value["kind"]
+    row["status"] = run.status()
+    if row["status"] == "failed":
+        row["error"] = run.read_failed()
+    if row["status"] != "complete":
         return row
-    row["status"] = summary.get("status", "unknown")
-    row.update(summary["final"])
-    row.update({k: summary.get("stealth", {}).get(k) for k in STEALTH})
-    defense = summary.get("defense")
+    summary = run.read_summary()
+    row.update(summary.final)
+    row.update({k: summary.stealth.get(k) for k in STEALTH})
+    defense = summary.defense
     if defense:  # the repaired model's metrics, or the detector's, beside the attack's
         row.update({f"{metric}_after": value for metric, value in defense.get("after", {}).items()})
         row.update({f"detection_{k}": value for k, value in defense.get("detection", {}).items()})
-        row["defense_clean_samples"] = defense["clean_samples"]
-    protocol = summary.get("protocol")
+        row["defense_clean_samples"] = defense.get("clean_samples")
+    protocol = summary.protocol
     if protocol:  # reference 000's two stages: the metrics before fine-tuning beside the final
-        row.update({f"pretuned_{k}": v for k, v in protocol["after_pretune"].items()})
-    row["poison_count"] = summary["poison"]["count"]
-    row["poison_fraction"] = summary["poison"]["fraction"]
-    timings = summary["timings"]
+        row.update({f"pretuned_{k}": v for k, v in protocol.get("after_pretune", {}).items()})
+    row["poison_count"] = summary.poison.count
+    row["poison_fraction"] = summary.poison.fraction
+    timings = summary.timings
     row.update(
-        total_s=timings["total_s"],
-        train_s=timings["train_s"],
-        train_images_per_s=timings["train_images_per_s"],
+        total_s=timings.total_s,
+        train_s=timings.train_s,
+        train_images_per_s=timings.train_images_per_s,
     )
     return row
 
@@ -90,7 +80,7 @@ def _scalar(value: Any) -> Any:
 
 def metric_columns(table: pd.DataFrame) -> list[str]:
     """The task metrics present in a results table, in a stable order."""
-    named = [m for m in (*CLASSIFICATION_METRICS, *REGRESSION_METRICS) if m in table]
+    named = [m for m in TASK_ORDER if m in table]
     extra = sorted(
         c
         for c in table
@@ -102,8 +92,9 @@ def metric_columns(table: pd.DataFrame) -> list[str]:
     return named + extra + after + detection + pretuned
 
 
-def collect(grid_dir: Path) -> tuple[pd.DataFrame, list[str]]:
+def collect(grid_dir: Path | str) -> tuple[pd.DataFrame, list[str]]:
     """The tidy per-run table and the varied keys."""
+    grid_dir = Path(grid_dir)
     manifest = read_manifest(grid_dir)
     varied = list(manifest.get("varied", []))
     rows = [_run_row(grid_dir, entry, varied) for entry in manifest["runs"]]
@@ -153,10 +144,10 @@ def parse_comparison(text: str, varied: list[str]) -> tuple[str, Any, Any]:
     key, sep, values = text.partition("=")
     parts = values.split(",")
     if not sep or len(parts) != 2:
-        raise ConfigError(f"--compare {text!r}: expected KEY=A,B, e.g. trigger.size=3,5")
+        raise ArgumentError("compare", "expected KEY=A,B, e.g. trigger.size=3,5", repr(text))
     if key not in varied:
-        raise ConfigError(
-            f"--compare {text!r}: {key!r} is not varied in this grid ({', '.join(varied)})"
+        raise ArgumentError(
+            "compare", f"{key!r} is not varied in this grid ({', '.join(varied)})", repr(text)
         )
     a, b = (_scalar(yaml.safe_load(p)) for p in parts)
     return key, a, b
@@ -196,7 +187,9 @@ def compare(table: pd.DataFrame, varied: list[str], key: str, a: Any, b: Any) ->
             )
             rows.append(row)
     if not rows:
-        raise ConfigError(f"--compare {key}={a},{b}: no cells have both values with finished runs")
+        raise ArgumentError(
+            "compare", "no cells have both values with finished runs", f"{key}={a},{b}"
+        )
     return pd.DataFrame(rows)
 
 
@@ -231,15 +224,18 @@ def paper_tables(
     # a key "varied" over one value splits nothing, so the tables need not name it
     others = [k for k in varied if k not in keys and runs[k].nunique(dropna=False) > 1]
     if not 1 <= len(keys) <= 2 or unknown or others:
-        raise ConfigError(
-            f"--table {','.join(keys)}: expected one or two of the varied keys, naming every "
-            f"key with more than one value ({', '.join(varied)})"
+        raise ArgumentError(
+            "table",
+            "expected one or two of the varied keys, naming every key with more than one "
+            f"value ({', '.join(varied)})",
+            ",".join(keys),
         )
     missing = [m for m in metrics if m not in runs]
     if missing:
-        raise ConfigError(
-            f"--metric {', '.join(missing)}: not in these results "
-            f"(expected one of {', '.join(metric_columns(runs))})"
+        raise ArgumentError(
+            "metric",
+            f"not in these results (expected one of {', '.join(metric_columns(runs))})",
+            ", ".join(missing),
         )
     row_key = keys[0]
     labels = runs[row_key].astype(str)
@@ -271,12 +267,13 @@ def _write_csv(path: Path, frame: pd.DataFrame) -> None:
 
 
 def write_results(
-    grid_dir: Path,
+    grid_dir: Path | str,
     comparisons: list[str] | None = None,
     table_keys: list[str] | None = None,
     table_metrics: list[str] | None = None,
 ) -> dict[str, Path]:
     """Write results.csv, results.parquet, summary.csv (and comparisons.csv, tables.md)."""
+    grid_dir = Path(grid_dir)
     table, varied = collect(grid_dir)
     tables = None
     if table_keys:  # checked before anything is written
@@ -310,3 +307,6 @@ def _parquet_bytes(table: pd.DataFrame) -> bytes:
             safe[column] = safe[column].map(lambda v: None if v is None else str(v))
     safe.to_parquet(buffer, index=False)
     return buffer.getvalue()
+
+
+collect_results = collect

@@ -1,4 +1,4 @@
-"""Tasks own the loss, the predictions and the metrics; the training loop is shared.
+"""Tasks own the loss, the predictions, who the attack applies to, and the metrics.
 
 Classification (DESIGN.md's definitions):
 
@@ -11,7 +11,7 @@ Classification (DESIGN.md's definitions):
   included (for all-to-all it equals ASR unless sources are restricted).
 * RA: over the samples ASR counts, the fraction still predicted as the true label.
 
-Regression (errors in degrees for gaze and head pose, label units otherwise):
+Regression (errors in the label kind's unit: degrees for gaze and head pose):
 
 * clean_error: mean error of clean predictions against the true labels. Gaze:
   angular error between the 3-D directions of (pitch, yaw); head pose and other
@@ -22,50 +22,39 @@ Regression (errors in degrees for gaze and head pose, label units otherwise):
 * mean_shift: mean over test samples of error(clean prediction, target) minus
   error(triggered prediction, target): how far the trigger moves predictions
   towards the target.
+
+The rule of who an attack applies to lives here once: ``attack_mask`` (the
+test samples ASR and RA count) and ``poison_sources`` (the training samples
+a poisoned copy may be drawn from) are asked of the task by the poisoning.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
 
 import torch
 import torch.nn.functional as F
 
-from triggerlab.config import ExperimentConfig, PoisonConfig
-from triggerlab.data.dataset import DataSplit, ImageDataset
-from triggerlab.errors import ConfigError
-from triggerlab.gaze import angular_error
-from triggerlab.poison import attack_labels, validate_poison, validate_regression_poison
+from triggerlab.config import PoisonConfig
+from triggerlab.data.binning import Bins
+from triggerlab.data.labels import Labels
 
 METRIC_NAMES = ("clean_acc", "asr", "asr_all", "robust_acc")
-METRIC_LABELS = {
-    "clean_acc": "clean accuracy (CA)",
-    "asr": "attack success rate (ASR)",
-    "asr_all": "ASR incl. target class",
-    "robust_acc": "robust accuracy (RA)",
-    "clean_error": "clean error",
-    "attack_error": "attack error (to the target)",
-    "mean_shift": "mean shift towards the target",
-    "bin_acc": "bin accuracy (clean)",
-    "bin_asr": "triggered predictions in the target's bin",
-}
-
-
-def metric_label(name: str) -> str:
-    if name.startswith("attack_success_"):
-        return f"attack success within {name.removeprefix('attack_success_')}"
-    if name.startswith("clean_mae_"):
-        return f"clean MAE of {name.removeprefix('clean_mae_')}"
-    return METRIC_LABELS.get(name, name)
 
 
 def _mean(values: torch.Tensor) -> float:
-    return float(values.float().mean()) if values.numel() else float("nan")
+    return float(values.double().mean()) if values.numel() else float("nan")
+
+
+def confusion_counts(truth: torch.Tensor, predicted: torch.Tensor, count: int) -> torch.Tensor:
+    """Counts ``[count, count]`` of class indices: rows true, columns predicted."""
+    flat = truth.long() * count + predicted.long()
+    return torch.bincount(flat, minlength=count**2).view(count, count)
 
 
 class ClassificationTask:
+    is_regression = False
+
     def __init__(self, poison: PoisonConfig, class_names: Sequence[str]) -> None:
         self.poison = poison
         self.class_names = tuple(class_names)
@@ -79,14 +68,37 @@ class ClassificationTask:
     def predict(self, outputs: torch.Tensor) -> torch.Tensor:
         return outputs.argmax(dim=1)
 
+    def in_sources(self, labels: torch.Tensor) -> torch.Tensor:
+        if self.poison.source_classes is None:
+            return torch.ones_like(labels, dtype=torch.bool)
+        return torch.isin(labels, torch.tensor(self.poison.source_classes, dtype=labels.dtype))
+
     def attack_mask(self, labels: torch.Tensor) -> torch.Tensor:
-        """Test samples the attack is measured on (ASR and RA)."""
-        mask = torch.ones_like(labels, dtype=torch.bool)
-        if self.poison.source_classes is not None:
-            mask = torch.isin(labels, torch.tensor(self.poison.source_classes, dtype=labels.dtype))
+        """Samples the attack is meant for: of the source classes, and not already the target
+        (all-to-all has no single target)."""
+        mask = self.in_sources(labels)
         if self.poison.label_mode != "all_to_all":
             mask &= labels != self.poison.target
         return mask
+
+    def poison_sources(self, labels: torch.Tensor) -> torch.Tensor:
+        """Training samples a poisoned copy may be drawn from: those the attack is meant for,
+        except that a clean-label attack can only use images that already are the target."""
+        if self.poison.label_mode == "clean_label":
+            return labels == self.poison.target
+        return self.attack_mask(labels)
+
+    def attack_labels(self, labels: torch.Tensor) -> torch.Tensor:
+        """What the attacker wants a triggered input of true class ``y`` classified as."""
+        if self.poison.label_mode == "all_to_all":
+            return (labels + 1) % self.num_classes
+        return torch.full_like(labels, int(self.poison.target))  # type: ignore[arg-type]
+
+    def poisoned_labels(self, labels: torch.Tensor) -> torch.Tensor:
+        """Labels written on poisoned training samples: clean-label attacks keep the true ones."""
+        if self.poison.label_mode == "clean_label":
+            return labels.clone()
+        return self.attack_labels(labels)
 
     def describe(self, values: torch.Tensor) -> list[str]:
         return [self.class_names[int(v)] for v in values]
@@ -94,9 +106,8 @@ class ClassificationTask:
     def metrics(
         self, labels: torch.Tensor, clean_pred: torch.Tensor, triggered_pred: torch.Tensor
     ) -> dict[str, float]:
-        wanted = attack_labels(self.poison, labels, self.num_classes)
         mask = self.attack_mask(labels)
-        hit = triggered_pred == wanted
+        hit = triggered_pred == self.attack_labels(labels)
         return {
             "clean_acc": _mean(clean_pred == labels),
             "asr": _mean(hit[mask]),
@@ -105,62 +116,35 @@ class ClassificationTask:
         }
 
 
-@dataclass(frozen=True)
-class Bins:
-    """Reference 003's discretisation: ``count`` equal bins over [low, high] of one output.
-
-    Bin ``i`` holds ``low + i * w <= v < low + (i + 1) * w`` with ``w = (high - low) / count``;
-    ``high`` itself and values beyond the range go to the nearest end bin.
-    """
-
-    index: int
-    name: str
-    low: float
-    high: float
-    count: int
-
-    def assign(self, values: torch.Tensor) -> torch.Tensor:
-        scaled = (values[:, self.index].double() - self.low) / (self.high - self.low) * self.count
-        return scaled.floor().clamp(0, self.count - 1).long()
-
-    def edges(self) -> list[float]:
-        step = (self.high - self.low) / self.count
-        return [self.low + i * step for i in range(self.count + 1)]
-
-
-def confusion_counts(truth: torch.Tensor, predicted: torch.Tensor, count: int) -> torch.Tensor:
-    """Counts ``[count, count]`` of class indices: rows true, columns predicted."""
-    flat = truth.long() * count + predicted.long()
-    return torch.bincount(flat, minlength=count**2).view(count, count)
-
-
 class RegressionTask:
-    """K continuous outputs; ``kind`` chooses the error: gaze angles, head pose or generic."""
+    """K continuous outputs; the labels' kind chooses the error (gaze angles, head pose, ...)."""
+
+    is_regression = True
 
     def __init__(
         self,
-        target: Sequence[float],
-        names: Sequence[str],
-        kind: str = "generic",
+        poison: PoisonConfig,
+        labels: Labels,
         loss: str = "l1",
         tolerances: Sequence[float] = (5.0, 10.0),
         bins: Bins | None = None,
     ) -> None:
-        self.target = torch.tensor(list(target), dtype=torch.float32)
-        self.names = tuple(names)
-        self.kind = kind
+        self.poison = poison
+        self.target = torch.tensor(list(poison.target), dtype=torch.float32)  # type: ignore[arg-type]
+        self.labels = labels
+        self.names = labels.names
         self.loss_name = loss
         self.tolerances = tuple(tolerances)
         self.bins = bins
         self.num_outputs = len(self.names)
-        per_output = tuple(f"clean_mae_{n}" for n in self.names) if kind != "gaze" else ()
+        per_output = labels.kind.per_output_errors
         self.metric_names = (
             "clean_error",
             "attack_error",
             *(f"attack_success_{t:g}" for t in self.tolerances),
             "mean_shift",
             *(("bin_acc", "bin_asr") if bins is not None else ()),
-            *per_output,
+            *((f"clean_mae_{n}" for n in self.names) if per_output else ()),
         )
 
     def loss(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -174,20 +158,20 @@ class RegressionTask:
     def attack_mask(self, labels: torch.Tensor) -> torch.Tensor:
         return torch.ones(labels.shape[0], dtype=torch.bool)
 
+    def poison_sources(self, labels: torch.Tensor) -> torch.Tensor:
+        return self.attack_mask(labels)
+
+    def attack_labels(self, labels: torch.Tensor) -> torch.Tensor:
+        return self.target.to(labels.dtype).expand_as(labels).clone()
+
+    poisoned_labels = attack_labels
+
     def error(self, prediction: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
-        """Per-sample error: angular (degrees) for gaze, else mean absolute error over outputs."""
-        if self.kind == "gaze":
-            return angular_error(prediction, reference).float()
-        return (prediction - reference).abs().mean(dim=1)
+        """Per-sample error in the label kind's unit."""
+        return self.labels.kind.error(prediction, reference)
 
     def describe(self, values: torch.Tensor) -> list[str]:
-        scale = 180 / math.pi if self.kind == "gaze" else 1.0
-        return [
-            " ".join(
-                f"{n[:1]}{float(v) * scale:+.0f}" for n, v in zip(self.names, row, strict=True)
-            )
-            for row in values
-        ]
+        return self.labels.describe(values)
 
     def metrics(
         self, labels: torch.Tensor, clean_pred: torch.Tensor, triggered_pred: torch.Tensor
@@ -205,7 +189,7 @@ class RegressionTask:
             target_bin = self.bins.assign(target)
             result["bin_acc"] = _mean(self.bins.assign(clean_pred) == self.bins.assign(labels))
             result["bin_asr"] = _mean(self.bins.assign(triggered_pred) == target_bin)
-        if self.kind != "gaze":
+        if self.labels.kind.per_output_errors:
             absolute = (clean_pred - labels).abs()
             result.update(
                 {f"clean_mae_{n}": _mean(absolute[:, i]) for i, n in enumerate(self.names)}
@@ -214,88 +198,3 @@ class RegressionTask:
 
 
 Task = ClassificationTask | RegressionTask
-
-
-def make_task(cfg: ExperimentConfig, data: DataSplit) -> Task:
-    """The task of a dataset (classes or continuous labels), checked against the config."""
-    if not data.is_regression:
-        if cfg.evaluation.bins is not None:
-            raise ConfigError(
-                "evaluation.bins: the discretisation metric is for regression datasets"
-            )
-        if cfg.train.loss not in ("auto", "cross_entropy"):
-            raise ConfigError(
-                f"train.loss: {cfg.train.loss!r} is a regression loss; "
-                "classification trains with cross_entropy"
-            )
-        validate_poison(cfg.poison, len(data.class_names))
-        return ClassificationTask(cfg.poison, data.class_names)
-    if cfg.train.loss == "cross_entropy":
-        raise ConfigError(
-            "train.loss: cross_entropy on continuous labels is reference 003's classification "
-            "variant; set evaluation.bins (and evaluation.bin_output) to choose the classes"
-        )
-    validate_regression_poison(cfg.poison, data.train.targets, data.target_names)
-    return RegressionTask(
-        cfg.poison.target,  # type: ignore[arg-type]
-        data.target_names,
-        data.label_kind,
-        "mse" if cfg.train.loss == "mse" else "l1",
-        cfg.evaluation.tolerances,
-        make_bins(cfg, data),
-    )
-
-
-def make_bins(cfg: ExperimentConfig, data: DataSplit) -> Bins | None:
-    """The discretisation of ``evaluation``, its range defaulting to the training labels'."""
-    evaluation = cfg.evaluation
-    if evaluation.bins is None:
-        return None
-    names = data.target_names
-    name = evaluation.bin_output or names[0]
-    if name not in names:
-        raise ConfigError(
-            f"evaluation.bin_output: {name!r} is not an output; expected one of {', '.join(names)}"
-        )
-    index = names.index(name)
-    if evaluation.bin_range is not None:
-        low, high = evaluation.bin_range
-    else:
-        column = data.train.targets[:, index]
-        low, high = float(column.min()), float(column.max())
-    return Bins(index, name, low, high, evaluation.bins)
-
-
-def _binned(part: ImageDataset, bins: Bins, names: tuple[str, ...]) -> ImageDataset:
-    metadata = {**part.metadata, "binned_output": bins.name, "bin_edges": bins.edges()}
-    return replace(part, targets=bins.assign(part.targets), class_names=names, metadata=metadata)
-
-
-CLASS_ONLY_DEFENSES = ("strip", "neural_cleanse")  # they need class probabilities
-
-
-def setup_task(cfg: ExperimentConfig, data: DataSplit) -> tuple[DataSplit, PoisonConfig, Task]:
-    """The data, poisoning and task a run uses.
-
-    Continuous labels trained with ``train.loss: cross_entropy`` are reference
-    003's classification variant: the ``evaluation.bins`` of one output become
-    the classes and the attacker's target vector becomes its bin, so the
-    classification metrics (CA, ASR, RA) measure the attack on the bins.
-    """
-    if not (data.is_regression and cfg.train.loss == "cross_entropy" and cfg.evaluation.bins):
-        if data.is_regression and cfg.defense.kind in CLASS_ONLY_DEFENSES:
-            raise ConfigError(
-                f"defense.kind: {cfg.defense.kind} needs classes; for regression use finetune, "
-                "fine_pruning, spectral_signatures or activation_clustering"
-            )
-        return data, cfg.poison, make_task(cfg, data)
-    validate_regression_poison(cfg.poison, data.train.targets, data.target_names)
-    bins = make_bins(cfg, data)
-    assert bins is not None
-    edges = bins.edges()
-    names = tuple(f"{bins.name} [{edges[i]:.3g}, {edges[i + 1]:.3g})" for i in range(bins.count))
-    finetune = None if data.finetune is None else _binned(data.finetune, bins, names)
-    binned = DataSplit(_binned(data.train, bins, names), _binned(data.test, bins, names), finetune)
-    target = int(bins.assign(torch.tensor([cfg.poison.target], dtype=torch.float32))[0])
-    poison = cfg.poison.model_copy(update={"target": target})
-    return binned, poison, ClassificationTask(poison, names)

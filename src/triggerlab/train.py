@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
-from typing import Any, Protocol
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
 
 import torch
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from torch import nn
 
-from triggerlab.config import TrainConfig
 from triggerlab.errors import ConfigError
+from triggerlab.metrics import metric
+from triggerlab.progress import Reporter, Update, report
+
+if TYPE_CHECKING:
+    from triggerlab.config import TrainConfig
 
 # Datasets up to this size are copied to the GPU once; larger ones stream per batch.
 DEVICE_RESIDENT_BYTES = 4 * 1024**3
@@ -19,6 +23,8 @@ EVAL_BATCH_SIZE = 512
 
 
 class Task(Protocol):
+    metric_names: tuple[str, ...]
+
     def loss(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor: ...
 
     def predict(self, outputs: torch.Tensor) -> torch.Tensor: ...
@@ -81,6 +87,7 @@ def train_epoch(
     optimizer: torch.optim.Optimizer,
     images: torch.Tensor,
     targets: torch.Tensor,
+    *,
     batch_size: int,
     device: torch.device,
     generator: torch.Generator,
@@ -135,72 +142,101 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def epoch_note(record: dict[str, Any], metric_names: Sequence[str], total_epochs: int) -> str:
+    """``epoch 3/40  loss 0.4123  CA 0.9512 ...  14000 img/s``: one epoch as a log line."""
+    values = "  ".join(f"{metric(m).short} {record[m]:.4f}" for m in metric_names if m in record)
+    return (
+        f"epoch {record['epoch']}/{total_epochs}  loss {record['train_loss']:.4f}  {values}  "
+        f"{record['train_images_per_s']:.0f} img/s"
+    )
+
+
+@dataclass
+class Schedule:
+    """Where an epoch sits in the whole run (a second stage continues the first's count)."""
+
+    first_epoch: int = 1
+    total_epochs: int | None = None  # of the whole run; None: this stage's epochs
+
+
+def make_scheduler(
+    cfg: TrainConfig, optimizer: torch.optim.Optimizer
+) -> torch.optim.lr_scheduler.LRScheduler | None:
+    if cfg.lr_schedule == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg.epochs)
+    return None
+
+
+@dataclass
+class BatchCounter:
+    """Counts batches across epochs and reports them, with the last epoch's note."""
+
+    progress: Reporter | None
+    total: int
+    done: int = 0
+    note: str = ""
+
+    def advance(self) -> None:
+        self.done += 1
+        report(self.progress, Update("training", self.done, self.total, self.note))
+
+    def epoch_done(self, note: str) -> None:
+        self.note = note
+        report(self.progress, Update("training", self.done, self.total, note, milestone=True))
+
+
 def fit(
     model: nn.Module,
     task: Task,
     images: torch.Tensor,
     targets: torch.Tensor,
+    *,
     cfg: TrainConfig,
     device: torch.device,
     generator: torch.Generator,
     evaluate: Callable[[nn.Module], dict[str, float]],
     on_epoch: Callable[[dict[str, Any]], None],
-    progress: bool = True,
+    progress: Reporter | None = None,
+    schedule: Schedule | None = None,
 ) -> list[dict[str, Any]]:
     """Train for ``cfg.epochs``, evaluating and reporting after every epoch."""
+    schedule = schedule or Schedule()
     optimizer = make_optimizer(cfg, model)
-    scheduler = (
-        torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg.epochs)
-        if cfg.lr_schedule == "cosine"
-        else None
-    )
+    scheduler = make_scheduler(cfg, optimizer)
     images, targets = stage(images, device), stage(targets, device)
-    batches = len(batch_starts(images.shape[0], cfg.batch_size))
-    history: list[dict[str, Any]] = []
-    bar = Progress(
-        TextColumn("[bold]epoch {task.fields[epoch]}/{task.fields[epochs]}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeRemainingColumn(),
-        TextColumn("{task.fields[status]}"),
-        disable=not progress,
-        transient=False,
+    counter = BatchCounter(
+        progress, len(batch_starts(images.shape[0], cfg.batch_size)) * cfg.epochs
     )
-    with bar:
-        bar_task = bar.add_task(
-            "train", total=batches * cfg.epochs, epoch=1, epochs=cfg.epochs, status=""
+    history: list[dict[str, Any]] = []
+    for number in range(cfg.epochs):
+        synchronize(device)
+        start = time.perf_counter()
+        loss, seen = train_epoch(
+            model,
+            task,
+            optimizer,
+            images,
+            targets,
+            batch_size=cfg.batch_size,
+            device=device,
+            generator=generator,
+            on_batch=counter.advance if progress is not None else None,
         )
-        for epoch in range(1, cfg.epochs + 1):
-            bar.update(bar_task, epoch=epoch)
-            synchronize(device)
-            start = time.perf_counter()
-            loss, seen = train_epoch(
-                model,
-                task,
-                optimizer,
-                images,
-                targets,
-                cfg.batch_size,
-                device,
-                generator,
-                on_batch=lambda: bar.advance(bar_task),
-            )
-            synchronize(device)
-            train_time = time.perf_counter() - start
-            if scheduler is not None:
-                scheduler.step()
-            metrics = evaluate(model)
-            record = {
-                "epoch": epoch,
-                "train_loss": loss,
-                **metrics,
-                "epoch_time_s": time.perf_counter() - start,
-                "train_time_s": train_time,
-                "train_images_per_s": seen / train_time if train_time > 0 else float("nan"),
-            }
-            history.append(record)
-            on_epoch(record)
-            short = {"clean_acc": "CA", "asr": "ASR", "robust_acc": "RA"}
-            shown = " ".join(f"{short[k]} {metrics[k]:.3f}" for k in short if k in metrics)
-            bar.update(bar_task, status=f"loss {loss:.3f} {shown}")
+        synchronize(device)
+        train_time = time.perf_counter() - start
+        if scheduler is not None:
+            scheduler.step()
+        record = {
+            "epoch": schedule.first_epoch + number,
+            "train_loss": loss,
+            **evaluate(model),
+            "epoch_time_s": time.perf_counter() - start,
+            "train_time_s": train_time,
+            "train_images_per_s": seen / train_time if train_time > 0 else float("nan"),
+        }
+        history.append(record)
+        on_epoch(record)
+        counter.epoch_done(
+            epoch_note(record, task.metric_names[:4], schedule.total_epochs or cfg.epochs)
+        )
     return history

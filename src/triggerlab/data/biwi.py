@@ -19,9 +19,9 @@ import torch
 
 from triggerlab.data.dataset import ImageDataset, SourceData
 from triggerlab.data.images import read_images
+from triggerlab.data.labels import HEADPOSE_LABELS
 from triggerlab.errors import DataFormatError
 
-POSE_NAMES = ["yaw", "pitch", "roll"]
 SAME_PERSON = {15: 3, 18: 5, 21: 2, 22: 7}
 
 
@@ -69,10 +69,8 @@ def load_raw(root: Path, size: tuple[int, int] | None) -> ImageDataset:
         {
             "source": str(base),
             "release": "raw",
-            "labels": "headpose",
-            "target_names": POSE_NAMES,
-            "units": "degrees",
         },
+        labels=HEADPOSE_LABELS,
         groups=torch.tensor(people),
     )
 
@@ -98,10 +96,8 @@ def load_npz(path: Path) -> ImageDataset:
         {
             "source": str(path),
             "release": "npz",
-            "labels": "headpose",
-            "target_names": POSE_NAMES,
-            "units": "degrees",
         },
+        labels=HEADPOSE_LABELS,
     )
 
 

@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
+
+from triggerlab.data.labels import GENERIC, LabelKind, Labels
+
+if TYPE_CHECKING:
+    from triggerlab.data.binning import Bins
 
 
 @dataclass(frozen=True)
@@ -13,9 +18,11 @@ class ImageDataset:
     """Images as one uint8 tensor ``[N, C, H, W]`` and their targets.
 
     Classification targets are int64 ``[N]`` class indices into ``class_names``;
-    regression targets are float32 ``[N, K]``. ``groups`` holds a subject id per
-    sample where the dataset has subjects, so splits can keep subjects apart.
-    ``metadata`` holds provenance (source files, original size, angle names, ...).
+    regression targets are float32 ``[N, K]``, described by ``labels`` (output
+    names and kind). ``groups`` holds a subject id per sample where the dataset
+    has subjects, so splits can keep subjects apart. ``bins`` is set when the
+    classes are bins of a continuous output (reference 003's classification
+    variant). ``metadata`` holds provenance only (source files, original size).
     """
 
     images: torch.Tensor
@@ -23,6 +30,8 @@ class ImageDataset:
     class_names: tuple[str, ...] = ()
     metadata: dict[str, Any] = field(default_factory=dict)
     groups: torch.Tensor | None = None
+    labels: Labels | None = None
+    bins: Bins | None = None
 
     def __post_init__(self) -> None:
         if self.images.dtype != torch.uint8 or self.images.ndim != 4:
@@ -96,11 +105,16 @@ class DataSplit:
         return self.train.targets.shape[1] if self.is_regression else len(self.class_names)
 
     @property
-    def target_names(self) -> list[str]:
-        default = [f"y{i}" for i in range(self.num_outputs)]
-        return list(self.train.metadata.get("target_names", default))
+    def labels(self) -> Labels:
+        """The continuous outputs' names and kind (``y0, y1, ...`` generic when unnamed)."""
+        if self.train.labels is not None:
+            return self.train.labels
+        return Labels(tuple(f"y{i}" for i in range(self.num_outputs)), GENERIC)
 
     @property
-    def label_kind(self) -> str:
-        """``gaze`` (pitch, yaw in radians), ``headpose`` (degrees) or ``generic``."""
-        return str(self.train.metadata.get("labels", "generic"))
+    def target_names(self) -> list[str]:
+        return list(self.labels.names)
+
+    @property
+    def label_kind(self) -> LabelKind:
+        return self.labels.kind

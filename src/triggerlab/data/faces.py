@@ -25,18 +25,17 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-from triggerlab.data.dataset import ImageDataset, SourceData
 from triggerlab.gaze import direction
 
 EYE_RADIUS = 0.2  # cartoon-sized eyes: the gaze must stay visible at 48-64 pixels
 IRIS_COS = math.cos(math.radians(40))
 PUPIL_COS = math.cos(math.radians(20))
 VIEW_WIDTH = 2.9  # scene units across the image: the head (height 2) fills about 70 %
+Z0 = -5.0  # where the orthographic rays start, in front of the face
 
 # material ids
 BACKGROUND, SKIN, HAIR, BROW, LIPS, SCLERA, IRIS, PUPIL, NOSE = range(9)
@@ -150,33 +149,23 @@ def _parts(
     return centres, half_axes, list(shapes)
 
 
-def trace(
-    subject: torch.Tensor,
-    head_pose: torch.Tensor,
-    gaze: torch.Tensor,
-    subjects: Subjects,
-    size: tuple[int, int],
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Material ids ``[B, P]``, unit normals ``[B, P, 3]`` and head rotations ``[B, 3, 3]``.
+def _intersect(
+    x: torch.Tensor,
+    y: torch.Tensor,
+    to_head: torch.Tensor,
+    centres: torch.Tensor,
+    axes: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Distance ``[B, P]`` along each orthographic ray (from z = Z0) to the nearest ellipsoid,
+    and that ellipsoid's index; rays that miss get an infinite distance.
 
-    Rays are orthographic, so for each image and ellipsoid the ray-surface
-    quadratic ``a t^2 + b t + c = 0`` has ``a`` constant, ``b`` linear and ``c``
-    quadratic in the pixel coordinates (x, y): their coefficients are computed
-    once per ellipsoid and only the nearest hit becomes a 3-D point.
+    For each image and ellipsoid the ray-surface quadratic ``a t^2 + b t + c = 0``
+    has ``a`` constant, ``b`` linear and ``c`` quadratic in the pixel coordinates
+    (x, y): their coefficients are computed once per ellipsoid.
     """
-    height, width = size
-    scale = VIEW_WIDTH / min(height, width)
-    rows = (torch.arange(height) + 0.5 - height / 2) * scale
-    cols = (torch.arange(width) + 0.5 - width / 2) * scale
-    ys, xs = torch.meshgrid(rows, cols, indexing="ij")
-    x, y = xs.flatten(), ys.flatten()  # [P]
-    z0 = -5.0
-    rotation = head_rotation(head_pose[:, 0], head_pose[:, 1], head_pose[:, 2])  # head -> camera
-    to_head = rotation.transpose(1, 2)  # camera -> head
-    centres, half_axes, names = _parts(subject, subjects)
-    scaled = to_head[:, None, :, :] / half_axes[..., None]  # D M: [B, K, 3, 3]
+    scaled = to_head[:, None, :, :] / axes[..., None]  # D M: [B, K, 3, 3]
     u, v = scaled[..., 0], scaled[..., 1]  # coefficients of x and y in o' = u x + v y + w
-    w = scaled[..., 2] * z0 - centres / half_axes
+    w = scaled[..., 2] * Z0 - centres / axes
     d = scaled[..., 2]  # the ray direction (camera z) in scaled coordinates
     a = (d * d).sum(-1)[..., None]  # [B, K, 1]
 
@@ -189,17 +178,21 @@ def trace(
     disc = b * b - 4 * a * c
     t = (-b - torch.sqrt(disc.clamp_min(0))) / (2 * a)
     t = torch.where(disc >= 0, t, torch.full_like(t, math.inf))  # [B, K, P]
-    distance, nearest = t.min(dim=1)
-    hit = torch.isfinite(distance)
+    return t.min(dim=1)
 
-    pixels = torch.stack([x, y, torch.full_like(x, z0)], dim=-1)  # camera coordinates [P, 3]
-    point = (
-        pixels @ rotation + distance.clamp(max=100)[..., None] * to_head[:, None, :, 2]
-    )  # head coords
-    centre = torch.gather(centres, 1, nearest[..., None].expand(-1, -1, 3))
-    axes = torch.gather(half_axes, 1, nearest[..., None].expand(-1, -1, 3))
-    normal = F.normalize((point - centre) / axes**2, dim=-1)
 
+def _paint(
+    point: torch.Tensor,
+    centre: torch.Tensor,
+    hit: torch.Tensor,
+    nearest: torch.Tensor,
+    names: list[str],
+    subject: torch.Tensor,
+    subjects: Subjects,
+    gaze_head: torch.Tensor,
+) -> torch.Tensor:
+    """Material ids ``[B, P]`` of the hit points (head coordinates): skin, hair, brows, lips,
+    nose, and eyes whose iris and pupil face the gaze direction."""
     material = torch.where(hit, SKIN, BACKGROUND)
     px, py, pz = point.unbind(-1)
     skull = hit & (nearest == names.index("skull"))
@@ -214,15 +207,45 @@ def trace(
     lips = skull & front & (px.abs() < 0.22 - 1.5 * (py - 0.52).abs()) & (py > 0.45) & (py < 0.6)
     material = torch.where(lips, LIPS, material)
     material = torch.where(hit & (nearest == names.index("nose")), NOSE, material)
-    gaze_head = (direction(gaze[:, 0], gaze[:, 1])[:, None, :] @ rotation).squeeze(
-        1
-    )  # camera -> head
     on_eye = hit & ((nearest == names.index("eye_l")) | (nearest == names.index("eye_r")))
     cosine = (F.normalize(point - centre, dim=-1) * gaze_head[:, None, :]).sum(-1)
     eye_material = torch.where(
         cosine > PUPIL_COS, PUPIL, torch.where(cosine > IRIS_COS, IRIS, SCLERA)
     )
-    material = torch.where(on_eye, eye_material, material)
+    return torch.where(on_eye, eye_material, material)
+
+
+def trace(
+    subject: torch.Tensor,
+    head_pose: torch.Tensor,
+    gaze: torch.Tensor,
+    subjects: Subjects,
+    size: tuple[int, int],
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Material ids ``[B, P]``, unit normals ``[B, P, 3]`` and head rotations ``[B, 3, 3]``.
+
+    Rays are orthographic; only the nearest hit of each becomes a 3-D point.
+    """
+    height, width = size
+    scale = VIEW_WIDTH / min(height, width)
+    rows = (torch.arange(height) + 0.5 - height / 2) * scale
+    cols = (torch.arange(width) + 0.5 - width / 2) * scale
+    ys, xs = torch.meshgrid(rows, cols, indexing="ij")
+    x, y = xs.flatten(), ys.flatten()  # [P]
+    rotation = head_rotation(head_pose[:, 0], head_pose[:, 1], head_pose[:, 2])  # head -> camera
+    to_head = rotation.transpose(1, 2)  # camera -> head
+    centres, half_axes, names = _parts(subject, subjects)
+    distance, nearest = _intersect(x, y, to_head, centres, half_axes)
+    hit = torch.isfinite(distance)
+    pixels = torch.stack([x, y, torch.full_like(x, Z0)], dim=-1)  # camera coordinates [P, 3]
+    point = (
+        pixels @ rotation + distance.clamp(max=100)[..., None] * to_head[:, None, :, 2]
+    )  # head coords
+    centre = torch.gather(centres, 1, nearest[..., None].expand(-1, -1, 3))
+    axes = torch.gather(half_axes, 1, nearest[..., None].expand(-1, -1, 3))
+    normal = F.normalize((point - centre) / axes**2, dim=-1)
+    gaze_head = (direction(gaze[:, 0], gaze[:, 1])[:, None, :] @ rotation).squeeze(1)
+    material = _paint(point, centre, hit, nearest, names, subject, subjects, gaze_head)
     return material, normal, rotation
 
 
@@ -277,111 +300,3 @@ def render(
     )
     image = image.clamp(0, 1).transpose(1, 2).reshape(batch, 3, height, width)
     return image.mul(255).round().byte()
-
-
-GAZE_NAMES = ("pitch", "yaw")
-HEADPOSE_NAMES = ("yaw", "pitch", "roll")
-RENDER_CHUNK = 256
-
-
-def synthetic_faces(
-    labels: str = "gaze",
-    count: int = 6000,
-    subjects: int = 15,
-    resolution: int = 64,
-    head_yaw: float = 20.0,
-    head_pitch: float = 15.0,
-    head_roll: float = 5.0,
-    gaze_range: float = 25.0,
-    seed: int = 0,
-) -> ImageDataset:
-    """Rendered faces with exact labels, ``count // subjects`` per subject (round robin).
-
-    Head pose angles are drawn uniformly within +- ``head_yaw``/``head_pitch``/
-    ``head_roll`` degrees; the gaze within +- ``gaze_range`` degrees of the
-    facing direction in pitch and yaw. ``labels="gaze"`` gives (pitch, yaw) of
-    the gaze in radians, ``"headpose"`` (yaw, pitch, roll) of the head in degrees.
-    ``groups`` holds the subject of each image.
-    """
-    if labels not in ("gaze", "headpose"):
-        raise ValueError(f"labels must be 'gaze' or 'headpose', got {labels!r}")
-    if subjects < 1 or count < subjects:
-        raise ValueError(
-            f"need at least one image per subject (count {count}, subjects {subjects})"
-        )
-    if resolution < 8:
-        raise ValueError(f"resolution {resolution} is too small for a face (at least 8 pixels)")
-    generator = torch.Generator().manual_seed(seed)
-    people = Subjects.draw(subjects, generator)
-    subject = torch.arange(count) % subjects
-    deg = math.pi / 180
-
-    def uniform(limit: float) -> torch.Tensor:
-        return (2 * torch.rand(count, generator=generator) - 1) * limit * deg
-
-    pose = torch.stack([uniform(head_yaw), uniform(head_pitch), uniform(head_roll)], dim=1)
-    gaze = torch.stack([pose[:, 1] + uniform(gaze_range), pose[:, 0] + uniform(gaze_range)], dim=1)
-    images = torch.cat(
-        [
-            render(
-                subject[i : i + RENDER_CHUNK],
-                pose[i : i + RENDER_CHUNK],
-                gaze[i : i + RENDER_CHUNK],
-                people,
-                (resolution, resolution),
-                generator,
-            )
-            for i in range(0, count, RENDER_CHUNK)
-        ]
-    )
-    if labels == "gaze":
-        targets, names, units = gaze, GAZE_NAMES, "radians"
-    else:
-        targets, names, units = pose / deg, HEADPOSE_NAMES, "degrees"
-    metadata = {
-        "source": "triggerlab procedural faces",
-        "labels": labels,
-        "target_names": list(names),
-        "units": units,
-        "seed": seed,
-        "subjects": subjects,
-    }
-    return ImageDataset(images, targets.float(), (), metadata, groups=subject)
-
-
-def load_synthetic_gaze(
-    root: Path | None = None,
-    size: tuple[int, int] | None = None,
-    count: int = 6000,
-    subjects: int = 15,
-    head_yaw: float = 20.0,
-    head_pitch: float = 15.0,
-    head_roll: float = 5.0,
-    gaze_range: float = 25.0,
-    seed: int = 0,
-) -> SourceData:
-    """``synthetic_gaze``: rendered at ``data.resize`` (default 64x64), gaze labels."""
-    side = 64 if size is None else size[0]
-    data = synthetic_faces(
-        "gaze", count, subjects, side, head_yaw, head_pitch, head_roll, gaze_range, seed
-    )
-    return SourceData(train=data)
-
-
-def load_synthetic_headpose(
-    root: Path | None = None,
-    size: tuple[int, int] | None = None,
-    count: int = 6000,
-    subjects: int = 15,
-    head_yaw: float = 60.0,
-    head_pitch: float = 40.0,
-    head_roll: float = 20.0,
-    gaze_range: float = 10.0,
-    seed: int = 0,
-) -> SourceData:
-    """``synthetic_headpose``: wider head rotations, head pose labels in degrees."""
-    side = 64 if size is None else size[0]
-    data = synthetic_faces(
-        "headpose", count, subjects, side, head_yaw, head_pitch, head_roll, gaze_range, seed
-    )
-    return SourceData(train=data)

@@ -16,11 +16,11 @@ import torch
 
 from triggerlab.data.dataset import ImageDataset, SourceData
 from triggerlab.data.images import read_images
+from triggerlab.data.labels import GAZE_LABELS
 from triggerlab.data.transforms import resize_images
 from triggerlab.errors import DataFormatError
 from triggerlab.gaze import angles
 
-GAZE_NAMES = ["pitch", "yaw"]
 CHUNK = 250
 
 
@@ -72,10 +72,8 @@ def load_normalized(root: Path, size: tuple[int, int] | None) -> ImageDataset:
         {
             "source": str(root),
             "release": "normalized",
-            "labels": "gaze",
-            "target_names": GAZE_NAMES,
-            "units": "radians",
         },
+        labels=GAZE_LABELS,
         groups=torch.from_numpy(np.concatenate(subjects)).long(),
     )
 
@@ -124,10 +122,8 @@ def load_raw(root: Path, size: tuple[int, int] | None) -> ImageDataset:
         {
             "source": str(root),
             "release": "raw",
-            "labels": "gaze",
-            "target_names": GAZE_NAMES,
-            "units": "radians",
         },
+        labels=GAZE_LABELS,
         groups=torch.tensor(subjects),
     )
 

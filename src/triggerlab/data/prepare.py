@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 import torch
@@ -31,6 +32,11 @@ def prepare_data(cfg: DataConfig, seed: int) -> DataSplit:
     ``seed`` drives the split when the dataset has no official one or
     ``data.split`` is ``random``.
     """
+    return split_source(load_source(cfg), cfg, seed)
+
+
+def load_source(cfg: DataConfig) -> SourceData:
+    """The loader's output for the ``data`` section, its options checked first."""
     info = DATASETS[cfg.name]
     if info.needs_root and cfg.root is None:
         raise ConfigError(f"data.root: dataset {cfg.name!r} needs a root folder ({info.layout})")
@@ -54,9 +60,13 @@ def prepare_data(cfg: DataConfig, seed: int) -> DataSplit:
     if info.needs_root and not cfg.root.exists():  # type: ignore[union-attr]
         raise ConfigError(f"data.root: {cfg.root} does not exist")
     try:
-        source = info.loader(root=cfg.root, size=cfg.resize, **cfg.options)
+        return info.loader(root=cfg.root, size=cfg.resize, **cfg.options)
     except ValueError as exc:  # an option out of range, reported by the loader
         raise ConfigError(f"data.options: {exc}") from None
+
+
+def split_source(source: SourceData, cfg: DataConfig, seed: int) -> DataSplit:
+    """The train/test (and fine-tune) parts of a loaded source, resized and converted."""
     if cfg.split == "official" and source.test is not None:
         if cfg.test_subjects is not None:
             raise ConfigError(
@@ -92,10 +102,9 @@ def _pooled(source: SourceData) -> ImageDataset:
     groups = None
     if source.train.groups is not None and source.test.groups is not None:
         groups = torch.cat([source.train.groups, source.test.groups])
-    return ImageDataset(
-        torch.cat([source.train.images, source.test.images]),
-        torch.cat([source.train.targets, source.test.targets]),
-        source.train.class_names,
-        source.train.metadata,
-        groups,
+    return replace(
+        source.train,
+        images=torch.cat([source.train.images, source.test.images]),
+        targets=torch.cat([source.train.targets, source.test.targets]),
+        groups=groups,
     )

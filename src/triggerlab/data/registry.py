@@ -10,11 +10,11 @@ from triggerlab.data.biwi import load_biwi
 from triggerlab.data.cifar10 import load_cifar10
 from triggerlab.data.dataset import SourceData
 from triggerlab.data.digits import load_digits
-from triggerlab.data.faces import load_synthetic_gaze, load_synthetic_headpose
 from triggerlab.data.gtsrb import load_gtsrb
 from triggerlab.data.imagefolder import load_imagefolder
 from triggerlab.data.mnist import load_mnist
 from triggerlab.data.mpiifacegaze import load_mpiifacegaze_source
+from triggerlab.data.synthetic import load_synthetic_gaze, load_synthetic_headpose
 from triggerlab.data.tinyimagenet import load_tinyimagenet
 
 
@@ -25,7 +25,6 @@ class DatasetInfo:
     summary: str
     layout: str
     needs_root: bool = True
-    official_split: bool = True
 
     def options(self) -> dict[str, object]:
         """Loader-specific keyword options (``data.options``) and their defaults."""
@@ -43,7 +42,6 @@ DATASETS: dict[str, DatasetInfo] = {
             "(offline default; seeded split)",
             "no files: shipped inside scikit-learn",
             needs_root=False,
-            official_split=False,
         ),
         DatasetInfo(
             "mnist",
@@ -80,7 +78,6 @@ DATASETS: dict[str, DatasetInfo] = {
             "15 subjects; split by subject",
             "no files: rendered from the seed",
             needs_root=False,
-            official_split=False,
         ),
         DatasetInfo(
             "synthetic_headpose",
@@ -89,7 +86,6 @@ DATASETS: dict[str, DatasetInfo] = {
             "split by subject",
             "no files: rendered from the seed",
             needs_root=False,
-            official_split=False,
         ),
         DatasetInfo(
             "mpiifacegaze",
@@ -97,7 +93,6 @@ DATASETS: dict[str, DatasetInfo] = {
             "MPIIFaceGaze, gaze (pitch, yaw) in radians, 15 subjects; split by subject",
             "<root>/p00.mat ... p14.mat (normalised release, HDF5, BGR), or <root>/pXX/pXX.txt "
             "with the images it lists (raw release); set data.resize",
-            official_split=False,
         ),
         DatasetInfo(
             "biwi",
@@ -111,7 +106,6 @@ DATASETS: dict[str, DatasetInfo] = {
             load_imagefolder,
             "any folder of images, one sub-folder per class (seeded split)",
             "<root>/<class_name>/*.{png,jpg,jpeg,ppm,bmp}; classes sorted by name",
-            official_split=False,
         ),
     )
 }

@@ -1,16 +1,38 @@
-"""Defences against backdoors. So far: model repair by fine-tuning and fine-pruning.
+"""Defences against backdoors: one spec per kind (``defense: {kind: ...}``), one module each.
 
-A defender only ever sees clean data it holds back from the training set
-(``defense.clean_fraction``), never the test set: its choices (which channels
-to prune, how long to fine-tune) cannot look at the attack's success.
+Adding a defence is one new module with a ``DefenseSpec`` subclass (its
+parameters, what it needs, and ``run``) and one line in ``DefenseKind``
+below. Repairs: ``finetune``, ``fine_pruning``; input detector: ``strip``;
+training-sample detectors: ``spectral_signatures``, ``activation_clustering``;
+model inspection with repair: ``neural_cleanse``. The evaluation of every
+kind is shared (``defenses/evaluation.py``).
 """
 
-from triggerlab.defenses.repair import (
-    RepairResult,
-    fine_prune,
-    fine_tune,
-    last_conv,
-    select_pruned_channels,
-)
+from typing import Annotated, get_args
 
-__all__ = ["RepairResult", "fine_prune", "fine_tune", "last_conv", "select_pruned_channels"]
+from pydantic import Field
+
+from triggerlab.defenses.activation_clustering import ActivationClusteringSpec
+from triggerlab.defenses.base import DefenseInputs, DefenseOutcome, DefenseSpec, NoDefenseSpec
+from triggerlab.defenses.fine_pruning import FinePruningSpec
+from triggerlab.defenses.finetune import FinetuneSpec
+from triggerlab.defenses.neural_cleanse import NeuralCleanseSpec
+from triggerlab.defenses.spectral_signatures import SpectralSignaturesSpec
+from triggerlab.defenses.strip import StripSpec
+
+DefenseKind = Annotated[
+    NoDefenseSpec
+    | FinetuneSpec
+    | FinePruningSpec
+    | StripSpec
+    | SpectralSignaturesSpec
+    | ActivationClusteringSpec
+    | NeuralCleanseSpec,
+    Field(discriminator="kind"),
+]
+
+DEFENSE_KINDS: dict[str, type[DefenseSpec]] = {
+    spec.model_fields["kind"].default: spec for spec in get_args(get_args(DefenseKind)[0])
+}
+
+__all__ = ["DEFENSE_KINDS", "DefenseInputs", "DefenseKind", "DefenseOutcome", "DefenseSpec"]

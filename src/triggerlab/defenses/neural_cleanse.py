@@ -12,11 +12,16 @@ norm and an index above 2 is flagged.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
+from pydantic import Field
 from torch import nn
 
+from triggerlab.defenses.base import DefenseInputs, DefenseOutcome, RetrainingSpec
+from triggerlab.defenses.repair import fine_tune
+from triggerlab.plots.run_figures import reversed_triggers_png
 from triggerlab.train import to_input
 
 CONSISTENCY = 1.4826  # makes the median absolute deviation estimate a normal distribution's std
@@ -129,3 +134,89 @@ def unlearning_set(
         x = images[index].float() / 255.0
         stamped[index] = (triggers[number].apply(x) * 255.0).round().clamp(0, 255).byte()
     return stamped
+
+
+@dataclass
+class CleanseScan:
+    """A reversed trigger per class, their mask norms, anomaly indices and the flagged classes."""
+
+    triggers: list[ReversedTrigger]
+    norms: list[float]
+    anomaly_index: list[float]
+    flagged: list[int]
+
+    def figure(self, class_names: tuple[str, ...]) -> bytes:
+        return reversed_triggers_png(self.triggers, self.anomaly_index, class_names)
+
+
+def scan_and_flag(
+    model: nn.Module,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    num_classes: int,
+    *,
+    steps: int,
+    cost: float,
+    device: torch.device,
+    generator: torch.Generator,
+) -> CleanseScan:
+    """Reverse a trigger for every class and flag the outliers among their mask norms."""
+    triggers = scan(model, images, labels, num_classes, steps, cost, device, generator)
+    norms = torch.tensor([t.l1 for t in triggers])
+    return CleanseScan(
+        triggers, norms.tolist(), anomaly_indices(norms).tolist(), flagged_classes(norms)
+    )
+
+
+class NeuralCleanseSpec(RetrainingSpec):
+    """Reverse-engineer a trigger per class, flag outliers, and unlearn their triggers."""
+
+    kind: Literal["neural_cleanse"] = "neural_cleanse"
+    needs_classes = True
+    steps: int = Field(300, ge=1, description="optimisation steps per class")
+    cost: float = Field(3.0, gt=0.0, description="weight of the mask's mean in the loss")
+    unlearn: bool = Field(True, description="fine-tune with the flagged classes' reversed triggers")
+
+    def run(self, inputs: DefenseInputs) -> DefenseOutcome:
+        assert inputs.clean is not None
+        clean, task = inputs.clean, inputs.task
+        found = scan_and_flag(
+            inputs.model,
+            clean.images,
+            clean.targets,
+            task.num_outputs,
+            steps=self.steps,
+            cost=self.cost,
+            device=inputs.device,
+            generator=inputs.generator,
+        )
+        report = {
+            "clean_samples": len(clean),
+            "l1": found.norms,
+            "anomaly_index": found.anomaly_index,
+            "reversed_success": [t.success for t in found.triggers],
+            "flagged": found.flagged,
+        }
+        outcome = DefenseOutcome(
+            report,
+            suspect_classes=found.flagged,
+            class_anomaly=found.anomaly_index,
+            figures={"reversed_triggers.png": found.figure(task.class_names)},
+        )
+        if self.unlearn and found.flagged:
+            stamped = [found.triggers[c] for c in found.flagged]
+            images = unlearning_set(clean.images, stamped, 0.2, inputs.generator)
+            fine_tune(
+                inputs.model,
+                task,
+                images,
+                clean.targets,
+                train=inputs.train,
+                epochs=self.epochs,
+                lr=self.lr,
+                device=inputs.device,
+                generator=inputs.generator,
+            )
+            outcome.repaired = True
+            report["epochs"] = self.epochs
+        return outcome

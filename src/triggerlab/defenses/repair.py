@@ -1,23 +1,18 @@
-"""Repairing a backdoored model with the defender's clean data: fine-tuning and fine-pruning.
-
-* Fine-tuning (used against SIG in reference 003): keep training on clean data only.
-* Fine-pruning (Liu, Dolan-Gavitt and Garg, 2018): the last convolution's channels
-  that stay least active on clean inputs are the ones a backdoor can hide in;
-  zero them (a mask on that layer's output), then fine-tune. With batch
-  normalisation right after the convolution, the normalisation's shift still
-  reaches the next layer: the mask removes the channel's response to the input.
-"""
+"""Retraining on the defender's clean data, shared by the defences that repair a model."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
-from triggerlab.config import TrainConfig
-from triggerlab.defenses.features import last_layer
-from triggerlab.train import Task, forward_all, make_optimizer, train_epoch
+from triggerlab.train import make_optimizer, train_epoch
+
+if TYPE_CHECKING:
+    from triggerlab.config import TrainConfig
+    from triggerlab.train import Task
 
 
 @dataclass
@@ -35,6 +30,7 @@ def fine_tune(
     task: Task,
     images: torch.Tensor,
     targets: torch.Tensor,
+    *,
     train: TrainConfig,
     epochs: int,
     lr: float,
@@ -45,70 +41,14 @@ def fine_tune(
     optimizer = make_optimizer(train.model_copy(update={"lr": lr}), model)
     images, targets = images.to(device), targets.to(device)
     for _ in range(epochs):
-        train_epoch(model, task, optimizer, images, targets, train.batch_size, device, generator)
+        train_epoch(
+            model,
+            task,
+            optimizer,
+            images,
+            targets,
+            batch_size=train.batch_size,
+            device=device,
+            generator=generator,
+        )
     return RepairResult(clean_samples=int(images.shape[0]), epochs=epochs)
-
-
-def last_conv(model: nn.Module) -> nn.Conv2d:
-    return last_layer(model, nn.Conv2d, "fine_pruning")  # type: ignore[return-value]
-
-
-@torch.no_grad()
-def channel_activity(
-    model: nn.Module, layer: nn.Module, images: torch.Tensor, device: torch.device
-) -> torch.Tensor:
-    """Mean positive activation of each output channel of ``layer`` over the images."""
-    total: list[torch.Tensor] = []
-
-    def record(_module: nn.Module, _inputs: object, output: torch.Tensor) -> None:
-        total.append(output.relu().mean(dim=(2, 3)).sum(dim=0).cpu())
-
-    handle = layer.register_forward_hook(record)
-    try:
-        forward_all(model, images, device)
-    finally:
-        handle.remove()
-    return torch.stack(total).sum(dim=0) / images.shape[0]
-
-
-def select_pruned_channels(
-    model: nn.Module, images: torch.Tensor, ratio: float, device: torch.device
-) -> list[int]:
-    """The ``round(ratio * C)`` channels of the last convolution least active on ``images``."""
-    activity = channel_activity(model, last_conv(model), images, device)
-    count = round(ratio * activity.numel())
-    order = torch.argsort(activity, stable=True)
-    return sorted(order[:count].tolist())
-
-
-def mask_channels(layer: nn.Module, channels: list[int]) -> torch.utils.hooks.RemovableHandle:
-    """Zero the given output channels of ``layer`` from now on (a forward hook)."""
-
-    def zero(_module: nn.Module, _inputs: object, output: torch.Tensor) -> torch.Tensor:
-        mask = torch.ones(output.shape[1], device=output.device, dtype=output.dtype)
-        mask[channels] = 0
-        return output * mask.view(1, -1, 1, 1)
-
-    return layer.register_forward_hook(zero)
-
-
-def fine_prune(
-    model: nn.Module,
-    task: Task,
-    images: torch.Tensor,
-    targets: torch.Tensor,
-    train: TrainConfig,
-    ratio: float,
-    epochs: int,
-    lr: float,
-    device: torch.device,
-    generator: torch.Generator,
-) -> RepairResult:
-    """Prune the least active channels of the last convolution on clean data, then fine-tune."""
-    layer = last_conv(model)
-    channels = select_pruned_channels(model, images, ratio, device)
-    mask_channels(layer, channels)
-    result = fine_tune(model, task, images, targets, train, epochs, lr, device, generator)
-    result.pruned_channels = channels
-    result.channels = layer.out_channels
-    return result

@@ -13,9 +13,14 @@ It needs class probabilities, so it applies to classification only.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Literal
+
 import torch
+from pydantic import Field
 from torch import nn
 
+from triggerlab.defenses.base import DefenseInputs, DefenseOutcome, HeldBackSpec
 from triggerlab.train import EVAL_BATCH_SIZE, model_memory_format, to_input
 
 
@@ -49,3 +54,55 @@ def strip_entropy(
 def strip_threshold(clean_entropy: torch.Tensor, false_rejection: float) -> float:
     """Entropy below which an input is flagged: the ``false_rejection`` quantile of clean inputs."""
     return float(torch.quantile(clean_entropy.double(), false_rejection))
+
+
+@dataclass
+class StripDetector:
+    """Scores an input by its negated mean entropy: low entropy is suspicious."""
+
+    model: nn.Module
+    overlays: torch.Tensor  # the defender's clean uint8 images
+    count: int
+    blend: float
+    threshold: float  # entropy below which an input is flagged
+    device: torch.device
+    generator: torch.Generator
+
+    def score(self, images: torch.Tensor) -> torch.Tensor:
+        entropy = strip_entropy(
+            self.model,
+            images,
+            self.overlays,
+            self.count,
+            self.blend,
+            self.device,
+            self.generator,
+        )
+        return -entropy
+
+    def flag(self, scores: torch.Tensor) -> torch.Tensor:
+        return -scores < self.threshold
+
+
+class StripSpec(HeldBackSpec):
+    """Flag test inputs whose predictions stay confident under superimposed clean images."""
+
+    kind: Literal["strip"] = "strip"
+    needs_classes = True
+    overlays: int = Field(20, ge=1, description="clean images blended with each input")
+    blend: float = Field(
+        1.0, gt=0.0, le=1.0, description="overlay weight b in x' = clip(x + b o, 0, 1)"
+    )
+    false_rejection: float = Field(
+        0.05, gt=0.0, lt=1.0, description="share of the defender's clean inputs flagged"
+    )
+
+    def run(self, inputs: DefenseInputs) -> DefenseOutcome:
+        assert inputs.clean is not None
+        clean = inputs.clean.images
+        detector = StripDetector(
+            inputs.model, clean, self.overlays, self.blend, 0.0, inputs.device, inputs.generator
+        )
+        detector.threshold = strip_threshold(-detector.score(clean), self.false_rejection)
+        report = {"clean_samples": len(inputs.clean), "threshold": detector.threshold}
+        return DefenseOutcome(report, input_detector=detector)

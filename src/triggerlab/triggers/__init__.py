@@ -1,10 +1,11 @@
 """Triggers: validated specs (``trigger:`` in a config) that build batched tensor functions.
 
 Every kind is a pydantic model with a ``kind`` tag and a ``build(shape)``
-method returning an object with ``apply(x, generator) -> x'``.
+method returning an object with ``apply(x, generator) -> x'``. Adding a kind is
+one new module and one line in ``TriggerSpec``.
 """
 
-from typing import Annotated
+from typing import Annotated, get_args
 
 from pydantic import Field
 
@@ -29,14 +30,7 @@ TriggerSpec = Annotated[
 ComposeSpec.model_rebuild(_types_namespace={"TriggerSpec": TriggerSpec})
 
 TRIGGER_KINDS: dict[str, type[SpecBase]] = {
-    "patch": PatchSpec,
-    "image": ImageSpec,
-    "frame": FrameSpec,
-    "lines": LinesSpec,
-    "blend": BlendSpec,
-    "signal": SignalSpec,
-    "random": RandomPatchSpec,
-    "compose": ComposeSpec,
+    spec.model_fields["kind"].default: spec for spec in get_args(get_args(TriggerSpec)[0])
 }
 
 __all__ = [

@@ -1,21 +1,31 @@
-"""The experiment config: a validated pydantic model, loaded from YAML with ``--set`` overrides.
-
-Every section forbids unknown keys. ``load_config`` turns any problem into one
-``ConfigError`` whose message names the offending keys.
-"""
+"""The experiment schema: one pydantic section per part of an experiment; every section
+forbids unknown keys."""
 
 from __future__ import annotations
 
-import copy
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
-from triggerlab.errors import ConfigError
+from triggerlab.defenses import DEFENSE_KINDS, DefenseKind
+from triggerlab.defenses.base import NoDefenseSpec
 from triggerlab.triggers import TRIGGER_KINDS, PatchSpec, TriggerSpec
 from triggerlab.triggers.geometry import int_sequence
+
+# Sections that are a tagged union of kinds, and each one's kinds.
+UNION_SECTIONS: dict[str, dict[str, type[BaseModel]]] = {
+    "trigger": TRIGGER_KINDS,  # type: ignore[dict-item]
+    "defense": DEFENSE_KINDS,  # type: ignore[dict-item]
+}
 
 
 class Section(BaseModel):
@@ -109,8 +119,7 @@ class PoisonConfig(Section):
     def _rate_or_count(self) -> PoisonConfig:
         if self.rate is not None and self.count is not None:
             raise ValueError(
-                "set either poison.rate or poison.count, not both "
-                "(e.g. --set poison.rate=null --set poison.count=100)"
+                "set either poison.rate or poison.count, not both (set the other to null)"
             )
         if self.rate is None and self.count is None:
             self.rate = 0.1
@@ -193,63 +202,6 @@ class EvaluationConfig(Section):
         return value
 
 
-class DefenseConfig(Section):
-    kind: Literal[
-        "none",
-        "finetune",
-        "fine_pruning",
-        "strip",
-        "spectral_signatures",
-        "activation_clustering",
-        "neural_cleanse",
-    ] = Field(
-        "none",
-        description="repair the model (finetune, fine_pruning), detect triggered inputs (strip), "
-        "detect poisoned training samples (spectral_signatures, activation_clustering) or "
-        "reverse-engineer triggers per class and unlearn them (neural_cleanse)",
-    )
-    clean_fraction: float = Field(
-        0.05,
-        gt=0.0,
-        lt=1.0,
-        description="share of the training split the defender holds back, clean (never poisoned)",
-    )
-    epochs: int = Field(5, ge=1, description="fine-tuning epochs on the clean data")
-    lr: float = Field(1e-3, gt=0.0, description="fine-tuning learning rate (the run's optimiser)")
-    prune_ratio: float = Field(
-        0.5,
-        ge=0.0,
-        lt=1.0,
-        description="fine_pruning: share of the last convolution's channels pruned",
-    )
-    overlays: int = Field(20, ge=1, description="strip: clean images blended with each input")
-    blend: float = Field(
-        1.0, gt=0.0, le=1.0, description="strip: overlay weight b in x' = clip(x + b o, 0, 1)"
-    )
-    false_rejection: float = Field(
-        0.05, gt=0.0, lt=1.0, description="strip: share of the defender's clean inputs flagged"
-    )
-    expected_fraction: float = Field(
-        0.1,
-        gt=0.0,
-        lt=1.0,
-        description="spectral_signatures: assumed poisoned share; 1.5 x it is flagged per class",
-    )
-    steps: int = Field(300, ge=1, description="neural_cleanse: optimisation steps per class")
-    cost: float = Field(
-        3.0, gt=0.0, description="neural_cleanse: weight of the mask's mean in the loss"
-    )
-    unlearn: bool = Field(
-        True, description="neural_cleanse: fine-tune with the flagged classes' reversed triggers"
-    )
-    cluster_share: float = Field(
-        0.35,
-        gt=0.0,
-        lt=0.5,
-        description="activation_clustering: a class's smaller cluster is flagged up to this share",
-    )
-
-
 class OutputConfig(Section):
     directory: Path = Field(Path("runs"), description="parent folder of run directories")
     name: str | None = Field(None, description="run directory name (default: generated)")
@@ -263,14 +215,14 @@ class ExperimentConfig(Section):
     model: ModelConfig = Field(default_factory=ModelConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
-    defense: DefenseConfig = Field(default_factory=DefenseConfig)
+    defense: DefenseKind = Field(default_factory=NoDefenseSpec)
     output: OutputConfig = Field(default_factory=OutputConfig)
 
-    @field_validator("trigger", mode="before")
+    @field_validator("trigger", "defense", mode="before")
     @classmethod
-    def _default_kind(cls, value: Any) -> Any:
+    def _default_kind(cls, value: Any, info: ValidationInfo) -> Any:
         if isinstance(value, dict) and "kind" not in value:
-            return {"kind": "patch", **value}
+            return {"kind": "patch" if info.field_name == "trigger" else "none", **value}
         return value
 
     @property
@@ -279,7 +231,8 @@ class ExperimentConfig(Section):
 
     def to_yaml(self) -> str:
         data = self.model_dump(mode="json")
-        data["trigger"] = {"kind": data["trigger"].pop("kind"), **data["trigger"]}
+        for section in UNION_SECTIONS:  # the tag first, as people write it
+            data[section] = {"kind": data[section].pop("kind"), **data[section]}
         return yaml.safe_dump(data, sort_keys=False)
 
 
@@ -298,156 +251,3 @@ DEFAULT_EXPERIMENT: dict[str, Any] = {
         "seed": 0,
     },
 }
-
-
-def split_assignments(text: str) -> list[str]:
-    """Split ``"kind=frame colors=[red, blue]"`` on whitespace outside brackets and quotes."""
-    items: list[str] = []
-    current: list[str] = []
-    depth = 0
-    quote = ""
-    for char in text:
-        if quote:
-            quote = "" if char == quote else quote
-        elif char in "'\"":
-            quote = char
-        elif char in "[{":
-            depth += 1
-        elif char in "]}":
-            depth = max(depth - 1, 0)
-        elif char.isspace() and depth == 0:
-            if current:
-                items.append("".join(current))
-                current = []
-            continue
-        current.append(char)
-    if current:
-        items.append("".join(current))
-    return items
-
-
-def parse_override(item: str) -> tuple[list[str], Any]:
-    """``a.b.c=value`` -> (["a", "b", "c"], value parsed as a YAML scalar or list)."""
-    key, sep, text = item.partition("=")
-    parts = key.strip().split(".")
-    if not sep or not all(parts):
-        raise ConfigError(
-            f"--set {item!r}: expected KEY=VALUE with a dotted key, e.g. poison.rate=0.05"
-        )
-    try:
-        value = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"--set {item!r}: cannot parse the value ({exc})") from exc
-    return parts, value
-
-
-def set_dotted(raw: dict[str, Any], parts: list[str], value: Any, context: str) -> None:
-    """Set ``raw[a][b][c] = value`` for ``parts = [a, b, c]``, creating sections as needed.
-
-    Setting a section's ``kind`` to a different value (``trigger.kind=frame``)
-    starts that section afresh: the old kind's parameters would not fit the new
-    one. ``context`` names the setting in error messages.
-    """
-    node = raw
-    for depth, part in enumerate(parts[:-1]):
-        child = node.setdefault(part, {})
-        if not isinstance(child, dict):
-            prefix = ".".join(parts[: depth + 1])
-            raise ConfigError(f"{context}: {prefix} is a value, not a section")
-        node = child
-    if parts[-1] == "kind" and node.get("kind", value) != value:
-        node.clear()
-    node[parts[-1]] = value
-
-
-def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    """Apply ``KEY=VALUE`` overrides to a deep copy of a raw config mapping."""
-    result = copy.deepcopy(raw)
-    for item in overrides:
-        parts, value = parse_override(item)
-        set_dotted(result, parts, value, f"--set {item!r}")
-    return result
-
-
-def section_keys(loc: tuple[Any, ...]) -> list[str]:
-    """Field names of the section at ``loc`` (the parent of an unknown key)."""
-    cls: type[BaseModel] = ExperimentConfig
-    for part in loc:
-        if isinstance(part, str) and part in TRIGGER_KINDS and cls is not ExperimentConfig:
-            cls = TRIGGER_KINDS[part]
-            continue
-        field = cls.model_fields.get(str(part))
-        if field is None:
-            return []
-        annotation = field.annotation
-        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-            cls = annotation
-        elif part == "trigger":
-            cls = PatchSpec
-        else:
-            return []
-    is_trigger = cls in TRIGGER_KINDS.values()  # their kind is the tag, set first; list the rest
-    return [n for n in cls.model_fields if not (is_trigger and n == "kind")]
-
-
-def _is_union_tag(loc: tuple[Any, ...], i: int) -> bool:
-    """Pydantic inserts the discriminator value ("patch") into locations; users never write it."""
-    return (
-        i > 0
-        and loc[i] in TRIGGER_KINDS
-        and (loc[i - 1] == "trigger" or isinstance(loc[i - 1], int))
-    )
-
-
-def format_validation_error(err: ValidationError, source: str) -> str:
-    lines = []
-    for e in err.errors():
-        loc = tuple(e["loc"])
-        parts = [p for i, p in enumerate(loc) if not _is_union_tag(loc, i)]
-        key = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in parts).lstrip(".")
-        key = key or "(top level)"
-        message = e["msg"].removeprefix("Value error, ")
-        if e["type"] == "extra_forbidden":
-            allowed = section_keys(loc[:-1])
-            message = "unknown key" + (f"; expected one of {', '.join(allowed)}" if allowed else "")
-        elif e["type"] == "missing":
-            message = "required key is missing"
-        elif "input" in e and e["type"] not in ("union_tag_invalid", "value_error"):
-            message += f" (got {e['input']!r})"
-        lines.append(f"  {key}: {message}")
-    return f"invalid config {source}:\n" + "\n".join(lines)
-
-
-def validate_config(raw: Any, source: str = "") -> ExperimentConfig:
-    if not isinstance(raw, dict):
-        raise ConfigError(
-            f"invalid config {source}: expected a mapping of sections, got {type(raw).__name__}"
-        )
-    try:
-        return ExperimentConfig.model_validate(raw)
-    except ValidationError as err:
-        raise ConfigError(format_validation_error(err, source)) from None
-
-
-def read_yaml(path: Path) -> Any:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError(f"config file {path} not found") from None
-    except OSError as exc:
-        raise ConfigError(f"config file {path}: cannot read ({exc})") from None
-    try:
-        return yaml.safe_load(text) or {}
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"config file {path} is not valid YAML: {exc}") from None
-
-
-def load_config(path: Path | None = None, overrides: list[str] | None = None) -> ExperimentConfig:
-    """The config at ``path`` (or the embedded default) with ``--set`` overrides applied."""
-    raw = DEFAULT_EXPERIMENT if path is None else read_yaml(path)
-    source = "(embedded default)" if path is None else str(path)
-    if not isinstance(raw, dict):
-        raise ConfigError(
-            f"invalid config {source}: expected a mapping of sections, got {type(raw).__name__}"
-        )
-    return validate_config(apply_overrides(raw, overrides or []), source)

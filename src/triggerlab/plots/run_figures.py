@@ -1,4 +1,4 @@
-"""Figures written into a run directory."""
+"""Figures of one run (written into its directory) and of one trigger (previews)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from matplotlib.figure import Figure
 
-from triggerlab.runio import write_bytes_atomic
+from triggerlab.files import write_bytes_atomic
 
 
 def _show(ax, image: torch.Tensor) -> None:
@@ -38,15 +38,14 @@ def mosaic(rows: Sequence[torch.Tensor], gap: int = 2) -> torch.Tensor:
     return out
 
 
-def save_samples(
-    path: Path,
+def samples_png(
     clean: torch.Tensor,
     triggered: torch.Tensor,
     labels: Sequence[str],
     clean_pred: Sequence[str],
     triggered_pred: Sequence[str],
     title: str,
-) -> None:
+) -> bytes:
     """Clean test images above their triggered versions, with labels and predictions.
 
     One mosaic in one axes: a figure per run must stay cheap inside large grids.
@@ -75,7 +74,7 @@ def save_samples(
         )
     ax.set_yticks([height / 2, height + gap + height / 2], ["clean", "triggered"])
     fig.suptitle(title, fontsize=9)
-    _save_png(fig, path)
+    return png_bytes(fig)
 
 
 def residual(clean: torch.Tensor, triggered: torch.Tensor) -> torch.Tensor:
@@ -118,13 +117,17 @@ def save_catalogue(path: Path, clean: torch.Tensor, triggered: dict[str, torch.T
     _save_png(fig, path)
 
 
-def _save_png(fig: Figure, path: Path) -> None:
+def png_bytes(fig: Figure, dpi: int = 100) -> bytes:
     buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=100)
-    write_bytes_atomic(path, buffer.getvalue())
+    fig.savefig(buffer, format="png", dpi=dpi)
+    return buffer.getvalue()
 
 
-def save_confusions(path: Path, matrices: dict[str, torch.Tensor], name: str) -> None:
+def _save_png(fig: Figure, path: Path) -> None:
+    write_bytes_atomic(path, png_bytes(fig))
+
+
+def confusions_png(matrices: dict[str, torch.Tensor], name: str) -> bytes:
     """Row-normalised confusion matrices side by side (reference 003's Figures 5 and 7)."""
     fig = Figure(figsize=(4.2 * len(matrices), 4.0), layout="constrained")
     axes = fig.subplots(1, len(matrices), squeeze=False)[0]
@@ -138,12 +141,12 @@ def save_confusions(path: Path, matrices: dict[str, torch.Tensor], name: str) ->
             if value:
                 ax.text(j, i, str(value), ha="center", va="center", fontsize=7)
     fig.colorbar(image, ax=list(axes), label="share of the true bin", shrink=0.8)
-    _save_png(fig, path)
+    return png_bytes(fig)
 
 
-def save_reversed_triggers(
-    path: Path, triggers: Sequence[object], indices: Sequence[float], names: Sequence[str]
-) -> None:
+def reversed_triggers_png(
+    triggers: Sequence[object], indices: Sequence[float], names: Sequence[str]
+) -> bytes:
     """Each class's reversed trigger (mask x pattern) with its L1 norm and anomaly index."""
     fig = Figure(figsize=(1.7 * len(triggers), 2.3), layout="constrained")
     axes = fig.subplots(1, len(triggers), squeeze=False)[0]
@@ -152,4 +155,4 @@ def save_reversed_triggers(
         _show(ax, (stamp * 255).round().byte())
         ax.set_title(f"{name}\nL1 {trigger.l1:.1f}  AI {index:.1f}", fontsize=7)  # type: ignore[attr-defined]
     fig.suptitle("Neural Cleanse: reversed trigger per class (AI: anomaly index)", fontsize=9)
-    _save_png(fig, path)
+    return png_bytes(fig)

@@ -19,10 +19,12 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from triggerlab.experiment import read_metrics
-from triggerlab.grid import run_dir
+from triggerlab.errors import ArgumentError, ConfigError
+from triggerlab.files import write_bytes_atomic
+from triggerlab.grid.store import run_dir
+from triggerlab.metrics import is_fraction, metric_label
 from triggerlab.results import collect, interval, metric_columns
-from triggerlab.runio import write_bytes_atomic
+from triggerlab.rundir import read_metrics
 
 AXIS_LABELS = {
     "poison.rate": "poisoning rate (fraction of the training set)",
@@ -43,18 +45,6 @@ AXIS_LABELS = {
     "train.epochs": "epochs",
     "train.lr": "learning rate",
 }
-METRIC_LABELS = {
-    "asr": "attack success rate (target class excluded)",
-    "asr_all": "ASR including the target class",
-    "clean_acc": "clean accuracy",
-    "robust_acc": "robust accuracy",
-    "clean_acc_drop": "clean accuracy drop (baseline CA - CA)",
-    "clean_error": "clean error (degrees, or label units)",
-    "attack_error": "attack error to the target (degrees, or label units)",
-    "mean_shift": "mean shift towards the target",
-    "clean_error_increase": "clean error increase over the baseline",
-}
-FRACTIONS = ("asr", "asr_all", "clean_acc", "robust_acc")
 PREFERRED_X = ("poison.rate", "poison.count", "trigger.size", "trigger.delta", "trigger.opacity")
 MAX_LINES = 12
 MAX_PANELS = 30  # reference 001's heatmaps: 5 positions x 3 colours = 15 panels
@@ -62,12 +52,6 @@ MAX_PANELS = 30  # reference 001's heatmaps: 5 positions x 3 colours = 15 panels
 
 def axis_label(key: str) -> str:
     return AXIS_LABELS.get(key, key)
-
-
-def metric_label(metric: str) -> str:
-    if metric.startswith("attack_success_"):
-        return f"attack success within {metric.removeprefix('attack_success_')} (fraction)"
-    return METRIC_LABELS.get(metric, metric)
 
 
 def is_numeric(series: pd.Series) -> bool:
@@ -79,7 +63,7 @@ def is_numeric(series: pd.Series) -> bool:
 
 def _fraction_axis(ax: Any, metric: str) -> None:
     """Rates live in [0, 1]; intervals that reach beyond are cut at the frame, not hidden."""
-    if metric in FRACTIONS or metric.startswith("attack_success_"):
+    if is_fraction(metric):
         ax.set_ylim(-0.02, 1.02)
 
 
@@ -242,33 +226,49 @@ def bars_figure(runs: pd.DataFrame, varied: list[str], key: str, metric: str) ->
     return fig
 
 
+def _checked_metrics(
+    runs: pd.DataFrame, varied: list[str], metrics: tuple[str, ...] | None, keys: dict[str, Any]
+) -> list[str]:
+    """The metrics to draw; ArgumentError for an unknown metric or an unvaried axis key."""
+    for name, key in keys.items():
+        if key is not None and key not in varied:
+            raise ArgumentError(
+                name,
+                f"{key!r} is not varied in this grid; varied keys: {', '.join(varied) or 'none'}",
+            )
+    if metrics is None:
+        metrics = ("asr", "clean_acc") if "asr" in runs else ("attack_error", "clean_error")
+    unknown = [m for m in metrics if m not in runs]
+    if unknown:
+        raise ArgumentError(
+            "metric",
+            f"unknown metric(s) {', '.join(unknown)}; "
+            f"this grid has {', '.join(metric_columns(runs))}",
+        )
+    return list(metrics)
+
+
+def _heatmap_axes(ordered: list[str]) -> tuple[str, str]:
+    """Rate across and size up when both vary (reference 001), else the first numeric keys."""
+    hx = "poison.rate" if "poison.rate" in ordered else ordered[0]
+    if "trigger.size" in ordered and hx != "trigger.size":
+        return hx, "trigger.size"
+    return hx, next(k for k in ordered if k != hx)
+
+
 def plot_grid(
-    grid_dir: Path,
+    grid_dir: Path | str,
     metrics: tuple[str, ...] | None = None,
     x: str | None = None,
     hue: str | None = None,
 ) -> list[Path]:
     """Draw every figure that fits the grid's varied keys; returns the files written."""
-    from triggerlab.errors import ConfigError
-
+    grid_dir = Path(grid_dir)
     table, varied = collect(grid_dir)
     runs = table[(table["role"] == "grid") & (table["status"] == "complete")]
     if runs.empty:
-        raise ConfigError(f"{grid_dir}: no finished runs to plot yet (run `triggerlab grid` first)")
-    if metrics is None:
-        metrics = ("asr", "clean_acc") if "asr" in runs else ("attack_error", "clean_error")
-    for key in (x, hue):
-        if key is not None and key not in varied:
-            raise ConfigError(
-                f"{key!r} is not varied in this grid; varied keys: {', '.join(varied) or 'none'}"
-            )
-    known = [m for m in metrics if m in runs]
-    unknown = [m for m in metrics if m not in runs]
-    if unknown:
-        raise ConfigError(
-            f"unknown metric(s) {', '.join(unknown)}; "
-            f"this grid has {', '.join(metric_columns(runs))}"
-        )
+        raise ConfigError(f"{grid_dir}: no finished runs to plot yet (run its grid first)")
+    known = _checked_metrics(runs, varied, metrics, {"x": x, "hue": hue})
     folder = grid_dir / "figures"
     folder.mkdir(exist_ok=True)
     numeric = [k for k in varied if is_numeric(runs[k])]
@@ -285,21 +285,10 @@ def plot_grid(
             paths += _save(line_figure(runs, varied, x, hue, metric), folder, name)
         paths += _save(epoch_figure(grid_dir, runs, varied, metric), folder, f"{metric}_per_epoch")
         if len(ordered) >= 2:
-            hx = "poison.rate" if "poison.rate" in ordered else ordered[0]
-            hy = (
-                "trigger.size"
-                if "trigger.size" in ordered and hx != "trigger.size"
-                else next(k for k in ordered if k != hx)
-            )
-            paths += _save(
-                heatmap_figure(runs, varied, hx, hy, metric),
-                folder,
-                f"{metric}_heatmap_{hx}_x_{hy}",
-            )
+            hx, hy = _heatmap_axes(ordered)
+            figure = heatmap_figure(runs, varied, hx, hy, metric)
+            paths += _save(figure, folder, f"{metric}_heatmap_{hx}_x_{hy}")
         if "trigger.position" in varied:
-            paths += _save(
-                bars_figure(runs, varied, "trigger.position", metric),
-                folder,
-                f"{metric}_by_position",
-            )
+            figure = bars_figure(runs, varied, "trigger.position", metric)
+            paths += _save(figure, folder, f"{metric}_by_position")
     return paths

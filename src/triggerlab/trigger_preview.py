@@ -8,9 +8,9 @@ import torch
 
 from triggerlab.config import ExperimentConfig
 from triggerlab.data import prepare_data
-from triggerlab.errors import ConfigError
+from triggerlab.errors import ArgumentError
 from triggerlab.experiment import derive_seeds
-from triggerlab.plots import save_trigger_preview
+from triggerlab.plots.run_figures import save_trigger_preview
 from triggerlab.stealth import STEALTH_SAMPLE, stealth_of_uint8
 from triggerlab.triggers import apply_to_uint8
 
@@ -30,14 +30,17 @@ def format_stealth(metrics: dict[str, float | None]) -> str:
     )
 
 
-def preview_trigger(cfg: ExperimentConfig, out: Path, samples: int = 6) -> dict[str, float | None]:
+def preview_trigger(
+    cfg: ExperimentConfig, out: Path | str, samples: int = 6
+) -> dict[str, float | None]:
     """Write ``out`` (PNG): clean, triggered and amplified residual for the first test images.
 
     The stealthiness metrics are computed on the first 256 test images, triggered
     exactly as in a run with the same config and seed, and returned.
     """
+    out = Path(out)
     if samples < 1:
-        raise ConfigError(f"--samples: expected at least 1 image, got {samples}")
+        raise ArgumentError("samples", f"expected at least 1 image, got {samples}")
     data = prepare_data(cfg.data, cfg.split_seed)
     trigger = cfg.trigger.build(data.shape)
     clean = data.test.images[:STEALTH_SAMPLE]
@@ -47,7 +50,7 @@ def preview_trigger(cfg: ExperimentConfig, out: Path, samples: int = 6) -> dict[
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise ConfigError(f"--out: cannot create {out.parent} ({exc})") from exc
+        raise ArgumentError("out", f"cannot create {out.parent} ({exc})") from None
     shown = min(samples, clean.shape[0])
     caption = f"{format_stealth(metrics)}   (over {clean.shape[0]} {cfg.data.name} test images)"
     save_trigger_preview(out, clean[:shown], triggered[:shown], describe_spec(cfg.trigger), caption)

@@ -1,0 +1,40 @@
+"""The ``triggerlab`` command: thin wrappers around library calls.
+
+Each command parses its flags, calls the library and prints; library errors
+become one message and exit status 2 (``common.fail``), with a library
+argument shown as the flag that set it.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from triggerlab.cli import experiments, inspection, triggers
+from triggerlab.cli.common import err_console
+
+app = typer.Typer(
+    name="triggerlab",
+    help="Systematic backdoor (data-poisoning) experiments on image models.",
+    no_args_is_help=True,
+    add_completion=False,
+    rich_markup_mode="rich",
+    pretty_exceptions_enable=False,
+)
+for group in (experiments.app, inspection.app):
+    for command in group.registered_commands:
+        app.registered_commands.append(command)
+app.add_typer(triggers.app, name="triggers")
+
+
+def main() -> None:
+    try:
+        app()
+    except KeyboardInterrupt:
+        err_console.print("interrupted")
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,80 @@
+"""What every command shares: the consoles, one error line, progress bars."""
+
+from __future__ import annotations
+
+import typer
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.text import Text
+
+from triggerlab.errors import ArgumentError, TriggerlabError
+from triggerlab.progress import Update
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+# Library arguments whose flag is not ``--`` plus the argument's name with dashes.
+FLAGS = {"threads": "--threads-per-worker", "overrides": "--set", "factory": "--model"}
+
+
+def flag_of(argument: str) -> str:
+    return FLAGS.get(argument, "--" + argument.replace("_", "-"))
+
+
+def fail(error: TriggerlabError | str) -> typer.Exit:
+    """Print one error message (user text verbatim, never read as markup); exit status 2."""
+    if isinstance(error, ArgumentError):
+        message = error.shown_as(flag_of(error.argument))
+    else:
+        message = str(error)
+    err_console.print(Text("error: ", style="bold red") + Text(message), soft_wrap=True)
+    return typer.Exit(code=2)
+
+
+class ConsoleProgress:
+    """Library progress updates as bars on a terminal, or one line per milestone in a log."""
+
+    def __init__(self, quiet: bool) -> None:
+        self.quiet = quiet
+        self.interactive = err_console.is_terminal and not quiet
+        self.bars = Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TextColumn("eta"),
+            TimeRemainingColumn(),
+            TextColumn("{task.fields[note]}", markup=False),
+            console=err_console,
+            disable=not self.interactive,
+        )
+        self.tasks: dict[str, TaskID] = {}
+
+    def __enter__(self) -> ConsoleProgress:
+        self.bars.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.bars.__exit__(*exc)  # type: ignore[arg-type]
+
+    def __call__(self, update: Update) -> None:
+        if self.quiet:
+            return
+        if not self.interactive:
+            if update.milestone and update.note:
+                console.print(update.note, highlight=False, markup=False, soft_wrap=True)
+            return
+        if update.stage not in self.tasks:
+            self.tasks[update.stage] = self.bars.add_task(update.stage, total=update.total, note="")
+        self.bars.update(
+            self.tasks[update.stage], completed=update.done, total=update.total, note=update.note
+        )

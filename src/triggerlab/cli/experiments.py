@@ -1,0 +1,212 @@
+"""Commands that run experiments and read their results: run, grid, results, plot, report."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from triggerlab.cli.common import ConsoleProgress, console, err_console, fail
+from triggerlab.errors import TriggerlabError
+
+app = typer.Typer()
+
+
+@app.command(
+    epilog=(
+        "Examples:\n\n"
+        "  triggerlab run                      # BadNets on the bundled digits\n\n"
+        "  triggerlab run configs/badnets_mnist.yaml --set data.root=/data/mnist\n\n"
+        "  triggerlab run --set poison.rate=0.05 --set trigger.position=center "
+        "--set trigger.color=red"
+    )
+)
+def run(
+    config: Annotated[
+        Path | None, typer.Argument(help="experiment YAML; omitted: the embedded default")
+    ] = None,
+    overrides: Annotated[
+        list[str] | None,
+        typer.Option("--set", "-s", help="override a config key, e.g. --set poison.rate=0.05"),
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option("--out", "-o", help="parent folder of the run (output.directory)")
+    ] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress output")] = False,
+) -> None:
+    """Run one backdoor experiment and write its run directory."""
+    from triggerlab.config import load_config
+    from triggerlab.experiment import run_experiment
+
+    settings = list(overrides or [])
+    if out is not None:
+        settings.append(f"output.directory={out}")
+    try:
+        cfg = load_config(config, settings)
+        with ConsoleProgress(quiet) as progress:
+            result = run_experiment(cfg, progress=progress)
+    except TriggerlabError as exc:
+        raise fail(exc) from None
+    print_summary(result.summary)
+
+
+def print_summary(summary: dict) -> None:
+    from triggerlab.metrics import metric_label
+
+    final, poison, timings = summary["final"], summary["poison"], summary["timings"]
+    table = Table(title="BadNets run", show_header=True, header_style="bold")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for name, value in final.items():
+        if name != "train_loss":
+            table.add_row(metric_label(name), f"{value:.4f}")
+    rate = "set by count" if poison["rate"] is None else f"rate {poison['rate']:g}"
+    table.add_row("poisoned samples", f"{poison['count']} of {poison['train_size']} ({rate})")
+    table.add_row("poisoned fraction", f"{poison['fraction']:.4f}")
+    protocol = summary.get("protocol")
+    if protocol:
+        table.add_row(
+            f"fine-tuning (subject {protocol['held_out_subject']})",
+            f"{protocol['finetune_poisoned']} of {protocol['finetune_size']} poisoned, "
+            f"{protocol['finetune_epochs']} epochs",
+        )
+    table.add_row("training throughput", f"{timings['train_images_per_s']:.0f} images/s")
+    table.add_row("total time", f"{timings['total_s']:.1f} s on {summary['device']}")
+    console.print(table)
+    console.print(f"run directory: {summary['run_dir']}", highlight=False)
+
+
+@app.command(
+    epilog=(
+        "Examples:\n\n"
+        "  triggerlab grid configs/ref002_poisoning_rate.yaml --workers 2\n\n"
+        "  triggerlab grid configs/ref002_poisoning_rate.yaml --set base.data.name=mnist "
+        "--set base.data.root=/data/mnist\n\n"
+        "  triggerlab grid study.yaml --executor ray --address auto"
+    )
+)
+def grid(
+    spec: Annotated[
+        Path, typer.Argument(help="grid spec YAML (base, grid, zip, repeats, seed, clean_baseline)")
+    ],
+    out: Annotated[
+        Path | None, typer.Option("--out", "-o", help="grid directory (default: grids/<name>)")
+    ] = None,
+    workers: Annotated[int, typer.Option(help="local worker processes")] = 1,
+    threads_per_worker: Annotated[
+        int | None,
+        typer.Option(
+            "--threads-per-worker", help="torch threads per run (default: cores / workers)"
+        ),
+    ] = None,
+    executor: Annotated[str, typer.Option(help="local or ray")] = "local",
+    address: Annotated[
+        str | None, typer.Option(help="Ray cluster address (default: start a local one)")
+    ] = None,
+    force: Annotated[bool, typer.Option(help="rerun finished runs too")] = False,
+    overrides: Annotated[
+        list[str] | None,
+        typer.Option("--set", "-s", help="override a spec key, e.g. base.train.epochs=5"),
+    ] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress output")] = False,
+) -> None:
+    """Run every experiment of a grid; finished runs are skipped, so a killed grid resumes."""
+    from triggerlab.grid import load_grid_spec, run_grid
+
+    try:
+        loaded = load_grid_spec(spec, list(overrides or []))
+        grid_dir = out or Path("grids") / (loaded.name or spec.stem)
+        with ConsoleProgress(quiet) as progress:
+            outcome = run_grid(
+                loaded,
+                grid_dir,
+                workers=workers,
+                threads=threads_per_worker,
+                executor=executor,  # type: ignore[arg-type]
+                address=address,
+                force=force,
+                progress=progress,
+            )
+    except TriggerlabError as exc:
+        raise fail(exc) from None
+    console.print(
+        f"grid {grid_dir}: {outcome.total} runs, {outcome.skipped} already finished, "
+        f"{len(outcome.completed)} run now, {len(outcome.failed)} failed ({outcome.seconds:.1f} s)",
+        highlight=False,
+        soft_wrap=True,
+    )
+    for identity, error in outcome.failed.items():
+        err_console.print(f"failed {identity}: {error}", highlight=False, markup=False)
+    if not outcome.ok:
+        raise typer.Exit(code=1)
+
+
+@app.command()
+def results(
+    grid_dir: Annotated[Path, typer.Argument(help="a directory written by `triggerlab grid`")],
+    compare: Annotated[
+        list[str] | None,
+        typer.Option(help="Welch t-tests between cells, e.g. --compare trigger.size=3,5"),
+    ] = None,
+    table: Annotated[
+        str | None,
+        typer.Option(
+            help="also print and write tables.md: cell means by one varied key, or two "
+            "(rows,columns), e.g. --table poison.rate,trigger.delta"
+        ),
+    ] = None,
+    metric: Annotated[
+        list[str] | None, typer.Option(help="metrics of --table (default: all)")
+    ] = None,
+) -> None:
+    """Write results.csv, results.parquet and summary.csv (mean, std, n, 95 % CI per cell)."""
+    from triggerlab.results import write_results
+
+    keys = [k.strip() for k in table.split(",")] if table else None
+    try:
+        paths = write_results(grid_dir, list(compare or []), keys, list(metric or []))
+    except TriggerlabError as exc:
+        raise fail(exc) from None
+    if "tables.md" in paths:
+        console.print(paths["tables.md"].read_text(), highlight=False, markup=False, soft_wrap=True)
+    for path in paths.values():
+        console.print(f"wrote {path}", highlight=False)
+
+
+@app.command()
+def plot(
+    grid_dir: Annotated[Path, typer.Argument(help="a directory written by `triggerlab grid`")],
+    metric: Annotated[
+        list[str] | None,
+        typer.Option(help="metrics to plot (default: asr and clean_acc, or the regression errors)"),
+    ] = None,
+    x: Annotated[str | None, typer.Option(help="varied key on the x axis")] = None,
+    hue: Annotated[str | None, typer.Option(help="varied key drawn as one line per value")] = None,
+) -> None:
+    """Draw the grid's figures (PNG and SVG) into GRID_DIR/figures."""
+    from triggerlab.plots.grid_figures import plot_grid
+
+    try:
+        paths = plot_grid(grid_dir, tuple(metric) if metric else None, x, hue)
+    except TriggerlabError as exc:
+        raise fail(exc) from None
+    console.print(f"wrote {len(paths)} files to {grid_dir / 'figures'}", highlight=False)
+
+
+@app.command()
+def report(
+    grid_dir: Annotated[Path, typer.Argument(help="a directory written by `triggerlab grid`")],
+    out: Annotated[
+        Path | None, typer.Option("--out", "-o", help="HTML file (default: GRID_DIR/report.html)")
+    ] = None,
+) -> None:
+    """Write one self-contained HTML report: tables, figures, trigger gallery and checklist."""
+    from triggerlab.report import build_report
+
+    try:
+        path = build_report(grid_dir, out)
+    except TriggerlabError as exc:
+        raise fail(exc) from None
+    console.print(f"report: {path}", highlight=False)

@@ -1,0 +1,94 @@
+"""``triggerlab triggers``: the trigger catalogue and previews."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from triggerlab.cli.common import console, fail
+from triggerlab.errors import TriggerlabError
+
+app = typer.Typer(
+    help="The trigger catalogue: list the kinds and preview any trigger on real images.",
+    no_args_is_help=True,
+)
+
+
+@app.command("list")
+def triggers_list() -> None:
+    """Every trigger kind with its parameters, defaults and units."""
+    from triggerlab.triggers import TRIGGER_KINDS
+    from triggerlab.triggers.colors import NAMED_COLORS
+    from triggerlab.triggers.geometry import NAMED_POSITIONS
+
+    for kind, spec in TRIGGER_KINDS.items():
+        doc = (spec.__doc__ or "").strip().splitlines()[0]
+        table = Table(title=f"[bold]{kind}[/]: {escape(doc)}", title_justify="left")
+        table.add_column("parameter")
+        table.add_column("default")
+        table.add_column("meaning and units")
+        for name, info in spec.model_fields.items():
+            if name == "kind":
+                continue
+            default = "(required)" if info.is_required() else repr(info.default)
+            table.add_row(name, escape(default), escape(info.description or ""))
+        console.print(table)
+    console.print("colour names: " + ", ".join(NAMED_COLORS), highlight=False)
+    console.print("positions: " + ", ".join(NAMED_POSITIONS) + ", or [x, y]", highlight=False)
+
+
+@app.command(
+    "preview",
+    epilog=(
+        "Examples:\n\n"
+        "  triggerlab triggers preview --trigger kind=frame --trigger thickness=2 "
+        "--out frame.png\n\n"
+        "  triggerlab triggers preview --trigger 'kind=signal shape=sine delta=0.05' "
+        "--data digits --resize 32 --out sig.png\n\n"
+        "  triggerlab triggers preview configs/default.yaml --out gallery.png"
+    ),
+)
+def triggers_preview(
+    out: Annotated[Path, typer.Option("--out", "-o", help="PNG file to write")],
+    config: Annotated[
+        Path | None, typer.Argument(help="experiment YAML whose trigger and data to use")
+    ] = None,
+    trigger: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--trigger",
+            "-t",
+            help="trigger parameters as key=value (repeat, or quote several); kind=... first",
+        ),
+    ] = None,
+    data: Annotated[str | None, typer.Option(help="dataset name (default: the config's)")] = None,
+    root: Annotated[Path | None, typer.Option(help="dataset folder (data.root)")] = None,
+    resize: Annotated[int | None, typer.Option(help="resize images to N x N (data.resize)")] = None,
+    samples: Annotated[int, typer.Option(help="images shown")] = 6,
+    overrides: Annotated[
+        list[str] | None, typer.Option("--set", "-s", help="override any config key")
+    ] = None,
+) -> None:
+    """Draw clean, triggered and amplified-residual images with the stealthiness metrics."""
+    from triggerlab.config import load_config, split_assignments
+    from triggerlab.trigger_preview import format_stealth, preview_trigger
+
+    settings = [f"trigger.{item}" for value in trigger or [] for item in split_assignments(value)]
+    if data is not None:
+        settings.append(f"data.name={data}")
+    if root is not None:
+        settings.append(f"data.root={root}")
+    if resize is not None:
+        settings.append(f"data.resize={resize}")
+    settings += list(overrides or [])
+    try:
+        cfg = load_config(config, settings)
+        metrics = preview_trigger(cfg, out, samples)
+    except TriggerlabError as exc:
+        raise fail(exc) from None
+    console.print(format_stealth(metrics), highlight=False)
+    console.print(f"wrote {out}", highlight=False)

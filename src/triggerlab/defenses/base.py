@@ -1,0 +1,100 @@
+"""What every defence is: a typed spec whose ``run`` acts on explicit inputs.
+
+A defence sees the trained model, the task, the training set as the model saw
+it, and, when its kind holds data back, clean samples set aside before
+poisoning. It never sees the test set or which samples were poisoned: the
+shared evaluation (``defenses/evaluation.py``) measures what it produced
+against those. What it produces is one ``DefenseOutcome``: a repaired model,
+an input detector, scores for the training samples, suspect classes, or
+several of these.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+from torch import nn
+
+if TYPE_CHECKING:
+    from triggerlab.config import TrainConfig
+    from triggerlab.data.dataset import ImageDataset
+    from triggerlab.tasks import Task
+
+
+class InputDetector(Protocol):
+    """Scores inputs at test time; its threshold was chosen on the defender's clean data."""
+
+    def score(self, images: torch.Tensor) -> torch.Tensor:
+        """Suspicion ``[N]`` of uint8 images (higher = more likely triggered)."""
+        ...
+
+    def flag(self, scores: torch.Tensor) -> torch.Tensor:
+        """The detector's decision for each score."""
+        ...
+
+
+@dataclass
+class DefenseInputs:
+    """Everything a defence may use. ``clean`` is None unless its kind holds data back."""
+
+    model: nn.Module
+    task: Task
+    device: torch.device
+    train: TrainConfig  # the run's optimiser and batch size, for defences that retrain
+    training: ImageDataset  # the training set the model was trained on, poisoned samples included
+    clean: ImageDataset | None
+    generator: torch.Generator
+    seed: int
+
+
+@dataclass
+class DefenseOutcome:
+    """What a defence produced; the evaluation measures each part that is present."""
+
+    report: dict[str, Any]  # its budget and choices: clean samples, epochs, pruned channels, ...
+    repaired: bool = False  # the model was changed in place: measure it again
+    input_detector: InputDetector | None = None
+    sample_scores: tuple[torch.Tensor, torch.Tensor] | None = None  # (scores, flags) per sample
+    suspect_classes: list[int] | None = None  # a model inspection's flagged classes
+    class_anomaly: list[float] | None = None  # its per-class anomaly index
+    figures: dict[str, bytes] = field(default_factory=dict)  # file name -> PNG
+
+
+class DefenseSpec(BaseModel):
+    """A validated defence description; subclasses add their parameters and ``run``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    needs_classes: ClassVar[bool] = False  # it reads class probabilities or class labels
+    holds_back_data: ClassVar[bool] = False  # it uses clean training samples set aside
+
+    def run(self, inputs: DefenseInputs) -> DefenseOutcome:
+        raise NotImplementedError
+
+
+class NoDefenseSpec(DefenseSpec):
+    """No defence: the model is evaluated as trained."""
+
+    kind: Literal["none"] = "none"
+
+
+class HeldBackSpec(DefenseSpec):
+    """A defence that works from clean samples the defender holds back from training."""
+
+    holds_back_data: ClassVar[bool] = True
+    clean_fraction: float = Field(
+        0.05,
+        gt=0.0,
+        lt=1.0,
+        description="share of the training split the defender holds back, clean (never poisoned)",
+    )
+
+
+class RetrainingSpec(HeldBackSpec):
+    """A defence that fine-tunes on the held-back data with the run's optimiser."""
+
+    epochs: int = Field(5, ge=1, description="fine-tuning epochs on the clean data")
+    lr: float = Field(1e-3, gt=0.0, description="fine-tuning learning rate (the run's optimiser)")

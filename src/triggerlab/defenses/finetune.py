@@ -1,0 +1,30 @@
+"""Fine-tuning (used against SIG in reference 003): keep training on clean data only."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from typing import Literal
+
+from triggerlab.defenses.base import DefenseInputs, DefenseOutcome, RetrainingSpec
+from triggerlab.defenses.repair import fine_tune
+
+
+class FinetuneSpec(RetrainingSpec):
+    """Train on the held-back clean data alone."""
+
+    kind: Literal["finetune"] = "finetune"
+
+    def run(self, inputs: DefenseInputs) -> DefenseOutcome:
+        assert inputs.clean is not None
+        result = fine_tune(
+            inputs.model,
+            inputs.task,
+            inputs.clean.images,
+            inputs.clean.targets,
+            train=inputs.train,
+            epochs=self.epochs,
+            lr=self.lr,
+            device=inputs.device,
+            generator=inputs.generator,
+        )
+        return DefenseOutcome({**asdict(result), "lr": self.lr}, repaired=True)

@@ -1,0 +1,135 @@
+"""From a grid spec to the list of runs: cells x repeats (+ baselines), ids, and a preflight.
+
+Each run's id is a hash of its resolved config (``output`` and ``data.root``
+excluded), so the same experiment always gets the same id and a rerun skips
+what is finished.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
+
+from triggerlab.config import ExperimentConfig, set_dotted, validate_config
+from triggerlab.errors import ConfigError, DataFormatError, TriggerlabError
+from triggerlab.grid.spec import GridSpec
+
+if TYPE_CHECKING:
+    from triggerlab.data import SourceData
+
+ID_LENGTH = 12
+
+
+@dataclass(frozen=True)
+class PlannedRun:
+    run_id: str
+    cell: dict[str, Any]
+    repeat: int
+    seed: int
+    role: Literal["grid", "baseline"]
+    baseline_id: str | None
+    config: ExperimentConfig = field(repr=False)
+
+    def manifest_entry(self) -> dict[str, Any]:
+        return {
+            "id": self.run_id,
+            "cell": self.cell,
+            "repeat": self.repeat,
+            "seed": self.seed,
+            "role": self.role,
+            "baseline_id": self.baseline_id,
+        }
+
+
+def run_id(cfg: ExperimentConfig) -> str:
+    """Short hash of the resolved config without paths: the same experiment, the same id."""
+    data = cfg.model_dump(mode="json")
+    data.pop("output")
+    data["data"].pop("root")
+    canonical = json.dumps(data, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()[:ID_LENGTH]
+
+
+def repeat_seeds(seed: int, repeats: int) -> list[int]:
+    return [
+        int(child.generate_state(1)[0]) for child in np.random.SeedSequence(seed).spawn(repeats)
+    ]
+
+
+def cell_label(cell: dict[str, Any]) -> str:
+    return "cell " + (", ".join(f"{k}={v!r}" for k, v in cell.items()) or "(the base experiment)")
+
+
+def cell_config(base: dict[str, Any], cell: dict[str, Any], seed: int) -> ExperimentConfig:
+    """The validated experiment of one cell and repeat seed."""
+    raw = copy.deepcopy(base)
+    # Kind keys first: changing a section's kind starts it afresh, then its parameters fill it.
+    for key in sorted(cell, key=lambda k: not k.endswith(".kind")):
+        try:
+            set_dotted(raw, key.split("."), cell[key])
+        except ConfigError as exc:
+            raise ConfigError(f"grid key {key}: {exc}") from None
+    set_dotted(raw, ["train", "seed"], seed)
+    return validate_config(raw, f"in {cell_label(cell)}")
+
+
+def plan_grid(spec: GridSpec) -> list[PlannedRun]:
+    """Expand the spec into runs; every cell is validated before anything runs."""
+    plan: dict[str, PlannedRun] = {}
+    for repeat, seed in enumerate(repeat_seeds(spec.seed, spec.repeats)):
+        for cell in spec.cells():
+            cfg = cell_config(spec.base, cell, seed)
+            identity = run_id(cfg)
+            baseline_id = None
+            if spec.clean_baseline:
+                clean_cell = {**cell, "poison.rate": 0.0, "poison.count": None}
+                clean = cell_config(spec.base, clean_cell, seed)
+                baseline_id = run_id(clean)
+                if baseline_id not in plan and baseline_id != identity:
+                    shown = {k: v for k, v in clean_cell.items() if k in cell}
+                    plan[baseline_id] = PlannedRun(
+                        baseline_id, shown, repeat, seed, "baseline", baseline_id, clean
+                    )
+            existing = plan.get(identity)
+            if existing is None or existing.role == "baseline":
+                plan[identity] = PlannedRun(identity, cell, repeat, seed, "grid", baseline_id, cfg)
+    return list(plan.values())
+
+
+def preflight(plan: list[PlannedRun]) -> None:
+    """Check what depends on the data before any run: each dataset is loaded once.
+
+    The checks a single run makes (``checks.check_run``: trigger, target,
+    defence, poison counts; ``checks.check_model``: the input size) are made
+    for every run; the first problem is reported with its cell.
+    """
+    from triggerlab.checks import check_model, check_run
+    from triggerlab.data.prepare import load_source, split_source
+    from triggerlab.experiment import derive_seeds
+    from triggerlab.train import resolve_device
+
+    sources: dict[str, SourceData] = {}
+    models: set[str] = set()
+    for run in plan:
+        cfg = run.config
+        try:
+            resolve_device(cfg.train.device)
+            source_key = cfg.data.model_dump_json(exclude={"seed"})
+            if source_key not in sources:
+                sources[source_key] = load_source(cfg.data)
+            data = split_source(sources[source_key], cfg.data, cfg.split_seed)
+            checked = check_run(cfg, data, derive_seeds(cfg.train.seed)["defense"])
+            model_key = json.dumps(
+                [cfg.model.model_dump(mode="json"), checked.data.shape, checked.data.num_outputs]
+            )
+            if model_key not in models:
+                check_model(cfg, checked.data)
+                models.add(model_key)
+        except TriggerlabError as exc:
+            kind = DataFormatError if isinstance(exc, DataFormatError) else ConfigError
+            raise kind(f"in {cell_label(run.cell)}: {exc}") from None

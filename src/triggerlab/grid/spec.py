@@ -1,0 +1,131 @@
+"""A grid spec: a base experiment, the keys it varies, repeats and clean baselines (YAML)."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from triggerlab.config import (
+    UNION_SECTIONS,
+    ExperimentConfig,
+    apply_override,
+    format_validation_error,
+    read_yaml,
+    section_keys,
+)
+from triggerlab.errors import ConfigError
+
+
+class GridSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str | None = Field(None, description="grid name (default: the spec file's name)")
+    base: dict[str, Any] = Field(
+        default_factory=dict, description="the experiment every run starts from"
+    )
+    grid: dict[str, list[Any]] = Field(
+        default_factory=dict, description="dotted key -> values (product)"
+    )
+    zip: list[dict[str, list[Any]]] = Field(
+        default_factory=list, description="groups of keys whose values vary together"
+    )
+    repeats: int = Field(1, ge=1, description="runs per cell, each with its own derived seed")
+    seed: int = Field(0, ge=0, description="base seed the repeat seeds are derived from")
+    clean_baseline: bool = Field(
+        False, description="add a rate-0 run per cell for the clean accuracy drop"
+    )
+
+    @field_validator("grid")
+    @classmethod
+    def _non_empty(cls, grid: dict[str, list[Any]]) -> dict[str, list[Any]]:
+        for key, values in grid.items():
+            if not values:
+                raise ValueError(f"grid key {key!r} has an empty list of values")
+        return grid
+
+    @model_validator(mode="after")
+    def _consistent(self) -> GridSpec:
+        seen = set(self.grid)
+        for number, group in enumerate(self.zip):
+            lengths = {key: len(values) for key, values in group.items()}
+            if not group or min(lengths.values()) == 0:
+                raise ValueError(f"zip group {number} is empty or has an empty list of values")
+            if len(set(lengths.values())) > 1:
+                raise ValueError(f"zip group {number}: lists must have one length, got {lengths}")
+            repeated = seen & set(group)
+            if repeated:
+                raise ValueError(f"zip group {number} repeats varied key(s) {sorted(repeated)}")
+            seen |= set(group)
+        if "train.seed" in seen:
+            raise ValueError("vary seeds with repeats and seed, not with train.seed")
+        return self
+
+    def varied_keys(self) -> list[str]:
+        return [*self.grid, *(key for group in self.zip for key in group)]
+
+    def cells(self) -> Iterator[dict[str, Any]]:
+        """Every combination of varied values, in spec order."""
+        axes: list[list[dict[str, Any]]] = [
+            [{key: v} for v in values] for key, values in self.grid.items()
+        ]
+        for group in self.zip:
+            length = len(next(iter(group.values())))
+            axes.append([{key: values[i] for key, values in group.items()} for i in range(length)])
+        for combination in itertools.product(*axes):
+            cell: dict[str, Any] = {}
+            for part in combination:
+                cell.update(part)
+            yield cell
+
+
+def load_grid_spec(path: Path | str, overrides: list[str] | None = None) -> GridSpec:
+    """Read a grid spec; a ``base`` given as a path is read relative to the spec file."""
+    path = Path(path)
+    raw = read_yaml(path)
+    if not isinstance(raw, dict):
+        raise ConfigError(f"invalid grid spec {path}: expected a mapping, got {type(raw).__name__}")
+    if isinstance(raw.get("base"), str):
+        base_path = (path.parent / raw["base"]).resolve()
+        base = read_yaml(base_path)
+        if not isinstance(base, dict):
+            raise ConfigError(f"invalid base config {base_path}: expected a mapping")
+        raw["base"] = base
+    for item in overrides or []:
+        apply_override(raw, item)
+    raw.setdefault("name", path.stem)
+    try:
+        spec = GridSpec.model_validate(raw)
+    except ValidationError as err:
+        raise ConfigError(format_validation_error(err, f"grid spec {path}")) from None
+    check_keys(spec)
+    return spec
+
+
+def check_keys(spec: GridSpec) -> None:
+    """Every varied key must exist in the experiment schema: checked on the base alone."""
+    for key in spec.varied_keys():
+        parts = key.split(".")
+        allowed = (
+            section_keys(tuple(parts[:-1]))
+            if len(parts) > 1
+            else list(ExperimentConfig.model_fields)
+        )
+        if parts[-1] not in allowed and not _checked_per_cell(parts):
+            raise ConfigError(
+                f"grid key {key!r} is not an experiment setting"
+                + (
+                    f"; {'.'.join(parts[:-1]) or 'top level'} has {', '.join(allowed)}"
+                    if allowed
+                    else ""
+                )
+            )
+
+
+def _checked_per_cell(parts: list[str]) -> bool:
+    """Keys inside free mappings (``data.options``) and kind-dependent sections (``trigger``,
+    ``defense``) are checked when each cell's config is validated."""
+    return (len(parts) > 2 and parts[1] == "options") or parts[0] in UNION_SECTIONS

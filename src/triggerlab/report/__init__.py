@@ -1,0 +1,79 @@
+"""One self-contained HTML file per grid: spec, tables, figures, trigger gallery, checklist.
+
+Everything is inline (CSS, PNGs as data URIs), so the file opens offline and
+can be mailed or archived as it is.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+
+import yaml
+
+from triggerlab import __version__
+from triggerlab.files import write_text_atomic
+from triggerlab.grid import SPEC_COPY, GridSpec, plan_grid, read_manifest
+from triggerlab.plots.grid_figures import axis_label, plot_grid
+from triggerlab.report.checklist import checklist
+from triggerlab.report.sections import STYLE, data_uri, summary_table, trigger_gallery
+from triggerlab.results import collect, summarize
+
+__all__ = ["build_report", "checklist"]
+
+
+def build_report(grid_dir: Path | str, out: Path | str | None = None) -> Path:
+    """Write ``report.html`` (or ``out``) for a grid directory and return its path."""
+    grid_dir = Path(grid_dir)
+    out = None if out is None else Path(out)
+    manifest = read_manifest(grid_dir)
+    spec_text = (grid_dir / SPEC_COPY).read_text(encoding="utf-8")
+    spec = GridSpec.model_validate(yaml.safe_load(spec_text))
+    plan = plan_grid(spec)
+    table, varied = collect(grid_dir)
+    summary = summarize(table, varied)
+    figure_paths = [p for p in plot_grid(grid_dir) if p.suffix == ".png"]
+    figures = "".join(
+        f'<figure><img src="{data_uri(p.read_bytes())}" alt="{html.escape(p.stem)}">'
+        f"<figcaption>{html.escape(p.stem)}</figcaption></figure>"
+        for p in figure_paths
+    )
+    status = table["status"].value_counts().to_dict()
+    name = html.escape(manifest.get("name") or grid_dir.name)
+    generated = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    varied_text = (
+        ", ".join(f"{html.escape(k)} ({html.escape(axis_label(k))})" for k in varied) or "none"
+    )
+    document = f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>triggerlab report: {name}</title>
+<link rel="icon" href="data:,"><style>{STYLE}</style></head><body>
+<h1>triggerlab study: {name}</h1>
+<p class="note">Generated {generated} by triggerlab {__version__}.
+{len(table)} runs ({html.escape(json.dumps(status))}); varied: {varied_text};
+{manifest.get("repeats", 1)} repeat(s) per cell.</p>
+<h2>Results per cell</h2>
+<p class="note">Mean &plusmn; standard deviation over repeats, with the 95 % t confidence
+interval below. ASR counts triggered test images whose true class is not the target. Clean
+accuracy drop = clean accuracy of the paired clean baseline (same config and seed, rate 0)
+minus the run's.</p>
+{summary_table(summary, varied)}
+<h2>Figures</h2>
+{figures}
+<h2>Triggers used</h2>
+<p class="note">The first non-target test image under each trigger of the study.</p>
+{trigger_gallery(plan)}
+<h2>Reporting checklist</h2>
+<p class="note">The BadNets reporting checklist of reference 004, filled from the configs of
+this grid.</p>
+{checklist(plan, table)}
+<h2>Grid specification</h2>
+<pre>{html.escape(spec_text)}</pre>
+<p class="note">Rerun with <code>triggerlab grid {html.escape(str(grid_dir / SPEC_COPY))} --out
+{html.escape(str(grid_dir))}</code>; finished runs are skipped.</p>
+</body></html>
+"""
+    path = out or grid_dir / "report.html"
+    write_text_atomic(path, document)
+    return path

@@ -1,0 +1,121 @@
+"""The parts of the report: the style, the per-cell table and the trigger gallery."""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+import math
+
+import pandas as pd
+import torch
+from PIL import Image
+
+from triggerlab.config import ExperimentConfig
+from triggerlab.data import DataSplit, prepare_data
+from triggerlab.experiment import derive_seeds
+from triggerlab.grid import PlannedRun
+from triggerlab.metrics import metric_label
+from triggerlab.trigger_preview import describe_spec
+from triggerlab.triggers import apply_to_uint8
+
+STYLE = """
+body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1100px; color: #222; }
+h1 { font-size: 1.6em; } h2 { margin-top: 2em; border-bottom: 1px solid #ccc; }
+table { border-collapse: collapse; font-size: 0.85em; margin: 0.5em 0; }
+th, td { border: 1px solid #ddd; padding: 3px 8px; text-align: right; }
+th { background: #f3f3f3; } td.key, th.key { text-align: left; }
+pre { background: #f7f7f7; padding: 1em; overflow-x: auto; font-size: 0.85em; }
+figure { display: inline-block; margin: 0.5em; vertical-align: top; }
+figure img { max-width: 520px; border: 1px solid #eee; }
+.gallery figure img { width: 112px; image-rendering: pixelated; }
+figcaption { font-size: 0.75em; max-width: 520px; }
+.note { color: #555; font-size: 0.9em; }
+"""
+TABLE_METRICS = (
+    "clean_acc",
+    "asr",
+    "robust_acc",
+    "clean_acc_drop",
+    "clean_error",
+    "attack_error",
+    "attack_success_5",
+    "attack_success_10",
+    "clean_error_increase",
+    "psnr_db",
+    "ssim",
+)
+
+
+def data_uri(png: bytes) -> str:
+    return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
+
+
+def _format(stats: dict[str, float], digits: int = 3) -> str:
+    mean, std, low, high = (stats.get(k, math.nan) for k in ("mean", "std", "ci_low", "ci_high"))
+    if mean is None or (isinstance(mean, float) and math.isnan(mean)):
+        return "-"
+    text = f"{mean:.{digits}f}"
+    if not math.isnan(std):
+        text += (
+            f" &plusmn; {std:.{digits}f}<br><small>[{low:.{digits}f}, {high:.{digits}f}]</small>"
+        )
+    return text
+
+
+def summary_table(summary: pd.DataFrame, varied: list[str]) -> str:
+    metrics = [m for m in TABLE_METRICS if f"{m}_mean" in summary]
+    head = "".join(f'<th class="key">{html.escape(k)}</th>' for k in varied)
+    head += "<th>n</th>" + "".join(f"<th>{html.escape(metric_label(m))}</th>" for m in metrics)
+    rows = []
+    for row in summary.to_dict("records"):  # iterrows would upcast integer keys to float
+        cells = "".join(f'<td class="key">{html.escape(str(row[k]))}</td>' for k in varied)
+        cells += f"<td>{int(row['n'])}</td>"
+        for metric in metrics:
+            stats = {
+                name: row.get(f"{metric}_{name}", math.nan)
+                for name in ("mean", "std", "ci_low", "ci_high")
+            }
+            cells += f"<td>{_format(stats, 2 if metric == 'psnr_db' else 3)}</td>"
+        rows.append(f"<tr>{cells}</tr>")
+    return f"<table><tr>{head}</tr>{''.join(rows)}</table>"
+
+
+def _triggered_png(cfg: ExperimentConfig, data: DataSplit) -> bytes:
+    """The first non-target test image under the run's trigger, enlarged for display."""
+    labels = data.test.targets
+    index = int(torch.nonzero(labels != cfg.poison.target).flatten()[0]) if labels.ndim == 1 else 0
+    trigger = cfg.trigger.build(data.shape)
+    generator = torch.Generator().manual_seed(derive_seeds(cfg.train.seed)["test_trigger"])
+    image = apply_to_uint8(trigger, data.test.images[index : index + 1], generator)[0]
+    array = image.permute(1, 2, 0).numpy()
+    pil = Image.fromarray(array[:, :, 0] if array.shape[2] == 1 else array)
+    scale = max(1, 112 // max(pil.size))
+    buffer = io.BytesIO()
+    pil.resize((pil.width * scale, pil.height * scale), Image.Resampling.NEAREST).save(
+        buffer, format="PNG"
+    )
+    return buffer.getvalue()
+
+
+def trigger_gallery(plan: list[PlannedRun]) -> str:
+    datasets: dict[str, DataSplit] = {}
+    figures = []
+    seen: set[str] = set()
+    for run in plan:
+        key = (
+            json.dumps(run.config.trigger.model_dump(mode="json"), sort_keys=True)
+            + run.config.data.model_dump_json()
+        )
+        if key in seen:
+            continue
+        seen.add(key)
+        data_key = run.config.data.model_dump_json()
+        if data_key not in datasets:
+            datasets[data_key] = prepare_data(run.config.data, run.config.split_seed)
+        png = _triggered_png(run.config, datasets[data_key])
+        caption = html.escape(describe_spec(run.config.trigger))
+        image = f'<img src="{data_uri(png)}" alt="{caption}">'
+        figures.append(f"<figure>{image}<figcaption>{caption}</figcaption></figure>")
+    return '<div class="gallery">' + "".join(figures) + "</div>"
