@@ -11,6 +11,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
+
 
 def _current_umask() -> int:
     mask = os.umask(0o022)
@@ -52,3 +54,19 @@ def write_csv_atomic(path: Path, header: Sequence[str], rows: Sequence[Sequence[
     writer.writerow(header)
     writer.writerows(rows)
     write_text_atomic(path, buffer.getvalue())
+
+
+def read_json(path: Path) -> Any:
+    """Parsed JSON; DataFormatError naming the file when it cannot be read or parsed."""
+    from triggerlab.errors import DataFormatError
+
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise DataFormatError(f"{path}: unreadable ({exc})") from None
+
+
+def first_problem(err: ValidationError) -> str:
+    """``key: message`` of a validation error's first problem."""
+    first = err.errors()[0]
+    return f"{'.'.join(str(p) for p in first['loc']) or '(top level)'}: {first['msg']}"

@@ -31,6 +31,8 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from triggerlab.errors import ConfigError, DataFormatError
 from triggerlab.files import (
+    first_problem,
+    read_json,
     write_bytes_atomic,
     write_csv_atomic,
     write_json_atomic,
@@ -126,13 +128,6 @@ def label_text(values: torch.Tensor) -> list[Any]:
     if values.ndim == 1:
         return values.tolist()
     return [";".join(f"{v:.6g}" for v in row) for row in values.tolist()]
-
-
-def _read_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
-        raise DataFormatError(f"{path}: unreadable ({exc})") from None
 
 
 @dataclass(frozen=True)
@@ -242,18 +237,16 @@ class RunDir:
     def read_summary(self) -> RunSummary:
         path = self.path / SUMMARY
         try:
-            return RunSummary.model_validate(_read_json(path))
+            return RunSummary.model_validate(read_json(path))
         except ValidationError as err:
-            first = err.errors()[0]
-            key = ".".join(str(p) for p in first["loc"]) or "(top level)"
             raise DataFormatError(
-                f"{path}: not a triggerlab run summary ({key}: {first['msg']})"
+                f"{path}: not a triggerlab run summary ({first_problem(err)})"
             ) from None
 
     def read_failed(self) -> str:
         """The error message of a failed run ('' when it cannot be read)."""
         try:
-            data = _read_json(self.path / FAILED)
+            data = read_json(self.path / FAILED)
         except DataFormatError:
             return ""
         return str(data.get("message", "")) if isinstance(data, dict) else ""

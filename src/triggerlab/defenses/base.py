@@ -21,6 +21,7 @@ from torch import nn
 if TYPE_CHECKING:
     from triggerlab.config import TrainConfig
     from triggerlab.data.dataset import ImageDataset
+    from triggerlab.defenses.repair import RepairResult
     from triggerlab.tasks import Task
 
 
@@ -98,3 +99,21 @@ class RetrainingSpec(HeldBackSpec):
 
     epochs: int = Field(5, ge=1, description="fine-tuning epochs on the clean data")
     lr: float = Field(1e-3, gt=0.0, description="fine-tuning learning rate (the run's optimiser)")
+
+    def retrain(
+        self, inputs: DefenseInputs, images: torch.Tensor, targets: torch.Tensor
+    ) -> RepairResult:
+        """Fine-tune the model on ``images`` for ``epochs`` at ``lr``."""
+        from triggerlab.defenses.repair import fine_tune
+
+        return fine_tune(
+            inputs.model,
+            inputs.task,
+            images,
+            targets,
+            train=inputs.train,
+            epochs=self.epochs,
+            lr=self.lr,
+            device=inputs.device,
+            generator=inputs.generator,
+        )

@@ -18,7 +18,6 @@ from torch import nn
 
 from triggerlab.defenses.base import DefenseInputs, DefenseOutcome, RetrainingSpec
 from triggerlab.defenses.features import last_layer
-from triggerlab.defenses.repair import fine_tune
 from triggerlab.train import forward_all
 
 
@@ -79,17 +78,7 @@ class FinePruningSpec(RetrainingSpec):
         layer = last_conv(model)
         channels = select_pruned_channels(model, clean.images, self.prune_ratio, inputs.device)
         mask_channels(layer, channels)
-        result = fine_tune(
-            model,
-            inputs.task,
-            clean.images,
-            clean.targets,
-            train=inputs.train,
-            epochs=self.epochs,
-            lr=self.lr,
-            device=inputs.device,
-            generator=inputs.generator,
-        )
+        result = self.retrain(inputs, clean.images, clean.targets)
         result.pruned_channels = channels
         result.channels = layer.out_channels
         return DefenseOutcome({**asdict(result), "lr": self.lr}, repaired=True)

@@ -6,7 +6,6 @@ from dataclasses import asdict
 from typing import Literal
 
 from triggerlab.defenses.base import DefenseInputs, DefenseOutcome, RetrainingSpec
-from triggerlab.defenses.repair import fine_tune
 
 
 class FinetuneSpec(RetrainingSpec):
@@ -16,15 +15,5 @@ class FinetuneSpec(RetrainingSpec):
 
     def run(self, inputs: DefenseInputs) -> DefenseOutcome:
         assert inputs.clean is not None
-        result = fine_tune(
-            inputs.model,
-            inputs.task,
-            inputs.clean.images,
-            inputs.clean.targets,
-            train=inputs.train,
-            epochs=self.epochs,
-            lr=self.lr,
-            device=inputs.device,
-            generator=inputs.generator,
-        )
+        result = self.retrain(inputs, inputs.clean.images, inputs.clean.targets)
         return DefenseOutcome({**asdict(result), "lr": self.lr}, repaired=True)

@@ -20,7 +20,6 @@ from pydantic import Field
 from torch import nn
 
 from triggerlab.defenses.base import DefenseInputs, DefenseOutcome, RetrainingSpec
-from triggerlab.defenses.repair import fine_tune
 from triggerlab.plots.run_figures import reversed_triggers_png
 from triggerlab.train import to_input
 
@@ -206,17 +205,7 @@ class NeuralCleanseSpec(RetrainingSpec):
         if self.unlearn and found.flagged:
             stamped = [found.triggers[c] for c in found.flagged]
             images = unlearning_set(clean.images, stamped, 0.2, inputs.generator)
-            fine_tune(
-                inputs.model,
-                task,
-                images,
-                clean.targets,
-                train=inputs.train,
-                epochs=self.epochs,
-                lr=self.lr,
-                device=inputs.device,
-                generator=inputs.generator,
-            )
+            self.retrain(inputs, images, clean.targets)
             outcome.repaired = True
             report["epochs"] = self.epochs
         return outcome

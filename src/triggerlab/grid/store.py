@@ -21,7 +21,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from triggerlab.errors import ConfigError
-from triggerlab.files import write_json_atomic, write_text_atomic
+from triggerlab.files import first_problem, write_json_atomic, write_text_atomic
 from triggerlab.grid.plan import PlannedRun
 from triggerlab.grid.spec import GridSpec
 from triggerlab.rundir import RunDir
@@ -72,10 +72,8 @@ def read_manifest(grid_dir: Path) -> dict[str, Any]:
     try:
         return Manifest.model_validate(raw).model_dump()
     except ValidationError as err:
-        first = err.errors()[0]
-        key = ".".join(str(p) for p in first["loc"]) or "(top level)"
         raise ConfigError(
-            f"{path}: not a triggerlab grid manifest ({key}: {first['msg']})"
+            f"{path}: not a triggerlab grid manifest ({first_problem(err)})"
         ) from None
 
 
