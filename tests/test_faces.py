@@ -17,6 +17,7 @@ from triggerlab.data.faces import (
     trace,
 )
 from triggerlab.data.synthetic import synthetic_faces
+from triggerlab.errors import ConfigError
 from triggerlab.gaze import angles, direction
 
 DEG = math.pi / 180
@@ -124,7 +125,7 @@ def test_synthetic_dataset_labels_and_subjects():
     assert pose.targets.shape == (40, 3) and pose.labels.kind.label_unit == "degrees"
     assert torch.equal(pose.images, gaze.images)  # same renderer and seed, different labels
     assert pose.targets[:, 0].abs().max() <= 20 + 1e-4
-    with pytest.raises(ValueError, match="labels must be"):
+    with pytest.raises(ConfigError, match="labels must be"):
         synthetic_faces("age")
 
 

@@ -92,6 +92,7 @@ def test_two_stage_run_continues_the_epochs_on_the_held_out_subject(tmp_path):
         "data.finetune_count=20",
         "poison.target=[-0.3, 0.4]",
         "trigger.kind=lines",
+        "trigger.count=4",
         "train.epochs=2",
         "train.finetune_epochs=3",
         "train.finetune_lr=0.0005",

@@ -84,15 +84,26 @@ def test_summary_rows_per_cell_exclude_baselines_and_failures():
     assert summary.loc[0, "clean_acc_mean"] == pytest.approx(0.91)
 
 
+def logit_interval(values: list[float]) -> tuple[float, float]:
+    """The 95 % t interval of the logits of ``values``, mapped back to [0, 1], by hand."""
+    logits = [math.log(v / (1 - v)) for v in values]
+    n = len(logits)
+    mean = sum(logits) / n
+    sd = math.sqrt(sum((x - mean) ** 2 for x in logits) / (n - 1))
+    half = stats.t.ppf(0.975, n - 1) * sd / math.sqrt(n)
+    return tuple(1 / (1 + math.exp(-(mean + d))) for d in (-half, half))
+
+
 def test_paper_tables_by_hand():
     keys = ["poison.rate", "trigger.size"]
     tables = paper_tables(table(), keys, keys, ["asr"])
-    half = stats.t.ppf(0.975, 2) * 0.2 / math.sqrt(3)  # size 2: 0.5, 0.7, 0.9 (std 0.2)
-    half4 = stats.t.ppf(0.975, 1) * math.sqrt(0.005) / math.sqrt(2)  # size 4: 0.1, 0.2
+    low2, high2 = logit_interval([0.5, 0.7, 0.9])  # size 2
+    low4, high4 = logit_interval([0.1, 0.2])  # size 4
+    assert 0 < low4 < 0.15 < high4 < 1  # a share's interval stays inside [0, 1]
     assert tables.splitlines() == [
         "| asr: poison.rate \\ trigger.size | 2 | 4 |",
         "| --- | ---: | ---: |",
-        f"| 0.1 | 0.700 ± {half:.2g} | 0.150 ± {half4:.2g} |",
+        f"| 0.1 | 0.700 [{low2:#.3g}, {high2:#.3g}] | 0.150 [{low4:#.3g}, {high4:#.3g}] |",
         "| 0.0 | 0.00 |  |",  # the clean baseline is a row; the failed run counts nowhere
     ]
     one = paper_tables(
@@ -101,26 +112,29 @@ def test_paper_tables_by_hand():
         ["trigger.size"],
         ["asr", "clean_acc"],
     )
-    assert one.splitlines()[2] == "| 4 | 0.150 ± 0.64 | 0.905 ± 0.064 |"
+    low_ca, high_ca = logit_interval([0.90, 0.91])
+    assert one.splitlines()[2] == (
+        f"| 4 | 0.150 [{low4:#.3g}, {high4:#.3g}] | 0.905 [{low_ca:#.3g}, {high_ca:#.3g}] |"
+    )
     # without poison.rate in the table, the baseline is a row of its own, not pooled
     by_size = paper_tables(table(), ["trigger.size"], ["trigger.size"], ["asr"]).splitlines()
     assert by_size[2:] == [
-        f"| 2 | 0.700 ± {half:.2g} |",
-        f"| 4 | 0.150 ± {half4:.2g} |",
+        f"| 2 | 0.700 [{low2:#.3g}, {high2:#.3g}] |",
+        f"| 4 | 0.150 [{low4:#.3g}, {high4:#.3g}] |",
         "| 2 (clean, rate 0) | 0.00 |",
     ]
     with pytest.raises(ConfigError, match="expected one or two of the varied keys, naming every"):
         paper_tables(table(), keys, ["trigger.size"], ["asr"])
     grid_only = table()[table()["role"] == "grid"]  # poison.rate takes one value: no split
     assert paper_tables(grid_only, keys, ["trigger.size"], ["asr"]).splitlines()[3] == (
-        f"| 4 | 0.150 ± {half4:.2g} |"
+        f"| 4 | 0.150 [{low4:#.3g}, {high4:#.3g}] |"
     )
     with pytest.raises(ConfigError, match="metric attack_error: not in these results"):
         paper_tables(table(), keys, keys, ["attack_error"])
 
 
 def test_long_cell_values_stay_on_one_line():
-    from triggerlab.results import _scalar
+    from triggerlab.statistics import table_value as _scalar
 
     trigger = {"kind": "random", "colors": ["red", "green", "blue"], "sizes": [0.0223, 0.0446]}
     trigger["positions"] = "anywhere"
@@ -241,9 +255,9 @@ def test_clean_accuracy_drop_pairs_each_run_with_its_baseline(tmp_path):
         app, ["results", str(tmp_path), "--table", "poison.rate", "--metric", "clean_acc"]
     )
     assert shown.exit_code == 0, shown.output
-    expected = stats.t.ppf(0.975, 1) * math.sqrt(0.00125 / 2)  # 0.90, 0.85: variance 0.00125
-    assert f"| 0.1 | 0.875 ± {expected:.2g} |" in shown.output
-    assert "| 0.0 | 0.955 ± " in (tmp_path / "tables.md").read_text()
+    low, high = logit_interval([0.90, 0.85])
+    assert f"| 0.1 | 0.875 [{low:#.3g}, {high:#.3g}] |" in shown.output
+    assert "| 0.0 | 0.955 [" in (tmp_path / "tables.md").read_text()
 
 
 def test_missing_and_failed_runs_are_listed(tmp_path):

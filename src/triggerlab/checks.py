@@ -102,6 +102,11 @@ def make_task(cfg: ExperimentConfig, data: DataSplit) -> Task:
             raise ConfigError(
                 "evaluation.bins: the discretisation metric is for regression datasets"
             )
+        if cfg.evaluation.tolerances is not None:
+            raise ConfigError(
+                "evaluation.tolerances: tolerances measure regression errors; this dataset has "
+                "classes (set it to null)"
+            )
         if cfg.train.loss not in ("auto", "cross_entropy"):
             raise ConfigError(
                 f"train.loss: {cfg.train.loss!r} is a regression loss; "
@@ -123,7 +128,7 @@ def make_task(cfg: ExperimentConfig, data: DataSplit) -> Task:
         cfg.poison,
         data.labels,
         "mse" if cfg.train.loss == "mse" else "l1",
-        evaluation.tolerances,
+        evaluation.resolved_tolerances,
         bins,
     )
 

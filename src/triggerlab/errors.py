@@ -32,3 +32,11 @@ class ArgumentError(ConfigError):
     def shown_as(self, name: str) -> str:
         """The message with the argument called ``name`` (a flag)."""
         return f"{name}{self.value}: {self.message}"
+
+
+class RunFailed(Exception):
+    """A run that started and could not finish (training diverged, the model output NaN).
+
+    It is recorded as failed (``failed.json``), never as complete; the command line
+    exits with status 1.
+    """

@@ -7,7 +7,9 @@ directory without it is unfinished or crashed.
 
 from __future__ import annotations
 
+import contextlib
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,7 +22,7 @@ from triggerlab import stages
 from triggerlab.checks import CheckedRun, check_model, check_run
 from triggerlab.config import ExperimentConfig, PoisonConfig
 from triggerlab.data import DataSplit, ImageDataset, prepare_data
-from triggerlab.errors import ConfigError
+from triggerlab.errors import ConfigError, RunFailed
 from triggerlab.progress import Reporter
 from triggerlab.rundir import RunDir, metrics_columns
 from triggerlab.tasks import Task
@@ -122,13 +124,35 @@ def run_experiment(
     ``output.directory/output.name`` or a generated name under ``output.directory``.
     """
     started = time.perf_counter()
-    p = prepare(cfg)
-    stem = f"{cfg.data.name}-{cfg.model.name}-{cfg.trigger.kind}"
-    if run_dir is None:
-        run = RunDir.allocate(cfg.output.directory, cfg.output.name, stem)
-    else:
-        run = RunDir.allocate(run_dir.parent, run_dir.name, stem)
-    run.write_config(cfg)
+    with torch_threads(cfg.train.threads):
+        p = prepare(cfg)
+        stem = f"{cfg.data.name}-{cfg.model.name}-{cfg.trigger.kind}"
+        if run_dir is None:
+            run = RunDir.allocate(cfg.output.directory, cfg.output.name, stem)
+        else:
+            run = RunDir.allocate(run_dir.parent, run_dir.name, stem)
+        run.write_config(cfg)
+        try:
+            return _run_stages(p, run, started, progress)
+        except RunFailed as exc:
+            run.write_failed(exc)
+            raise RunFailed(f"{exc} (recorded in {run.path / 'failed.json'})") from None
+
+
+@contextlib.contextmanager
+def torch_threads(threads: int | None) -> Iterator[None]:
+    """Run with ``threads`` CPU threads (None: as set), then restore the previous count."""
+    previous = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _run_stages(p: Prepared, run: RunDir, started: float, progress: Reporter | None) -> RunResult:
+    cfg = p.cfg
     attack = stages.poison_stage(p, run)
     evaluate = stages.Evaluator(p, attack.triggered_test)
     log = stages.EpochLog(run, metrics_columns(p.task.metric_names))

@@ -8,6 +8,7 @@ and the prefixed or suffixed copies a defence or a two-stage protocol adds
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
 
 LABEL_UNIT = "label unit"  # a regression error: degrees for gaze and head pose, else label units
@@ -108,3 +109,19 @@ def metric_label(name: str) -> str:
 
 def is_fraction(name: str) -> bool:
     return metric(name).fraction
+
+
+def metric_columns(columns: Iterable[str]) -> list[str]:
+    """The metrics among ``columns`` (a results table's), in a stable order: the task's,
+    then patterned families, then defence, detection and pre-tuning copies."""
+    present = list(columns)
+    named = [m for m in TASK_ORDER if m in present]
+    extra = sorted(
+        c
+        for c in present
+        if c.startswith(("attack_success_", "clean_mae_", "bin_")) and not c.endswith("_after")
+    )
+    after = sorted(c for c in present if c.endswith("_after"))
+    detection = sorted(c for c in present if c.startswith("detection_"))
+    pretuned = sorted(c for c in present if c.startswith("pretuned_"))
+    return named + extra + after + detection + pretuned

@@ -293,6 +293,7 @@ def build_summary(
         "seed": cfg.train.seed,
         "split_seed": cfg.split_seed,
         "device": str(p.device),
+        "threads": torch.get_num_threads(),
         "versions": library_versions(),
         "git": git_commit(),
     }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -10,7 +11,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import torch
 from torch import nn
 
-from triggerlab.errors import ConfigError
+from triggerlab.errors import ConfigError, RunFailed
 from triggerlab.metrics import metric
 from triggerlab.progress import Reporter, Update, report
 
@@ -93,13 +94,18 @@ def train_epoch(
     generator: torch.Generator,
     on_batch: Callable[[], None] | None = None,
 ) -> tuple[float, int]:
-    """One pass in a seeded random order; returns (mean loss, images seen)."""
+    """One pass in a seeded random order; returns (mean loss, images seen).
+
+    RunFailed when a batch's loss is not finite: the weights are garbage from then on.
+    """
     model.train()
     layout = model_memory_format(model)
     order = torch.randperm(images.shape[0], generator=generator).to(images.device)
     total = torch.zeros((), device=device)
+    first_bad = torch.full((), -1, device=device, dtype=torch.long)
     seen = 0
-    for start in batch_starts(images.shape[0], batch_size):
+    starts = batch_starts(images.shape[0], batch_size)
+    for number, start in enumerate(starts):
         index = order[start : start + batch_size]
         x = to_input(images[index], device, layout)
         y = targets[index].to(device, non_blocking=True)
@@ -107,11 +113,20 @@ def train_epoch(
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        total += loss.detach() * index.numel()  # stays on the device: no sync per batch
+        detached = loss.detach()
+        total += detached * index.numel()  # stays on the device: no sync per batch
+        first_bad = torch.where((first_bad < 0) & ~torch.isfinite(detached), number, first_bad)
         seen += index.numel()
         if on_batch is not None:
             on_batch()
-    return float(total) / max(seen, 1), seen
+    mean = float(total) / max(seen, 1)
+    if not math.isfinite(mean):
+        raise RunFailed(
+            f"the training loss is not finite ({mean}) from batch {int(first_bad) + 1} of "
+            f"{len(starts)}; a learning rate that is too high (train.lr) or non-finite inputs "
+            "cause this"
+        )
+    return mean, seen
 
 
 @torch.no_grad()
@@ -121,10 +136,14 @@ def predict(
     """Predictions for uint8 images, batch by batch, returned on the CPU."""
     model.eval()
     layout = model_memory_format(model)
-    outputs = [
-        task.predict(model(to_input(images[start : start + EVAL_BATCH_SIZE], device, layout))).cpu()
-        for start in range(0, images.shape[0], EVAL_BATCH_SIZE)
-    ]
+    outputs = []
+    finite = torch.ones((), dtype=torch.bool, device=device)
+    for start in range(0, images.shape[0], EVAL_BATCH_SIZE):
+        raw = model(to_input(images[start : start + EVAL_BATCH_SIZE], device, layout))
+        finite &= torch.isfinite(raw).all()
+        outputs.append(task.predict(raw).cpu())
+    if not bool(finite):
+        raise RunFailed("the model's outputs are not finite (NaN or infinite) on test images")
     return torch.cat(outputs) if outputs else torch.empty(0, dtype=torch.int64)
 
 
@@ -211,23 +230,27 @@ def fit(
     for number in range(cfg.epochs):
         synchronize(device)
         start = time.perf_counter()
-        loss, seen = train_epoch(
-            model,
-            task,
-            optimizer,
-            images,
-            targets,
-            batch_size=cfg.batch_size,
-            device=device,
-            generator=generator,
-            on_batch=counter.advance if progress is not None else None,
-        )
+        epoch = schedule.first_epoch + number
+        try:
+            loss, seen = train_epoch(
+                model,
+                task,
+                optimizer,
+                images,
+                targets,
+                batch_size=cfg.batch_size,
+                device=device,
+                generator=generator,
+                on_batch=counter.advance if progress is not None else None,
+            )
+        except RunFailed as exc:
+            raise RunFailed(f"epoch {epoch}: {exc}") from None
         synchronize(device)
         train_time = time.perf_counter() - start
         if scheduler is not None:
             scheduler.step()
         record = {
-            "epoch": schedule.first_epoch + number,
+            "epoch": epoch,
             "train_loss": loss,
             **evaluate(model),
             "epoch_time_s": time.perf_counter() - start,

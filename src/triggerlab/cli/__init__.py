@@ -8,11 +8,12 @@ argument shown as the flag that set it.
 from __future__ import annotations
 
 import sys
+import warnings
 
 import typer
 
 from triggerlab.cli import experiments, inspection, triggers
-from triggerlab.cli.common import err_console
+from triggerlab.cli.common import err_console, show_warning
 
 app = typer.Typer(
     name="triggerlab",
@@ -29,6 +30,7 @@ app.add_typer(triggers.app, name="triggers")
 
 
 def main() -> None:
+    warnings.showwarning = show_warning
     try:
         app()
     except KeyboardInterrupt:

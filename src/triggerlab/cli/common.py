@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TextIO
+
 import typer
 from rich.console import Console
 from rich.progress import (
@@ -15,7 +17,7 @@ from rich.progress import (
 )
 from rich.text import Text
 
-from triggerlab.errors import ArgumentError, TriggerlabError
+from triggerlab.errors import ArgumentError, RunFailed, TriggerlabError
 from triggerlab.progress import Update
 
 console = Console()
@@ -23,7 +25,12 @@ err_console = Console(stderr=True)
 
 
 # Library arguments whose flag is not ``--`` plus the argument's name with dashes.
-FLAGS = {"threads": "--threads-per-worker", "overrides": "--set", "factory": "--model"}
+FLAGS = {
+    "threads": "--threads-per-worker",
+    "overrides": "--set",
+    "factory": "--model",
+    "existing": "--extend / --replace",
+}
 
 
 def flag_of(argument: str) -> str:
@@ -38,6 +45,24 @@ def fail(error: TriggerlabError | str) -> typer.Exit:
         message = str(error)
     err_console.print(Text("error: ", style="bold red") + Text(message), soft_wrap=True)
     return typer.Exit(code=2)
+
+
+def failed_run(error: RunFailed) -> typer.Exit:
+    """A run that started and could not finish: one message, exit status 1."""
+    err_console.print(Text("run failed: ", style="bold red") + Text(str(error)), soft_wrap=True)
+    return typer.Exit(code=1)
+
+
+def show_warning(
+    message: Warning | str,
+    category: type[Warning],
+    filename: str,
+    lineno: int,
+    file: TextIO | None = None,
+    line: str | None = None,
+) -> None:
+    """Warnings as one plain line, ``warning: ...``, not a source location and code line."""
+    err_console.print(Text("warning: ", style="bold yellow") + Text(str(message)), soft_wrap=True)
 
 
 class ConsoleProgress:

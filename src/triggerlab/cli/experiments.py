@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
 
-from triggerlab.cli.common import ConsoleProgress, console, err_console, fail
-from triggerlab.errors import TriggerlabError
+from triggerlab.cli.common import ConsoleProgress, console, err_console, fail, failed_run
+from triggerlab.errors import RunFailed, TriggerlabError
+
+if TYPE_CHECKING:
+    from triggerlab.grid import GridOutcome
 
 app = typer.Typer()
 
@@ -34,6 +37,10 @@ def run(
     out: Annotated[
         Path | None, typer.Option("--out", "-o", help="parent folder of the run (output.directory)")
     ] = None,
+    threads: Annotated[
+        int | None,
+        typer.Option(help="CPU threads (train.threads); set it to reproduce a grid run exactly"),
+    ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress output")] = False,
 ) -> None:
     """Run one backdoor experiment and write its run directory."""
@@ -43,12 +50,16 @@ def run(
     settings = list(overrides or [])
     if out is not None:
         settings.append(f"output.directory={out}")
+    if threads is not None:
+        settings.append(f"train.threads={threads}")
     try:
         cfg = load_config(config, settings)
         with ConsoleProgress(quiet) as progress:
             result = run_experiment(cfg, progress=progress)
     except TriggerlabError as exc:
         raise fail(exc) from None
+    except RunFailed as exc:
+        raise failed_run(exc) from None
     print_summary(result.summary)
 
 
@@ -106,6 +117,14 @@ def grid(
         str | None, typer.Option(help="Ray cluster address (default: start a local one)")
     ] = None,
     force: Annotated[bool, typer.Option(help="rerun finished runs too")] = False,
+    extend: Annotated[
+        bool,
+        typer.Option(help="the folder holds another spec's runs: keep them beside this spec's"),
+    ] = False,
+    replace: Annotated[
+        bool,
+        typer.Option(help="the folder holds another spec's runs: delete those this spec lacks"),
+    ] = False,
     overrides: Annotated[
         list[str] | None,
         typer.Option("--set", "-s", help="override a spec key, e.g. base.train.epochs=5"),
@@ -115,6 +134,8 @@ def grid(
     """Run every experiment of a grid; finished runs are skipped, so a killed grid resumes."""
     from triggerlab.grid import load_grid_spec, run_grid
 
+    if extend and replace:
+        raise fail("--extend and --replace: choose one")
     try:
         loaded = load_grid_spec(spec, list(overrides or []))
         grid_dir = out or Path("grids") / (loaded.name or spec.stem)
@@ -127,10 +148,16 @@ def grid(
                 executor=executor,  # type: ignore[arg-type]
                 address=address,
                 force=force,
+                existing="extend" if extend else "replace" if replace else "refuse",
                 progress=progress,
             )
     except TriggerlabError as exc:
         raise fail(exc) from None
+    print_outcome(grid_dir, outcome)
+
+
+def print_outcome(grid_dir: Path, outcome: GridOutcome) -> None:
+    """One line for the grid, one per failed run; exit status 1 when any run failed."""
     console.print(
         f"grid {grid_dir}: {outcome.total} runs, {outcome.skipped} already finished, "
         f"{len(outcome.completed)} run now, {len(outcome.failed)} failed ({outcome.seconds:.1f} s)",

@@ -7,7 +7,7 @@ reads YAML. ``load_config`` turns any problem into one ``ConfigError`` whose
 message names the offending keys.
 """
 
-from triggerlab.config.loading import load_config, override, read_yaml, validate_config
+from triggerlab.config.loading import load_config, override, validate_config
 from triggerlab.config.messages import format_validation_error, section_keys
 from triggerlab.config.overrides import (
     apply_override,
@@ -27,6 +27,7 @@ from triggerlab.config.schema import (
     PoisonConfig,
     TrainConfig,
 )
+from triggerlab.config.yaml_input import read_yaml
 
 __all__ = [
     "DEFAULT_EXPERIMENT",

@@ -5,12 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import ValidationError
 
 from triggerlab.config.messages import format_validation_error
 from triggerlab.config.overrides import apply_overrides
 from triggerlab.config.schema import DEFAULT_EXPERIMENT, ExperimentConfig
+from triggerlab.config.yaml_input import read_yaml
 from triggerlab.errors import ConfigError
 
 
@@ -23,19 +23,6 @@ def validate_config(raw: Any, source: str = "") -> ExperimentConfig:
         return ExperimentConfig.model_validate(raw)
     except ValidationError as err:
         raise ConfigError(format_validation_error(err, source)) from None
-
-
-def read_yaml(path: Path) -> Any:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError(f"config file {path} not found") from None
-    except OSError as exc:
-        raise ConfigError(f"config file {path}: cannot read ({exc})") from None
-    try:
-        return yaml.safe_load(text) or {}
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"config file {path} is not valid YAML: {exc}") from None
 
 
 def load_config(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import reprlib
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
@@ -66,9 +67,24 @@ def _unknown_key_message(loc: tuple[Any, ...]) -> str:
     return message
 
 
-def format_validation_error(err: ValidationError, source: str) -> str:
+def quoted(value: Any) -> str:
+    """A short repr of user input: long strings, deep or shared structures are cut."""
+    return _SHORT.repr(value)
+
+
+_SHORT = reprlib.Repr()
+_SHORT.maxlevel, _SHORT.maxlist, _SHORT.maxdict = 3, 6, 6
+_SHORT.maxstring, _SHORT.maxother, _SHORT.maxlong = 80, 80, 40
+MAX_PROBLEMS = 20
+
+
+def format_validation_error(
+    err: ValidationError, source: str, schema: type[BaseModel] = ExperimentConfig
+) -> str:
+    """One line per problem (at most ``MAX_PROBLEMS``), naming the dotted key."""
     lines = []
-    for e in err.errors():
+    problems = err.errors()
+    for e in problems[:MAX_PROBLEMS]:
         loc = tuple(e["loc"])
         parts = [p for i, p in enumerate(loc) if not _is_union_tag(loc, i)]
         key = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in parts).lstrip(".")
@@ -76,11 +92,15 @@ def format_validation_error(err: ValidationError, source: str) -> str:
         message = e["msg"].removeprefix("Value error, ")
         if e["type"] == "union_tag_invalid":
             key, message = f"{key}.kind", _union_tag_message(e)
-        elif e["type"] == "extra_forbidden":
+        elif e["type"] == "extra_forbidden" and schema is ExperimentConfig:
             message = _unknown_key_message(loc)
+        elif e["type"] == "extra_forbidden":
+            message = f"unknown key; expected one of {', '.join(schema.model_fields)}"
         elif e["type"] == "missing":
             message = "required key is missing"
         elif "input" in e and e["type"] not in ("union_tag_invalid", "value_error"):
-            message += f" (got {e['input']!r})"
+            message += f" (got {quoted(e['input'])})"
         lines.append(f"  {key}: {message}")
+    if len(problems) > MAX_PROBLEMS:
+        lines.append(f"  ... and {len(problems) - MAX_PROBLEMS} more problems")
     return f"invalid config {source}:\n" + "\n".join(lines)

@@ -5,8 +5,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-import yaml
-
+from triggerlab.config.yaml_input import parse_yaml
 from triggerlab.errors import ArgumentError, ConfigError
 
 
@@ -45,9 +44,9 @@ def parse_override(item: str) -> tuple[list[str], Any]:
             "overrides", "expected KEY=VALUE with a dotted key, e.g. poison.rate=0.05", repr(item)
         )
     try:
-        value = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise ArgumentError("overrides", f"cannot parse the value ({exc})", repr(item)) from None
+        value = parse_yaml(text, "the value")
+    except ConfigError as exc:
+        raise ArgumentError("overrides", str(exc), repr(item)) from None
     return parts, value
 
 

@@ -28,8 +28,27 @@ UNION_SECTIONS: dict[str, dict[str, type[BaseModel]]] = {
 }
 
 
+# Bounds on numbers that no experiment needs to exceed: they catch typos and overflows early.
+MAX_SEED = 2**32 - 1
+MAX_SIDE = 4096
+MAX_EPOCHS = 100_000
+MAX_LR = 10.0
+
+
 class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, validate_assignment=True)
+
+
+def plain_name(value: str | None) -> str | None:
+    """One plain path component: a folder name that stays inside its parent."""
+    if value is None:
+        return None
+    if value in ("", ".", "..") or any(c in value for c in "/\\\0") or Path(value).is_absolute():
+        raise ValueError(
+            f"{value!r} is not a plain folder name; expected one path component without "
+            "'/', '\\' or NUL, not '.' or '..'"
+        )
+    return value
 
 
 class DataConfig(Section):
@@ -57,7 +76,9 @@ class DataConfig(Section):
     finetune_count: int = Field(
         100, ge=1, description="pretune_finetune: the held-out subject's fine-tuning images"
     )
-    seed: int | None = Field(None, ge=0, description="split seed; null follows train.seed")
+    seed: int | None = Field(
+        None, ge=0, le=MAX_SEED, description="split seed; null follows train.seed"
+    )
     options: dict[str, Any] = Field(default_factory=dict, description="loader-specific options")
 
     @field_validator("name")
@@ -76,9 +97,11 @@ class DataConfig(Section):
             return None
         if isinstance(value, int) and not isinstance(value, bool):
             value = [value, value]
-        if int_sequence(value, 2, 1):
+        if int_sequence(value, 2, 1, MAX_SIDE):
             return tuple(value)
-        raise ValueError(f"invalid size {value!r}; expected a positive integer or [height, width]")
+        raise ValueError(
+            f"invalid size {value!r}; expected an integer 1-{MAX_SIDE} or [height, width]"
+        )
 
     @model_validator(mode="after")
     def _one_held_out_subject(self) -> DataConfig:
@@ -94,7 +117,7 @@ class PoisonConfig(Section):
     rate: float | None = Field(
         None, ge=0.0, le=1.0, description="poisoned share of the training set (default 0.1)"
     )
-    count: int | None = Field(None, ge=0, description="exact number of poisoned samples")
+    count: int | None = Field(None, ge=0, le=10**9, description="exact number of poisoned samples")
     target: int | list[float] = Field(
         0, description="the attacker's target: a class, or a vector in label units for regression"
     )
@@ -113,6 +136,8 @@ class PoisonConfig(Section):
             raise ValueError(f"expected a class index >= 0 or a list of numbers, got {value!r}")
         if isinstance(value, list) and not value:
             raise ValueError("a regression target needs at least one value")
+        if isinstance(value, int) and value > 100_000:
+            raise ValueError(f"class {value} is beyond any dataset's classes")
         return value
 
     @model_validator(mode="after")
@@ -145,36 +170,54 @@ class TrainConfig(Section):
     loss: Literal["auto", "cross_entropy", "l1", "mse"] = Field(
         "auto", description="auto: cross-entropy for classification, L1 for regression"
     )
-    lr: float = Field(1e-3, gt=0.0)
+    lr: float = Field(1e-3, gt=0.0, le=MAX_LR)
     momentum: float = Field(0.9, ge=0.0, lt=1.0, description="SGD only")
-    weight_decay: float = Field(0.0, ge=0.0)
+    weight_decay: float = Field(0.0, ge=0.0, le=1.0)
     lr_schedule: Literal["constant", "cosine"] = Field(
         "constant", description="cosine anneals the learning rate to 0 over the epochs"
     )
-    epochs: int = Field(10, ge=1, description="training epochs (pre-tuning for pretune_finetune)")
-    batch_size: int = Field(64, ge=1)
+    epochs: int = Field(
+        10, ge=1, le=MAX_EPOCHS, description="training epochs (pre-tuning for pretune_finetune)"
+    )
+    batch_size: int = Field(64, ge=1, le=1_000_000)
     finetune_epochs: int = Field(
-        5, ge=1, description="data.split pretune_finetune: epochs on the fine-tuning images"
+        5,
+        ge=1,
+        le=MAX_EPOCHS,
+        description="data.split pretune_finetune: epochs on the fine-tuning images",
     )
     finetune_lr: float | None = Field(
-        None, gt=0.0, description="data.split pretune_finetune: fine-tuning rate (default: lr)"
+        None,
+        gt=0.0,
+        le=MAX_LR,
+        description="data.split pretune_finetune: fine-tuning rate (default: lr)",
     )
     device: Literal["auto", "cpu", "cuda"] = "auto"
     channels_last: bool = Field(
         True, description="NHWC memory format: faster convolutions on CPU (oneDNN) and GPU"
     )
     seed: int = Field(
-        0, ge=0, description="drives split, poisoning, triggers, init and batch order"
+        0, ge=0, le=MAX_SEED, description="drives split, poisoning, triggers, init and batch order"
+    )
+    threads: int | None = Field(
+        None,
+        ge=1,
+        le=1024,
+        description="CPU threads torch uses (null: torch's default, all cores); results depend "
+        "on it at the last digits, so grids record theirs here",
     )
 
 
+DEFAULT_TOLERANCES = (5.0, 10.0)
+
+
 class EvaluationConfig(Section):
-    tolerances: list[float] = Field(
-        [5.0, 10.0],
+    tolerances: list[float] | None = Field(
+        None,
         min_length=1,
         description="regression: attack success counts predictions within these errors "
-        "of the target "
-        "(degrees for gaze and head pose)",
+        "of the target, in the labels' error unit (degrees for gaze and head pose); "
+        "null: 5 and 10",
     )
 
     bins: int | None = Field(
@@ -189,10 +232,22 @@ class EvaluationConfig(Section):
 
     @field_validator("tolerances")
     @classmethod
-    def _positive(cls, values: list[float]) -> list[float]:
-        if any(v <= 0 for v in values):
+    def _positive(cls, values: list[float] | None) -> list[float] | None:
+        if values is not None and any(v <= 0 for v in values):
             raise ValueError(f"tolerances must be positive, got {values}")
         return values
+
+    @model_validator(mode="after")
+    def _bins_settings_need_bins(self) -> EvaluationConfig:
+        if self.bins is None:
+            extra = [k for k in ("bin_output", "bin_range") if getattr(self, k) is not None]
+            if extra:
+                raise ValueError(f"{' and '.join(extra)} only apply with evaluation.bins set")
+        return self
+
+    @property
+    def resolved_tolerances(self) -> tuple[float, ...]:
+        return tuple(self.tolerances) if self.tolerances is not None else DEFAULT_TOLERANCES
 
     @field_validator("bin_range")
     @classmethod
@@ -204,8 +259,15 @@ class EvaluationConfig(Section):
 
 class OutputConfig(Section):
     directory: Path = Field(Path("runs"), description="parent folder of run directories")
-    name: str | None = Field(None, description="run directory name (default: generated)")
+    name: str | None = Field(
+        None, description="run directory name, one plain folder name (default: generated)"
+    )
     save_model: bool = Field(False, description="write model.safetensors")
+
+    @field_validator("name")
+    @classmethod
+    def _plain_name(cls, value: str | None) -> str | None:
+        return plain_name(value)
 
 
 class ExperimentConfig(Section):

@@ -20,6 +20,7 @@ import torch
 from triggerlab.data.dataset import ImageDataset, SourceData
 from triggerlab.data.images import read_images
 from triggerlab.data.labels import HEADPOSE_LABELS
+from triggerlab.data.textfiles import read_text
 from triggerlab.errors import DataFormatError
 
 SAME_PERSON = {15: 3, 18: 5, 21: 2, 22: 7}
@@ -36,11 +37,11 @@ def angles_from_rotation(rows: np.ndarray) -> tuple[float, float, float]:
 
 def read_pose(path: Path) -> tuple[float, float, float]:
     """A ``frame_NNNNN_pose.txt``: three rows of the rotation, a blank line, the head centre."""
+    rows = [line.split() for line in read_text(path).splitlines() if line.strip()]
     try:
-        rows = [line.split() for line in path.read_text().splitlines() if line.strip()]
         matrix = np.array([[float(v) for v in row] for row in rows[:3]])
-    except (OSError, ValueError) as exc:
-        raise DataFormatError(f"{path}: not a Biwi pose file ({exc})") from exc
+    except ValueError as exc:
+        raise DataFormatError(f"{path}: not a Biwi pose file ({exc})") from None
     if matrix.shape != (3, 3) or len(rows) < 4:
         raise DataFormatError(
             f"{path}: expected 3 rows of 3 numbers, a blank line and the head centre"
@@ -86,8 +87,12 @@ def load_npz(path: Path) -> ImageDataset:
         raise DataFormatError(
             f"{path}: 'image' must be uint8 (N, H, W, 3), got {images.dtype} {images.shape}"
         )
+    if images.shape[0] == 0:
+        raise DataFormatError(f"{path}: holds no images")
     if pose.shape != (images.shape[0], 3):
         raise DataFormatError(f"{path}: 'pose' must be ({images.shape[0]}, 3), got {pose.shape}")
+    if not np.issubdtype(pose.dtype, np.number) or np.issubdtype(pose.dtype, np.complexfloating):
+        raise DataFormatError(f"{path}: 'pose' must hold numbers (degrees), got {pose.dtype}")
     rgb = torch.from_numpy(np.ascontiguousarray(images[..., ::-1])).permute(0, 3, 1, 2).contiguous()
     return ImageDataset(
         rgb,

@@ -61,7 +61,10 @@ def _read_batch(path: Path, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
     if "data" not in batch or "labels" not in batch:
         raise DataFormatError(f"{path}: expected keys 'data' and 'labels', found {sorted(batch)}")
     data = np.asarray(batch["data"])
-    labels = np.asarray(batch["labels"], dtype=np.int64)
+    raw = np.asarray(batch["labels"])
+    if raw.dtype.kind not in "iu":
+        raise DataFormatError(f"{path}: 'labels' must be integer class ids, got {raw.dtype}")
+    labels = raw.astype(np.int64)
     if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072:
         raise DataFormatError(
             f"{path}: 'data' must be uint8 (N, 3072), got {data.dtype} {data.shape}"

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import csv
+import io
 from pathlib import Path
 
 import torch
 
 from triggerlab.data.dataset import ImageDataset, SourceData
 from triggerlab.data.images import Box, read_images
+from triggerlab.data.textfiles import read_text
 from triggerlab.errors import DataFormatError
 
 NUM_CLASSES = 43
@@ -19,11 +21,11 @@ def _read_annotations(
     csv_path: Path, image_dir: Path, need_class: bool
 ) -> tuple[list[Path], list[Box], list[int]]:
     """Rows of a ``;``-separated GT file: paths, ROI boxes and class ids."""
+    text = read_text(csv_path)
     try:
-        with csv_path.open(newline="", encoding="utf-8") as fh:
-            rows = list(csv.DictReader(fh, delimiter=";"))
-    except OSError as exc:
-        raise DataFormatError(f"{csv_path}: cannot read ({exc})") from exc
+        rows = list(csv.DictReader(io.StringIO(text, newline=""), delimiter=";"))
+    except csv.Error as exc:
+        raise DataFormatError(f"{csv_path}: not a ';'-separated GT file ({exc})") from None
     required = COLUMNS + (("ClassId",) if need_class else ())
     paths, boxes, labels = [], [], []
     for number, row in enumerate(rows, start=2):

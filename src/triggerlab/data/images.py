@@ -11,6 +11,7 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
+from triggerlab.data.memory import check_fits
 from triggerlab.errors import DataFormatError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".ppm", ".bmp")
@@ -27,8 +28,12 @@ def _decode(path: Path, size: tuple[int, int] | None, box: Box | None) -> np.nda
             if size is not None and rgb.size != (size[1], size[0]):
                 rgb = rgb.resize((size[1], size[0]), Image.Resampling.BILINEAR)
             return np.asarray(rgb, dtype=np.uint8)
+    except Image.DecompressionBombError as exc:
+        raise DataFormatError(
+            f"{path}: declares more pixels than an image may have here ({exc})"
+        ) from None
     except (OSError, UnidentifiedImageError, ValueError) as exc:
-        raise DataFormatError(f"{path}: cannot decode image ({exc})") from exc
+        raise DataFormatError(f"{path}: cannot decode image ({exc})") from None
 
 
 def read_images(
@@ -43,17 +48,19 @@ def read_images(
     """
     if not paths:
         return torch.empty((0, 3, *(size or (0, 0))), dtype=torch.uint8)
+    if size is not None:
+        check_fits(len(paths), 3, *size, "data.resize")
     crop = boxes if boxes is not None else [None] * len(paths)
     workers = min(8, os.cpu_count() or 1)
     with ThreadPoolExecutor(max_workers=workers) as pool:
         arrays = list(
             pool.map(lambda args: _decode(args[0], size, args[1]), zip(paths, crop, strict=True))
         )
-    shapes = {a.shape for a in arrays}
-    if len(shapes) > 1:
-        examples = ", ".join(f"{h}x{w}" for h, w, _ in sorted(shapes)[:3])
+    odd = next((i for i, a in enumerate(arrays) if a.shape != arrays[0].shape), None)
+    if odd is not None:
+        (h, w, _), (h0, w0, _) = arrays[odd].shape, arrays[0].shape
         raise DataFormatError(
-            f"images under {paths[0].parent} differ in size ({examples}, ...): "
+            f"{paths[odd]} is {h}x{w} but {paths[0]} is {h0}x{w0}: images differ in size; "
             "set data.resize to bring them to one size"
         )
     return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()

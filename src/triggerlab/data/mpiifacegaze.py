@@ -17,6 +17,8 @@ import torch
 from triggerlab.data.dataset import ImageDataset, SourceData
 from triggerlab.data.images import read_images
 from triggerlab.data.labels import GAZE_LABELS
+from triggerlab.data.memory import check_fits
+from triggerlab.data.textfiles import read_text
 from triggerlab.data.transforms import resize_images
 from triggerlab.errors import DataFormatError
 from triggerlab.gaze import angles
@@ -31,6 +33,18 @@ def _subject_id(path: Path) -> int:
     return int(match.group(1))
 
 
+def _image_count(path: Path) -> int:
+    """Images in one subject's file, 0 when it cannot tell (the reading reports that file)."""
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as handle:
+            data = handle["Data/data"]
+            return int(data.shape[0]) if isinstance(data, h5py.Dataset) and data.ndim else 0
+    except (OSError, KeyError):
+        return 0
+
+
 def load_normalized(root: Path, size: tuple[int, int] | None) -> ImageDataset:
     """Every ``pXX.mat`` in ``root``: ``Data/data`` (N, 3, H, W) BGR and ``Data/label`` (N, >=4)."""
     import h5py
@@ -42,11 +56,21 @@ def load_normalized(root: Path, size: tuple[int, int] | None) -> ImageDataset:
         raise DataFormatError(
             "mpiifacegaze: set data.resize (e.g. 224): 45,000 images of 448x448 need 27 GB"
         )
+    check_fits(sum(_image_count(path) for path in files), 3, *size, "data.resize")
     images, gaze, subjects = [], [], []
     for path in files:
         try:
             with h5py.File(path, "r") as handle:
                 data, label = handle["Data/data"], handle["Data/label"]
+                if not isinstance(data, h5py.Dataset) or not isinstance(label, h5py.Dataset):
+                    raise DataFormatError(
+                        f"{path}: Data/data and Data/label must be arrays, not groups"
+                    )
+                if data.dtype.kind not in "uif" or label.dtype.kind not in "uif":
+                    raise DataFormatError(
+                        f"{path}: Data/data and Data/label must hold numbers, got "
+                        f"{data.dtype} and {label.dtype}"
+                    )
                 if data.ndim != 4 or data.shape[1] != 3 or label.ndim != 2 or label.shape[1] < 4:
                     raise DataFormatError(
                         f"{path}: expected Data/data (N, 3, H, W) and Data/label (N, >=4), "
@@ -96,10 +120,7 @@ def load_raw(root: Path, size: tuple[int, int] | None) -> ImageDataset:
     subjects: list[int] = []
     for folder in folders:
         table = folder / f"{folder.name}.txt"
-        try:
-            lines = table.read_text().splitlines()
-        except OSError as exc:
-            raise DataFormatError(f"{table}: cannot read ({exc})") from exc
+        lines = read_text(table).splitlines()
         for number, line in enumerate(lines, start=1):
             tokens = line.split()
             if not tokens:

@@ -8,10 +8,12 @@ from typing import TYPE_CHECKING
 import torch
 
 from triggerlab.data.dataset import DataSplit, ImageDataset, SourceData
+from triggerlab.data.memory import check_fits
 from triggerlab.data.protocols import finetune_split, subject_split, subjects_of
 from triggerlab.data.registry import DATASETS
 from triggerlab.data.transforms import convert_channels, resize_images, stratified_split
-from triggerlab.errors import ConfigError
+from triggerlab.data.validate import check_source
+from triggerlab.errors import ConfigError, DataFormatError
 
 if TYPE_CHECKING:
     from triggerlab.config import DataConfig
@@ -19,6 +21,9 @@ if TYPE_CHECKING:
 
 def _finish(data: ImageDataset, cfg: DataConfig) -> ImageDataset:
     images = data.images
+    _, channels, height, width = images.shape
+    height, width = cfg.resize or (height, width)
+    check_fits(len(data), cfg.channels or channels, height, width, "data.resize")
     if cfg.resize is not None:
         images = resize_images(images, cfg.resize)
     if cfg.channels is not None:
@@ -60,9 +65,14 @@ def load_source(cfg: DataConfig) -> SourceData:
     if info.needs_root and not cfg.root.exists():  # type: ignore[union-attr]
         raise ConfigError(f"data.root: {cfg.root} does not exist")
     try:
-        return info.loader(root=cfg.root, size=cfg.resize, **cfg.options)
-    except ValueError as exc:  # an option out of range, reported by the loader
-        raise ConfigError(f"data.options: {exc}") from None
+        source = info.loader(root=cfg.root, size=cfg.resize, **cfg.options)
+    except (ValueError, TypeError, KeyError, IndexError, AttributeError) as exc:
+        # The loaders name the file for every problem they know; this catches the rest.
+        raise DataFormatError(
+            f"{cfg.root or cfg.name}: unreadable {cfg.name} data ({type(exc).__name__}: {exc})"
+        ) from None
+    check_source(source, str(cfg.root or cfg.name))
+    return source
 
 
 def split_source(source: SourceData, cfg: DataConfig, seed: int) -> DataSplit:

@@ -11,6 +11,8 @@ import torch
 from triggerlab.data.dataset import ImageDataset, SourceData
 from triggerlab.data.faces import Subjects, render
 from triggerlab.data.labels import GAZE_LABELS, HEADPOSE_LABELS
+from triggerlab.data.memory import check_fits
+from triggerlab.errors import ConfigError
 
 RENDER_CHUNK = 256
 
@@ -35,13 +37,17 @@ def synthetic_faces(
     ``groups`` holds the subject of each image.
     """
     if labels not in ("gaze", "headpose"):
-        raise ValueError(f"labels must be 'gaze' or 'headpose', got {labels!r}")
+        raise ConfigError(f"labels must be 'gaze' or 'headpose', got {labels!r}")
     if subjects < 1 or count < subjects:
-        raise ValueError(
-            f"need at least one image per subject (count {count}, subjects {subjects})"
+        raise ConfigError(
+            "data.options: need at least one image per subject "
+            f"(count {count}, subjects {subjects})"
         )
+    if count > 1_000_000:
+        raise ConfigError(f"data.options.count: at most 1,000,000 faces, got {count}")
     if resolution < 8:
-        raise ValueError(f"resolution {resolution} is too small for a face (at least 8 pixels)")
+        raise ConfigError(f"data.resize: {resolution} pixels are too few for a face (at least 8)")
+    check_fits(count, 3, resolution, resolution, "data.resize")
     generator = torch.Generator().manual_seed(seed)
     people = Subjects.draw(subjects, generator)
     subject = torch.arange(count) % subjects

@@ -8,6 +8,7 @@ import torch
 
 from triggerlab.data.dataset import ImageDataset, SourceData
 from triggerlab.data.images import read_images
+from triggerlab.data.textfiles import read_text
 from triggerlab.errors import DataFormatError
 
 FOLDER = "tiny-imagenet-200"
@@ -27,7 +28,7 @@ def _class_names(folder: Path, wnids: list[str]) -> tuple[str, ...]:
     if not words.is_file():
         return tuple(wnids)
     table = {}
-    for line in words.read_text(encoding="utf-8").splitlines():
+    for line in read_text(words).splitlines():
         wnid, _, text = line.partition("\t")
         table[wnid] = text.split(",")[0].strip() or wnid
     return tuple(table.get(w, w) for w in wnids)
@@ -40,7 +41,9 @@ def load_tinyimagenet(root: Path, size: tuple[int, int] | None = None) -> Source
     official test images carry no labels and are not used.
     """
     folder = _folder(root)
-    wnids = [w.strip() for w in (folder / "wnids.txt").read_text().splitlines() if w.strip()]
+    wnids = [w.strip() for w in read_text(folder / "wnids.txt").splitlines() if w.strip()]
+    if not wnids:
+        raise DataFormatError(f"{folder / 'wnids.txt'}: lists no classes")
     index = {w: i for i, w in enumerate(wnids)}
     train_paths: list[Path] = []
     train_labels: list[int] = []
@@ -56,7 +59,7 @@ def load_tinyimagenet(root: Path, size: tuple[int, int] | None = None) -> Source
         raise DataFormatError(f"{annotations}: file not found")
     val_paths: list[Path] = []
     val_labels: list[int] = []
-    for number, line in enumerate(annotations.read_text().splitlines(), start=1):
+    for number, line in enumerate(read_text(annotations).splitlines(), start=1):
         fields = line.split("\t")
         if not line.strip():
             continue

@@ -10,19 +10,26 @@ and ``grid.executors`` runs what is not finished yet.
 
 from __future__ import annotations
 
+import contextlib
+import importlib.util
 import os
+import shutil
 import time
-from dataclasses import dataclass, field
+from collections.abc import Iterator
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
-from triggerlab.errors import ArgumentError
+from triggerlab.config import ExperimentConfig
+from triggerlab.errors import ArgumentError, TriggerlabError
 from triggerlab.grid.executors import execute_run, run_local, run_ray
 from triggerlab.grid.plan import PlannedRun, cell_label, plan_grid, preflight, repeat_seeds, run_id
 from triggerlab.grid.spec import GridSpec, load_grid_spec
 from triggerlab.grid.store import (
     MANIFEST,
     SPEC_COPY,
+    Existing,
+    earlier_runs,
     grid_lock,
     read_manifest,
     run_dir,
@@ -46,6 +53,12 @@ class GridOutcome:
         return not self.failed
 
 
+def with_threads(cfg: ExperimentConfig, threads: int) -> ExperimentConfig:
+    """The run's config as it executes: its thread count recorded, so that rerunning the run's
+    config.yaml alone reproduces its numbers (the run id leaves threads out)."""
+    return cfg.model_copy(update={"train": cfg.train.model_copy(update={"threads": threads})})
+
+
 def run_note(run: PlannedRun, result: dict[str, Any]) -> str:
     """``<id> (grid, repeat 0; cell) clean_acc 0.972 asr 0.991``, or the failure."""
     if result["ok"]:
@@ -57,6 +70,30 @@ def run_note(run: PlannedRun, result: dict[str, Any]) -> str:
     return f"{run.run_id} ({run.role}, repeat {run.repeat}; {cell}) {status}"
 
 
+def _check_arguments(workers: int, threads: int | None, executor: str) -> None:
+    if workers < 1:
+        raise ArgumentError("workers", f"expected at least 1, got {workers}")
+    if threads is not None and threads < 1:
+        raise ArgumentError("threads", f"expected at least 1, got {threads}")
+    if executor not in ("local", "ray"):
+        raise ArgumentError("executor", f"expected 'local' or 'ray', got {executor!r}")
+    if executor == "ray" and importlib.util.find_spec("ray") is None:
+        raise ArgumentError("executor", "'ray' needs Ray: pip install 'triggerlab[ray]'")
+
+
+@contextlib.contextmanager
+def _new_folder_cleaned_up(grid_dir: Path) -> Iterator[dict[str, bool]]:
+    """Remove ``grid_dir`` again when it was created here and a rejection came before any
+    manifest was written: a refused grid leaves nothing behind."""
+    state = {"created": not grid_dir.exists(), "written": False}
+    try:
+        yield state
+    except TriggerlabError:
+        if state["created"] and not state["written"]:
+            shutil.rmtree(grid_dir, ignore_errors=True)
+        raise
+
+
 def run_grid(
     spec: GridSpec,
     grid_dir: Path | str,
@@ -66,26 +103,30 @@ def run_grid(
     executor: Literal["local", "ray"] = "local",
     address: str | None = None,
     force: bool = False,
+    existing: Existing = "refuse",
     progress: Reporter | None = None,
 ) -> GridOutcome:
-    """Plan, then run every run that is not complete yet; return what happened.
+    """Plan, check, then run every run that is not complete yet; return what happened.
 
-    ``threads`` is the torch threads per run (default: cores / workers).
+    ``threads`` is the torch threads per run (default: cores / workers). A folder
+    holding another spec's runs is refused unless ``existing`` is ``extend`` or
+    ``replace`` (see ``store.earlier_runs``).
     """
     grid_dir = Path(grid_dir)
-    if workers < 1:
-        raise ArgumentError("workers", f"expected at least 1, got {workers}")
-    if threads is not None and threads < 1:
-        raise ArgumentError("threads", f"expected at least 1, got {threads}")
-    if executor not in ("local", "ray"):
-        raise ArgumentError("executor", f"expected 'local' or 'ray', got {executor!r}")
+    _check_arguments(workers, threads, executor)
     plan = plan_grid(spec)
-    preflight(plan)
     threads = threads or max(1, (os.cpu_count() or 1) // workers)
     start = time.perf_counter()
-    with grid_lock(grid_dir):
-        write_manifest(grid_dir, spec, plan)
-        todo = [r for r in plan if force or not run_of(grid_dir, r.run_id).is_complete()]
+    with _new_folder_cleaned_up(grid_dir) as state, grid_lock(grid_dir):
+        kept = earlier_runs(grid_dir, spec, plan, existing)
+        preflight(plan)
+        write_manifest(grid_dir, spec, plan, kept)
+        state["written"] = True
+        todo = [
+            replace(r, config=with_threads(r.config, threads))
+            for r in plan
+            if force or not run_of(grid_dir, r.run_id).is_complete()
+        ]
         outcome = GridOutcome(total=len(plan), skipped=len(plan) - len(todo))
 
         def on_run(run: PlannedRun, result: dict[str, Any]) -> None:

@@ -10,10 +10,12 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import warnings
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
+from pydantic import BaseModel
 
 from triggerlab.config import ExperimentConfig, set_dotted, validate_config
 from triggerlab.errors import ConfigError, DataFormatError, TriggerlabError
@@ -21,6 +23,7 @@ from triggerlab.grid.spec import GridSpec
 
 if TYPE_CHECKING:
     from triggerlab.data import SourceData
+    from triggerlab.triggers import Trigger
 
 ID_LENGTH = 12
 
@@ -46,12 +49,41 @@ class PlannedRun:
         }
 
 
+# Settings that do not change what a run computes, or only where it is written.
+NOT_IDENTITY = {("output",), ("data", "root"), ("train", "threads")}
+
+
+def non_default(model: BaseModel, path: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The settings of ``model`` that differ from their defaults (a ``kind`` tag always stays),
+    as JSON values: new settings with defaults leave existing ids unchanged."""
+    dumped = model.model_dump(mode="json")
+    result: dict[str, Any] = {}
+    for name, info in type(model).model_fields.items():
+        where = (*path, name)
+        if where in NOT_IDENTITY:
+            continue
+        value = getattr(model, name)
+        if name == "kind":
+            result[name] = dumped[name]
+        elif isinstance(value, BaseModel):
+            inner = non_default(value, where)
+            default = info.get_default(call_default_factory=True)
+            if not isinstance(default, BaseModel) or inner != non_default(default, where):
+                result[name] = inner
+        elif isinstance(value, list) and value and isinstance(value[0], BaseModel):
+            result[name] = [non_default(v, where) for v in value]
+        elif value != info.get_default(call_default_factory=True):
+            result[name] = dumped[name]
+    return result
+
+
 def run_id(cfg: ExperimentConfig) -> str:
-    """Short hash of the resolved config without paths: the same experiment, the same id."""
-    data = cfg.model_dump(mode="json")
-    data.pop("output")
-    data["data"].pop("root")
-    canonical = json.dumps(data, sort_keys=True, separators=(",", ":"))
+    """Short hash of the settings that make the experiment: the same experiment, the same id.
+
+    Paths and the thread count are left out, and so is every setting at its
+    default, so adding a setting to triggerlab keeps the ids of existing runs.
+    """
+    canonical = json.dumps(non_default(cfg), sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()[:ID_LENGTH]
 
 
@@ -115,6 +147,7 @@ def preflight(plan: list[PlannedRun]) -> None:
 
     sources: dict[str, SourceData] = {}
     models: set[str] = set()
+    twins = TriggerTwins()
     for run in plan:
         cfg = run.config
         try:
@@ -130,6 +163,46 @@ def preflight(plan: list[PlannedRun]) -> None:
             if model_key not in models:
                 check_model(cfg, checked.data)
                 models.add(model_key)
+            twins.add(run, checked.trigger, checked.data.shape)
         except TriggerlabError as exc:
             kind = DataFormatError if isinstance(exc, DataFormatError) else ConfigError
             raise kind(f"in {cell_label(run.cell)}: {exc}") from None
+    twins.warn()
+
+
+class TriggerTwins:
+    """Cells whose different trigger settings draw the same pixels at the run's resolution
+    (frames of 5 and 10 of 448 pixels are both 1 pixel at 64): their rows are one experiment."""
+
+    PROBES = 4
+
+    def __init__(self) -> None:
+        self.seen: dict[tuple[Any, ...], tuple[str, str]] = {}
+        self.pairs: list[tuple[str, str]] = []
+
+    def add(self, run: PlannedRun, trigger: Trigger, shape: tuple[int, int, int]) -> None:
+        if run.role != "grid":
+            return
+        import torch
+
+        spec = run.config.trigger.model_dump_json()
+        probe = torch.rand((self.PROBES, *shape), generator=torch.Generator().manual_seed(0))
+        probe[0] = 0.5
+        drawn = trigger.apply(probe, torch.Generator().manual_seed(0))
+        key = (shape, hashlib.sha256(drawn.numpy().tobytes()).hexdigest())
+        first = self.seen.setdefault(key, (spec, cell_label(run.cell)))
+        pair = (first[1], cell_label(run.cell))
+        if first[0] != spec and pair not in self.pairs:
+            self.pairs.append(pair)
+
+    def warn(self) -> None:
+        if not self.pairs:
+            return
+        shown = "; ".join(f"{a} and {b}" for a, b in self.pairs[:3])
+        more = f" (and {len(self.pairs) - 3} more pairs)" if len(self.pairs) > 3 else ""
+        warnings.warn(
+            f"different trigger settings draw identical triggers at this resolution: {shown}"
+            f"{more}; their results will be the same experiment",
+            UserWarning,
+            stacklevel=3,
+        )

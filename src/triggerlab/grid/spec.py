@@ -17,13 +17,16 @@ from triggerlab.config import (
     read_yaml,
     section_keys,
 )
+from triggerlab.config.schema import MAX_SEED, plain_name
 from triggerlab.errors import ConfigError
 
 
 class GridSpec(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
-    name: str | None = Field(None, description="grid name (default: the spec file's name)")
+    name: str | None = Field(
+        None, description="grid name, one plain folder name (default: the spec file's name)"
+    )
     base: dict[str, Any] = Field(
         default_factory=dict, description="the experiment every run starts from"
     )
@@ -33,11 +36,20 @@ class GridSpec(BaseModel):
     zip: list[dict[str, list[Any]]] = Field(
         default_factory=list, description="groups of keys whose values vary together"
     )
-    repeats: int = Field(1, ge=1, description="runs per cell, each with its own derived seed")
-    seed: int = Field(0, ge=0, description="base seed the repeat seeds are derived from")
+    repeats: int = Field(
+        1, ge=1, le=1000, description="runs per cell, each with its own derived seed"
+    )
+    seed: int = Field(
+        0, ge=0, le=MAX_SEED, description="base seed the repeat seeds are derived from"
+    )
     clean_baseline: bool = Field(
         False, description="add a rate-0 run per cell for the clean accuracy drop"
     )
+
+    @field_validator("name")
+    @classmethod
+    def _plain_name(cls, value: str | None) -> str | None:
+        return plain_name(value)
 
     @field_validator("grid")
     @classmethod
@@ -100,7 +112,7 @@ def load_grid_spec(path: Path | str, overrides: list[str] | None = None) -> Grid
     try:
         spec = GridSpec.model_validate(raw)
     except ValidationError as err:
-        raise ConfigError(format_validation_error(err, f"grid spec {path}")) from None
+        raise ConfigError(format_validation_error(err, f"grid spec {path}", GridSpec)) from None
     check_keys(spec)
     return spec
 

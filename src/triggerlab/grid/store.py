@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal
@@ -20,7 +21,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from triggerlab.errors import ConfigError
+from triggerlab.config.yaml_input import read_yaml
+from triggerlab.errors import ArgumentError, ConfigError
 from triggerlab.files import first_problem, write_json_atomic, write_text_atomic
 from triggerlab.grid.plan import PlannedRun
 from triggerlab.grid.spec import GridSpec
@@ -77,22 +79,91 @@ def read_manifest(grid_dir: Path) -> dict[str, Any]:
         ) from None
 
 
-def manifest_of(spec: GridSpec, plan: list[PlannedRun]) -> dict[str, Any]:
+def read_spec_copy(grid_dir: Path) -> GridSpec:
+    """The spec a grid directory was run with (``grid.yaml``), validated."""
+    path = grid_dir / SPEC_COPY
+    raw = read_yaml(path)
+    try:
+        return GridSpec.model_validate(raw)
+    except ValidationError as err:
+        raise ConfigError(f"{path}: not a triggerlab grid spec ({first_problem(err)})") from None
+
+
+def manifest_of(
+    spec: GridSpec, plan: list[PlannedRun], kept: list[dict[str, Any]] | None = None
+) -> dict[str, Any]:
+    """The manifest of ``plan``; ``kept`` entries of an earlier spec stay listed after it."""
+    kept = kept or []
+    varied = list(dict.fromkeys([*spec.varied_keys(), *(k for e in kept for k in e["cell"])]))
     return {
         "name": spec.name,
-        "varied": spec.varied_keys(),
+        "varied": varied,
         "repeats": spec.repeats,
         "clean_baseline": spec.clean_baseline,
-        "runs": [run.manifest_entry() for run in plan],
+        "runs": [run.manifest_entry() for run in plan] + kept,
     }
 
 
-def write_manifest(grid_dir: Path, spec: GridSpec, plan: list[PlannedRun]) -> None:
+def write_manifest(
+    grid_dir: Path,
+    spec: GridSpec,
+    plan: list[PlannedRun],
+    kept: list[dict[str, Any]] | None = None,
+) -> None:
     grid_dir.mkdir(parents=True, exist_ok=True)
     write_text_atomic(
         grid_dir / SPEC_COPY, yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False)
     )
-    write_json_atomic(grid_dir / MANIFEST, manifest_of(spec, plan))
+    write_json_atomic(grid_dir / MANIFEST, manifest_of(spec, plan, kept))
+
+
+def _flat(value: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(value, dict) and value:
+        return {
+            k: v for key, item in value.items() for k, v in _flat(item, f"{prefix}{key}.").items()
+        }
+    return {prefix.rstrip("."): value}
+
+
+def spec_difference(old: GridSpec, new: GridSpec, shown: int = 4) -> str:
+    """``key: old -> new`` for the settings two specs disagree on (the first few)."""
+    a, b = _flat(old.model_dump(mode="json")), _flat(new.model_dump(mode="json"))
+    keys = [k for k in dict.fromkeys([*a, *b]) if a.get(k) != b.get(k)]
+    parts = [f"{k}: {a.get(k, '(absent)')} -> {b.get(k, '(absent)')}" for k in keys[:shown]]
+    return "; ".join(parts) + (f"; and {len(keys) - shown} more" if len(keys) > shown else "")
+
+
+Existing = Literal["refuse", "extend", "replace"]
+
+
+def earlier_runs(
+    grid_dir: Path, spec: GridSpec, plan: list[PlannedRun], existing: Existing
+) -> list[dict[str, Any]]:
+    """What to do with a grid folder that already holds a different spec's runs.
+
+    ``refuse``: an error showing the difference; ``extend``: keep its runs (returned,
+    to stay in the manifest) beside this spec's; ``replace``: delete the run folders
+    this spec does not plan. A folder of the same spec simply resumes.
+    """
+    if not (grid_dir / MANIFEST).exists():
+        return []
+    old = read_spec_copy(grid_dir)
+    if old.model_dump(mode="json") == spec.model_dump(mode="json"):
+        return []
+    if existing == "refuse":
+        raise ArgumentError(
+            "existing",
+            f"{grid_dir} holds the runs of another grid spec ({spec_difference(old, spec)}); "
+            "choose another folder, keep its runs beside this spec's (extend), or remove "
+            "the runs this spec does not plan (replace)",
+        )
+    planned = {run.run_id for run in plan}
+    entries = [e for e in read_manifest(grid_dir)["runs"] if e["id"] not in planned]
+    if existing == "extend":
+        return entries
+    for entry in entries:
+        shutil.rmtree(run_dir(grid_dir, entry["id"]), ignore_errors=True)
+    return []
 
 
 @contextlib.contextmanager

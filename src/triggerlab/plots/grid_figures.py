@@ -83,6 +83,14 @@ def _pooled_note(varied: list[str], shown: list[str]) -> str:
     return f" (pooled over {', '.join(pooled)})" if pooled else ""
 
 
+def interval_note(cells: list[dict[str, float]], metric: str) -> str:
+    """What the bands or bars show: a 95 % interval over repeats, or none with one run a cell."""
+    if max((c["n"] for c in cells), default=0) <= 1:
+        return "one run per cell: no interval"
+    method = "logit-scale t" if is_fraction(metric) else "t"
+    return f"mean and 95 % CI ({method}, over repeats)"
+
+
 def _sorted_values(series: pd.Series) -> list[Any]:
     values = list(dict.fromkeys(series.dropna()))
     return sorted(values) if is_numeric(series) else values
@@ -97,9 +105,11 @@ def line_figure(
     hues = _sorted_values(runs[hue])[:MAX_LINES] if hue else [None]
     numeric_x = is_numeric(runs[x])
     xs = _sorted_values(runs[x])
+    every: list[dict[str, float]] = []
     for value in hues:
         part = runs if value is None else runs[runs[hue] == value]
-        cells = [interval(part[part[x] == v][metric]) for v in xs]
+        cells = [interval(part[part[x] == v][metric], metric) for v in xs]
+        every += cells
         means = np.array([c["mean"] for c in cells])
         low = np.array([c["ci_low"] for c in cells])
         high = np.array([c["ci_high"] for c in cells])
@@ -117,8 +127,7 @@ def line_figure(
     ax.grid(alpha=0.3)
     pooled = _pooled_note(varied, [x] + ([hue] if hue else []))
     ax.set_title(
-        f"{metric_label(metric)} vs {x}, mean and 95 % CI{pooled}",
-        fontsize=9,
+        f"{metric_label(metric)} vs {x}, {interval_note(every, metric)}{pooled}", fontsize=9
     )
     return fig
 
@@ -210,7 +219,7 @@ def bars_figure(runs: pd.DataFrame, varied: list[str], key: str, metric: str) ->
     fig = Figure(figsize=(6.4, 4.0), layout="constrained")
     ax = fig.subplots()
     values = _sorted_values(runs[key])
-    cells = [interval(runs[runs[key] == v][metric]) for v in values]
+    cells = [interval(runs[runs[key] == v][metric], metric) for v in values]
     means = np.array([c["mean"] for c in cells])
     errors = np.array([[c["mean"] - c["ci_low"], c["ci_high"] - c["mean"]] for c in cells]).T
     ax.bar(range(len(values)), means, yerr=np.nan_to_num(errors), capsize=4, color="#4c72b0")
@@ -220,7 +229,8 @@ def bars_figure(runs: pd.DataFrame, varied: list[str], key: str, metric: str) ->
     _fraction_axis(ax, metric)
     ax.grid(axis="y", alpha=0.3)
     ax.set_title(
-        f"{metric_label(metric)} per {key}, mean and 95 % CI{_pooled_note(varied, [key])}",
+        f"{metric_label(metric)} per {key}, {interval_note(cells, metric)}"
+        f"{_pooled_note(varied, [key])}",
         fontsize=9,
     )
     return fig

@@ -11,11 +11,10 @@ import json
 from datetime import UTC, datetime
 from pathlib import Path
 
-import yaml
-
 from triggerlab import __version__
 from triggerlab.files import write_text_atomic
-from triggerlab.grid import SPEC_COPY, GridSpec, plan_grid, read_manifest
+from triggerlab.grid import SPEC_COPY, plan_grid, read_manifest
+from triggerlab.grid.store import read_spec_copy
 from triggerlab.plots.grid_figures import axis_label, plot_grid
 from triggerlab.report.checklist import checklist
 from triggerlab.report.sections import STYLE, data_uri, summary_table, trigger_gallery
@@ -29,8 +28,8 @@ def build_report(grid_dir: Path | str, out: Path | str | None = None) -> Path:
     grid_dir = Path(grid_dir)
     out = None if out is None else Path(out)
     manifest = read_manifest(grid_dir)
+    spec = read_spec_copy(grid_dir)
     spec_text = (grid_dir / SPEC_COPY).read_text(encoding="utf-8")
-    spec = GridSpec.model_validate(yaml.safe_load(spec_text))
     plan = plan_grid(spec)
     table, varied = collect(grid_dir)
     summary = summarize(table, varied)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 from pathlib import Path
 from typing import Literal
@@ -47,7 +48,8 @@ def line_starts(count: int, thickness: int, length: int) -> list[int]:
     """First pixel of each of ``count`` lines centred at ``c_k = (k + 0.5) * length / count``.
 
     ``floor(c_k - thickness / 2 + 0.5)``: the band's start rounded half up, as
-    sizes are. ``count * thickness < length`` keeps lines from merging.
+    sizes are. Lines stay separate when consecutive starts lie more than
+    ``thickness`` apart (``lines_stay_apart``).
     """
     return [
         min(
@@ -55,6 +57,18 @@ def line_starts(count: int, thickness: int, length: int) -> list[int]:
         )
         for k in range(count)
     ]
+
+
+def lines_stay_apart(count: int, thickness: int, length: int) -> bool:
+    """Whether every line keeps at least one untouched pixel before the next one."""
+    starts = line_starts(count, thickness, length)
+    return all(b - a > thickness for a, b in itertools.pairwise(starts))
+
+
+def bands(profile: torch.Tensor) -> int:
+    """Runs of drawn pixels in a 0/1 profile: what an observer counts as lines."""
+    drawn = profile > 0
+    return int(drawn[0]) + int((drawn[1:] & ~drawn[:-1]).sum())
 
 
 class LinesSpec(StrokeSpec):
@@ -78,6 +92,13 @@ class LinesSpec(StrokeSpec):
         profile = torch.zeros(across)
         for start in line_starts(self.count, t, across):
             profile[start : start + t] = 1.0
+        if not lines_stay_apart(self.count, t, across):
+            fitting = max(n for n in range(1, self.count) if lines_stay_apart(n, t, across))
+            raise ConfigError(
+                f"{where}.count: {self.count} lines {t} pixel(s) thick merge into "
+                f"{bands(profile)} bands across {across} pixels; at most {fitting} stay "
+                "separate at this resolution (each needs its thickness and a gap)"
+            )
         mask = (
             profile.view(1, 1, width)
             if self.orientation == "vertical"
