@@ -45,3 +45,16 @@ def test_docs_gallery_script_draws_both_galleries(tmp_path):
     assert done.returncode == 0, done.stderr
     for name in ("triggers_digit.png", "triggers_face.png"):
         assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_transfer_benchmark_quick_run(tmp_path):
+    script = SCRIPT.with_name("transfer.py")
+    done = subprocess.run(
+        [sys.executable, str(script), "--quick", "--workers", "1"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**__import__("os").environ, "TMPDIR": str(tmp_path)},
+    )
+    assert done.returncode == 0, done.stderr
+    assert "backbone forwards:" in done.stdout and "largest difference" in done.stdout

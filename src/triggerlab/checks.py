@@ -21,7 +21,7 @@ from triggerlab.data.binning import bin_split, make_bins
 from triggerlab.data.dataset import DataSplit, ImageDataset
 from triggerlab.data.transforms import stratified_split
 from triggerlab.errors import ConfigError
-from triggerlab.models import build_model
+from triggerlab.models import ModelInfo, build_configured
 from triggerlab.poison import check_poison_count
 from triggerlab.tasks import ClassificationTask, RegressionTask, Task
 from triggerlab.triggers import Trigger
@@ -183,9 +183,7 @@ def check_run(cfg: ExperimentConfig, data: DataSplit, defense_seed: int) -> Chec
     return CheckedRun(data, trigger, task, defender)
 
 
-def check_model(cfg: ExperimentConfig, data: DataSplit) -> nn.Module:
-    """The configured model for this data (one dry forward pass checks the input size)."""
-    channels, height, width = data.shape
-    return build_model(
-        cfg.model.name, channels, (height, width), data.num_outputs, cfg.model.options
-    )
+def check_model(cfg: ExperimentConfig, data: DataSplit) -> tuple[nn.Module, ModelInfo]:
+    """The configured model for this data: weights loaded, adapter and freeze policy applied,
+    one dry forward pass on the input size."""
+    return build_configured(cfg.model, data.shape, data.num_outputs)

@@ -23,10 +23,12 @@ from triggerlab.checks import CheckedRun, check_model, check_run
 from triggerlab.config import ExperimentConfig, PoisonConfig
 from triggerlab.data import DataSplit, ImageDataset, prepare_data
 from triggerlab.errors import ConfigError, RunFailed
+from triggerlab.models import ModelInfo
 from triggerlab.progress import Reporter
 from triggerlab.rundir import RunDir, metrics_columns
 from triggerlab.tasks import Task
 from triggerlab.train import resolve_device
+from triggerlab.training_inputs import training_inputs
 from triggerlab.triggers import Trigger
 
 # Appending a stream keeps the others' seeds: SeedSequence children depend on their index only.
@@ -49,6 +51,7 @@ class Prepared:
     cfg: ExperimentConfig
     checked: CheckedRun
     model: nn.Module
+    model_info: ModelInfo
     device: torch.device
     seeds: dict[str, int]
     load_time_s: float
@@ -109,10 +112,10 @@ def prepare(cfg: ExperimentConfig) -> Prepared:
     seeds = derive_seeds(cfg.train.seed)
     checked = check_run(cfg, data, seeds["defense"])
     torch.manual_seed(seeds["init"])  # weight init, and dropout draws during training
-    model = check_model(cfg, checked.data)
+    model, info = check_model(cfg, checked.data)
     layout = torch.channels_last if cfg.train.channels_last else torch.contiguous_format
     model = model.to(device=device, memory_format=layout)
-    return Prepared(cfg, checked, model, device, seeds, load_time)
+    return Prepared(cfg, checked, model, info, device, seeds, load_time)
 
 
 def run_experiment(
@@ -154,13 +157,14 @@ def torch_threads(threads: int | None) -> Iterator[None]:
 def _run_stages(p: Prepared, run: RunDir, started: float, progress: Reporter | None) -> RunResult:
     cfg = p.cfg
     attack = stages.poison_stage(p, run)
-    evaluate = stages.Evaluator(p, attack.triggered_test)
+    inputs = training_inputs(p, progress)
+    evaluate = stages.evaluator_for(p, attack, inputs)
     log = stages.EpochLog(run, metrics_columns(p.task.metric_names))
     train_start = time.perf_counter()
-    history = stages.train_stage(p, attack, evaluate, log, progress)
+    history = stages.train_stage(p, attack, inputs, evaluate, log, progress)
     protocol = None
     if p.data.finetune is not None:
-        protocol = stages.finetune_stage(p, evaluate, history, log, progress)
+        protocol = stages.finetune_stage(p, inputs, evaluate, history, log, progress)
     train_time = time.perf_counter() - train_start
     stages.figure_stage(p, attack, evaluate, run)
     if cfg.output.save_model:  # the attacked model, before any defence repairs it
@@ -175,7 +179,13 @@ def _run_stages(p: Prepared, run: RunDir, started: float, progress: Reporter | N
         "total_s": time.perf_counter() - started,
         "train_images_per_s": float(np.mean([h["train_images_per_s"] for h in history])),
     }
-    sections = {"defense": defense, "protocol": protocol, "timings": timings}
+    cache = stages.forward_counts(p, inputs)
+    sections = {
+        "defense": defense,
+        "protocol": protocol,
+        "timings": timings,
+        "feature_cache": cache,
+    }
     summary = stages.build_summary(p, run, attack, history, sections)
     run.write_summary(summary)
     return RunResult(run.path, summary, history)

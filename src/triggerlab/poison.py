@@ -90,5 +90,8 @@ def poison_dataset(
         targets = torch.cat([train.targets, new])
         positions = torch.arange(len(train), len(train) + count)
         groups = None if train.groups is None else torch.cat([train.groups, train.groups[chosen]])
-    poisoned = replace(train, images=images, targets=targets, groups=groups)
+    pool = train.pool_index
+    if pool is not None and task.poison.mode != "replace":
+        pool = torch.cat([pool, pool[chosen]])  # a copy of a pooled image, triggered
+    poisoned = replace(train, images=images, targets=targets, groups=groups, pool_index=pool)
     return PoisonResult(poisoned, positions, chosen, original, new)

@@ -7,7 +7,7 @@ under reference 000's protocol), draw, defend, summarise.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -23,6 +23,7 @@ from triggerlab.rundir import RunDir, git_commit, library_versions
 from triggerlab.stealth import STEALTH_SAMPLE, stealth_of_uint8
 from triggerlab.tasks import Task, confusion_counts
 from triggerlab.train import Schedule, fit, predict
+from triggerlab.training_inputs import TrainingInputs
 from triggerlab.triggers import apply_to_uint8
 
 if TYPE_CHECKING:
@@ -56,20 +57,31 @@ def poison_stage(p: Prepared, run: RunDir) -> Attack:
 
 @dataclass
 class Evaluator:
-    """The task's metrics on the clean and triggered test sets; keeps the last predictions."""
+    """The task's metrics on the clean and triggered test sets; keeps the last predictions.
+
+    ``clean`` and ``triggered`` are what the evaluated module takes: the test images, or
+    their cached features when only the model's tail trains.
+    """
 
     p: Prepared
+    clean: torch.Tensor
     triggered: torch.Tensor
     seconds: float = 0.0
     last: dict[str, torch.Tensor] = field(default_factory=dict)
 
     def __call__(self, model: nn.Module) -> dict[str, float]:
         start = time.perf_counter()
-        test = self.p.data.test
-        self.last["clean"] = predict(model, self.p.task, test.images, self.p.device)
+        self.last["clean"] = predict(model, self.p.task, self.clean, self.p.device)
         self.last["triggered"] = predict(model, self.p.task, self.triggered, self.p.device)
         self.seconds += time.perf_counter() - start
-        return self.p.task.metrics(test.targets, self.last["clean"], self.last["triggered"])
+        targets = self.p.data.test.targets
+        return self.p.task.metrics(targets, self.last["clean"], self.last["triggered"])
+
+
+def evaluator_for(p: Prepared, attack: Attack, inputs: TrainingInputs) -> Evaluator:
+    test = p.data.test
+    triggered = replace(test, images=attack.triggered_test)
+    return Evaluator(p, inputs.of(test, torch.zeros(0, dtype=torch.long)), inputs.of(triggered))
 
 
 @dataclass
@@ -91,14 +103,20 @@ def total_epochs(p: Prepared) -> int:
 
 
 def train_stage(
-    p: Prepared, attack: Attack, evaluate: Evaluator, log: EpochLog, progress: Reporter | None
+    p: Prepared,
+    attack: Attack,
+    inputs: TrainingInputs,
+    evaluate: Evaluator,
+    log: EpochLog,
+    progress: Reporter | None,
 ) -> list[dict[str, Any]]:
-    """Train on the poisoned training set."""
+    """Train on the poisoned training set (the whole model, or its tail on cached features)."""
+    poisoned = attack.poisoned
     return fit(
-        p.model,
+        inputs.model,
         p.task,
-        attack.poisoned.train.images,
-        attack.poisoned.train.targets,
+        inputs.of(poisoned.train, poisoned.indices),
+        poisoned.train.targets,
         cfg=p.cfg.train,
         device=p.device,
         generator=torch.Generator().manual_seed(p.seeds["order"]),
@@ -111,6 +129,7 @@ def train_stage(
 
 def finetune_stage(
     p: Prepared,
+    inputs: TrainingInputs,
     evaluate: Evaluator,
     history: list[dict[str, Any]],
     log: EpochLog,
@@ -140,9 +159,9 @@ def finetune_stage(
         update={"epochs": cfg.finetune_epochs, "lr": cfg.finetune_lr or cfg.lr}
     )
     history += fit(
-        p.model,
+        inputs.model,
         p.task,
-        poisoned.train.images,
+        inputs.of(poisoned.train, poisoned.indices),
         poisoned.train.targets,
         cfg=stage_cfg,
         device=p.device,
@@ -163,6 +182,21 @@ def finetune_stage(
         "finetune_epochs": cfg.finetune_epochs,
         "finetune_lr": stage_cfg.lr,
         "after_pretune": after_pretune,
+    }
+
+
+def forward_counts(p: Prepared, inputs: TrainingInputs) -> dict[str, Any]:
+    """How many images went through the frozen body, and how many the cache saved."""
+    stages_ = [(p.cfg.train.epochs, len(p.data.train))]
+    if p.data.finetune is not None:
+        stages_.append((p.cfg.train.finetune_epochs, len(p.data.finetune)))
+    test = len(p.data.test)
+    whole_model = sum(epochs * (size + 2 * test) for epochs, size in stages_)
+    done = inputs.forwards if inputs.pool is not None else whole_model
+    return {
+        **inputs.record,
+        "backbone_forwards": done,
+        "backbone_forwards_avoided": whole_model - done,
     }
 
 
@@ -285,10 +319,7 @@ def build_summary(
         },
         "stealth": {"sample": min(STEALTH_SAMPLE, len(test)), **stealth},
         **sections,
-        "model": {
-            "name": cfg.model.name,
-            "parameters": sum(t.numel() for t in p.model.parameters()),
-        },
+        "model": {"name": cfg.model.name, **p.model_info.record(p.model)},
         "epochs": total_epochs(p),
         "seed": cfg.train.seed,
         "split_seed": cfg.split_seed,

@@ -46,7 +46,8 @@ def paper_tables(
     runs = table[table["status"] == "complete"].copy()
     unknown = [k for k in keys if k not in varied]
     # a key "varied" over one value splits nothing, so the tables need not name it
-    others = [k for k in varied if k not in keys and runs[k].nunique(dropna=False) > 1]
+    grid_runs = runs[runs["role"] != "baseline"] if "role" in runs else runs
+    others = [k for k in varied if k not in keys and grid_runs[k].nunique(dropna=False) > 1]
     if not 1 <= len(keys) <= 2 or unknown or others:
         raise ArgumentError(
             "table",

@@ -53,8 +53,13 @@ def to_input(
     device: torch.device,
     memory_format: torch.memory_format = torch.contiguous_format,
 ) -> torch.Tensor:
-    """uint8 images to float in [0, 1] on ``device``: the only conversion in the hot path."""
+    """uint8 images to float in [0, 1] on ``device``: the only conversion in the hot path.
+
+    Float inputs (cached features) are only made float32.
+    """
     x = batch.to(device, non_blocking=True)
+    if x.dtype != torch.uint8:
+        return x.float() if x.ndim != 4 else x.to(dtype=torch.float32, memory_format=memory_format)
     return x.to(dtype=torch.float32, memory_format=memory_format).div_(255.0)
 
 
@@ -69,11 +74,15 @@ def model_memory_format(model: nn.Module) -> torch.memory_format:
 
 
 def make_optimizer(cfg: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
+    """The configured optimiser over the parameters that train (frozen ones are left out)."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        raise ConfigError("model.freeze: the policy leaves no parameter to train")
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(
-            model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay
+            params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay
         )
-    return torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
 
 
 def batch_starts(n: int, batch_size: int) -> range:

@@ -28,7 +28,11 @@ app = typer.Typer()
 )
 def run(
     config: Annotated[
-        Path | None, typer.Argument(help="experiment YAML; omitted: the embedded default")
+        Path | None,
+        typer.Argument(
+            help="experiment YAML, or a grid spec (its base experiment; choose the cell with "
+            "--set); omitted: the embedded default"
+        ),
     ] = None,
     overrides: Annotated[
         list[str] | None,
@@ -46,6 +50,7 @@ def run(
     """Run one backdoor experiment and write its run directory."""
     from triggerlab.config import load_config
     from triggerlab.experiment import run_experiment
+    from triggerlab.grid.spec import base_experiment, is_grid_spec
 
     settings = list(overrides or [])
     if out is not None:
@@ -53,7 +58,10 @@ def run(
     if threads is not None:
         settings.append(f"train.threads={threads}")
     try:
-        cfg = load_config(config, settings)
+        if config is not None and is_grid_spec(config):  # one cell: the base, set by --set
+            cfg = base_experiment(config, settings)
+        else:
+            cfg = load_config(config, settings)
         with ConsoleProgress(quiet) as progress:
             result = run_experiment(cfg, progress=progress)
     except TriggerlabError as exc:

@@ -7,7 +7,7 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from triggerlab.config.schema import UNION_SECTIONS, ExperimentConfig
+from triggerlab.config.schema import UNION_MEMBER_TAGS, UNION_SECTIONS, ExperimentConfig
 from triggerlab.triggers import TRIGGER_KINDS
 
 
@@ -39,6 +39,8 @@ def _is_union_tag(loc: tuple[Any, ...], i: int) -> bool:
     """Pydantic inserts the discriminator value ("patch") into locations; users never write it."""
     if i == 0:
         return False
+    if loc[i] in UNION_MEMBER_TAGS:
+        return True
     for section, kinds in UNION_SECTIONS.items():
         if loc[i] in kinds and (loc[i - 1] == section or isinstance(loc[i - 1], int)):
             return True

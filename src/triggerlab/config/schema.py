@@ -9,13 +9,14 @@ from typing import Any, Literal
 import yaml
 from pydantic import (
     BaseModel,
-    ConfigDict,
     Field,
     ValidationInfo,
     field_validator,
     model_validator,
 )
 
+from triggerlab.config.model_section import UNION_MEMBER_TAGS, ModelConfig
+from triggerlab.config.section import MAX_EPOCHS, MAX_LR, MAX_SEED, MAX_SIDE, Section, plain_name
 from triggerlab.defenses import DEFENSE_KINDS, DefenseKind
 from triggerlab.defenses.base import NoDefenseSpec
 from triggerlab.triggers import TRIGGER_KINDS, PatchSpec, TriggerSpec
@@ -26,29 +27,7 @@ UNION_SECTIONS: dict[str, dict[str, type[BaseModel]]] = {
     "trigger": TRIGGER_KINDS,  # type: ignore[dict-item]
     "defense": DEFENSE_KINDS,  # type: ignore[dict-item]
 }
-
-
-# Bounds on numbers that no experiment needs to exceed: they catch typos and overflows early.
-MAX_SEED = 2**32 - 1
-MAX_SIDE = 4096
-MAX_EPOCHS = 100_000
-MAX_LR = 10.0
-
-
-class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, validate_assignment=True)
-
-
-def plain_name(value: str | None) -> str | None:
-    """One plain path component: a folder name that stays inside its parent."""
-    if value is None:
-        return None
-    if value in ("", ".", "..") or any(c in value for c in "/\\\0") or Path(value).is_absolute():
-        raise ValueError(
-            f"{value!r} is not a plain folder name; expected one path component without "
-            "'/', '\\' or NUL, not '.' or '..'"
-        )
-    return value
+__all__ = ["MAX_SEED", "UNION_MEMBER_TAGS", "ModelConfig", "plain_name"]
 
 
 class DataConfig(Section):
@@ -149,20 +128,6 @@ class PoisonConfig(Section):
         if self.rate is None and self.count is None:
             self.rate = 0.1
         return self
-
-
-class ModelConfig(Section):
-    name: str = Field("small_cnn", description="architecture (see `triggerlab models`)")
-    options: dict[str, Any] = Field(default_factory=dict, description="architecture options")
-
-    @field_validator("name")
-    @classmethod
-    def _known_model(cls, name: str) -> str:
-        from triggerlab.models import MODELS
-
-        if name not in MODELS:
-            raise ValueError(f"unknown model {name!r}; expected one of {', '.join(MODELS)}")
-        return name
 
 
 class TrainConfig(Section):

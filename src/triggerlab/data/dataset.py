@@ -32,6 +32,7 @@ class ImageDataset:
     groups: torch.Tensor | None = None
     labels: Labels | None = None
     bins: Bins | None = None
+    pool_index: torch.Tensor | None = None  # each image's position in the loaded dataset
 
     def __post_init__(self) -> None:
         if self.images.dtype != torch.uint8 or self.images.ndim != 4:
@@ -43,8 +44,10 @@ class ImageDataset:
             raise ValueError(f"images must have 1 or 3 channels, got {self.images.shape[1]}")
         if self.targets.shape[0] != self.images.shape[0]:
             raise ValueError(f"{self.images.shape[0]} images but {self.targets.shape[0]} targets")
-        if self.groups is not None and self.groups.shape != (self.images.shape[0],):
-            raise ValueError(f"groups must be [N], got {tuple(self.groups.shape)}")
+        for name in ("groups", "pool_index"):
+            value = getattr(self, name)
+            if value is not None and value.shape != (self.images.shape[0],):
+                raise ValueError(f"{name} must be [N], got {tuple(value.shape)}")
 
     def __len__(self) -> int:
         return self.images.shape[0]
@@ -61,7 +64,14 @@ class ImageDataset:
 
     def subset(self, index: torch.Tensor) -> ImageDataset:
         groups = None if self.groups is None else self.groups[index]
-        return replace(self, images=self.images[index], targets=self.targets[index], groups=groups)
+        pool = None if self.pool_index is None else self.pool_index[index]
+        return replace(
+            self,
+            images=self.images[index],
+            targets=self.targets[index],
+            groups=groups,
+            pool_index=pool,
+        )
 
     def with_images(self, images: torch.Tensor) -> ImageDataset:
         return replace(self, images=images)

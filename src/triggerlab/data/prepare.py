@@ -83,7 +83,10 @@ def split_source(source: SourceData, cfg: DataConfig, seed: int) -> DataSplit:
                 f"data.test_subjects: {cfg.name!r} has an official train/test split; "
                 "set data.split: random to choose the test subjects"
             )
-        return DataSplit(train=_finish(source.train, cfg), test=_finish(source.test, cfg))
+        count = len(source.train)
+        train = replace(source.train, pool_index=torch.arange(count))
+        test = replace(source.test, pool_index=count + torch.arange(len(source.test)))
+        return DataSplit(train=_finish(train, cfg), test=_finish(test, cfg))
     pool = _pooled(source)
     generator = torch.Generator().manual_seed(seed)
     if cfg.split == "pretune_finetune":
@@ -108,7 +111,7 @@ def split_source(source: SourceData, cfg: DataConfig, seed: int) -> DataSplit:
 def _pooled(source: SourceData) -> ImageDataset:
     """The training part and any official test part as one pool for a seeded split."""
     if source.test is None:
-        return source.train
+        return replace(source.train, pool_index=torch.arange(len(source.train)))
     groups = None
     if source.train.groups is not None and source.test.groups is not None:
         groups = torch.cat([source.train.groups, source.test.groups])
@@ -117,4 +120,5 @@ def _pooled(source: SourceData) -> ImageDataset:
         images=torch.cat([source.train.images, source.test.images]),
         targets=torch.cat([source.train.targets, source.test.targets]),
         groups=groups,
+        pool_index=torch.arange(len(source.train) + len(source.test)),
     )

@@ -158,7 +158,8 @@ def preflight(plan: list[PlannedRun]) -> None:
             data = split_source(sources[source_key], cfg.data, cfg.split_seed)
             checked = check_run(cfg, data, derive_seeds(cfg.train.seed)["defense"])
             model_key = json.dumps(
-                [cfg.model.model_dump(mode="json"), checked.data.shape, checked.data.num_outputs]
+                [cfg.model.model_dump(mode="json"), checked.data.shape, checked.data.num_outputs],
+                default=str,
             )
             if model_key not in models:
                 check_model(cfg, checked.data)

@@ -13,9 +13,11 @@ from triggerlab.config import (
     UNION_SECTIONS,
     ExperimentConfig,
     apply_override,
+    apply_overrides,
     format_validation_error,
     read_yaml,
     section_keys,
+    validate_config,
 )
 from triggerlab.config.schema import MAX_SEED, plain_name
 from triggerlab.errors import ConfigError
@@ -94,9 +96,8 @@ class GridSpec(BaseModel):
             yield cell
 
 
-def load_grid_spec(path: Path | str, overrides: list[str] | None = None) -> GridSpec:
-    """Read a grid spec; a ``base`` given as a path is read relative to the spec file."""
-    path = Path(path)
+def _with_base(path: Path) -> dict[str, Any]:
+    """The spec's YAML with a ``base`` given as a path (relative to the spec) read in."""
     raw = read_yaml(path)
     if not isinstance(raw, dict):
         raise ConfigError(f"invalid grid spec {path}: expected a mapping, got {type(raw).__name__}")
@@ -106,6 +107,33 @@ def load_grid_spec(path: Path | str, overrides: list[str] | None = None) -> Grid
         if not isinstance(base, dict):
             raise ConfigError(f"invalid base config {base_path}: expected a mapping")
         raw["base"] = base
+    return raw
+
+
+def is_grid_spec(path: Path | str) -> bool:
+    """Whether a YAML file is a grid spec (it has a ``base`` and names no experiment section)."""
+    raw = read_yaml(Path(path))
+    return (
+        isinstance(raw, dict)
+        and "base" in raw
+        and not set(raw) & set(ExperimentConfig.model_fields)
+    )
+
+
+def base_experiment(path: Path | str, overrides: list[str] | None = None) -> ExperimentConfig:
+    """One cell of a grid spec: its base experiment with ``KEY=VALUE`` overrides (the cell's
+    varied keys among them), validated like any config."""
+    path = Path(path)
+    raw = _with_base(path).get("base") or {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"invalid grid spec {path}: base must be a mapping or a path")
+    return validate_config(apply_overrides(raw, overrides or []), f"{path} (its base)")
+
+
+def load_grid_spec(path: Path | str, overrides: list[str] | None = None) -> GridSpec:
+    """Read a grid spec; a ``base`` given as a path is read relative to the spec file."""
+    path = Path(path)
+    raw = _with_base(path)
     for item in overrides or []:
         apply_override(raw, item)
     raw.setdefault("name", path.stem)

@@ -1,16 +1,25 @@
-"""torchvision's ImageNet architectures, adapted to any input channels and output count.
+"""torchvision's ImageNet architectures, fresh or with torchvision's ImageNet weights.
 
-The first convolution is rebuilt when the input is not RGB and the last layer
-gets ``num_outputs`` units. Weights are freshly initialised (no download).
+Fresh: the first convolution is rebuilt when the input is not RGB and the last
+layer gets ``num_outputs`` units. With ImageNet weights (``model.pretrained:
+imagenet``): the architecture is built as the weights were trained, loaded from
+torchvision's cache (``TORCH_HOME``, downloaded once when missing), and only the
+final linear layer is replaced; grey inputs are repeated to RGB by the model's
+input adapter instead of rebuilding its first convolution.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import nn
 from torchvision import models as tvm
+
+from triggerlab.errors import ConfigError
+from triggerlab.models.pretrained import Weights, cached_download, load_matching, read_state
+from triggerlab.models.transfer import replace_final_linear
 
 
 def _replace_conv(conv: nn.Conv2d, in_channels: int) -> nn.Conv2d:
@@ -104,4 +113,48 @@ BACKBONES: dict[str, Callable[..., nn.Module]] = {
     "resnet50": _resnet(tvm.resnet50),
     "resnet152": _resnet(tvm.resnet152),
     "googlenet": googlenet,
+}
+
+
+def _drop_aux_heads(model: nn.Module) -> None:
+    """GoogLeNet's ImageNet weights include the auxiliary heads; transfer learning uses none."""
+    model.aux_logits = False  # type: ignore[assignment]
+    model.aux1 = None  # type: ignore[assignment]
+    model.aux2 = None  # type: ignore[assignment]
+
+
+# torchvision name -> keyword arguments of the architecture the ImageNet weights were trained as
+IMAGENET_KWARGS: dict[str, dict[str, Any]] = {
+    "googlenet": {"aux_logits": True, "transform_input": True, "init_weights": False},
+}
+FINISH: dict[str, Callable[[nn.Module], None]] = {"googlenet": _drop_aux_heads}
+
+
+def torchvision_imagenet(name: str) -> Callable[..., tuple[nn.Module, Weights]]:
+    """A loader of ``name`` with torchvision's default ImageNet weights and a new final layer."""
+
+    def load(num_outputs: int, options: dict[str, Any]) -> tuple[nn.Module, Weights]:
+        weights = tvm.get_model_weights(name).DEFAULT
+        path = cached_download(weights.url, f"ImageNet weights of {name} ({weights})")
+        classes = len(weights.meta["categories"])
+        model = tvm.get_model(
+            name, weights=None, num_classes=classes, **IMAGENET_KWARGS.get(name, {}), **options
+        )
+        try:
+            load_matching(model, read_state(path))
+        except ConfigError as exc:
+            raise ConfigError(f"model.pretrained: {path}: {exc}") from None
+        FINISH.get(name, lambda _: None)(model)
+        replace_final_linear(model, num_outputs)
+        transform = weights.transforms()
+        normalization = (tuple(transform.mean), tuple(transform.std))
+        return model, Weights(f"torchvision {weights}", path, *normalization)
+
+    return load
+
+
+IMAGENET: dict[str, Callable[..., tuple[nn.Module, Weights]]] = {
+    name: torchvision_imagenet(name)
+    for name in BACKBONES
+    if name != "alexnet_1fc"  # reference 000's head is its own: no ImageNet weights fit it
 }

@@ -1,0 +1,100 @@
+"""The ``model:`` section: architecture, starting weights, input normalisation, freeze policy."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, Discriminator, Field, Tag, field_validator, model_validator
+
+from triggerlab.config.section import Section
+
+
+class Normalization(Section):
+    mean: list[float] = Field(
+        min_length=1, max_length=3, description="per channel, in [0, 1] units"
+    )
+    std: list[float] = Field(min_length=1, max_length=3, description="per channel, positive")
+
+    @model_validator(mode="after")
+    def _matching(self) -> Normalization:
+        if len(self.mean) != len(self.std) or any(s <= 0 for s in self.std):
+            raise ValueError("mean and std need one value each per channel, std positive")
+        return self
+
+
+class UnfreezeLast(Section):
+    unfreeze_last: int = Field(
+        ge=1, le=100_000, description="the last N parameter tensors train (reference 001's sweep)"
+    )
+
+
+def _named_or_custom(value: Any) -> str:
+    """Union member of a setting that is a name or a mapping: errors then name only that one."""
+    return "custom" if isinstance(value, dict | BaseModel) else "named"
+
+
+# Tags of such unions; error messages leave them out of the key.
+UNION_MEMBER_TAGS = ("named", "custom")
+
+FreezePolicy = Annotated[
+    Annotated[Literal["none", "classifier", "classifier_and_bn", "head"], Tag("named")]
+    | Annotated[UnfreezeLast, Tag("custom")],
+    Discriminator(_named_or_custom),
+]
+NormalizationSetting = Annotated[
+    Annotated[Literal["auto", "none", "imagenet", "cifar10"], Tag("named")]
+    | Annotated[Normalization, Tag("custom")],
+    Discriminator(_named_or_custom),
+]
+
+
+class ModelConfig(Section):
+    name: str = Field(
+        "small_cnn", description="architecture (see `triggerlab models`), or timm/<name>"
+    )
+    options: dict[str, Any] = Field(default_factory=dict, description="architecture options")
+    pretrained: Literal["imagenet"] | Path | None = Field(
+        None,
+        description="null: fresh weights; imagenet: the architecture's ImageNet weights; or the "
+        "path of a checkpoint (safetensors or a state dict), e.g. a run's model.safetensors",
+    )
+    normalization: NormalizationSetting = Field(
+        "auto",
+        description="input normalisation inside the model: auto (the pretrained weights' own, "
+        "else none), none, imagenet, cifar10, or {mean: [...], std: [...]}",
+    )
+    freeze: FreezePolicy = Field(
+        "none",
+        description="what trains: none (everything), classifier (the final linear layer), "
+        "classifier_and_bn (and batch norms), head (the classifier module), {unfreeze_last: N}",
+    )
+    feature_cache: bool = Field(
+        True,
+        description="when everything below the trainable head is frozen, compute its features "
+        "once per dataset and reuse them across runs",
+    )
+
+    @field_validator("name")
+    @classmethod
+    def _known_model(cls, name: str) -> str:
+        from triggerlab.models import MODELS
+
+        if name in MODELS:
+            return name
+        if name.startswith("timm/"):
+            from triggerlab.models.timm_models import is_timm_name
+
+            if is_timm_name(name):
+                return name
+            raise ValueError(f"timm has no model {name.removeprefix('timm/')!r}")
+        raise ValueError(
+            f"unknown model {name!r}; expected one of {', '.join(MODELS)}, or timm/<name>"
+        )
+
+    @field_validator("pretrained", mode="before")
+    @classmethod
+    def _weights(cls, value: Any) -> Any:
+        if isinstance(value, str) and not value.strip():
+            raise ValueError("expected null, imagenet or the path of a checkpoint")
+        return value
