@@ -2,6 +2,11 @@
 
     python benchmarks/throughput.py                 # small CNN, MNIST-sized data, batch 64
     python benchmarks/throughput.py --n 20000 --rounds 5 --json out.json
+    python benchmarks/throughput.py --shape cifar10 # PreAct-ResNet-18, CIFAR-10, batch 128
+
+``--shape cifar10`` measures the GPU recipe instead: fp32 and bf16, ``torch.compile``
+off and on, against a per-sample Dataset + DataLoader with the same augmentation (see
+``cifar_pipelines.py``). What follows describes the default, MNIST shape.
 
 In one process, on the same model and batch size, it measures training images/s of
 
@@ -38,10 +43,11 @@ from torchvision.transforms import functional as TF
 
 from triggerlab.config import PoisonConfig
 from triggerlab.data import ImageDataset
+from triggerlab.devices import resolve_device, stage, synchronize, to_input
 from triggerlab.models import build_model
 from triggerlab.poison import poison_dataset
 from triggerlab.tasks import ClassificationTask
-from triggerlab.train import resolve_device, stage, synchronize, to_input, train_epoch
+from triggerlab.train import train_epoch
 from triggerlab.triggers import PatchSpec
 
 
@@ -88,11 +94,24 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--n", type=int, default=60000, help="training images (MNIST has 60,000)")
+    parser.add_argument("--shape", choices=["mnist", "cifar10"], default="mnist")
+    parser.add_argument("--n", type=int, help="training images (default: 60,000; 50,000)")
     parser.add_argument("--size", type=int, default=28, help="image side in pixels")
     parser.add_argument("--model", default="small_cnn")
-    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--batch-size", type=int, help="default: 64; 128")
     parser.add_argument("--batches", type=int, default=300, help="batches per measurement")
+    parser.add_argument(
+        "--precisions", nargs="+", default=["fp32", "bf16"], help="cifar10: precisions to time"
+    )
+    parser.add_argument(
+        "--compile",
+        nargs="+",
+        type=lambda v: v == "on",
+        default=[False, True],
+        metavar="off|on",
+        help="cifar10: torch.compile settings to time",
+    )
+    parser.add_argument("--loader-workers", type=int, default=4, help="cifar10: DataLoader workers")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     parser.add_argument(
@@ -100,8 +119,20 @@ def main() -> None:
     )
     parser.add_argument("--json", help="also write the results to this file")
     args = parser.parse_args()
-
+    cifar = args.shape == "cifar10"
+    args.n = args.n or (50_000 if cifar else 60_000)
+    args.batch_size = args.batch_size or (128 if cifar else 64)
     device = resolve_device(args.device)
+    if cifar:
+        from cifar_pipelines import cifar_main
+
+        record = cifar_main(args, device)
+        if args.json:
+            record = {"args": vars(args), "device": str(device), **record}
+            record["threads"], record["torch"] = torch.get_num_threads(), torch.__version__
+            with open(args.json, "w") as fh:
+                json.dump(record, fh, indent=2)
+        return
     rng = torch.Generator().manual_seed(0)
     images = torch.randint(
         0, 256, (args.n, 1, args.size, args.size), dtype=torch.uint8, generator=rng

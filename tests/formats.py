@@ -72,6 +72,33 @@ def write_cifar10(root: Path, per_batch: int = 4, seed: int = 0, bytes_keys: boo
     return written
 
 
+def write_cifar100(root: Path, train: int = 8, test: int = 4, seed: int = 0) -> dict:
+    """``cifar-100-python/`` as released: ``train``, ``test`` and ``meta`` pickles with byte
+    keys, fine and coarse labels."""
+    rng = np.random.default_rng(seed)
+    folder = root / "cifar-100-python"
+    folder.mkdir(parents=True, exist_ok=True)
+    fine = [f"class_{i:02d}" for i in range(100)]
+    coarse = [f"superclass_{i:02d}" for i in range(20)]
+    with (folder / "meta").open("wb") as fh:
+        pickle.dump({b"fine_label_names": fine, b"coarse_label_names": coarse}, fh, protocol=2)
+    written = {}
+    for name, count in (("train", train), ("test", test)):
+        data = rng.integers(0, 256, size=(count, 3072), dtype=np.uint8)
+        labels = rng.integers(0, 100, size=count).tolist()
+        record = {
+            b"filenames": [f"{name}_{i}.png".encode() for i in range(count)],
+            b"batch_label": f"{name} batch".encode(),
+            b"fine_labels": labels,
+            b"coarse_labels": [label // 5 for label in labels],
+            b"data": data,
+        }
+        with (folder / name).open("wb") as fh:
+            pickle.dump(record, fh, protocol=2)
+        written[name] = (data, labels)
+    return written
+
+
 def write_image(path: Path, array: np.ndarray) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     mode = "L" if array.ndim == 2 else ("RGBA" if array.shape[2] == 4 else "RGB")

@@ -58,3 +58,26 @@ def test_transfer_benchmark_quick_run(tmp_path):
     )
     assert done.returncode == 0, done.stderr
     assert "backbone forwards:" in done.stdout and "largest difference" in done.stdout
+
+
+def test_throughput_benchmark_cifar10_shape(tmp_path):
+    """The GPU recipe's benchmark, tiny: triggerlab fp32/bf16 against the per-sample pipeline
+    (compilation is left out here: it takes minutes on two cores)."""
+    out = tmp_path / "cifar.json"
+    args = ["--shape", "cifar10", "--n", "256", "--batches", "1", "--batch-size", "32"]
+    args += ["--rounds", "1", "--device", "cpu", "--compile", "off", "--loader-workers", "0"]
+    done = subprocess.run(
+        [sys.executable, str(SCRIPT), *args, "--json", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    record = json.loads(out.read_text())
+    assert set(record["median"]) == {
+        "triggerlab fp32",
+        "triggerlab bf16",
+        "per-sample Dataset + DataLoader (0 workers), fp32",
+    }
+    assert all(v > 0 for v in record["median"].values())
+    assert "fastest triggerlab / per-sample pipeline" in done.stdout

@@ -73,6 +73,22 @@ BAD_SETTINGS = {
     ),
     "unknown dataset": (["data.name=imagenet"], "data.name: unknown dataset 'imagenet'"),
     "unknown model": (["model.name=transformer"], "model.name: unknown model 'transformer'"),
+    "fp16 on the CPU": (
+        ["train.precision=fp16", "train.device=cpu"],
+        "train.precision: fp16 needs a CUDA device",
+    ),
+    "negative checkpoint interval": (
+        ["train.checkpoint_every=-1"],
+        "train.checkpoint_every: Input should be greater than or equal to 0 (got -1)",
+    ),
+    "unknown augmentation": (
+        ["train.augment=[rotate]"],
+        "train.augment[0]: Input should be 'random_crop' or 'hflip' (got 'rotate')",
+    ),
+    "padding that crops the image away": (
+        ["train.augment=[random_crop]", "train.crop_padding=16"],
+        "train.crop_padding: 16 pixels of padding would let a crop miss the 16x16 image",
+    ),
     "target outside classes": (
         ["poison.target=10"],
         "poison.target: class 10 does not exist; expected 0-9",

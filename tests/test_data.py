@@ -9,6 +9,7 @@ import pytest
 import torch
 from formats import (
     write_cifar10,
+    write_cifar100,
     write_gtsrb,
     write_image,
     write_imagefolder,
@@ -18,7 +19,7 @@ from formats import (
 
 from triggerlab.config import DataConfig
 from triggerlab.data import DATASETS, prepare_data
-from triggerlab.data.cifar10 import load_cifar10
+from triggerlab.data.cifar10 import load_cifar10, load_cifar100
 from triggerlab.data.digits import load_digits
 from triggerlab.data.gtsrb import load_gtsrb
 from triggerlab.data.imagefolder import load_imagefolder
@@ -122,6 +123,23 @@ def test_cifar10_reads_pickles_planes_in_rgb_order(tmp_path, bytes_keys):
     assert data.test.images[1, 2, 31, 31].item() == raw[1, 3071]
     assert data.test.targets.tolist() == labels
     assert data.train.class_names[0] == "airplane"
+
+
+def test_cifar100_reads_the_released_pickles_with_fine_labels(tmp_path):
+    written = write_cifar100(tmp_path)
+    data = load_cifar100(tmp_path)
+    assert data.train.images.shape == (8, 3, 32, 32) and data.test.images.shape == (4, 3, 32, 32)
+    raw, labels = written["train"]
+    assert data.train.images[2, 1, 3, 4].item() == raw[2, 1024 + 3 * 32 + 4]
+    assert data.train.targets.tolist() == labels  # the 100 fine labels, not the 20 coarse
+    assert len(data.train.class_names) == 100 and data.train.class_names[7] == "class_07"
+    direct = load_cifar100(tmp_path / "cifar-100-python")  # the folder itself works too
+    assert torch.equal(direct.test.images, data.test.images)
+    split = prepare_data(DataConfig(name="cifar100", root=tmp_path), 0)
+    assert (len(split.train), len(split.test)) == (8, 4)
+    (tmp_path / "cifar-100-python" / "meta").unlink()
+    with pytest.raises(DataFormatError, match="no cifar-100-python/ folder with train, test"):
+        load_cifar100(tmp_path)
 
 
 def test_cifar10_corrupted_batch(tmp_path):

@@ -7,7 +7,7 @@ from importlib.metadata import version
 import pytest
 from safetensors.torch import load_file
 
-from triggerlab import experiment, stages
+from triggerlab import experiment, training_stages
 from triggerlab.config import load_config
 from triggerlab.experiment import run_experiment
 from triggerlab.rundir import TIMING_COLUMNS, metrics_columns, read_metrics
@@ -83,7 +83,7 @@ def test_crash_leaves_no_summary(tmp_path, monkeypatch):
     def broken_fit(*args, **kwargs):
         raise RuntimeError("out of memory")
 
-    monkeypatch.setattr(stages, "fit", broken_fit)
+    monkeypatch.setattr(training_stages, "fit", broken_fit)
     with pytest.raises(RuntimeError):
         run_experiment(quick_config(tmp_path, "output.name=crashed"))
     run_dir = tmp_path / "crashed"
@@ -92,13 +92,18 @@ def test_crash_leaves_no_summary(tmp_path, monkeypatch):
     assert not list(run_dir.glob(".*.tmp"))
 
 
-def test_existing_run_name_is_refused_before_any_work(tmp_path):
+def test_a_taken_run_name_gets_a_fresh_one_and_an_explicit_folder_is_refused(tmp_path):
+    """Rerunning a config that names its run works: the old run stays as it was."""
     (tmp_path / "taken").mkdir()
     (tmp_path / "taken" / "file").write_text("x")
     from triggerlab.errors import ConfigError
 
+    with pytest.warns(UserWarning, match="taken is taken; this run goes to .*taken-2"):
+        result = run_experiment(quick_config(tmp_path, "output.name=taken"))
+    assert result.run_dir == tmp_path / "taken-2"
+    assert sorted(p.name for p in (tmp_path / "taken").iterdir()) == ["file"]
     with pytest.raises(ConfigError, match="already exists"):
-        run_experiment(quick_config(tmp_path, "output.name=taken"))
+        run_experiment(quick_config(tmp_path), run_dir=tmp_path / "taken")
 
 
 def test_append_and_all_to_all_runs(tmp_path):

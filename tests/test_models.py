@@ -55,6 +55,18 @@ def test_reference_000_alexnet_has_one_linear_layer_and_any_input_size():
     assert model(torch.rand(1, 3, 96, 80)).shape == (1, 2)
 
 
+def test_preact_resnet18_is_backdoorbench_s_model():
+    """BackdoorBench's PreAct-ResNet-18 has 11,171,146 parameters for CIFAR-10: 1x1
+    convolution shortcuts without batch norm and no batch norm after the last block."""
+    model = build_model("preact_resnet18", 3, (32, 32), 10)
+    assert sum(p.numel() for p in model.parameters()) == 11_171_146
+    batch_norms = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert len(batch_norms) == 16  # two per block, eight blocks
+    shortcuts = [m for m in model.modules() if getattr(m, "shortcut", None) is not None]
+    assert len(shortcuts) == 3 and all(s.shortcut.kernel_size == (1, 1) for s in shortcuts)
+    assert build_model("preact_resnet18", 3, (32, 32), 100).fc.out_features == 100
+
+
 def test_too_small_input_is_a_config_error():
     with pytest.raises(ConfigError, match="model.name: 'small_cnn' cannot take 1x8x8"):
         build_model("small_cnn", 1, (8, 8), 10)

@@ -63,6 +63,20 @@ def test_clean_label_draws_target_class_and_keeps_labels():
         run(PoisonConfig(count=11, rate=None, target=3, label_mode="clean_label"))
 
 
+def test_sources_all_draws_from_the_target_class_too():
+    """BackdoorBench's convention: every training image may be poisoned, the target's own
+    images included (they keep their label and gain the trigger)."""
+    everything = run(PoisonConfig(rate=1.0, target=2, sources="all"))
+    assert everything.count == 40
+    assert sorted(set(everything.original_labels.tolist())) == [0, 1, 2, 3]
+    assert (everything.new_labels == 2).all()
+    assert (everything.train.images[:, :, 4:, 4:] == 255).all()
+    with pytest.raises(ConfigError, match="only 30 are eligible"):
+        run(PoisonConfig(rate=1.0, target=2))  # the default draws from the other classes only
+    drawn = run(PoisonConfig(rate=0.5, target=2, sources="all"), seed=3)
+    assert (drawn.original_labels == 2).any()
+
+
 def test_source_classes_restrict_the_draw():
     result = run(PoisonConfig(rate=0.25, target=0, source_classes=[1, 3]))
     assert set(result.original_labels.tolist()) <= {1, 3}

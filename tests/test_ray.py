@@ -12,14 +12,32 @@ ray = pytest.importorskip(
 )
 
 
+def start_ray(gpus: int) -> None:
+    """A local Ray instance; a declared GPU is only counted (this machine need not have one)."""
+    ray.init(
+        num_cpus=2,
+        num_gpus=gpus,
+        include_dashboard=False,
+        log_to_driver=False,
+        configure_logging=False,
+    )
+
+
 @pytest.fixture
 def local_ray():
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    start_ray(0)
     yield
     ray.shutdown()
 
 
-def test_ray_executor_matches_local_execution(tmp_path, local_ray):
+@pytest.fixture
+def ray_with_a_gpu():
+    start_ray(1)
+    yield
+    ray.shutdown()
+
+
+def test_ray_executor_matches_local_execution(tmp_path, ray_with_a_gpu, monkeypatch):
     spec = load_grid_spec(write_spec(tmp_path, grid={"trigger.size": [2, 3]}))
     remote = run_grid(spec, tmp_path / "ray", executor="ray", threads=1)
     assert remote.ok and len(remote.completed) == 2
@@ -30,3 +48,33 @@ def test_ray_executor_matches_local_execution(tmp_path, local_ray):
         assert a["final"] == b["final"]
     again = run_grid(spec, tmp_path / "ray", executor="ray")
     assert again.skipped == 2 and not again.completed
+
+    asked = []  # with --gpus-per-run, each task asks Ray for that fraction of a GPU
+    remote = ray.remote
+
+    def spying_remote(function):
+        task = remote(function)
+
+        class Spy:
+            def options(self, **kwargs):
+                asked.append(kwargs["num_gpus"])
+                return task.options(**kwargs)
+
+        return Spy()
+
+    monkeypatch.setattr(ray, "remote", spying_remote)
+    shared = load_grid_spec(
+        write_spec(tmp_path, grid={"trigger.size": [4]}), ["base.train.device=auto"]
+    )
+    outcome = run_grid(shared, tmp_path / "shared", executor="ray", threads=1, gpus_per_run=0.5)
+    assert outcome.ok and len(outcome.completed) == 1
+    assert asked == [0.5]
+
+
+def test_ray_refuses_to_share_gpus_a_cluster_does_not_have(tmp_path, local_ray):
+    from triggerlab.errors import ArgumentError
+
+    spec = load_grid_spec(write_spec(tmp_path), ["base.train.device=auto"])
+    with pytest.raises(ArgumentError, match="the Ray cluster has no GPU to share"):
+        run_grid(spec, tmp_path / "g", executor="ray", gpus_per_run=0.25)
+    assert not (tmp_path / "g").exists()  # refused before anything was written

@@ -123,8 +123,12 @@ def test_paper_tables_by_hand():
         f"| 4 | 0.150 [{low4:#.3g}, {high4:#.3g}] |",
         "| 2 (clean, rate 0) | 0.00 |",
     ]
+    two_rates = table()
+    two_rates.loc[0, "poison.rate"] = 0.2  # now the grid itself varies the rate
     with pytest.raises(ConfigError, match="expected one or two of the varied keys, naming every"):
-        paper_tables(table(), keys, ["trigger.size"], ["asr"])
+        paper_tables(two_rates, keys, ["trigger.size"], ["asr"])
+    # the rate varied by the clean baselines alone needs no naming: they are rows of their own
+    assert paper_tables(table(), keys, ["trigger.size"], ["asr"]).splitlines()[2:] == by_size[2:]
     grid_only = table()[table()["role"] == "grid"]  # poison.rate takes one value: no split
     assert paper_tables(grid_only, keys, ["trigger.size"], ["asr"]).splitlines()[3] == (
         f"| 4 | 0.150 [{low4:#.3g}, {high4:#.3g}] |"
@@ -290,3 +294,16 @@ def test_two_stage_runs_report_their_pre_tuned_metrics(tmp_path):
     assert metric_columns(frame)[-2:] == ["pretuned_asr", "pretuned_clean_acc"]
     tables = paper_tables(frame, varied, ["trigger.size"], ["clean_acc", "pretuned_clean_acc"])
     assert tables.splitlines()[2:] == ["| 2 | 0.900 | 0.800 |", "| 4 | 0.700 | 0.750 |"]
+
+
+def test_a_null_setting_is_a_column_of_its_own():
+    """A varied key left null (fresh weights: model.pretrained null) is a value like any other."""
+    rows = [
+        {"role": "grid", "status": "complete", "model.pretrained": p, "model.freeze": "none"}
+        | {"asr": a}
+        for p, a in (("imagenet", 0.9), ("imagenet", 0.9), (None, 0.5))
+    ]
+    keys = ["model.freeze", "model.pretrained"]
+    lines = paper_tables(pd.DataFrame(rows), keys, keys, ["asr"]).splitlines()
+    assert lines[0] == "| asr: model.freeze \\ model.pretrained | imagenet | null |"
+    assert lines[2] == "| none | 0.900 [0.900, 0.900] | 0.500 |"

@@ -26,9 +26,9 @@ from torch import nn
 from triggerlab.config import ExperimentConfig, apply_overrides, load_config, validate_config
 from triggerlab.data import prepare_data
 from triggerlab.defenses.neural_cleanse import CleanseScan, ReversedTrigger, scan_and_flag
+from triggerlab.devices import resolve_device
 from triggerlab.errors import ArgumentError
 from triggerlab.files import write_bytes_atomic, write_json_atomic
-from triggerlab.train import resolve_device
 
 
 class Normalize(nn.Module):

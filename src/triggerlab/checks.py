@@ -172,9 +172,25 @@ def hold_back(
     return replace(data, train=train), defender
 
 
+def check_augmentation(cfg: ExperimentConfig, data: DataSplit) -> None:
+    """Augmentations must leave labels true: a mirrored face looks the other way."""
+    if data.is_regression and "hflip" in cfg.train.augment:
+        raise ConfigError(
+            "train.augment: hflip mirrors images but not their continuous labels (a mirrored "
+            "face's gaze and head yaw change sign); use [random_crop] for regression"
+        )
+    height, width = data.shape[1:]
+    if "random_crop" in cfg.train.augment and cfg.train.crop_padding >= min(height, width):
+        raise ConfigError(
+            f"train.crop_padding: {cfg.train.crop_padding} pixels of padding would let a crop "
+            f"miss the {height}x{width} image entirely; expected less than {min(height, width)}"
+        )
+
+
 def check_run(cfg: ExperimentConfig, data: DataSplit, defense_seed: int) -> CheckedRun:
     """Every check that needs the data, in the order a run meets them."""
     trigger = cfg.trigger.build(data.shape)
+    check_augmentation(cfg, data)
     data, _, task = setup_task(cfg, data)
     data, defender = hold_back(cfg, data, torch.Generator().manual_seed(defense_seed))
     check_poison_count(task, data.train)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 
 class TriggerlabError(Exception):
     """Bad input from the user (a config, a file, an argument), not a bug."""
@@ -40,3 +42,12 @@ class RunFailed(Exception):
     It is recorded as failed (``failed.json``), never as complete; the command line
     exits with status 1.
     """
+
+
+class Interrupted(KeyboardInterrupt):
+    """A run stopped by the user (Ctrl-C); ``epoch`` is its last checkpoint's, None without one."""
+
+    def __init__(self, run_dir: Path, epoch: int | None) -> None:
+        self.run_dir = run_dir
+        self.epoch = epoch
+        super().__init__(str(run_dir))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import time
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,21 +19,22 @@ import numpy as np
 import torch
 from torch import nn
 
-from triggerlab import stages
+from triggerlab import stages, training_stages
+from triggerlab.checkpoint import Checkpoint, read_checkpoint, remove_checkpoint
 from triggerlab.checks import CheckedRun, check_model, check_run
 from triggerlab.config import ExperimentConfig, PoisonConfig
 from triggerlab.data import DataSplit, ImageDataset, prepare_data
-from triggerlab.errors import ConfigError, RunFailed
+from triggerlab.devices import Precision, resolve_device
+from triggerlab.errors import ConfigError, Interrupted, RunFailed
 from triggerlab.models import ModelInfo
 from triggerlab.progress import Reporter
-from triggerlab.rundir import RunDir, metrics_columns
+from triggerlab.rundir import CONFIG, RunDir, metrics_columns
 from triggerlab.tasks import Task
-from triggerlab.train import resolve_device
 from triggerlab.training_inputs import training_inputs
 from triggerlab.triggers import Trigger
 
 # Appending a stream keeps the others' seeds: SeedSequence children depend on their index only.
-SEED_STREAMS = ("poison", "test_trigger", "init", "order", "defense", "finetune")
+SEED_STREAMS = ("poison", "test_trigger", "init", "order", "defense", "finetune", "augment")
 
 
 def derive_seeds(seed: int) -> dict[str, int]:
@@ -106,6 +108,7 @@ def prepare(cfg: ExperimentConfig) -> Prepared:
     """Load data, check it against the config, build the model; ConfigError/DataFormatError on
     bad input."""
     device = resolve_device(cfg.train.device)
+    Precision(cfg.train.precision, device)  # fp16 needs CUDA: refused before anything is written
     start = time.perf_counter()
     data = prepare_data(cfg.data, cfg.split_seed)
     load_time = time.perf_counter() - start
@@ -119,27 +122,66 @@ def prepare(cfg: ExperimentConfig) -> Prepared:
 
 
 def run_experiment(
-    cfg: ExperimentConfig, run_dir: Path | None = None, progress: Reporter | None = None
+    cfg: ExperimentConfig,
+    run_dir: Path | str | None = None,
+    progress: Reporter | None = None,
+    *,
+    resume: bool = False,
 ) -> RunResult:
     """Run one experiment end to end and return its summary (also in ``summary.json``).
 
-    ``run_dir`` must be empty or absent; by default the run goes to
-    ``output.directory/output.name`` or a generated name under ``output.directory``.
+    By default the run goes to ``output.directory/output.name`` or a generated name. When
+    that name holds a killed run of this same config with a checkpoint, the run continues
+    from it; any other taken name gets a numeric suffix. An explicit ``run_dir`` must be
+    empty or absent. With ``resume``, ``run_dir`` is an unfinished run of this config,
+    continued from its last checkpoint (or started again in place when it has none).
     """
     started = time.perf_counter()
     with torch_threads(cfg.train.threads):
         p = prepare(cfg)
-        stem = f"{cfg.data.name}-{cfg.model.name}-{cfg.trigger.kind}"
-        if run_dir is None:
-            run = RunDir.allocate(cfg.output.directory, cfg.output.name, stem)
-        else:
-            run = RunDir.allocate(run_dir.parent, run_dir.name, stem)
+        run, checkpoint = _open_run(cfg, None if run_dir is None else Path(run_dir), resume)
         run.write_config(cfg)
         try:
-            return _run_stages(p, run, started, progress)
+            return _run_stages(p, run, started, progress, checkpoint)
         except RunFailed as exc:
             run.write_failed(exc)
             raise RunFailed(f"{exc} (recorded in {run.path / 'failed.json'})") from None
+        except KeyboardInterrupt:
+            saved = read_checkpoint(run.path)
+            raise Interrupted(run.path, None if saved is None else len(saved.history)) from None
+
+
+def resume_run(run_dir: Path | str, progress: Reporter | None = None) -> RunResult:
+    """Continue a killed run from its last checkpoint, with the config it was started with."""
+    run = RunDir(Path(run_dir))
+    if not (run.path / CONFIG).is_file():
+        raise ConfigError(f"{run.path}: not a run directory (no {CONFIG}) to resume")
+    return run_experiment(run.read_config(), run.path, progress, resume=True)
+
+
+def _open_run(
+    cfg: ExperimentConfig, run_dir: Path | None, resume: bool
+) -> tuple[RunDir, Checkpoint | None]:
+    """The run's folder, and the checkpoint it continues from (None: from the start)."""
+    if resume:
+        assert run_dir is not None, "resume needs the run's folder"
+        run = RunDir(run_dir)
+        return run, run.prepare_resume()
+    stem = f"{cfg.data.name}-{cfg.model.name}-{cfg.trigger.kind}"
+    if run_dir is not None:
+        return RunDir.allocate(run_dir.parent, run_dir.name, stem, exact=True), None
+    if cfg.output.name is not None:
+        named = RunDir(cfg.output.directory / cfg.output.name)
+        if named.continues(cfg):  # rerunning a killed run continues it
+            checkpoint = named.prepare_resume()
+            assert checkpoint is not None
+            warnings.warn(
+                f"output.name: {named.path} holds this run, killed after epoch "
+                f"{len(checkpoint.history)}; continuing it from its checkpoint",
+                stacklevel=3,
+            )
+            return named, checkpoint
+    return RunDir.allocate(cfg.output.directory, cfg.output.name, stem), None
 
 
 @contextlib.contextmanager
@@ -154,17 +196,27 @@ def torch_threads(threads: int | None) -> Iterator[None]:
         torch.set_num_threads(previous)
 
 
-def _run_stages(p: Prepared, run: RunDir, started: float, progress: Reporter | None) -> RunResult:
+def _run_stages(
+    p: Prepared,
+    run: RunDir,
+    started: float,
+    progress: Reporter | None,
+    checkpoint: Checkpoint | None,
+) -> RunResult:
     cfg = p.cfg
     attack = stages.poison_stage(p, run)
     inputs = training_inputs(p, progress)
     evaluate = stages.evaluator_for(p, attack, inputs)
-    log = stages.EpochLog(run, metrics_columns(p.task.metric_names))
+    log = training_stages.EpochLog(run, metrics_columns(p.task.metric_names))
+    if checkpoint is not None:  # the epochs before the kill, as metrics.csv had them
+        log.records = [training_stages.strip_stage(r) for r in checkpoint.history]
     train_start = time.perf_counter()
-    history = stages.train_stage(p, attack, inputs, evaluate, log, progress)
+    history = training_stages.train_stage(p, attack, inputs, evaluate, log, progress, checkpoint)
     protocol = None
     if p.data.finetune is not None:
-        protocol = stages.finetune_stage(p, inputs, evaluate, history, log, progress)
+        protocol = training_stages.finetune_stage(
+            p, inputs, evaluate, history, log, progress, checkpoint
+        )
     train_time = time.perf_counter() - train_start
     stages.figure_stage(p, attack, evaluate, run)
     if cfg.output.save_model:  # the attacked model, before any defence repairs it
@@ -179,7 +231,7 @@ def _run_stages(p: Prepared, run: RunDir, started: float, progress: Reporter | N
         "total_s": time.perf_counter() - started,
         "train_images_per_s": float(np.mean([h["train_images_per_s"] for h in history])),
     }
-    cache = stages.forward_counts(p, inputs)
+    cache = training_stages.forward_counts(p, inputs)
     sections = {
         "defense": defense,
         "protocol": protocol,
@@ -187,5 +239,9 @@ def _run_stages(p: Prepared, run: RunDir, started: float, progress: Reporter | N
         "feature_cache": cache,
     }
     summary = stages.build_summary(p, run, attack, history, sections)
+    if checkpoint is not None:
+        summary["resumed_from_epoch"] = len(checkpoint.history)
     run.write_summary(summary)
+    if not cfg.train.keep_checkpoints:
+        remove_checkpoint(run.path)
     return RunResult(run.path, summary, history)

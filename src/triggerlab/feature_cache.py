@@ -31,9 +31,10 @@ import torch
 from torch import nn
 
 from triggerlab.data.dataset import ImageDataset
+from triggerlab.devices import model_memory_format, to_input
 from triggerlab.files import write_bytes_atomic, write_json_atomic
 from triggerlab.progress import Reporter, Update, report
-from triggerlab.train import EVAL_BATCH_SIZE, model_memory_format, to_input
+from triggerlab.train import EVAL_BATCH_SIZE
 
 FORMAT = 1
 FINGERPRINT_IMAGES = 64

@@ -20,6 +20,7 @@ import json
 import platform
 import subprocess
 import traceback
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -43,6 +44,7 @@ if TYPE_CHECKING:
     import torch
     from torch import nn
 
+    from triggerlab.checkpoint import Checkpoint
     from triggerlab.config import ExperimentConfig
 
 CONFIG = "config.yaml"
@@ -137,10 +139,14 @@ class RunDir:
     path: Path
 
     @classmethod
-    def allocate(cls, directory: Path, name: str | None, stem: str) -> RunDir:
-        """Create the folder: ``directory/name``, or ``directory/<stem>-<UTC time>`` made unique."""
+    def allocate(cls, directory: Path, name: str | None, stem: str, exact: bool = False) -> RunDir:
+        """Create the folder: ``directory/name``, or ``directory/<stem>-<UTC time>``.
+
+        A taken name gets the first free numeric suffix (``name-2``), with a warning, so
+        rerunning a config that names its run works; ``exact`` refuses a taken name instead.
+        """
         try:
-            if name is not None:
+            if name is not None and exact:
                 path = directory / name
                 if path.exists() and (not path.is_dir() or any(path.iterdir())):
                     raise ConfigError(
@@ -148,18 +154,49 @@ class RunDir:
                     )
                 path.mkdir(parents=True, exist_ok=True)
                 return cls(path)
-            stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
             directory.mkdir(parents=True, exist_ok=True)
-            for suffix in range(1000):
-                path = directory / (f"{stem}-{stamp}" + (f"-{suffix}" if suffix else ""))
+            base = name or f"{stem}-{datetime.now(UTC).strftime('%Y%m%d-%H%M%S')}"
+            for suffix in range(1, 1000):
+                path = directory / (base if suffix == 1 else f"{base}-{suffix}")
                 try:
                     path.mkdir()
-                    return cls(path)
                 except FileExistsError:
                     continue
+                if name is not None and suffix > 1:
+                    warnings.warn(
+                        f"output.name: {directory / name} is taken; this run goes to {path} "
+                        "(to continue a killed run in its folder, resume it instead)",
+                        stacklevel=3,
+                    )
+                return cls(path)
         except (NotADirectoryError, FileExistsError, PermissionError) as exc:
             raise ConfigError(f"output.directory: cannot create a run folder ({exc})") from None
         raise ConfigError(f"output.directory: cannot find a free run name under {directory}")
+
+    def prepare_resume(self) -> Checkpoint | None:
+        """The checkpoint to continue from (None: start again in place); ConfigError when the
+        folder is not an unfinished run."""
+        from triggerlab.checkpoint import read_checkpoint
+
+        if not (self.path / CONFIG).is_file():
+            raise ConfigError(f"{self.path}: not a run directory (no {CONFIG}) to resume")
+        if self.is_complete():
+            raise ConfigError(f"{self.path}: the run is complete; there is nothing to resume")
+        checkpoint = read_checkpoint(self.path)
+        (self.path / FAILED).unlink(missing_ok=True)
+        return checkpoint
+
+    def continues(self, cfg: ExperimentConfig) -> bool:
+        """Whether this folder holds a killed run of exactly ``cfg`` with a checkpoint to
+        continue from (an unreadable config counts as another run's)."""
+        from triggerlab.checkpoint import META
+
+        if not (self.path / META).is_file() or self.is_complete():
+            return False
+        try:
+            return self.read_config().model_dump() == cfg.model_dump()
+        except Exception:  # a damaged or foreign config.yaml: not this run's
+            return False
 
     # ---- writing -----------------------------------------------------------------------------
 

@@ -10,19 +10,18 @@ import time
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import torch
 from torch import nn
 
 from triggerlab.defenses import DefenseInputs
 from triggerlab.defenses.evaluation import measure_defense
+from triggerlab.devices import Precision
 from triggerlab.plots.run_figures import confusions_png, samples_png
 from triggerlab.poison import PoisonResult, poison_dataset
-from triggerlab.progress import Reporter
 from triggerlab.rundir import RunDir, git_commit, library_versions
 from triggerlab.stealth import STEALTH_SAMPLE, stealth_of_uint8
 from triggerlab.tasks import Task, confusion_counts
-from triggerlab.train import Schedule, fit, predict
+from triggerlab.train import predict
 from triggerlab.training_inputs import TrainingInputs
 from triggerlab.triggers import apply_to_uint8
 
@@ -71,8 +70,11 @@ class Evaluator:
 
     def __call__(self, model: nn.Module) -> dict[str, float]:
         start = time.perf_counter()
-        self.last["clean"] = predict(model, self.p.task, self.clean, self.p.device)
-        self.last["triggered"] = predict(model, self.p.task, self.triggered, self.p.device)
+        precision = Precision(self.p.cfg.train.precision, self.p.device)
+        self.last["clean"] = predict(model, self.p.task, self.clean, self.p.device, precision)
+        self.last["triggered"] = predict(
+            model, self.p.task, self.triggered, self.p.device, precision
+        )
         self.seconds += time.perf_counter() - start
         targets = self.p.data.test.targets
         return self.p.task.metrics(targets, self.last["clean"], self.last["triggered"])
@@ -82,122 +84,6 @@ def evaluator_for(p: Prepared, attack: Attack, inputs: TrainingInputs) -> Evalua
     test = p.data.test
     triggered = replace(test, images=attack.triggered_test)
     return Evaluator(p, inputs.of(test, torch.zeros(0, dtype=torch.long)), inputs.of(triggered))
-
-
-@dataclass
-class EpochLog:
-    """metrics.csv, rewritten after every epoch so a crashed run keeps what it learnt."""
-
-    run: RunDir
-    columns: tuple[str, ...]
-    rows: list[list[Any]] = field(default_factory=list)
-
-    def __call__(self, record: dict[str, Any]) -> None:
-        self.rows.append([record[c] for c in self.columns])
-        self.run.write_metrics(self.columns, self.rows)
-
-
-def total_epochs(p: Prepared) -> int:
-    stages = p.cfg.train.epochs
-    return stages + (p.cfg.train.finetune_epochs if p.data.finetune is not None else 0)
-
-
-def train_stage(
-    p: Prepared,
-    attack: Attack,
-    inputs: TrainingInputs,
-    evaluate: Evaluator,
-    log: EpochLog,
-    progress: Reporter | None,
-) -> list[dict[str, Any]]:
-    """Train on the poisoned training set (the whole model, or its tail on cached features)."""
-    poisoned = attack.poisoned
-    return fit(
-        inputs.model,
-        p.task,
-        inputs.of(poisoned.train, poisoned.indices),
-        poisoned.train.targets,
-        cfg=p.cfg.train,
-        device=p.device,
-        generator=torch.Generator().manual_seed(p.seeds["order"]),
-        evaluate=evaluate,
-        on_epoch=log,
-        progress=progress,
-        schedule=Schedule(total_epochs=total_epochs(p)),
-    )
-
-
-def finetune_stage(
-    p: Prepared,
-    inputs: TrainingInputs,
-    evaluate: Evaluator,
-    history: list[dict[str, Any]],
-    log: EpochLog,
-    progress: Reporter | None,
-) -> dict[str, Any]:
-    """Reference 000's second stage: fine-tune the pre-tuned model on a few images of the
-    held-out subject, poisoned at the same rate; its epochs continue ``history``."""
-    assert p.data.finetune is not None
-    cfg = p.cfg.train
-    seeds = np.random.SeedSequence(p.seeds["finetune"]).generate_state(2)
-    poisoned = poison_dataset(
-        p.data.finetune,
-        p.task,
-        p.trigger,
-        torch.Generator().manual_seed(int(seeds[0])),
-        "fine-tuning set",
-    )
-    log.run.write_poisoned(
-        poisoned.indices,
-        poisoned.source_indices,
-        poisoned.original_labels,
-        poisoned.new_labels,
-        "finetune",
-    )
-    after_pretune = {k: history[-1][k] for k in p.task.metric_names}
-    stage_cfg = cfg.model_copy(
-        update={"epochs": cfg.finetune_epochs, "lr": cfg.finetune_lr or cfg.lr}
-    )
-    history += fit(
-        inputs.model,
-        p.task,
-        inputs.of(poisoned.train, poisoned.indices),
-        poisoned.train.targets,
-        cfg=stage_cfg,
-        device=p.device,
-        generator=torch.Generator().manual_seed(int(seeds[1])),
-        evaluate=evaluate,
-        on_epoch=log,
-        progress=progress,
-        schedule=Schedule(first_epoch=len(history) + 1, total_epochs=total_epochs(p)),
-    )
-    held_out = p.data.test.groups
-    return {
-        "split": "pretune_finetune",
-        "held_out_subject": None if held_out is None else int(held_out[0]),
-        "pretune_size": len(p.data.train),
-        "finetune_size": len(poisoned.train),
-        "finetune_poisoned": poisoned.count,
-        "pretune_epochs": cfg.epochs,
-        "finetune_epochs": cfg.finetune_epochs,
-        "finetune_lr": stage_cfg.lr,
-        "after_pretune": after_pretune,
-    }
-
-
-def forward_counts(p: Prepared, inputs: TrainingInputs) -> dict[str, Any]:
-    """How many images went through the frozen body, and how many the cache saved."""
-    stages_ = [(p.cfg.train.epochs, len(p.data.train))]
-    if p.data.finetune is not None:
-        stages_.append((p.cfg.train.finetune_epochs, len(p.data.finetune)))
-    test = len(p.data.test)
-    whole_model = sum(epochs * (size + 2 * test) for epochs, size in stages_)
-    done = inputs.forwards if inputs.pool is not None else whole_model
-    return {
-        **inputs.record,
-        "backbone_forwards": done,
-        "backbone_forwards_avoided": whole_model - done,
-    }
 
 
 def target_label(task: Task, target: int | list[float]) -> str:
@@ -320,7 +206,7 @@ def build_summary(
         "stealth": {"sample": min(STEALTH_SAMPLE, len(test)), **stealth},
         **sections,
         "model": {"name": cfg.model.name, **p.model_info.record(p.model)},
-        "epochs": total_epochs(p),
+        "epochs": len(history),
         "seed": cfg.train.seed,
         "split_seed": cfg.split_seed,
         "device": str(p.device),

@@ -27,6 +27,10 @@ def _significant(value: float) -> str:
     return format(value + 0.0, "#.3g").rstrip(".")
 
 
+def _value_text(value: object) -> str:
+    return "null" if value is None or (isinstance(value, float) and pd.isna(value)) else str(value)
+
+
 def _markdown(header: list[str], rows: list[list[str]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "| --- " + "| ---: " * (len(header) - 1) + "|"]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
@@ -62,8 +66,10 @@ def paper_tables(
             f"not in these results (expected one of {', '.join(metric_columns(runs))})",
             ", ".join(missing),
         )
+    for key in keys:  # a setting left null is a value of its own, printed as in YAML
+        runs[key] = runs[key].map(_value_text)
     row_key = keys[0]
-    labels = runs[row_key].astype(str)
+    labels = runs[row_key]
     if "poison.rate" not in keys and "role" in runs:
         labels = labels.where(runs["role"] != "baseline", labels + " (clean, rate 0)")
     runs[row_key] = labels

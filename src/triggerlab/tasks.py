@@ -83,9 +83,12 @@ class ClassificationTask:
 
     def poison_sources(self, labels: torch.Tensor) -> torch.Tensor:
         """Training samples a poisoned copy may be drawn from: those the attack is meant for,
-        except that a clean-label attack can only use images that already are the target."""
+        except that a clean-label attack can only use images that already are the target, and
+        that ``poison.sources: all`` draws from the target class too (as BackdoorBench does)."""
         if self.poison.label_mode == "clean_label":
             return labels == self.poison.target
+        if self.poison.sources == "all":
+            return self.in_sources(labels)
         return self.attack_mask(labels)
 
     def attack_labels(self, labels: torch.Tensor) -> torch.Tensor:

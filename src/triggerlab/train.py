@@ -1,4 +1,9 @@
-"""The one training loop: index slices of in-memory uint8 tensors, made float on the device."""
+"""The one training loop: index slices of in-memory uint8 tensors, made float on the device.
+
+Options a GPU user expects ride along: mixed precision (``train.precision``), batched
+on-device augmentation (``train.augment``), ``torch.compile`` (``train.compile``), and
+checkpoints every ``train.checkpoint_every`` epochs from which a killed run continues.
+"""
 
 from __future__ import annotations
 
@@ -11,16 +16,27 @@ from typing import TYPE_CHECKING, Any, Protocol
 import torch
 from torch import nn
 
+from triggerlab.augment import Augment
+from triggerlab.checkpoint import Checkpoint, TrainState, save_checkpoint
+from triggerlab.devices import (
+    Precision,
+    compiled,
+    model_memory_format,
+    stage,
+    synchronize,
+    to_input,
+)
 from triggerlab.errors import ConfigError, RunFailed
 from triggerlab.metrics import metric
 from triggerlab.progress import Reporter, Update, report
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from triggerlab.config import TrainConfig
 
-# Datasets up to this size are copied to the GPU once; larger ones stream per batch.
-DEVICE_RESIDENT_BYTES = 4 * 1024**3
 EVAL_BATCH_SIZE = 512
+FP32 = Precision("fp32", torch.device("cpu"))
 
 
 class Task(Protocol):
@@ -29,48 +45,6 @@ class Task(Protocol):
     def loss(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor: ...
 
     def predict(self, outputs: torch.Tensor) -> torch.Tensor: ...
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("train.device: 'cuda' requested but no CUDA device is available")
-    return torch.device(name)
-
-
-def stage(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """Where batches are sliced from: the device itself when it fits, else (pinned) host memory."""
-    if device.type == "cpu":
-        return tensor
-    if tensor.numel() * tensor.element_size() <= DEVICE_RESIDENT_BYTES:
-        return tensor.to(device)
-    return tensor.pin_memory()
-
-
-def to_input(
-    batch: torch.Tensor,
-    device: torch.device,
-    memory_format: torch.memory_format = torch.contiguous_format,
-) -> torch.Tensor:
-    """uint8 images to float in [0, 1] on ``device``: the only conversion in the hot path.
-
-    Float inputs (cached features) are only made float32.
-    """
-    x = batch.to(device, non_blocking=True)
-    if x.dtype != torch.uint8:
-        return x.float() if x.ndim != 4 else x.to(dtype=torch.float32, memory_format=memory_format)
-    return x.to(dtype=torch.float32, memory_format=memory_format).div_(255.0)
-
-
-def model_memory_format(model: nn.Module) -> torch.memory_format:
-    """The layout the model's convolution weights use, so inputs can match it."""
-    for param in model.parameters():
-        if param.ndim == 4:
-            if param.is_contiguous(memory_format=torch.contiguous_format):
-                return torch.contiguous_format
-            return torch.channels_last
-    return torch.contiguous_format
 
 
 def make_optimizer(cfg: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
@@ -91,6 +65,39 @@ def batch_starts(n: int, batch_size: int) -> range:
     return range(0, stop, batch_size)
 
 
+@dataclass
+class Step:
+    """How one batch is learnt: precision, gradient scaling, augmentation, compiled forward."""
+
+    precision: Precision = FP32
+    scaler: torch.amp.GradScaler | None = None
+    augment: Augment | None = None
+    forward: nn.Module | None = None  # a compiled wrapper of the model, when compiling
+
+    def learn(
+        self,
+        model: nn.Module,
+        task: Task,
+        optimizer: torch.optim.Optimizer,
+        x: torch.Tensor,
+        y: torch.Tensor,
+    ) -> torch.Tensor:
+        if self.augment is not None:
+            x = self.augment(x)
+        with self.precision.autocast():
+            outputs = (self.forward or model)(x)
+        loss = task.loss(outputs.float(), y)
+        optimizer.zero_grad(set_to_none=True)
+        if self.scaler is not None:
+            self.scaler.scale(loss).backward()
+            self.scaler.step(optimizer)
+            self.scaler.update()
+        else:
+            loss.backward()
+            optimizer.step()
+        return loss.detach()
+
+
 def train_epoch(
     model: nn.Module,
     task: Task,
@@ -102,11 +109,13 @@ def train_epoch(
     device: torch.device,
     generator: torch.Generator,
     on_batch: Callable[[], None] | None = None,
+    step: Step | None = None,
 ) -> tuple[float, int]:
     """One pass in a seeded random order; returns (mean loss, images seen).
 
     RunFailed when a batch's loss is not finite: the weights are garbage from then on.
     """
+    step = step or Step()
     model.train()
     layout = model_memory_format(model)
     order = torch.randperm(images.shape[0], generator=generator).to(images.device)
@@ -118,13 +127,9 @@ def train_epoch(
         index = order[start : start + batch_size]
         x = to_input(images[index], device, layout)
         y = targets[index].to(device, non_blocking=True)
-        loss = task.loss(model(x), y)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        detached = loss.detach()
-        total += detached * index.numel()  # stays on the device: no sync per batch
-        first_bad = torch.where((first_bad < 0) & ~torch.isfinite(detached), number, first_bad)
+        loss = step.learn(model, task, optimizer, x, y)
+        total += loss * index.numel()  # stays on the device: no sync per batch
+        first_bad = torch.where((first_bad < 0) & ~torch.isfinite(loss), number, first_bad)
         seen += index.numel()
         if on_batch is not None:
             on_batch()
@@ -140,15 +145,20 @@ def train_epoch(
 
 @torch.no_grad()
 def predict(
-    model: nn.Module, task: Task, images: torch.Tensor, device: torch.device
+    model: nn.Module,
+    task: Task,
+    images: torch.Tensor,
+    device: torch.device,
+    precision: Precision = FP32,
 ) -> torch.Tensor:
-    """Predictions for uint8 images, batch by batch, returned on the CPU."""
+    """Predictions for uint8 images (or features), batch by batch, returned on the CPU."""
     model.eval()
     layout = model_memory_format(model)
     outputs = []
     finite = torch.ones((), dtype=torch.bool, device=device)
     for start in range(0, images.shape[0], EVAL_BATCH_SIZE):
-        raw = model(to_input(images[start : start + EVAL_BATCH_SIZE], device, layout))
+        with precision.autocast():
+            raw = model(to_input(images[start : start + EVAL_BATCH_SIZE], device, layout)).float()
         finite &= torch.isfinite(raw).all()
         outputs.append(task.predict(raw).cpu())
     if not bool(finite):
@@ -165,11 +175,6 @@ def forward_all(model: nn.Module, images: torch.Tensor, device: torch.device) ->
         model(to_input(images[start : start + EVAL_BATCH_SIZE], device, layout))
 
 
-def synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def epoch_note(record: dict[str, Any], metric_names: Sequence[str], total_epochs: int) -> str:
     """``epoch 3/40  loss 0.4123  CA 0.9512 ...  14000 img/s``: one epoch as a log line."""
     values = "  ".join(f"{metric(m).short} {record[m]:.4f}" for m in metric_names if m in record)
@@ -181,10 +186,18 @@ def epoch_note(record: dict[str, Any], metric_names: Sequence[str], total_epochs
 
 @dataclass
 class Schedule:
-    """Where an epoch sits in the whole run (a second stage continues the first's count)."""
+    """Where a stage sits in the whole run, and where its checkpoints go.
+
+    A second stage continues the first's epoch count; ``resume`` is the checkpoint
+    this stage continues from (None: from its start).
+    """
 
     first_epoch: int = 1
     total_epochs: int | None = None  # of the whole run; None: this stage's epochs
+    name: str = "train"
+    folder: Path | None = None  # where checkpoints go; None: none
+    resume: Checkpoint | None = None
+    earlier: list[dict[str, Any]] | None = None  # records of earlier stages, kept in checkpoints
 
 
 def make_scheduler(
@@ -213,6 +226,19 @@ class BatchCounter:
         report(self.progress, Update("training", self.done, self.total, note, milestone=True))
 
 
+def _epoch_record(
+    epoch: int, loss: float, seen: int, start: float, train_time: float, metrics: dict[str, float]
+) -> dict[str, Any]:
+    return {
+        "epoch": epoch,
+        "train_loss": loss,
+        **metrics,
+        "epoch_time_s": time.perf_counter() - start,
+        "train_time_s": train_time,
+        "train_images_per_s": seen / train_time if train_time > 0 else float("nan"),
+    }
+
+
 def fit(
     model: nn.Module,
     task: Task,
@@ -226,17 +252,21 @@ def fit(
     on_epoch: Callable[[dict[str, Any]], None],
     progress: Reporter | None = None,
     schedule: Schedule | None = None,
+    augment: Augment | None = None,
 ) -> list[dict[str, Any]]:
-    """Train for ``cfg.epochs``, evaluating and reporting after every epoch."""
+    """Train for ``cfg.epochs``, evaluating and reporting after every epoch (and saving a
+    checkpoint every ``cfg.checkpoint_every``); a resumed stage continues its epochs."""
     schedule = schedule or Schedule()
     optimizer = make_optimizer(cfg, model)
-    scheduler = make_scheduler(cfg, optimizer)
+    precision = Precision(cfg.precision, device)
+    step = Step(precision, precision.scaler(), augment, compiled(model, cfg.compile))
+    generators = {"order": generator, **({"augment": augment.generator} if augment else {})}
+    state = TrainState(model, optimizer, make_scheduler(cfg, optimizer), step.scaler, generators)
+    history = _resumed(schedule, state)
     images, targets = stage(images, device), stage(targets, device)
-    counter = BatchCounter(
-        progress, len(batch_starts(images.shape[0], cfg.batch_size)) * cfg.epochs
-    )
-    history: list[dict[str, Any]] = []
-    for number in range(cfg.epochs):
+    batches = len(batch_starts(images.shape[0], cfg.batch_size))
+    counter = BatchCounter(progress, batches * cfg.epochs, batches * len(history))
+    for number in range(len(history), cfg.epochs):
         synchronize(device)
         start = time.perf_counter()
         epoch = schedule.first_epoch + number
@@ -251,24 +281,37 @@ def fit(
                 device=device,
                 generator=generator,
                 on_batch=counter.advance if progress is not None else None,
+                step=step,
             )
         except RunFailed as exc:
             raise RunFailed(f"epoch {epoch}: {exc}") from None
         synchronize(device)
         train_time = time.perf_counter() - start
-        if scheduler is not None:
-            scheduler.step()
-        record = {
-            "epoch": epoch,
-            "train_loss": loss,
-            **evaluate(model),
-            "epoch_time_s": time.perf_counter() - start,
-            "train_time_s": train_time,
-            "train_images_per_s": seen / train_time if train_time > 0 else float("nan"),
-        }
-        history.append(record)
+        if state.scheduler is not None:
+            state.scheduler.step()
+        record = _epoch_record(epoch, loss, seen, start, train_time, evaluate(model))
+        history.append({**record, "stage": schedule.name})
         on_epoch(record)
         counter.epoch_done(
             epoch_note(record, task.metric_names[:4], schedule.total_epochs or cfg.epochs)
         )
-    return history
+        _maybe_checkpoint(cfg, schedule, number + 1, state, history)
+    return [{k: v for k, v in r.items() if k != "stage"} for r in history]
+
+
+def _resumed(schedule: Schedule, state: TrainState) -> list[dict[str, Any]]:
+    """The stage's records before the checkpoint it continues from (state restored)."""
+    if schedule.resume is None:
+        return []
+    state.restore(schedule.resume)
+    return [r for r in schedule.resume.history if r.get("stage", "train") == schedule.name]
+
+
+def _maybe_checkpoint(
+    cfg: TrainConfig, schedule: Schedule, done: int, state: TrainState, history: list[dict]
+) -> None:
+    """Every ``checkpoint_every`` epochs, except after the stage's last (nothing is left)."""
+    every = cfg.checkpoint_every
+    if schedule.folder is not None and every and done % every == 0 and done < cfg.epochs:
+        saved = [*(schedule.earlier or []), *history]
+        save_checkpoint(schedule.folder, schedule.name, done, state, saved)

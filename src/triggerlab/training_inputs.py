@@ -15,10 +15,10 @@ import numpy as np
 import torch
 from torch import nn
 
+from triggerlab.devices import model_memory_format, to_input
 from triggerlab.feature_cache import FeatureStore, body_features, cache_root, pool_features, pool_of
 from triggerlab.models.transfer import TransferModel
 from triggerlab.progress import Reporter
-from triggerlab.train import model_memory_format, to_input
 
 if TYPE_CHECKING:
     from triggerlab.data.dataset import ImageDataset
@@ -73,6 +73,8 @@ def why_not_cached(p: Prepared) -> str | None:
     """None when the cache applies to this run, else the reason it does not."""
     if not p.cfg.model.feature_cache:
         return "model.feature_cache is off"
+    if p.cfg.train.augment:
+        return "train.augment changes the images every epoch, so their features change too"
     model = p.model
     if not isinstance(model, TransferModel) or model.plan is None or model.plan.cut is None:
         return "the freeze policy trains more than a tail (use classifier or head)"

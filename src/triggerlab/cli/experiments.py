@@ -9,12 +9,27 @@ import typer
 from rich.table import Table
 
 from triggerlab.cli.common import ConsoleProgress, console, err_console, fail, failed_run
-from triggerlab.errors import RunFailed, TriggerlabError
+from triggerlab.errors import Interrupted, RunFailed, TriggerlabError
 
 if TYPE_CHECKING:
     from triggerlab.grid import GridOutcome
 
 app = typer.Typer()
+
+# Options of `grid`, named here to keep its signature readable.
+Workers = Annotated[
+    int | None, typer.Option(help="local worker processes (default: 1, or one per GPU slot)")
+]
+ThreadsPerWorker = Annotated[
+    int | None,
+    typer.Option("--threads-per-worker", help="torch threads per run (default: cores / workers)"),
+]
+GpusPerRun = Annotated[
+    float | None,
+    typer.Option(
+        "--gpus-per-run", help="share GPUs: the fraction of one GPU per run (0.25: four per GPU)"
+    ),
+]
 
 
 @app.command(
@@ -45,11 +60,15 @@ def run(
         int | None,
         typer.Option(help="CPU threads (train.threads); set it to reproduce a grid run exactly"),
     ] = None,
+    resume: Annotated[
+        Path | None,
+        typer.Option(help="continue a killed run in its folder, from its last checkpoint"),
+    ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress output")] = False,
 ) -> None:
     """Run one backdoor experiment and write its run directory."""
     from triggerlab.config import load_config
-    from triggerlab.experiment import run_experiment
+    from triggerlab.experiment import resume_run, run_experiment
     from triggerlab.grid.spec import base_experiment, is_grid_spec
 
     settings = list(overrides or [])
@@ -57,7 +76,14 @@ def run(
         settings.append(f"output.directory={out}")
     if threads is not None:
         settings.append(f"train.threads={threads}")
+    if resume is not None and (config is not None or settings):
+        raise fail("--resume: a run continues with its own config; give no config or --set")
     try:
+        if resume is not None:
+            with ConsoleProgress(quiet) as progress:
+                result = resume_run(resume, progress)
+            print_summary(result.summary)
+            return
         if config is not None and is_grid_spec(config):  # one cell: the base, set by --set
             cfg = base_experiment(config, settings)
         else:
@@ -68,7 +94,24 @@ def run(
         raise fail(exc) from None
     except RunFailed as exc:
         raise failed_run(exc) from None
+    except Interrupted as exc:
+        raise interrupted(exc) from None
     print_summary(result.summary)
+
+
+def interrupted(exc: Interrupted) -> typer.Exit:
+    """Ctrl-C: say what is left and how to continue; exit status 130, as the shell's."""
+    if exc.epoch is None:
+        note = "is unfinished and has no checkpoint (train.checkpoint_every makes them)"
+    else:
+        note = (
+            f"keeps its checkpoint after epoch {exc.epoch}; continue it with\n"
+            f"  triggerlab run --resume {exc.run_dir}"
+        )
+    err_console.print(
+        f"interrupted: {exc.run_dir} {note}", highlight=False, markup=False, soft_wrap=True
+    )
+    return typer.Exit(code=130)
 
 
 def print_summary(summary: dict) -> None:
@@ -91,6 +134,8 @@ def print_summary(summary: dict) -> None:
             f"{protocol['finetune_poisoned']} of {protocol['finetune_size']} poisoned, "
             f"{protocol['finetune_epochs']} epochs",
         )
+    if "resumed_from_epoch" in summary:
+        table.add_row("resumed", f"from the checkpoint after epoch {summary['resumed_from_epoch']}")
     table.add_row("training throughput", f"{timings['train_images_per_s']:.0f} images/s")
     table.add_row("total time", f"{timings['total_s']:.1f} s on {summary['device']}")
     console.print(table)
@@ -103,6 +148,7 @@ def print_summary(summary: dict) -> None:
         "  triggerlab grid configs/ref002_poisoning_rate.yaml --workers 2\n\n"
         "  triggerlab grid configs/ref002_poisoning_rate.yaml --set base.data.name=mnist "
         "--set base.data.root=/data/mnist\n\n"
+        "  triggerlab grid study.yaml --gpus-per-run 0.25\n\n"
         "  triggerlab grid study.yaml --executor ray --address auto"
     )
 )
@@ -113,17 +159,13 @@ def grid(
     out: Annotated[
         Path | None, typer.Option("--out", "-o", help="grid directory (default: grids/<name>)")
     ] = None,
-    workers: Annotated[int, typer.Option(help="local worker processes")] = 1,
-    threads_per_worker: Annotated[
-        int | None,
-        typer.Option(
-            "--threads-per-worker", help="torch threads per run (default: cores / workers)"
-        ),
-    ] = None,
+    workers: Workers = None,
+    threads_per_worker: ThreadsPerWorker = None,
     executor: Annotated[str, typer.Option(help="local or ray")] = "local",
     address: Annotated[
         str | None, typer.Option(help="Ray cluster address (default: start a local one)")
     ] = None,
+    gpus_per_run: GpusPerRun = None,
     force: Annotated[bool, typer.Option(help="rerun finished runs too")] = False,
     extend: Annotated[
         bool,
@@ -155,6 +197,7 @@ def grid(
                 threads=threads_per_worker,
                 executor=executor,  # type: ignore[arg-type]
                 address=address,
+                gpus_per_run=gpus_per_run,
                 force=force,
                 existing="extend" if extend else "replace" if replace else "refuse",
                 progress=progress,

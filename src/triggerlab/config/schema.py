@@ -107,6 +107,11 @@ class PoisonConfig(Section):
     mode: Literal["replace", "append"] = Field(
         "replace", description="trigger samples in place, or append triggered copies"
     )
+    sources: Literal["non_target", "all"] = Field(
+        "non_target",
+        description="all_to_one: draw poisoned samples from non-target classes only (every one "
+        "changes label), or from all classes, target included (as BackdoorBench does)",
+    )
 
     @field_validator("target", mode="before")
     @classmethod
@@ -127,6 +132,11 @@ class PoisonConfig(Section):
             )
         if self.rate is None and self.count is None:
             self.rate = 0.1
+        if self.sources == "all" and self.label_mode == "clean_label":
+            raise ValueError(
+                "poison.sources: all draws from every class, but a clean-label attack only "
+                "poisons images of the target class (set sources to non_target)"
+            )
         return self
 
 
@@ -161,6 +171,29 @@ class TrainConfig(Section):
     channels_last: bool = Field(
         True, description="NHWC memory format: faster convolutions on CPU (oneDNN) and GPU"
     )
+    precision: Literal["fp32", "bf16", "fp16"] = Field(
+        "fp32",
+        description="fp32, or mixed precision by autocast: bf16 (CPU or GPU), fp16 (GPU, with a "
+        "gradient scaler); evaluation uses the same",
+    )
+    compile: bool = Field(
+        False, description="torch.compile the model for training (falls back with a warning)"
+    )
+    augment: list[Literal["random_crop", "hflip"]] = Field(
+        default_factory=list,
+        description="batched on-device augmentation of training batches: random_crop (pad, "
+        "then crop back at a random offset), hflip (mirror half the images)",
+    )
+    crop_padding: int = Field(4, ge=0, le=256, description="random_crop: pixels of zero padding")
+    checkpoint_every: int = Field(
+        0,
+        ge=0,
+        le=MAX_EPOCHS,
+        description="write a checkpoint every N epochs (0: never); a killed run continues from it",
+    )
+    keep_checkpoints: bool = Field(
+        False, description="keep the last checkpoint when the run completes"
+    )
     seed: int = Field(
         0, ge=0, le=MAX_SEED, description="drives split, poisoning, triggers, init and batch order"
     )
@@ -171,6 +204,13 @@ class TrainConfig(Section):
         description="CPU threads torch uses (null: torch's default, all cores); results depend "
         "on it at the last digits, so grids record theirs here",
     )
+
+    @field_validator("augment")
+    @classmethod
+    def _once_each(cls, operations: list[str]) -> list[str]:
+        if len(set(operations)) != len(operations):
+            raise ValueError(f"each augmentation at most once, got {operations}")
+        return operations
 
 
 DEFAULT_TOLERANCES = (5.0, 10.0)

@@ -1,4 +1,4 @@
-"""CIFAR-10 from the python pickle batches, read directly and safely."""
+"""CIFAR-10 and CIFAR-100 from their python pickle files, read directly and safely."""
 
 from __future__ import annotations
 
@@ -56,12 +56,16 @@ def read_pickle(path: Path) -> dict[str, Any]:
     return {k.decode("latin1") if isinstance(k, bytes) else k: v for k, v in obj.items()}
 
 
-def _read_batch(path: Path, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
+def _read_batch(
+    path: Path, num_classes: int, labels_key: str = "labels"
+) -> tuple[np.ndarray, np.ndarray]:
     batch = read_pickle(path)
-    if "data" not in batch or "labels" not in batch:
-        raise DataFormatError(f"{path}: expected keys 'data' and 'labels', found {sorted(batch)}")
+    if "data" not in batch or labels_key not in batch:
+        raise DataFormatError(
+            f"{path}: expected keys 'data' and {labels_key!r}, found {sorted(batch)}"
+        )
     data = np.asarray(batch["data"])
-    raw = np.asarray(batch["labels"])
+    raw = np.asarray(batch[labels_key])
     if raw.dtype.kind not in "iu":
         raise DataFormatError(f"{path}: 'labels' must be integer class ids, got {raw.dtype}")
     labels = raw.astype(np.int64)
@@ -84,6 +88,15 @@ def _folder(root: Path) -> Path:
     raise DataFormatError(f"{root}: no {FOLDER}/ folder and no CIFAR batches in the folder itself")
 
 
+def class_names(path: Path, key: str, count: int) -> tuple[str, ...]:
+    """The ``count`` class names listed under ``key`` in a meta pickle."""
+    meta = read_pickle(path)
+    names = tuple(n.decode("latin1") if isinstance(n, bytes) else str(n) for n in meta.get(key, ()))
+    if len(names) != count:
+        raise DataFormatError(f"{path}: expected {count} {key}, got {len(names)}")
+    return names
+
+
 def load_cifar10(root: Path, size: tuple[int, int] | None = None) -> SourceData:
     """CIFAR-10's official 50,000/10,000 split, ``reshape(-1, 3, 32, 32)`` of each batch.
 
@@ -91,12 +104,7 @@ def load_cifar10(root: Path, size: tuple[int, int] | None = None) -> SourceData:
     unpickler will call, pickles are not a safe exchange format.
     """
     folder = _folder(root)
-    meta = read_pickle(folder / "batches.meta")
-    names = tuple(str(n) for n in meta.get("label_names", ()))
-    if len(names) != 10:
-        raise DataFormatError(
-            f"{folder / 'batches.meta'}: expected 10 label_names, got {len(names)}"
-        )
+    names = class_names(folder / "batches.meta", "label_names", 10)
 
     def part(batch_names: tuple[str, ...]) -> ImageDataset:
         arrays = [_read_batch(folder / name, len(names)) for name in batch_names]
@@ -108,3 +116,28 @@ def load_cifar10(root: Path, size: tuple[int, int] | None = None) -> SourceData:
         )
 
     return SourceData(train=part(TRAIN_BATCHES), test=part(("test_batch",)))
+
+
+FOLDER_100 = "cifar-100-python"
+
+
+def load_cifar100(root: Path, size: tuple[int, int] | None = None) -> SourceData:
+    """CIFAR-100's official 50,000/10,000 split (``train``, ``test``), its 100 fine labels.
+
+    The same restricted unpickler as CIFAR-10: numpy arrays only.
+    """
+    folder = root / FOLDER_100 if (root / FOLDER_100).is_dir() else root
+    if not (folder / "meta").is_file():
+        raise DataFormatError(f"{root}: no {FOLDER_100}/ folder with train, test and meta")
+    names = class_names(folder / "meta", "fine_label_names", 100)
+
+    def part(name: str) -> ImageDataset:
+        images, labels = _read_batch(folder / name, len(names), "fine_labels")
+        return ImageDataset(
+            images=torch.from_numpy(images),
+            targets=torch.from_numpy(labels),
+            class_names=names,
+            metadata={"source": str(folder / name), "original_size": [32, 32]},
+        )
+
+    return SourceData(train=part("train"), test=part("test"))

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from triggerlab.data.biwi import load_biwi
-from triggerlab.data.cifar10 import load_cifar10
+from triggerlab.data.cifar10 import load_cifar10, load_cifar100
 from triggerlab.data.dataset import SourceData
 from triggerlab.data.digits import load_digits
 from triggerlab.data.gtsrb import load_gtsrb
@@ -56,6 +56,12 @@ DATASETS: dict[str, DatasetInfo] = {
             "CIFAR-10, 60,000 RGB 32x32 images, 10 classes, official 50,000/10,000 split",
             "<root>/cifar-10-batches-py/data_batch_1..5, test_batch, batches.meta "
             "(python pickles; only trusted files)",
+        ),
+        DatasetInfo(
+            "cifar100",
+            load_cifar100,
+            "CIFAR-100, 60,000 RGB 32x32 images, 100 classes, official 50,000/10,000 split",
+            "<root>/cifar-100-python/train, test, meta (python pickles; only trusted files)",
         ),
         DatasetInfo(
             "tinyimagenet",

@@ -20,8 +20,8 @@ from pydantic import Field
 from torch import nn
 
 from triggerlab.defenses.base import DefenseInputs, DefenseOutcome, RetrainingSpec
+from triggerlab.devices import to_input
 from triggerlab.plots.run_figures import reversed_triggers_png
-from triggerlab.train import to_input
 
 CONSISTENCY = 1.4826  # makes the median absolute deviation estimate a normal distribution's std
 

@@ -22,7 +22,8 @@ from typing import Any, Literal
 
 from triggerlab.config import ExperimentConfig
 from triggerlab.errors import ArgumentError, TriggerlabError
-from triggerlab.grid.executors import execute_run, run_local, run_ray
+from triggerlab.grid.executors import execute_run, ray_session, run_local, run_ray
+from triggerlab.grid.gpus import gpu_share, local_workers
 from triggerlab.grid.plan import PlannedRun, cell_label, plan_grid, preflight, repeat_seeds, run_id
 from triggerlab.grid.spec import GridSpec, load_grid_spec
 from triggerlab.grid.store import (
@@ -70,8 +71,18 @@ def run_note(run: PlannedRun, result: dict[str, Any]) -> str:
     return f"{run.run_id} ({run.role}, repeat {run.repeat}; {cell}) {status}"
 
 
-def _check_arguments(workers: int, threads: int | None, executor: str) -> None:
-    if workers < 1:
+def _check_runs_use_gpus(plan: list[PlannedRun]) -> None:
+    on_cpu = [r.run_id for r in plan if r.config.train.device == "cpu"]
+    if on_cpu:
+        raise ArgumentError(
+            "gpus_per_run",
+            f"{len(on_cpu)} of {len(plan)} runs train on the CPU (train.device: cpu); "
+            "set base.train.device to cuda or auto to share GPUs",
+        )
+
+
+def _check_arguments(workers: int | None, threads: int | None, executor: str) -> None:
+    if workers is not None and workers < 1:
         raise ArgumentError("workers", f"expected at least 1, got {workers}")
     if threads is not None and threads < 1:
         raise ArgumentError("threads", f"expected at least 1, got {threads}")
@@ -98,26 +109,33 @@ def run_grid(
     spec: GridSpec,
     grid_dir: Path | str,
     *,
-    workers: int = 1,
+    workers: int | None = None,
     threads: int | None = None,
     executor: Literal["local", "ray"] = "local",
     address: str | None = None,
+    gpus_per_run: float | None = None,
     force: bool = False,
     existing: Existing = "refuse",
     progress: Reporter | None = None,
 ) -> GridOutcome:
     """Plan, check, then run every run that is not complete yet; return what happened.
 
-    ``threads`` is the torch threads per run (default: cores / workers). A folder
-    holding another spec's runs is refused unless ``existing`` is ``extend`` or
-    ``replace`` (see ``store.earlier_runs``).
+    ``workers`` local processes (default: one, or one per GPU slot when sharing GPUs);
+    ``threads`` torch threads per run (default: cores / workers); ``gpus_per_run`` the
+    fraction of a GPU each run gets (see ``grid.gpus``). A folder holding another spec's runs
+    is refused unless ``existing`` is ``extend`` or ``replace`` (see ``store.earlier_runs``).
     """
     grid_dir = Path(grid_dir)
     _check_arguments(workers, threads, executor)
+    share = gpu_share(gpus_per_run, executor)
+    workers = local_workers(share, workers) if executor == "local" else 1
     plan = plan_grid(spec)
+    if share is not None:
+        _check_runs_use_gpus(plan)
     threads = threads or max(1, (os.cpu_count() or 1) // workers)
     start = time.perf_counter()
-    with _new_folder_cleaned_up(grid_dir) as state, grid_lock(grid_dir):
+    session = ray_session(address, share) if executor == "ray" else contextlib.nullcontext()
+    with session, _new_folder_cleaned_up(grid_dir) as state, grid_lock(grid_dir):
         kept = earlier_runs(grid_dir, spec, plan, existing)
         preflight(plan)
         write_manifest(grid_dir, spec, plan, kept)
@@ -140,9 +158,9 @@ def run_grid(
 
         report(progress, Update(spec.name or "grid", 0, len(todo)))
         if executor == "ray":
-            run_ray(todo, grid_dir, threads, address, on_run)
+            run_ray(todo, grid_dir, threads, on_run, share)
         else:
-            run_local(todo, grid_dir, workers, threads, on_run)
+            run_local(todo, grid_dir, workers, threads, on_run, share)
     outcome.seconds = time.perf_counter() - start
     return outcome
 

@@ -13,14 +13,16 @@ import shutil
 import signal
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
+from multiprocessing.sharedctypes import Synchronized
 from pathlib import Path
 from typing import Any
 
 from triggerlab.config import ExperimentConfig
 from triggerlab.errors import ArgumentError
+from triggerlab.grid.gpus import GpuShare, device_ids, pin_worker
 from triggerlab.grid.plan import PlannedRun
 from triggerlab.grid.store import run_dir
 from triggerlab.rundir import RunDir
@@ -31,7 +33,8 @@ Report = Callable[[PlannedRun, dict[str, Any]], None]
 def execute_run(
     config: dict[str, Any], directory: str, threads: int | None = None
 ) -> dict[str, Any]:
-    """Run one experiment into ``directory`` from scratch; failures are recorded, not raised."""
+    """Run one experiment into ``directory``: continued from its checkpoint when a killed run
+    left one, else from scratch. Failures are recorded, not raised."""
     import torch
 
     from triggerlab.experiment import run_experiment
@@ -39,19 +42,26 @@ def execute_run(
     if threads:
         torch.set_num_threads(threads)
     path = Path(directory)
-    shutil.rmtree(path, ignore_errors=True)
     start = time.perf_counter()
     try:
         cfg = ExperimentConfig.model_validate(config)
-        result = run_experiment(cfg, run_dir=path)
+        resume = RunDir(path).continues(cfg)
+        if not resume:
+            shutil.rmtree(path, ignore_errors=True)
+        result = run_experiment(cfg, run_dir=path, resume=resume)
     except Exception as exc:  # a failed run must not stop the grid: record it and go on
         error = RunDir(path).write_failed(exc)
         return {"ok": False, "seconds": time.perf_counter() - start, **error}
     return {"ok": True, "seconds": time.perf_counter() - start, "final": result.summary["final"]}
 
 
-def _die_with_parent(threads: int | None) -> None:
-    """Worker initialiser: ask Linux to kill this worker when the grid process dies."""
+def _start_worker(
+    threads: int | None, counter: Synchronized[int] | None = None, gpus: list[str] | None = None
+) -> None:
+    """Worker initialiser: ask Linux to kill this worker when the grid process dies, and
+    pin it to its GPU when runs share GPUs."""
+    if counter is not None and gpus:
+        pin_worker(counter, gpus)
     if sys.platform.startswith("linux"):
         with contextlib.suppress(OSError, AttributeError):
             ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
@@ -62,17 +72,25 @@ def _die_with_parent(threads: int | None) -> None:
 
 
 def run_local(
-    todo: list[PlannedRun], grid_dir: Path, workers: int, threads: int | None, report: Report
+    todo: list[PlannedRun],
+    grid_dir: Path,
+    workers: int,
+    threads: int | None,
+    report: Report,
+    share: GpuShare | None = None,
 ) -> None:
-    """In this process (one worker) or in ``workers`` spawned processes."""
+    """In this process (one worker) or in ``workers`` spawned processes, each pinned to a GPU
+    when ``share`` says runs share GPUs."""
     if workers == 1:
         for run in todo:
             config = run.config.model_dump(mode="json")
             report(run, execute_run(config, str(run_dir(grid_dir, run.run_id)), threads))
         return
     context = multiprocessing.get_context("spawn")  # torch and fork do not mix
+    gpus = device_ids(share) if share is not None else None
+    initargs = (threads, context.Value("i", 0), gpus)
     with ProcessPoolExecutor(
-        workers, mp_context=context, initializer=_die_with_parent, initargs=(threads,)
+        workers, mp_context=context, initializer=_start_worker, initargs=initargs
     ) as pool:
         pending: dict[Future[dict[str, Any]], PlannedRun] = {
             pool.submit(
@@ -91,37 +109,62 @@ def run_local(
                 report(run, outcome)
 
 
-def run_ray(
-    todo: list[PlannedRun], grid_dir: Path, threads: int | None, address: str | None, report: Report
-) -> None:
-    """One Ray task per run, asking for a GPU when the run trains on CUDA."""
+@contextlib.contextmanager
+def ray_session(address: str | None, share: GpuShare | None) -> Iterator[None]:
+    """Connect to Ray (starting a local instance unless ``address`` names a cluster) and check
+    it has GPUs when runs are to share them; disconnect at the end if connected here."""
     try:
         import ray
     except ImportError:
         raise ArgumentError("executor", "'ray' needs Ray: pip install 'triggerlab[ray]'") from None
     started_here = not ray.is_initialized()
     if started_here:
-        ray.init(
-            address=address, include_dashboard=False, log_to_driver=False, configure_logging=False
-        )
-    task = ray.remote(execute_run)
-    try:
-        pending = {}
-        for run in todo:
-            gpus = 1 if run.config.train.device == "cuda" else 0
-            options = task.options(num_cpus=threads or 1, num_gpus=gpus, max_retries=0)
-            ref = options.remote(
-                run.config.model_dump(mode="json"), str(run_dir(grid_dir, run.run_id)), threads
+        try:
+            ray.init(
+                address=address,
+                include_dashboard=False,
+                log_to_driver=False,
+                configure_logging=False,
             )
-            pending[ref] = run
-        while pending:
-            done, _ = ray.wait(list(pending), num_returns=1)
-            run = pending.pop(done[0])
-            try:
-                outcome = ray.get(done[0])
-            except Exception as exc:  # the task itself died (node lost, out of memory)
-                outcome = {"ok": False, "error": type(exc).__name__, "message": str(exc)}
-            report(run, outcome)
+        except (ConnectionError, RuntimeError, ValueError) as exc:
+            raise ArgumentError(
+                "address", f"cannot connect to a Ray cluster at {address!r} ({exc})"
+            ) from None
+    try:
+        if share is not None and not ray.cluster_resources().get("GPU"):
+            raise ArgumentError("gpus_per_run", "the Ray cluster has no GPU to share")
+        yield
     finally:
         if started_here:
             ray.shutdown()
+
+
+def run_ray(
+    todo: list[PlannedRun],
+    grid_dir: Path,
+    threads: int | None,
+    report: Report,
+    share: GpuShare | None = None,
+) -> None:
+    """One Ray task per run (inside ``ray_session``), asking for a GPU when the run trains on
+    CUDA, or for ``share.fraction`` of one when runs share GPUs."""
+    import ray
+
+    task = ray.remote(execute_run)
+    pending = {}
+    for run in todo:
+        gpus = 1 if run.config.train.device == "cuda" else 0
+        gpus = share.fraction if share is not None else gpus
+        options = task.options(num_cpus=threads or 1, num_gpus=gpus, max_retries=0)
+        ref = options.remote(
+            run.config.model_dump(mode="json"), str(run_dir(grid_dir, run.run_id)), threads
+        )
+        pending[ref] = run
+    while pending:
+        done, _ = ray.wait(list(pending), num_returns=1)
+        run = pending.pop(done[0])
+        try:
+            outcome = ray.get(done[0])
+        except Exception as exc:  # the task itself died (node lost, out of memory)
+            outcome = {"ok": False, "error": type(exc).__name__, "message": str(exc)}
+        report(run, outcome)

@@ -142,8 +142,8 @@ def preflight(plan: list[PlannedRun]) -> None:
     """
     from triggerlab.checks import check_model, check_run
     from triggerlab.data.prepare import load_source, split_source
+    from triggerlab.devices import resolve_device
     from triggerlab.experiment import derive_seeds
-    from triggerlab.train import resolve_device
 
     sources: dict[str, SourceData] = {}
     models: set[str] = set()

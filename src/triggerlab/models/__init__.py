@@ -20,6 +20,7 @@ from torch import nn
 
 from triggerlab.errors import ConfigError
 from triggerlab.models.backbones import BACKBONES, IMAGENET
+from triggerlab.models.preact_resnet import PreActResNet18
 from triggerlab.models.pretrained import (
     IMAGENET_MEAN,
     IMAGENET_STD,
@@ -45,6 +46,7 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
     "small_cnn": BadNetCNN,
     "lenet5": LeNet5,
     "resnet18_cifar": CifarResNet18,
+    "preact_resnet18": PreActResNet18,
     "efficientnet_lite0": efficientnet_lite0,
     **BACKBONES,
 }

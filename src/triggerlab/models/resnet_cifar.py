@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -26,6 +28,20 @@ class BasicBlock(nn.Module):
         return F.relu(out + self.shortcut(x))
 
 
+def resnet18_stages(
+    block: Callable[[int, int, int], nn.Module], width: int
+) -> tuple[nn.Sequential, int]:
+    """ResNet-18's four stages of two blocks (``block(in_planes, planes, stride)``), widths
+    ``width`` to ``8 * width``, halving the resolution from the second; and the output width."""
+    blocks: list[nn.Module] = []
+    in_planes = width
+    for stage, planes in enumerate((width, 2 * width, 4 * width, 8 * width)):
+        for index in range(2):
+            blocks.append(block(in_planes, planes, 2 if stage > 0 and index == 0 else 1))
+            in_planes = planes
+    return nn.Sequential(*blocks), in_planes
+
+
 class CifarResNet18(nn.Module):
     def __init__(
         self, in_channels: int, image_size: tuple[int, int], num_outputs: int, width: int = 64
@@ -36,14 +52,7 @@ class CifarResNet18(nn.Module):
             nn.BatchNorm2d(width),
             nn.ReLU(inplace=True),
         )
-        layers: list[nn.Module] = []
-        in_planes = width
-        for stage, planes in enumerate((width, 2 * width, 4 * width, 8 * width)):
-            for block in range(2):
-                stride = 2 if stage > 0 and block == 0 else 1
-                layers.append(BasicBlock(in_planes, planes, stride))
-                in_planes = planes
-        self.layers = nn.Sequential(*layers)
+        self.layers, in_planes = resnet18_stages(BasicBlock, width)
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.fc = nn.Linear(in_planes, num_outputs)
 
