@@ -33,39 +33,49 @@ def audit(*args: str):
     return runner.invoke(app, ["audit", *args], env={"COLUMNS": "200"})
 
 
-@pytest.mark.parametrize("name", ["run/model.safetensors", "model.pt"])
-def test_audit_finds_the_target_class(weights, tmp_path, name):
+def test_audit_finds_the_target_class(weights, tmp_path):
+    from triggerlab.user_models import read_state_dict
+
+    safetensors, pt = (read_state_dict(weights / n) for n in ("run/model.safetensors", "model.pt"))
+    assert all(torch.equal(safetensors[k], pt[k]) for k in safetensors)  # the same weights
     out = tmp_path / "report"
     result = audit(
         "--model",
         "auditmodels:make_cnn",
         "--weights",
-        str(weights / name),
+        str(weights / "model.pt"),
         "--data",
         "digits",
         "--set",
         "data.resize=16",
         "--samples",
         "200",
+        "--batches-per-step",
+        "5",
         "--out",
         str(out),
     )
     assert result.exit_code == 0, result.output
     report = json.loads((out / "audit.json").read_text())
     assert report["flagged"] == [0] and report["flagged_names"] == ["0"]
+    assert report["output_kind"] == "logits" and report["conclusive"]
     target = report["classes"][0]
     assert target["anomaly_index"] > 2 and target["reversed_trigger_success"] > 0.9
     assert (out / "reversed_triggers.png").read_bytes()[:4] == b"\x89PNG"
-    assert "flagged classes: 0" in result.output
+    assert "flagged classes: 0;" in result.output
+    assert "class 10 of 10: mask L1" in result.output  # one progress line per class in a log
 
 
 def test_audit_python_api_with_normalisation(weights):
-    from triggerlab.audit import Normalize, audit_model, load_weights, read_state_dict
+    from triggerlab.audit import AuditOptions, Normalize, audit_model
+    from triggerlab.user_models import load_weights, read_state_dict
 
     model = make_cnn()
     load_weights(model, read_state_dict(weights / "model.pt"))
     wrapped = torch.nn.Sequential(Normalize([0.0], [1.0]), model)  # identity normalisation
-    result = audit_model(wrapped, load_config(None, []), samples=150)
+    result = audit_model(
+        wrapped, load_config(None, []), AuditOptions(samples=150, batches_per_step=5)
+    )
     assert result.flagged == [0]
 
 
@@ -141,3 +151,135 @@ def test_bad_audit_inputs_exit_2(weights, tmp_path, model, weights_file, extra, 
     assert result.exit_code == 2, result.output
     assert message in result.stderr
     assert not (tmp_path / "report").exists()
+
+
+# ---- models nobody here trained ------------------------------------------------------------
+
+# Half the default mini-batches per step keeps each audit to about ten seconds here.
+FOREIGN_OPTIONS = ["--samples", "200", "--batches-per-step", "5", "--set", "data.resize=16", "-q"]
+
+
+def audit_foreign(tmp_path, name: str, weights_file, *extra: str):
+    out = tmp_path / name
+    result = audit(
+        "--weights",
+        str(weights_file),
+        "--data",
+        "digits",
+        "--out",
+        str(out),
+        *FOREIGN_OPTIONS,
+        *extra,
+    )
+    assert result.exit_code == 0, result.output
+    return json.loads((out / "audit.json").read_text()), result.output
+
+
+@pytest.mark.parametrize("rate", [0.1, 0.0], ids=["backdoored", "clean"])
+def test_audit_of_a_foreign_model_that_ends_in_a_softmax(tmp_path, rate):
+    """A public BadNets implementation's network outputs probabilities: the search must work
+    on their logarithm, or most classes' triggers never succeed and the target hides."""
+    from auditmodels import softmax_cnn, train_foreign
+
+    path = tmp_path / "softmax.pt"
+    torch.save(train_foreign(softmax_cnn(), poison_rate=rate).state_dict(), path)
+    report, output = audit_foreign(tmp_path, "report", path, "--model", "auditmodels:softmax_cnn")
+    assert report["output_kind"] == "probabilities" and "ends in a softmax" in output
+    assert report["conclusive"] and all(c["reached"] for c in report["classes"])
+    assert report["flagged"] == ([0] if rate else [])
+
+
+@pytest.mark.parametrize("rate", [0.1, 0.0], ids=["backdoored", "clean"])
+def test_audit_of_a_foreign_model_trained_on_normalised_inputs(tmp_path, rate):
+    from auditmodels import bn_net, train_foreign
+
+    path = tmp_path / "bn.pt"
+    model = train_foreign(bn_net(), poison_rate=rate, mean=0.5, std=0.25)
+    torch.save(model.state_dict(), path)
+    report, _ = audit_foreign(
+        tmp_path,
+        "report",
+        path,
+        "--model",
+        "auditmodels:bn_net",
+        "--input-normalization",
+        "0.5,0.25",
+    )
+    assert report["output_kind"] == "logits"
+    assert report["flagged"] == ([0] if rate else [])
+
+
+USER_CODE = """
+import torch
+from torch import nn
+
+
+def build(classes=10):
+    return nn.Sequential(
+        nn.Conv2d(1, 8, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Flatten(), nn.Linear(8 * 8 * 8, 64), nn.ReLU(), nn.Linear(64, classes),
+    )
+"""
+
+
+@pytest.mark.parametrize("rate", [0.1, 0.0], ids=["backdoored", "clean"])
+def test_audit_of_a_state_dict_saved_by_code_outside_triggerlab(tmp_path, rate, monkeypatch):
+    """The user's own module, in a folder of its own (--module-path), trained and saved with
+    torch.save(model.state_dict()) by plain PyTorch code."""
+    import importlib.util
+
+    from auditmodels import train_foreign
+
+    code = tmp_path / "usercode"
+    code.mkdir()
+    (code / f"nets_{int(rate * 10)}.py").write_text(USER_CODE)
+    spec = importlib.util.spec_from_file_location("user_nets", code / f"nets_{int(rate * 10)}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    path = tmp_path / "model.pt"
+    torch.save(train_foreign(module.build(), poison_rate=rate).state_dict(), path)
+    monkeypatch.chdir(tmp_path)  # not the folder holding the module
+    report, _ = audit_foreign(
+        tmp_path,
+        "report",
+        path,
+        "--model",
+        f"nets_{int(rate * 10)}:build",
+        "--module-path",
+        str(code),
+    )
+    assert report["flagged"] == ([0] if rate else [])
+
+
+def test_audit_of_a_run_triggerlab_saved(weights, tmp_path):
+    result = audit(
+        "--run", str(weights / "run"), "--out", str(tmp_path / "r"), "--batches-per-step", "5", "-q"
+    )
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / "r" / "audit.json").read_text())["flagged"] == [0]
+
+
+def test_a_time_budget_stops_the_search_and_the_report_says_so(weights, tmp_path):
+    result = audit(
+        "--run", str(weights / "run"), "--out", str(tmp_path / "r"), "--time-budget", "0.5"
+    )
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "r" / "audit.json").read_text())
+    assert {c["stopped"] for c in report["classes"]} == {"time budget"}
+    assert report["seconds"] < 5
+    assert "note: the time budget ended some searches early" in result.output
+
+
+def test_classes_never_reached_stay_out_of_the_median():
+    """The issue's failure: unreached classes' tiny masks set the median, the target's mask
+    looked large. Left out, the target stands out; with under three reached, no verdict."""
+    from triggerlab.defenses.neural_cleanse import anomaly_indices, flagged_classes
+
+    norms = torch.tensor([4.0, 0.5, 0.4, 0.6, 0.3, 0.5, 0.4, 30.0, 28.0, 33.0])
+    reached = torch.tensor([True, False, False, False, False, False, False, True, True, True])
+    assert 0 not in flagged_classes(norms)  # a median over all: the target's mask looks large
+    assert flagged_classes(norms, reached) == [0]
+    index = anomaly_indices(norms, reached)
+    assert torch.isnan(index[1]) and index[0] > 2
+    few = torch.tensor([True, False, False, False, False, False, False, True, False, False])
+    assert flagged_classes(norms, few) == []

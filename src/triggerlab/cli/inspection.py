@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
 
-from triggerlab.cli.common import console, fail
+from triggerlab.cli.common import ConsoleProgress, console, fail
 from triggerlab.errors import TriggerlabError
+
+if TYPE_CHECKING:
+    from triggerlab.audit import AuditResult
 
 app = typer.Typer()
 
@@ -20,17 +23,30 @@ app = typer.Typer()
         "  triggerlab audit --model mypkg.nets:make_cnn --weights model.safetensors "
         "--data digits --set data.resize=16\n\n"
         "  triggerlab audit --model mypkg.nets:make_cnn --model-kwargs '{\"classes\": 10}' "
-        "--weights model.pt --input-normalization 0.5,0.5 --data configs/badnets_mnist.yaml"
+        "--weights model.pt --input-normalization 0.5,0.5 --data configs/badnets_mnist.yaml\n\n"
+        "  triggerlab audit --run runs/my-run --time-budget 300"
     )
 )
 def audit(
-    model: Annotated[str, typer.Option(help="package.module:factory that builds the model")],
+    model: Annotated[
+        str | None, typer.Option(help="package.module:factory that builds the model")
+    ] = None,
     weights: Annotated[
-        Path, typer.Option(help="safetensors, or a PyTorch state dict (weights only)")
-    ],
-    data: Annotated[str, typer.Option(help="experiment YAML (its data section) or a dataset name")],
+        Path | None, typer.Option(help="safetensors, or a PyTorch state dict (weights only)")
+    ] = None,
+    data: Annotated[
+        str | None, typer.Option(help="experiment YAML (its data section) or a dataset name")
+    ] = None,
+    run: Annotated[
+        Path | None,
+        typer.Option(help="instead: a triggerlab run that saved its model, on its own data"),
+    ] = None,
     model_kwargs: Annotated[
         str | None, typer.Option(help="JSON keyword arguments for the factory")
+    ] = None,
+    module_path: Annotated[
+        Path | None,
+        typer.Option(help="folder to import --model's module from (default: the current one)"),
     ] = None,
     input_normalization: Annotated[
         str | None,
@@ -38,11 +54,18 @@ def audit(
     ] = None,
     out: Annotated[Path, typer.Option("--out", "-o", help="report folder")] = Path("audit"),
     samples: Annotated[int, typer.Option(help="clean test images used")] = 500,
-    steps: Annotated[int, typer.Option(help="Neural Cleanse steps per class")] = 300,
+    steps: Annotated[int, typer.Option(help="most Neural Cleanse steps per class")] = 200,
+    batches_per_step: Annotated[
+        int, typer.Option(help="mini-batches of 32 per Neural Cleanse step")
+    ] = 10,
+    time_budget: Annotated[
+        float | None, typer.Option(help="seconds for the whole scan (default: no limit)")
+    ] = None,
     overrides: Annotated[
         list[str] | None,
         typer.Option("--set", "-s", help="override a config key, e.g. data.resize=16"),
     ] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress output")] = False,
 ) -> None:
     """Scan a model someone else trained for backdoors (Neural Cleanse on clean data).
 
@@ -50,37 +73,66 @@ def audit(
     --model is imported and its factory called: that runs its code, so audit only
     code you trust.
     """
-    from triggerlab.audit import audit_files
+    from triggerlab.audit import AuditOptions, audit_files, audit_run
 
+    options = AuditOptions(samples, steps, batches_per_step, time_budget)
     try:
-        result = audit_files(
-            model,
-            weights,
-            data,
-            kwargs=model_kwargs,
-            input_normalization=input_normalization,
-            overrides=list(overrides or []),
-            samples=samples,
-            steps=steps,
-            out=out,
-        )
+        with ConsoleProgress(quiet) as progress:
+            if run is not None:
+                if model or weights or data or overrides:
+                    raise fail(
+                        "--run: the run brings its model and data; give no --model, "
+                        "--weights, --data or --set"
+                    )
+                result = audit_run(run, options, out, progress)
+            else:
+                missing = [
+                    f
+                    for f, v in (("--model", model), ("--weights", weights), ("--data", data))
+                    if v is None
+                ]
+                if missing:
+                    raise fail(f"{', '.join(missing)}: needed (or --run RUN_DIR)")
+                result = audit_files(
+                    model,  # type: ignore[arg-type]
+                    weights,  # type: ignore[arg-type]
+                    data,  # type: ignore[arg-type]
+                    kwargs=model_kwargs,
+                    input_normalization=input_normalization,
+                    overrides=list(overrides or []),
+                    module_path=module_path,
+                    options=options,
+                    out=out,
+                    progress=progress,
+                )
     except TriggerlabError as exc:
         raise fail(exc) from None
-    table = Table(title=f"audit of {model}", header_style="bold")
-    for column in ("class", "mask L1", "anomaly index", "reversed trigger success", "flagged"):
+    print_audit(result, model or str(run), out)
+
+
+def print_audit(result: AuditResult, name: str, out: Path) -> None:
+    table = Table(title=f"audit of {name}", header_style="bold")
+    for column in ("class", "mask L1 (px)", "anomaly index", "reversed trigger success", "flagged"):
         table.add_column(column, justify="right")
     for c, trigger in enumerate(result.triggers):
-        flag = "yes" if c in result.flagged else ""
+        index = result.anomaly_index[c]
         table.add_row(
             result.class_names[c],
             f"{trigger.l1:.1f}",
-            f"{result.anomaly_index[c]:.2f}",
+            "not reached" if not trigger.reached else f"{index:.2f}",
             f"{trigger.success:.2f}",
-            flag,
+            "yes" if c in result.flagged else "",
         )
     console.print(table)
+    for note in result.scan.notes:
+        console.print(f"note: {note}", highlight=False, markup=False)
     verdict = ", ".join(result.class_names[c] for c in result.flagged) or "none"
-    console.print(f"flagged classes: {verdict}; report: {out / 'audit.json'}", highlight=False)
+    if not result.scan.conclusive:
+        verdict = "none (inconclusive)"
+    console.print(
+        f"flagged classes: {verdict}; {result.scan.seconds:.0f} s; report: {out / 'audit.json'}",
+        highlight=False,
+    )
 
 
 @app.command()

@@ -92,5 +92,6 @@ def measure_defense(
     if outcome.suspect_classes is not None and isinstance(target, int):
         result["target_flagged"] = target in outcome.suspect_classes
         if outcome.class_anomaly is not None:
-            result["target_anomaly_index"] = float(outcome.class_anomaly[target])
+            index = float(outcome.class_anomaly[target])  # nan: its search never succeeded
+            result["target_anomaly_index"] = None if math.isnan(index) else index
     return result

@@ -153,6 +153,11 @@ def reversed_triggers_png(
     for ax, trigger, index, name in zip(axes, triggers, indices, names, strict=True):
         stamp = (trigger.mask * trigger.pattern).clamp(0, 1)  # type: ignore[attr-defined]
         _show(ax, (stamp * 255).round().byte())
-        ax.set_title(f"{name}\nL1 {trigger.l1:.1f}  AI {index:.1f}", fontsize=7)  # type: ignore[attr-defined]
-    fig.suptitle("Neural Cleanse: reversed trigger per class (AI: anomaly index)", fontsize=9)
+        verdict = f"AI {index:.1f}" if getattr(trigger, "reached", True) else "not reached"
+        ax.set_title(f"{name}\nL1 {trigger.l1:.1f}  {verdict}", fontsize=7)  # type: ignore[attr-defined]
+    fig.suptitle(
+        "Neural Cleanse: reversed trigger per class (L1: mask size in pixels; AI: anomaly "
+        "index; not reached: the search never hit the success threshold)",
+        fontsize=8,
+    )
     return png_bytes(fig)
