@@ -19,12 +19,12 @@ demo: $(STAMP)
 	$(BIN)/triggerlab report grids/demo_study
 
 test: $(STAMP)
-	$(BIN)/ruff check src tests benchmarks docs
-	$(BIN)/ruff format --check src tests benchmarks docs
+	$(BIN)/ruff check src tests benchmarks docs examples
+	$(BIN)/ruff format --check src tests benchmarks docs examples
 	$(BIN)/python -m pytest -q
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests benchmarks docs
+	$(BIN)/ruff check src tests benchmarks docs examples
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/throughput.py

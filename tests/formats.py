@@ -156,3 +156,23 @@ def write_imagefolder(
     for c, name in enumerate(classes):
         for i in range(per_class):
             write_image(root / name / f"{i}.png", np.full((12, 12, 3), 50 * c + i, dtype=np.uint8))
+
+
+def write_grey_digits(root: Path, train: int = 1400) -> None:
+    """scikit-learn's digits as MNIST IDX files at 28x28 on a mid-grey background (90 to 200):
+    amplifying their pixel values washes the digits out, as it does natural images."""
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    strokes = np.stack(
+        [
+            np.asarray(Image.fromarray((image / 16 * 255).astype(np.uint8)).resize((28, 28)))
+            for image in digits.images
+        ]
+    )
+    grey = (90 + strokes.astype(float) * 110 / 255).astype(np.uint8)
+    root.mkdir(parents=True, exist_ok=True)
+    for prefix, part in (("train", slice(0, train)), ("t10k", slice(train, None))):
+        (root / f"{prefix}-images-idx3-ubyte").write_bytes(idx_bytes(grey[part], 2051))
+        labels = digits.target[part].astype(np.uint8)
+        (root / f"{prefix}-labels-idx1-ubyte").write_bytes(idx_bytes(labels, 2049))

@@ -119,7 +119,8 @@ def test_results_gain_the_repaired_metrics(tmp_path):
         (
             "defense.kind=nc",
             "defense.kind: Input should be 'none', 'finetune', 'fine_pruning', 'strip', "
-            "'spectral_signatures', 'activation_clustering' or 'neural_cleanse'",
+            "'spectral_signatures', 'activation_clustering', 'neural_cleanse', 'nad', 'anp', "
+            "'clp', 'ibau', 'abl' or 'scale_up' (got 'nc')",
         ),
     ],
 )
@@ -155,8 +156,26 @@ def test_detection_metrics_known_answers():
     m = detection_metrics(labels, scores, flagged)
     assert (m["tpr"], m["fpr"], m["precision"], m["f1"]) == (0.5, 0.5, 0.5, 0.5)
     assert m["auroc"] == pytest.approx(0.75)  # 3 of the 4 (positive, negative) pairs ranked right
+    # without a false positive, a threshold above 0.6 finds one positive of two
+    assert m["tpr_at_1pct_fpr"] == m["tpr_at_5pct_fpr"] == 0.5
     perfect = detection_metrics(labels, torch.tensor([2.0, 1.5, 0.2, 0.1]), labels)
-    assert perfect == {"tpr": 1.0, "fpr": 0.0, "precision": 1.0, "f1": 1.0, "auroc": 1.0}
+    assert perfect == {
+        "tpr": 1.0,
+        "fpr": 0.0,
+        "precision": 1.0,
+        "f1": 1.0,
+        "auroc": 1.0,
+        "tpr_at_1pct_fpr": 1.0,
+        "tpr_at_5pct_fpr": 1.0,
+    }
+    # 100 clean scores 0..99, positives at 98.5, 96.5 and 50.5: at 1 % FPR the threshold may
+    # pass one clean score (99) and finds the first positive; at 5 % (five clean scores) two
+    clean = torch.arange(100.0)
+    scores = torch.cat([clean, torch.tensor([98.5, 96.5, 50.5])])
+    labels = torch.cat([torch.zeros(100, dtype=torch.bool), torch.ones(3, dtype=torch.bool)])
+    budget = detection_metrics(labels, scores, scores > 97)
+    assert budget["tpr_at_1pct_fpr"] == pytest.approx(1 / 3)
+    assert budget["tpr_at_5pct_fpr"] == pytest.approx(2 / 3)
     one_class = detection_metrics(
         torch.zeros(3, dtype=torch.bool), torch.rand(3), torch.zeros(3, dtype=torch.bool)
     )
@@ -242,7 +261,15 @@ def test_sample_detectors_report_against_the_true_poisoned_indices(tmp_path, kin
     defense = result.summary["defense"]
     assert defense["poisoned"] == result.summary["poison"]["count"] == 144
     assert defense["training_samples"] == result.summary["data"]["train_size"]  # nothing held back
-    assert set(defense["detection"]) == {"tpr", "fpr", "precision", "f1", "auroc"}
+    assert set(defense["detection"]) == {
+        "tpr",
+        "fpr",
+        "precision",
+        "f1",
+        "auroc",
+        "tpr_at_1pct_fpr",
+        "tpr_at_5pct_fpr",
+    }
     assert 0 < defense["flagged"] < defense["training_samples"]
 
 
@@ -305,7 +332,7 @@ def test_neural_cleanse_flags_the_backdoor_and_unlearning_removes_it(tmp_path):
     below = [
         index
         for index, l1 in zip(
-            clean.summary["defense"]["anomaly_index"], clean.summary["defense"]["l1"]
+            clean.summary["defense"]["anomaly_index"], clean.summary["defense"]["l1"], strict=True
         )
         if l1 < sorted(clean.summary["defense"]["l1"])[5]
     ]
@@ -314,7 +341,7 @@ def test_neural_cleanse_flags_the_backdoor_and_unlearning_removes_it(tmp_path):
     )
 
 
-@pytest.mark.parametrize("kind", ["strip", "neural_cleanse"])
+@pytest.mark.parametrize("kind", ["strip", "neural_cleanse", "anp", "ibau", "abl", "scale_up"])
 def test_class_based_defences_are_refused_for_regression(tmp_path, kind):
     args = ["run", "--out", str(tmp_path / "r")]
     for item in [
@@ -327,3 +354,46 @@ def test_class_based_defences_are_refused_for_regression(tmp_path, kind):
         args += ["--set", item]
     result = runner.invoke(app, args)
     assert result.exit_code == 2 and f"{kind} needs classes" in result.stderr
+    assert "nad" in result.stderr and "clp" in result.stderr  # what regression can use
+    assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        (
+            ["defense.kind=nad", "defense.clean_samples=5000"],
+            "defense.clean_samples: 5000 is not less than the 1438 samples",
+        ),
+        (["defense.kind=clp", "defense.clean_fraction=0.1"], "defense.clean_fraction"),
+        (["defense.kind=anp", "defense.eps=2"], "defense.eps"),
+        (["defense.kind=scale_up", "defense.scales=[]"], "defense.scales"),
+        (["defense.kind=ibau", "defense.steps=3"], "defense.steps"),
+    ],
+)
+def test_bad_defence_settings_are_refused_before_training(tmp_path, settings, message):
+    args = ["run", "--out", str(tmp_path / "r")]
+    for item in settings:
+        args += ["--set", item]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2 and message in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr and not (tmp_path / "r").exists()
+
+
+def test_a_clean_sample_budget_holds_back_that_many(tmp_path):
+    settings = ["defense.kind=finetune", "defense.clean_samples=200", "defense.epochs=1"]
+    summary = run_experiment(
+        load_config(None, [*settings, "train.epochs=1", f"output.directory={tmp_path}"])
+    ).summary
+    assert summary["defense"]["clean_samples"] == pytest.approx(200, abs=5)
+    assert summary["poison"]["clean_train_size"] == 1438 - summary["defense"]["clean_samples"]
+
+
+def test_the_defence_listing_names_every_kind_and_its_parameters():
+    from triggerlab.defenses import DEFENSE_KINDS
+
+    result = runner.invoke(app, ["defenses"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0
+    for kind in DEFENSE_KINDS:
+        assert kind in result.stdout
+    assert "isolation_ratio (0.01)" in result.stdout and "scales ([3.0, 5.0" in result.stdout

@@ -314,7 +314,7 @@ def test_a_corrupt_cache_is_rebuilt_not_trusted(tmp_path):
 def test_freeze_policies_in_a_grid_and_explain_and_audit_on_a_frozen_run(tmp_path):
     from gridspecs import write_spec
 
-    from triggerlab.audit import audit_run
+    from triggerlab.audit import AuditOptions, audit_run
     from triggerlab.explain import explain_run
     from triggerlab.grid import load_grid_spec, run_grid
     from triggerlab.results import collect
@@ -332,7 +332,7 @@ def test_freeze_policies_in_a_grid_and_explain_and_audit_on_a_frozen_run(tmp_pat
     run_dir = next((tmp_path / "g" / "runs").iterdir())
     paths = explain_run(run_dir, tmp_path / "explain", samples=2)
     assert all(p.read_bytes()[:4] == b"\x89PNG" for p in paths)
-    result = audit_run(run_dir, samples=60, steps=5)
+    result = audit_run(run_dir, AuditOptions(samples=60, steps=5, batches_per_step=2))
     assert len(result.triggers) == 10
 
 

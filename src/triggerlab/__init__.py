@@ -44,6 +44,7 @@ _EXPORTS = {
     "audit_model": "triggerlab.audit",
     "audit_files": "triggerlab.audit",
     "audit_run": "triggerlab.audit",
+    "AuditOptions": "triggerlab.audit",
     "preview_trigger": "triggerlab.trigger_preview",
     "TriggerlabError": "triggerlab.errors",
     "ConfigError": "triggerlab.errors",

@@ -119,7 +119,7 @@ def audit_model(
             raise ArgumentError(
                 "model",
                 f"it cannot take {'x'.join(map(str, data.shape))} images "
-                f"({str(exc).splitlines()[0]}); check --set data.resize / data.channels",
+                f"({str(exc).splitlines()[0]}); check the data section's resize and channels",
             ) from None
     if probe.shape[-1] != len(data.class_names):
         raise ArgumentError(

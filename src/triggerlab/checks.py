@@ -144,10 +144,13 @@ def setup_task(cfg: ExperimentConfig, data: DataSplit) -> tuple[DataSplit, Poiso
     evaluation = cfg.evaluation
     if not (data.is_regression and cfg.train.loss == "cross_entropy" and evaluation.bins):
         if data.is_regression and cfg.defense.needs_classes:
+            from triggerlab.defenses import DEFENSE_KINDS
+
+            usable = [k for k, spec in DEFENSE_KINDS.items() if not spec.needs_classes]
             raise ConfigError(
                 f"defense.kind: {cfg.defense.kind} needs classes, and this dataset has "
-                "continuous labels; for regression use a defence that does not (finetune, "
-                "fine_pruning, spectral_signatures or activation_clustering)"
+                "continuous labels; for regression use a defence that does not "
+                f"({', '.join(k for k in usable if k != 'none')})"
             )
         return data, cfg.poison, make_task(cfg, data)
     validate_regression_poison(cfg.poison, data.train.targets, data.target_names)
@@ -164,7 +167,7 @@ def hold_back(
     """Set the defender's clean share aside (stratified by class) when its defence uses one."""
     if not cfg.defense.holds_back_data:
         return data, None
-    fraction = cfg.defense.clean_fraction  # type: ignore[union-attr]
+    fraction = cfg.defense.held_back_share(len(data.train))  # type: ignore[union-attr]
     try:
         train, defender = stratified_split(data.train, fraction, generator)
     except ValueError as exc:

@@ -29,8 +29,9 @@ from triggerlab.errors import ConfigError, Interrupted, RunFailed
 from triggerlab.models import ModelInfo
 from triggerlab.progress import Reporter
 from triggerlab.rundir import CONFIG, RunDir, metrics_columns
+from triggerlab.shared_training import SharedTraining, TrainingRecord
 from triggerlab.tasks import Task
-from triggerlab.training_inputs import training_inputs
+from triggerlab.training_inputs import TrainingInputs, training_inputs
 from triggerlab.triggers import Trigger
 
 # Appending a stream keeps the others' seeds: SeedSequence children depend on their index only.
@@ -127,6 +128,7 @@ def run_experiment(
     progress: Reporter | None = None,
     *,
     resume: bool = False,
+    shared: SharedTraining | None = None,
 ) -> RunResult:
     """Run one experiment end to end and return its summary (also in ``summary.json``).
 
@@ -135,6 +137,8 @@ def run_experiment(
     from it; any other taken name gets a numeric suffix. An explicit ``run_dir`` must be
     empty or absent. With ``resume``, ``run_dir`` is an unfinished run of this config,
     continued from its last checkpoint (or started again in place when it has none).
+    With ``shared``, the trained model is taken from there when another run saved it,
+    and saved there otherwise (``shared_training``: train once, defend many).
     """
     started = time.perf_counter()
     with torch_threads(cfg.train.threads):
@@ -142,7 +146,7 @@ def run_experiment(
         run, checkpoint = _open_run(cfg, None if run_dir is None else Path(run_dir), resume)
         run.write_config(cfg)
         try:
-            return _run_stages(p, run, started, progress, checkpoint)
+            return _run_stages(p, run, started, progress, checkpoint, shared)
         except RunFailed as exc:
             run.write_failed(exc)
             raise RunFailed(f"{exc} (recorded in {run.path / 'failed.json'})") from None
@@ -196,18 +200,16 @@ def torch_threads(threads: int | None) -> Iterator[None]:
         torch.set_num_threads(previous)
 
 
-def _run_stages(
+def _train(
     p: Prepared,
-    run: RunDir,
-    started: float,
+    attack: stages.Attack,
+    inputs: TrainingInputs,
+    evaluate: stages.Evaluator,
+    log: training_stages.EpochLog,
     progress: Reporter | None,
     checkpoint: Checkpoint | None,
-) -> RunResult:
-    cfg = p.cfg
-    attack = stages.poison_stage(p, run)
-    inputs = training_inputs(p, progress)
-    evaluate = stages.evaluator_for(p, attack, inputs)
-    log = training_stages.EpochLog(run, metrics_columns(p.task.metric_names))
+) -> TrainingRecord:
+    """Train (and fine-tune, under reference 000's protocol) the run's model."""
     if checkpoint is not None:  # the epochs before the kill, as metrics.csv had them
         log.records = [training_stages.strip_stage(r) for r in checkpoint.history]
     train_start = time.perf_counter()
@@ -217,7 +219,32 @@ def _run_stages(
         protocol = training_stages.finetune_stage(
             p, inputs, evaluate, history, log, progress, checkpoint
         )
-    train_time = time.perf_counter() - train_start
+    return TrainingRecord(history, log.records, protocol, time.perf_counter() - train_start)
+
+
+def _run_stages(
+    p: Prepared,
+    run: RunDir,
+    started: float,
+    progress: Reporter | None,
+    checkpoint: Checkpoint | None,
+    shared: SharedTraining | None = None,
+) -> RunResult:
+    cfg = p.cfg
+    attack = stages.poison_stage(p, run)
+    inputs = training_inputs(p, progress)
+    evaluate = stages.evaluator_for(p, attack, inputs)
+    log = training_stages.EpochLog(run, metrics_columns(p.task.metric_names))
+    with shared.lock() if shared is not None else contextlib.nullcontext():
+        record = shared.load_into(p.model) if shared is not None else None
+        if record is None:
+            record = _train(p, attack, inputs, evaluate, log, progress, checkpoint)
+            if shared is not None:
+                shared.save(p.model, record)
+        else:  # trained by another run of the grid: its epochs, as it logged them
+            log.replay(record.log_records)
+            evaluate(p.model)  # the predictions the figures draw
+    history, protocol, train_time = record.history, record.protocol, record.train_s
     stages.figure_stage(p, attack, evaluate, run)
     if cfg.output.save_model:  # the attacked model, before any defence repairs it
         run.write_model(p.model)

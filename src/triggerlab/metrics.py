@@ -59,6 +59,8 @@ _CATALOGUE = (
     Metric("precision", "precision", "precision", fraction=True),
     Metric("f1", "F1", "F1", fraction=True),
     Metric("auroc", "AUROC", "AUROC", fraction=True),
+    Metric("tpr_at_1pct_fpr", "TPR at 1 % FPR", "TPR@1%FPR", fraction=True),
+    Metric("tpr_at_5pct_fpr", "TPR at 5 % FPR", "TPR@5%FPR", fraction=True),
 )
 CATALOGUE: dict[str, Metric] = {m.name: m for m in _CATALOGUE}
 

@@ -20,6 +20,7 @@ from typing import Any
 import pandas as pd
 
 from triggerlab.config import UNION_SECTIONS
+from triggerlab.defense_tables import defense_markdown, defense_table
 from triggerlab.files import write_bytes_atomic, write_text_atomic
 from triggerlab.grid.store import read_manifest, run_of
 from triggerlab.metrics import STEALTH, metric_columns
@@ -60,6 +61,10 @@ def _run_row(grid_dir: Path, entry: dict[str, Any], varied: list[str]) -> dict[s
         row.update({f"{metric}_after": value for metric, value in defense.get("after", {}).items()})
         row.update({f"detection_{k}": value for k, value in defense.get("detection", {}).items()})
         row["defense_clean_samples"] = defense.get("clean_samples")
+        if "target_flagged" in defense:  # a model inspection: did it name the target?
+            row["defense_target_flagged"] = defense["target_flagged"]
+            row["defense_target_anomaly_index"] = defense.get("target_anomaly_index")
+            row["defense_flagged_classes"] = table_value(defense.get("flagged", []))
     protocol = summary.protocol
     if protocol:  # reference 000's two stages: the metrics before fine-tuning beside the final
         row.update({f"pretuned_{k}": v for k, v in protocol.get("after_pretune", {}).items()})
@@ -121,7 +126,8 @@ def write_results(
     table_keys: list[str] | None = None,
     table_metrics: list[str] | None = None,
 ) -> dict[str, Path]:
-    """Write results.csv, results.parquet, summary.csv (and comparisons.csv, tables.md)."""
+    """Write results.csv, results.parquet, summary.csv (and comparisons.csv, tables.md, and
+    defenses.md when the grid varies the defence)."""
     grid_dir = Path(grid_dir)
     table, varied = collect(grid_dir)
     tables = None
@@ -142,6 +148,10 @@ def write_results(
     if tables is not None:
         paths["tables.md"] = grid_dir / "tables.md"
         write_text_atomic(paths["tables.md"], tables)
+    defenses = defense_table(table, varied)
+    if defenses is not None:
+        paths["defenses.md"] = grid_dir / "defenses.md"
+        write_text_atomic(paths["defenses.md"], defense_markdown(defenses))
     return paths
 
 

@@ -146,7 +146,9 @@ def defense_stage(
         clean=p.defender,
         generator=torch.Generator().manual_seed(p.seeds["defense"]),
         seed=p.seeds["defense"],
+        fresh_model=lambda: fresh_model(p),
     )
+    torch.manual_seed(p.seeds["defense"])  # the same defence on a shared or own-trained model
     outcome = spec.run(inputs)
     for name, png in outcome.figures.items():
         run.write_png(name, png)
@@ -164,6 +166,17 @@ def defense_stage(
         poisoned=poisoned,
         target=p.poison.target,
     )
+
+
+def fresh_model(p: Prepared) -> nn.Module:
+    """The run's model as it was before training: same architecture, same initial weights."""
+    from triggerlab.checks import check_model
+    from triggerlab.devices import model_memory_format
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(p.seeds["init"])
+        model, _ = check_model(p.cfg, p.data)
+    return model.to(device=p.device, memory_format=model_memory_format(p.model))
 
 
 def build_summary(

@@ -9,7 +9,7 @@ from triggerlab.metrics import is_fraction, metric_columns
 from triggerlab.statistics import interval
 
 
-def _cell_text(values: pd.Series, metric: str) -> str:
+def cell_text(values: pd.Series, metric: str) -> str:
     """``mean ± half-width``, or ``mean [low, high]`` for a bounded share's asymmetric interval."""
     stats_ = interval(values, metric)
     if stats_["n"] == 0:
@@ -76,7 +76,7 @@ def paper_tables(
     row_values = list(dict.fromkeys(labels))
     if len(keys) == 1:
         rows = [
-            [v, *(_cell_text(runs.loc[runs[row_key] == v, m], m) for m in metrics)]
+            [v, *(cell_text(runs.loc[runs[row_key] == v, m], m) for m in metrics)]
             for v in row_values
         ]
         return _markdown([row_key, *metrics], rows)
@@ -88,7 +88,7 @@ def paper_tables(
         for v in row_values:
             here = runs[runs[row_key] == v]
             cells = (
-                _cell_text(here.loc[here[column_key] == c, metric], metric) for c in column_values
+                cell_text(here.loc[here[column_key] == c, metric], metric) for c in column_values
             )
             rows.append([v, *cells])
         header = [f"{metric}: {row_key} \\ {column_key}", *(str(c) for c in column_values)]

@@ -31,7 +31,11 @@ class EpochLog:
     records: list[dict[str, Any]] = field(default_factory=list)
 
     def __call__(self, record: dict[str, Any]) -> None:
-        self.records.append(record)
+        self.replay([record])
+
+    def replay(self, records: list[dict[str, Any]]) -> None:
+        """Add epochs logged elsewhere (a shared trained model's) and write them at once."""
+        self.records.extend(records)
         self.run.write_metrics(self.columns, [[r[c] for c in self.columns] for r in self.records])
 
 

@@ -247,8 +247,10 @@ def results(
         paths = write_results(grid_dir, list(compare or []), keys, list(metric or []))
     except TriggerlabError as exc:
         raise fail(exc) from None
-    if "tables.md" in paths:
-        console.print(paths["tables.md"].read_text(), highlight=False, markup=False, soft_wrap=True)
+    for shown in ("defenses.md", "tables.md"):
+        if shown in paths:
+            text = paths[shown].read_text()
+            console.print(text, highlight=False, markup=False, soft_wrap=True)
     for path in paths.values():
         console.print(f"wrote {path}", highlight=False)
 

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
+from rich.text import Text
 
 from triggerlab.cli.common import ConsoleProgress, console, fail
 from triggerlab.errors import TriggerlabError
@@ -17,54 +18,74 @@ if TYPE_CHECKING:
 app = typer.Typer()
 
 
+ModelOption = Annotated[
+    str | None, typer.Option("--model", help="package.module:factory that builds the model")
+]
+WeightsOption = Annotated[
+    Path | None,
+    typer.Option("--weights", help="safetensors, or a PyTorch state dict (weights only)"),
+]
+DataOption = Annotated[
+    str | None,
+    typer.Option("--data", help="experiment YAML (its data section) or a dataset name"),
+]
+RunOption = Annotated[
+    Path | None,
+    typer.Option("--run", help="instead: a triggerlab run that saved its model, on its own data"),
+]
+KwargsOption = Annotated[
+    str | None, typer.Option("--model-kwargs", help="JSON keyword arguments for the factory")
+]
+ModulePathOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--module-path", help="folder to import --model's module from (default: the current one)"
+    ),
+]
+NormalizationOption = Annotated[
+    str | None,
+    typer.Option(
+        "--input-normalization",
+        help="MEAN,STD the model expects, e.g. 0.5,0.5 or 0.5/0.5/0.5,0.2/0.2/0.2",
+    ),
+]
+BatchesOption = Annotated[
+    int, typer.Option("--batches-per-step", help="mini-batches of 32 per Neural Cleanse step")
+]
+BudgetOption = Annotated[
+    float | None,
+    typer.Option("--time-budget", help="seconds for the whole scan (default: no limit)"),
+]
+SetOption = Annotated[
+    list[str] | None,
+    typer.Option("--set", "-s", help="override a config key, e.g. data.resize=16"),
+]
+
+
 @app.command(
     epilog=(
         "Examples:\n\n"
-        "  triggerlab audit --model mypkg.nets:make_cnn --weights model.safetensors "
-        "--data digits --set data.resize=16\n\n"
+        "  triggerlab audit --run runs/my-run --time-budget 300\n\n"
+        "  triggerlab audit --model foreign_badnet:make_net --module-path examples "
+        "--weights foreign.pt --data digits --set data.resize=16\n\n"
         "  triggerlab audit --model mypkg.nets:make_cnn --model-kwargs '{\"classes\": 10}' "
-        "--weights model.pt --input-normalization 0.5,0.5 --data configs/badnets_mnist.yaml\n\n"
-        "  triggerlab audit --run runs/my-run --time-budget 300"
+        "--weights model.pt --input-normalization 0.5,0.5 --data configs/badnets_mnist.yaml"
     )
 )
 def audit(
-    model: Annotated[
-        str | None, typer.Option(help="package.module:factory that builds the model")
-    ] = None,
-    weights: Annotated[
-        Path | None, typer.Option(help="safetensors, or a PyTorch state dict (weights only)")
-    ] = None,
-    data: Annotated[
-        str | None, typer.Option(help="experiment YAML (its data section) or a dataset name")
-    ] = None,
-    run: Annotated[
-        Path | None,
-        typer.Option(help="instead: a triggerlab run that saved its model, on its own data"),
-    ] = None,
-    model_kwargs: Annotated[
-        str | None, typer.Option(help="JSON keyword arguments for the factory")
-    ] = None,
-    module_path: Annotated[
-        Path | None,
-        typer.Option(help="folder to import --model's module from (default: the current one)"),
-    ] = None,
-    input_normalization: Annotated[
-        str | None,
-        typer.Option(help="MEAN,STD the model expects, e.g. 0.5,0.5 or 0.5/0.5/0.5,0.2/0.2/0.2"),
-    ] = None,
+    model: ModelOption = None,
+    weights: WeightsOption = None,
+    data: DataOption = None,
+    run: RunOption = None,
+    model_kwargs: KwargsOption = None,
+    module_path: ModulePathOption = None,
+    input_normalization: NormalizationOption = None,
     out: Annotated[Path, typer.Option("--out", "-o", help="report folder")] = Path("audit"),
     samples: Annotated[int, typer.Option(help="clean test images used")] = 500,
     steps: Annotated[int, typer.Option(help="most Neural Cleanse steps per class")] = 200,
-    batches_per_step: Annotated[
-        int, typer.Option(help="mini-batches of 32 per Neural Cleanse step")
-    ] = 10,
-    time_budget: Annotated[
-        float | None, typer.Option(help="seconds for the whole scan (default: no limit)")
-    ] = None,
-    overrides: Annotated[
-        list[str] | None,
-        typer.Option("--set", "-s", help="override a config key, e.g. data.resize=16"),
-    ] = None,
+    batches_per_step: BatchesOption = 10,
+    time_budget: BudgetOption = None,
+    overrides: SetOption = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress output")] = False,
 ) -> None:
     """Scan a model someone else trained for backdoors (Neural Cleanse on clean data).
@@ -86,11 +107,8 @@ def audit(
                     )
                 result = audit_run(run, options, out, progress)
             else:
-                missing = [
-                    f
-                    for f, v in (("--model", model), ("--weights", weights), ("--data", data))
-                    if v is None
-                ]
+                files = {"--model": model, "--weights": weights, "--data": data}
+                missing = [flag for flag, value in files.items() if value is None]
                 if missing:
                     raise fail(f"{', '.join(missing)}: needed (or --run RUN_DIR)")
                 result = audit_files(
@@ -171,6 +189,33 @@ def datasets() -> None:
         console.print(f"[bold]{info.name}[/]  {info.summary}", highlight=False)
         console.print(f"  files:   {info.layout}", highlight=False, markup=False, soft_wrap=True)
         console.print(f"  options: {options}\n", highlight=False, markup=False)
+
+
+@app.command()
+def defenses() -> None:
+    """List the defences (defense.kind), what each needs, and its parameters with defaults."""
+    from triggerlab.defenses import DEFENSE_KINDS
+
+    table = Table(show_header=True, header_style="bold")
+    table.add_column("defense.kind")
+    table.add_column("needs")
+    table.add_column("parameters (default)")
+    for kind, spec in DEFENSE_KINDS.items():
+        needs = [
+            need
+            for need, flag in (
+                ("held-back clean data", spec.holds_back_data),
+                ("classes", spec.needs_classes),
+            )
+            if flag
+        ]
+        parameters = "\n".join(
+            f"{name} ({field.default}): {field.description}"
+            for name, field in spec.model_fields.items()
+            if name != "kind"
+        )
+        table.add_row(Text(kind), Text(", ".join(needs) or "-"), Text(parameters or "-"))
+    console.print(table)
 
 
 @app.command()

@@ -11,6 +11,8 @@ several of these.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol
 
@@ -49,6 +51,38 @@ class DefenseInputs:
     clean: ImageDataset | None
     generator: torch.Generator
     seed: int
+    fresh_model: Callable[[], nn.Module] | None = None  # the architecture at its initial weights
+
+
+@contextlib.contextmanager
+def frozen_weights(model: nn.Module) -> Iterator[None]:
+    """The model's parameters stop taking gradients while a defence optimises something else
+    (masks, triggers); each gets its own setting back afterwards."""
+    flags = [p.requires_grad for p in model.parameters()]
+    for param in model.parameters():
+        param.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for param, flag in zip(model.parameters(), flags, strict=True):
+            param.requires_grad_(flag)
+
+
+def shuffled_batches(
+    images: torch.Tensor,
+    targets: torch.Tensor,
+    batch_size: int,
+    device: torch.device,
+    generator: torch.Generator,
+    layout: torch.memory_format = torch.contiguous_format,
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """One pass over uint8 ``images`` in a seeded random order, as float inputs and targets."""
+    from triggerlab.devices import to_input
+
+    order = torch.randperm(images.shape[0], generator=generator)
+    for start in range(0, images.shape[0], batch_size):
+        index = order[start : start + batch_size]
+        yield to_input(images[index], device, layout), targets[index].to(device)
 
 
 @dataclass
@@ -92,6 +126,26 @@ class HeldBackSpec(DefenseSpec):
         lt=1.0,
         description="share of the training split the defender holds back, clean (never poisoned)",
     )
+    clean_samples: int | None = Field(
+        None,
+        ge=1,
+        le=100_000_000,
+        description="hold back about this many clean samples instead (stratified by class)",
+    )
+
+    def held_back_share(self, training_size: int) -> float:
+        """The share of a training split of ``training_size`` samples to hold back."""
+        from triggerlab.errors import ConfigError
+
+        if self.clean_samples is None:
+            return self.clean_fraction
+        if self.clean_samples >= training_size:
+            raise ConfigError(
+                f"defense.clean_samples: {self.clean_samples} is not less than the "
+                f"{training_size} samples of the training split; expected at most "
+                f"{training_size - 1}, so that some remain to train on"
+            )
+        return self.clean_samples / training_size
 
 
 class RetrainingSpec(HeldBackSpec):

@@ -14,6 +14,7 @@ import math
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -24,10 +25,34 @@ if TYPE_CHECKING:
     from triggerlab.tasks import Task
 
 
+FPR_BUDGETS = {"tpr_at_1pct_fpr": 0.01, "tpr_at_5pct_fpr": 0.05}
+ROC_POINTS = 201  # at most this many (FPR, TPR) points are kept for the report's curves
+
+
+def roc_points(labels: torch.Tensor, scores: torch.Tensor) -> tuple[list[float], list[float]]:
+    """The ROC curve of the scores (FPR, TPR), thinned to at most ``ROC_POINTS`` points."""
+    from sklearn.metrics import roc_curve
+
+    fpr, tpr, _ = roc_curve(labels.numpy(), scores.double().numpy(), drop_intermediate=True)
+    if len(fpr) > ROC_POINTS:
+        keep = np.unique(np.linspace(0, len(fpr) - 1, ROC_POINTS).round().astype(int))
+        fpr, tpr = fpr[keep], tpr[keep]
+    return [float(v) for v in fpr], [float(v) for v in tpr]
+
+
+def tpr_at_fpr(labels: torch.Tensor, scores: torch.Tensor, budget: float) -> float:
+    """The highest TPR any threshold reaches with an FPR of at most ``budget``."""
+    from sklearn.metrics import roc_curve
+
+    fpr, tpr, _ = roc_curve(labels.numpy(), scores.double().numpy(), drop_intermediate=False)
+    return float(tpr[fpr <= budget + 1e-12].max())
+
+
 def detection_metrics(
     labels: torch.Tensor, scores: torch.Tensor, flagged: torch.Tensor
 ) -> dict[str, float]:
-    """TPR, FPR, precision and F1 of the flags; AUROC of the scores (nan with one class only)."""
+    """TPR, FPR, precision and F1 of the flags; AUROC of the scores and the TPR the scores
+    reach at 1 % and 5 % FPR (nan with one class only)."""
     from sklearn.metrics import roc_auc_score
 
     labels, flagged = labels.bool(), flagged.bool()
@@ -41,12 +66,27 @@ def detection_metrics(
     f1 = 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else math.nan
     both = labels.any() and (~labels).any()
     auroc = float(roc_auc_score(labels.numpy(), scores.double().numpy())) if both else math.nan
-    return {"tpr": tpr, "fpr": fpr, "precision": precision, "f1": f1, "auroc": auroc}
+    at_budget = {
+        name: tpr_at_fpr(labels, scores, budget) if both else math.nan
+        for name, budget in FPR_BUDGETS.items()
+    }
+    return {"tpr": tpr, "fpr": fpr, "precision": precision, "f1": f1, "auroc": auroc, **at_budget}
+
+
+def detection_section(
+    labels: torch.Tensor, scores: torch.Tensor, flagged: torch.Tensor
+) -> dict[str, Any]:
+    """The detection metrics and, for the report, the ROC curve."""
+    result: dict[str, Any] = {"detection": detection_metrics(labels, scores, flagged)}
+    if labels.any() and (~labels).any():
+        fpr, tpr = roc_points(labels.bool(), scores)
+        result["roc"] = {"fpr": fpr, "tpr": tpr}
+    return result
 
 
 def input_detection(
     detector: InputDetector, task: Task, test: ImageDataset, triggered_test: torch.Tensor
-) -> dict[str, float]:
+) -> dict[str, Any]:
     """Every clean test input against the triggered inputs the attack is meant for."""
     attacked = task.attack_mask(test.targets)
     scores = torch.cat([detector.score(test.images), detector.score(triggered_test[attacked])])
@@ -56,7 +96,7 @@ def input_detection(
             torch.ones(int(attacked.sum()), dtype=torch.bool),
         ]
     )
-    return detection_metrics(labels, scores, detector.flag(scores))
+    return detection_section(labels, scores, detector.flag(scores))
 
 
 def measure_defense(
@@ -80,15 +120,15 @@ def measure_defense(
     if outcome.repaired:
         result.update(before=before, after=evaluate(model))
     if outcome.input_detector is not None:
-        result["detection"] = input_detection(outcome.input_detector, task, test, triggered_test)
+        result.update(input_detection(outcome.input_detector, task, test, triggered_test))
     if outcome.sample_scores is not None:
         scores, flags = outcome.sample_scores
         result.update(
             training_samples=int(poisoned.numel()),
             poisoned=int(poisoned.sum()),
             flagged=int(flags.sum()),
-            detection=detection_metrics(poisoned, scores, flags),
         )
+        result.update(detection_section(poisoned, scores, flags))
     if outcome.suspect_classes is not None and isinstance(target, int):
         result["target_flagged"] = target in outcome.suspect_classes
         if outcome.class_anomaly is not None:

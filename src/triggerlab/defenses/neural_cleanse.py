@@ -28,7 +28,12 @@ import torch
 from pydantic import Field
 from torch import nn
 
-from triggerlab.defenses.base import DefenseInputs, DefenseOutcome, RetrainingSpec
+from triggerlab.defenses.base import (
+    DefenseInputs,
+    DefenseOutcome,
+    RetrainingSpec,
+    frozen_weights,
+)
 from triggerlab.defenses.model_outputs import NOTES, OutputKind, detect_output_kind
 from triggerlab.defenses.trigger_reversal import ReversalSettings, ReversedTrigger, reverse_trigger
 from triggerlab.plots.run_figures import reversed_triggers_png
@@ -138,11 +143,8 @@ def scan_and_flag(
     """
     start = time.monotonic()
     kind = detect_output_kind(model, images[: settings.batch_size], device)
-    frozen = [p.requires_grad for p in model.parameters()]
-    for p in model.parameters():
-        p.requires_grad_(False)
     triggers = []
-    try:
+    with frozen_weights(model):
         for c in range(num_classes):
             deadline = math.inf
             if time_budget is not None:
@@ -161,15 +163,8 @@ def scan_and_flag(
                 progress=progress,
             )
             triggers.append(trigger)
-            never = "" if trigger.reached else ", never reached the threshold"
-            note = (
-                f"class {c + 1} of {num_classes}: mask L1 {trigger.l1:.1f}, success "
-                f"{trigger.success:.2f}, {trigger.steps} steps ({trigger.stopped}){never}"
-            )
+            note = f"class {c + 1} of {num_classes}: {_outcome(trigger)}"
             report(progress, Update("neural cleanse", c + 1, num_classes, note, milestone=True))
-    finally:
-        for p, flag in zip(model.parameters(), frozen, strict=True):
-            p.requires_grad_(flag)
     norms = torch.tensor([t.l1 for t in triggers])
     reached = torch.tensor([t.reached for t in triggers])
     return CleanseScan(
@@ -179,6 +174,14 @@ def scan_and_flag(
         flagged_classes(norms, reached, anomaly_threshold, max_norm_ratio),
         kind,
         time.monotonic() - start,
+    )
+
+
+def _outcome(trigger: ReversedTrigger) -> str:
+    never = "" if trigger.reached else ", never reached the threshold"
+    return (
+        f"mask L1 {trigger.l1:.1f}, success {trigger.success:.2f}, "
+        f"{trigger.steps} steps ({trigger.stopped}){never}"
     )
 
 

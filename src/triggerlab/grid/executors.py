@@ -26,18 +26,33 @@ from triggerlab.grid.gpus import GpuShare, device_ids, pin_worker
 from triggerlab.grid.plan import PlannedRun
 from triggerlab.grid.store import run_dir
 from triggerlab.rundir import RunDir
+from triggerlab.shared_training import TRAINED
 
 Report = Callable[[PlannedRun, dict[str, Any]], None]
 
 
+def run_arguments(run: PlannedRun, grid_dir: Path, threads: int | None) -> tuple[Any, ...]:
+    """``execute_run``'s arguments for one planned run."""
+    trained = None
+    if run.training_key is not None:
+        trained = (str(grid_dir / TRAINED), run.training_key)
+    config = run.config.model_dump(mode="json")
+    return (config, str(run_dir(grid_dir, run.run_id)), threads, trained)
+
+
 def execute_run(
-    config: dict[str, Any], directory: str, threads: int | None = None
+    config: dict[str, Any],
+    directory: str,
+    threads: int | None = None,
+    trained: tuple[str, str] | None = None,
 ) -> dict[str, Any]:
     """Run one experiment into ``directory``: continued from its checkpoint when a killed run
-    left one, else from scratch. Failures are recorded, not raised."""
+    left one, else from scratch; with ``trained`` (folder, key), its trained model is shared
+    with the grid's other runs of that key. Failures are recorded, not raised."""
     import torch
 
     from triggerlab.experiment import run_experiment
+    from triggerlab.shared_training import SharedTraining
 
     if threads:
         torch.set_num_threads(threads)
@@ -48,7 +63,8 @@ def execute_run(
         resume = RunDir(path).continues(cfg)
         if not resume:
             shutil.rmtree(path, ignore_errors=True)
-        result = run_experiment(cfg, run_dir=path, resume=resume)
+        shared = None if trained is None else SharedTraining(Path(trained[0]), trained[1])
+        result = run_experiment(cfg, run_dir=path, resume=resume, shared=shared)
     except Exception as exc:  # a failed run must not stop the grid: record it and go on
         error = RunDir(path).write_failed(exc)
         return {"ok": False, "seconds": time.perf_counter() - start, **error}
@@ -83,8 +99,7 @@ def run_local(
     when ``share`` says runs share GPUs."""
     if workers == 1:
         for run in todo:
-            config = run.config.model_dump(mode="json")
-            report(run, execute_run(config, str(run_dir(grid_dir, run.run_id)), threads))
+            report(run, execute_run(*run_arguments(run, grid_dir, threads)))
         return
     context = multiprocessing.get_context("spawn")  # torch and fork do not mix
     gpus = device_ids(share) if share is not None else None
@@ -93,10 +108,7 @@ def run_local(
         workers, mp_context=context, initializer=_start_worker, initargs=initargs
     ) as pool:
         pending: dict[Future[dict[str, Any]], PlannedRun] = {
-            pool.submit(
-                execute_run, r.config.model_dump(mode="json"), str(run_dir(grid_dir, r.run_id))
-            ): r
-            for r in todo
+            pool.submit(execute_run, *run_arguments(r, grid_dir, None)): r for r in todo
         }
         while pending:
             done, _ = wait(pending, return_when=FIRST_COMPLETED)
@@ -156,9 +168,7 @@ def run_ray(
         gpus = 1 if run.config.train.device == "cuda" else 0
         gpus = share.fraction if share is not None else gpus
         options = task.options(num_cpus=threads or 1, num_gpus=gpus, max_retries=0)
-        ref = options.remote(
-            run.config.model_dump(mode="json"), str(run_dir(grid_dir, run.run_id)), threads
-        )
+        ref = options.remote(*run_arguments(run, grid_dir, threads))
         pending[ref] = run
     while pending:
         done, _ = ray.wait(list(pending), num_returns=1)

@@ -11,7 +11,7 @@ import copy
 import hashlib
 import json
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
@@ -37,6 +37,7 @@ class PlannedRun:
     role: Literal["grid", "baseline"]
     baseline_id: str | None
     config: ExperimentConfig = field(repr=False)
+    training_key: str | None = None  # shared with other runs: train once, defend many
 
     def manifest_entry(self) -> dict[str, Any]:
         return {
@@ -87,6 +88,30 @@ def run_id(cfg: ExperimentConfig) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()[:ID_LENGTH]
 
 
+def training_key(cfg: ExperimentConfig) -> str:
+    """Hash of what the trained model depends on: everything but the defence, plus the share
+    of the training split the defence holds back (the model trains without it)."""
+    identity = non_default(cfg)
+    identity.pop("defense", None)
+    defense = cfg.defense
+    if defense.holds_back_data:
+        identity["held_back"] = [defense.clean_fraction, defense.clean_samples]  # type: ignore[union-attr]
+    else:
+        identity["held_back"] = 0.0
+    canonical = json.dumps(identity, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()[:ID_LENGTH]
+
+
+def share_training(plan: list[PlannedRun]) -> list[PlannedRun]:
+    """Give the runs whose models would be trained identically a common training key."""
+    keys = [training_key(run.config) for run in plan]
+    shared = {key for key in keys if keys.count(key) > 1}
+    return [
+        replace(run, training_key=key) if key in shared else run
+        for run, key in zip(plan, keys, strict=True)
+    ]
+
+
 def repeat_seeds(seed: int, repeats: int) -> list[int]:
     return [
         int(child.generate_state(1)[0]) for child in np.random.SeedSequence(seed).spawn(repeats)
@@ -130,7 +155,7 @@ def plan_grid(spec: GridSpec) -> list[PlannedRun]:
             existing = plan.get(identity)
             if existing is None or existing.role == "baseline":
                 plan[identity] = PlannedRun(identity, cell, repeat, seed, "grid", baseline_id, cfg)
-    return list(plan.values())
+    return share_training(list(plan.values()))
 
 
 def preflight(plan: list[PlannedRun]) -> None:

@@ -4,7 +4,8 @@
   value of another (e.g. ASR vs poisoning rate per trigger size);
 * per-epoch curves of chosen cells (reference 002's "ASR vs epoch");
 * heatmaps of rate x size, one panel per (position, colour) (reference 001);
-* bars per trigger position.
+* bars per trigger position;
+* the ROC curves of the grid's detectors.
 
 Varied keys a figure does not show are pooled, and the title says which.
 """
@@ -23,6 +24,7 @@ from triggerlab.errors import ArgumentError, ConfigError
 from triggerlab.files import write_bytes_atomic
 from triggerlab.grid.store import run_dir
 from triggerlab.metrics import is_fraction, metric_label
+from triggerlab.plots.roc_figures import roc_figure
 from triggerlab.results import collect, interval, metric_columns
 from triggerlab.rundir import read_metrics
 
@@ -301,4 +303,7 @@ def plot_grid(
         if "trigger.position" in varied:
             figure = bars_figure(runs, varied, "trigger.position", metric)
             paths += _save(figure, folder, f"{metric}_by_position")
+    roc = roc_figure(grid_dir, runs, varied)
+    if roc is not None:
+        paths += _save(roc, folder, "detection_roc")
     return paths

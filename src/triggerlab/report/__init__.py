@@ -17,7 +17,13 @@ from triggerlab.grid import SPEC_COPY, plan_grid, read_manifest
 from triggerlab.grid.store import read_spec_copy
 from triggerlab.plots.grid_figures import axis_label, plot_grid
 from triggerlab.report.checklist import checklist
-from triggerlab.report.sections import STYLE, data_uri, summary_table, trigger_gallery
+from triggerlab.report.sections import (
+    STYLE,
+    data_uri,
+    defense_section,
+    summary_table,
+    trigger_gallery,
+)
 from triggerlab.results import collect, summarize
 
 __all__ = ["build_report", "checklist"]
@@ -58,6 +64,7 @@ interval below. ASR counts triggered test images whose true class is not the tar
 accuracy drop = clean accuracy of the paired clean baseline (same config and seed, rate 0)
 minus the run's.</p>
 {summary_table(summary, varied)}
+{defense_section(table, varied)}
 <h2>Figures</h2>
 {figures}
 <h2>Triggers used</h2>

@@ -14,6 +14,7 @@ from PIL import Image
 
 from triggerlab.config import ExperimentConfig
 from triggerlab.data import DataSplit, prepare_data
+from triggerlab.defense_tables import defense_table
 from triggerlab.experiment import derive_seeds
 from triggerlab.grid import PlannedRun
 from triggerlab.metrics import metric_label
@@ -80,6 +81,28 @@ def summary_table(summary: pd.DataFrame, varied: list[str]) -> str:
             cells += f"<td>{_format(stats, 2 if metric == 'psnr_db' else 3)}</td>"
         rows.append(f"<tr>{cells}</tr>")
     return f"<table><tr>{head}</tr>{''.join(rows)}</table>"
+
+
+def defense_section(table: pd.DataFrame, varied: list[str]) -> str:
+    """The defence-by-attack table, when the grid varies the defence; else nothing."""
+    frame = defense_table(table, varied)
+    if frame is None:
+        return ""
+    head = f'<th class="key">defence (rows) / {html.escape(str(frame.columns.name))}</th>'
+    head += "".join(f"<th>{html.escape(str(c))}</th>" for c in frame.columns)
+    rows = "".join(
+        f'<tr><td class="key">{html.escape(str(name))}</td>'
+        + "".join(f"<td>{html.escape(str(v))}</td>" for v in values)
+        + "</tr>"
+        for name, values in zip(frame.index, frame.values, strict=True)
+    )
+    return f"""<h2>Defences against each attack</h2>
+<p class="note">Means over repeats (n runs). A repair shows the attack success rate (ASR) and
+clean accuracy (CA) of the repaired model, or the regression errors; a detector its detection
+AUROC and the share of poisoned or triggered items it finds while flagging at most 5 % of clean
+ones (TPR@5%FPR); no defence, the model as trained. Detectors set their thresholds on the
+defender's own clean data, never on the test set.</p>
+<table><tr>{head}</tr>{rows}</table>"""
 
 
 def _triggered_png(cfg: ExperimentConfig, data: DataSplit) -> bytes:

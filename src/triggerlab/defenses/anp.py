@@ -1,0 +1,195 @@
+"""Adversarial Neuron Pruning (ANP; Wu and Wang, NeurIPS 2021).
+
+Neurons that carry a backdoor are the ones whose small perturbation makes the
+clean model misbehave most. Each neuron k (a channel, ``defenses/neurons.py``)
+gets a mask ``m_k`` in [0, 1] (starting at 1) and perturbations ``delta_k`` of
+its weight and ``xi_k`` of its bias, bounded by ``eps``: its output becomes
+``(m_k + delta_k) * (weight part) + (1 + xi_k) * bias``. For ``iterations``
+mini-batches of the defender's clean data, as in the authors' code: the
+perturbations are drawn uniformly in [-eps, eps], take one signed ascent
+step on the cross-entropy and are clipped; then the masks take one SGD step
+(lr 0.2, momentum 0.9) on ``alpha * CE(masked) + (1 - alpha) * CE(masked and
+perturbed)`` and are clipped to [0, 1]. Neurons whose mask ends below
+``threshold`` (0.2) are pruned: their weight is set to zero, the bias stays.
+
+The authors optimise with the network in training mode; here batch
+normalisation keeps its running statistics (evaluation mode), because the
+defender's clean sets are small and the pruned network is used with those
+statistics.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from pydantic import Field
+from torch import nn
+
+from triggerlab.defenses.base import (
+    DefenseInputs,
+    DefenseOutcome,
+    HeldBackSpec,
+    frozen_weights,
+)
+from triggerlab.defenses.neurons import NeuronLayer, neuron_layers
+from triggerlab.devices import model_memory_format, to_input
+
+
+@dataclass
+class NeuronPerturbation:
+    """Masks and bounded perturbations of one layer's neurons, applied by a forward hook."""
+
+    layer: NeuronLayer
+    mask: torch.Tensor
+    weight_noise: torch.Tensor
+    bias_noise: torch.Tensor
+    perturbed: bool = False
+
+    @classmethod
+    def on(cls, layer: NeuronLayer, device: torch.device) -> NeuronPerturbation:
+        c = layer.channels
+        zeros = [torch.zeros(c, device=device, requires_grad=True) for _ in range(2)]
+        return cls(layer, torch.ones(c, device=device, requires_grad=True), *zeros)
+
+    def hook(self, module: nn.Module, _inputs: object, output: torch.Tensor) -> torch.Tensor:
+        bias = module.bias if module.bias is not None else None
+        shape = (1, -1, 1, 1)
+        weight_part = output if bias is None else output - bias.view(shape)
+        coefficient = self.mask + self.weight_noise if self.perturbed else self.mask
+        result = weight_part * coefficient.view(shape)
+        if bias is not None:
+            bias_coefficient = 1 + self.bias_noise if self.perturbed else torch.ones_like(bias)
+            result = result + (bias * bias_coefficient).view(shape)
+        return result
+
+
+@dataclass
+class MaskSearch:
+    """The state of ANP's search: every layer's masks and perturbations, and their optimisers."""
+
+    parts: list[NeuronPerturbation]
+    eps: float
+    alpha: float
+    mask_opt: torch.optim.Optimizer
+    noise_opt: torch.optim.Optimizer
+
+    @property
+    def masks(self) -> list[torch.Tensor]:
+        return [p.mask for p in self.parts]
+
+    @property
+    def noises(self) -> list[torch.Tensor]:
+        return [t for p in self.parts for t in (p.weight_noise, p.bias_noise)]
+
+    def perturb(self, on: bool) -> None:
+        for part in self.parts:
+            part.perturbed = on
+
+    def step(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, g: torch.Generator) -> None:
+        """One ascent step of the perturbations, then one descent step of the masks."""
+        with torch.no_grad():
+            for noise in self.noises:  # a fresh uniform draw in [-eps, eps]
+                noise.copy_(self.eps * (torch.rand(noise.shape, generator=g) * 2 - 1))
+        self.perturb(True)
+        self.noise_opt.zero_grad()
+        (-F.cross_entropy(model(x), y)).backward()
+        for noise in self.noises:  # a signed step, as the authors' sign_grad
+            noise.grad = noise.grad.sign() if noise.grad is not None else None
+        self.noise_opt.step()
+        with torch.no_grad():
+            for noise in self.noises:
+                noise.clamp_(-self.eps, self.eps)
+        self.mask_opt.zero_grad()
+        robust = F.cross_entropy(model(x), y)
+        self.perturb(False)
+        natural = F.cross_entropy(model(x), y)
+        (self.alpha * natural + (1 - self.alpha) * robust).backward()
+        self.mask_opt.step()
+        with torch.no_grad():
+            for mask in self.masks:
+                mask.clamp_(0, 1)
+
+
+def anp_masks(
+    model: nn.Module,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    *,
+    iterations: int,
+    batch_size: int,
+    eps: float,
+    alpha: float,
+    mask_lr: float,
+    device: torch.device,
+    generator: torch.Generator,
+) -> dict[str, torch.Tensor]:
+    """The learnt mask of every neuron layer (name -> ``[C]`` on the CPU)."""
+    model.eval()
+    parts = [NeuronPerturbation.on(layer, device) for layer in neuron_layers(model, "anp")]
+    masks = [p.mask for p in parts]
+    noises = [t for p in parts for t in (p.weight_noise, p.bias_noise)]
+    search = MaskSearch(
+        parts,
+        eps,
+        alpha,
+        torch.optim.SGD(masks, lr=mask_lr, momentum=0.9),
+        torch.optim.SGD(noises, lr=eps),  # one step of size eps, as anp_steps = 1
+    )
+    layout = model_memory_format(model)
+    handles = [p.layer.scaled.register_forward_hook(p.hook) for p in parts]
+    with frozen_weights(model):
+        try:
+            for _ in range(iterations):
+                index = torch.randint(images.shape[0], (batch_size,), generator=generator)
+                x, y = to_input(images[index], device, layout), labels[index].to(device)
+                search.step(model, x, y, generator)
+        finally:
+            for handle in handles:
+                handle.remove()
+    return {p.layer.name: p.mask.detach().cpu() for p in parts}
+
+
+class AnpSpec(HeldBackSpec):
+    """Prune the neurons that adversarial perturbation shows to be backdoor-sensitive."""
+
+    kind: Literal["anp"] = "anp"
+    needs_classes = True
+    iterations: int = Field(2000, ge=1, le=1_000_000, description="mask optimisation steps")
+    batch_size: int = Field(128, ge=1, le=65536, description="clean images per step")
+    eps: float = Field(0.4, gt=0.0, le=1.0, description="bound of the neuron perturbations")
+    alpha: float = Field(0.2, ge=0.0, le=1.0, description="weight of the unperturbed loss")
+    mask_lr: float = Field(0.2, gt=0.0, le=100.0, description="learning rate of the masks")
+    threshold: float = Field(0.2, ge=0.0, lt=1.0, description="prune neurons whose mask is below")
+
+    def run(self, inputs: DefenseInputs) -> DefenseOutcome:
+        assert inputs.clean is not None
+        clean = inputs.clean
+        masks = anp_masks(
+            inputs.model,
+            clean.images,
+            clean.targets,
+            iterations=self.iterations,
+            batch_size=self.batch_size,
+            eps=self.eps,
+            alpha=self.alpha,
+            mask_lr=self.mask_lr,
+            device=inputs.device,
+            generator=inputs.generator,
+        )
+        pruned: dict[str, list[int]] = {}
+        for layer in neuron_layers(inputs.model, "anp"):
+            channels = torch.nonzero(masks[layer.name] < self.threshold).flatten().tolist()
+            layer.prune(channels)
+            if channels:
+                pruned[layer.name] = channels
+        report = {
+            "clean_samples": len(clean),
+            "iterations": self.iterations,
+            "pruned_channels": pruned,
+            "pruned": sum(len(c) for c in pruned.values()),
+            "channels": sum(m.numel() for m in masks.values()),
+        }
+        return DefenseOutcome(report, repaired=True)

@@ -1,0 +1,107 @@
+"""Train once, defend many: a trained model shared by runs that differ only in their defence.
+
+A grid whose cells differ only in ``defense`` would train the same backdoored
+model once per defence. Instead, runs with the same training key (everything
+in the config but the defence, plus the share of training data the defence
+holds back, which changes what the model trains on) share one folder under
+``<grid>/trained/``: the first run to take its lock trains and saves the model
+(safetensors) and its training record (JSON, written last: it marks the pair
+complete); the others wait for the lock, then load them and go straight to
+their defence. The defence gets its own seeded random stream, so a run that
+loads the model ends exactly as one that trained it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from triggerlab.errors import DataFormatError
+from triggerlab.files import read_json, write_bytes_atomic, write_json_atomic
+
+TRAINED = "trained"
+
+
+@dataclass(frozen=True)
+class TrainingRecord:
+    """What training produced besides the weights: the epochs' records and the protocol."""
+
+    history: list[dict[str, Any]]
+    log_records: list[dict[str, Any]]
+    protocol: dict[str, Any] | None
+    train_s: float
+
+
+@dataclass(frozen=True)
+class SharedTraining:
+    """The shared model of one training key: ``<key>.safetensors`` and ``<key>.json``."""
+
+    folder: Path
+    key: str
+
+    @property
+    def weights(self) -> Path:
+        return self.folder / f"{self.key}.safetensors"
+
+    @property
+    def record(self) -> Path:
+        return self.folder / f"{self.key}.json"
+
+    @contextlib.contextmanager
+    def lock(self) -> Iterator[None]:
+        """Held while one run trains the model, so the others wait for it instead of training."""
+        self.folder.mkdir(parents=True, exist_ok=True)
+        with open(self.folder / f"{self.key}.lock", "a+b") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+    def load_into(self, model: nn.Module) -> TrainingRecord | None:
+        """The saved training, its weights loaded into ``model``; None when none is saved."""
+        if not self.record.is_file():
+            return None
+        from safetensors.torch import load
+
+        saved = read_json(self.record)
+        data = self.weights.read_bytes() if self.weights.is_file() else b""
+        if hashlib.sha256(data).hexdigest() != saved.get("sha256"):
+            raise DataFormatError(
+                f"{self.weights}: does not match {self.record.name} (damaged); delete both to "
+                "train the model again"
+            )
+        model.load_state_dict(load(data))
+        return TrainingRecord(
+            saved["history"], saved["log_records"], saved["protocol"], saved["train_s"]
+        )
+
+    def save(self, model: nn.Module, record: TrainingRecord) -> None:
+        from safetensors.torch import save
+
+        state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+        data = save(state)
+        write_bytes_atomic(self.weights, data)
+        write_json_atomic(
+            self.record,
+            {
+                "sha256": hashlib.sha256(data).hexdigest(),
+                "history": record.history,
+                "log_records": record.log_records,
+                "protocol": record.protocol,
+                "train_s": record.train_s,
+            },
+        )
+
+
+def trained_files(grid_dir: Path) -> list[Path]:
+    """The shared models a grid folder holds."""
+    folder = grid_dir / TRAINED
+    return sorted(folder.glob("*.safetensors")) if folder.is_dir() else []
