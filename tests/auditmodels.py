@@ -5,11 +5,18 @@ modules, trained below by a plain PyTorch loop on scikit-learn's digits, the
 way code outside triggerlab builds and saves models.
 """
 
+import sys
+from pathlib import Path
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from triggerlab.models.small import BadNetCNN
+
+sys.path.insert(0, str(Path(__file__).parents[1] / "examples"))
+from foreign_badnet import digits_16 as example_digits
+from foreign_badnet import make_net
 
 
 def make_cnn(classes: int = 10) -> nn.Module:
@@ -21,20 +28,9 @@ def not_a_model() -> int:
 
 
 def softmax_cnn(classes: int = 10) -> nn.Module:
-    """A public BadNets implementation's habit: the network ends in a softmax."""
-    return nn.Sequential(
-        nn.Conv2d(1, 16, 3, padding=1),
-        nn.ReLU(),
-        nn.MaxPool2d(2),
-        nn.Conv2d(16, 32, 3, padding=1),
-        nn.ReLU(),
-        nn.MaxPool2d(2),
-        nn.Flatten(),
-        nn.Linear(32 * 4 * 4, 64),
-        nn.ReLU(),
-        nn.Linear(64, classes),
-        nn.Softmax(dim=1),
-    )
+    """A public BadNets implementation's habit: the network ends in a softmax (the README's
+    example network)."""
+    return make_net(classes)
 
 
 class BatchNormNet(nn.Module):
@@ -63,13 +59,8 @@ def bn_net(classes: int = 10) -> nn.Module:
 
 
 def digits_16(seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    """scikit-learn's digits in [0, 1], upsampled to 16x16: what the foreign code trains on."""
-    from sklearn.datasets import load_digits
-
-    bunch = load_digits()
-    x = torch.tensor(bunch.images, dtype=torch.float32).unsqueeze(1) / 16.0
-    x = F.interpolate(x, size=(16, 16), mode="bilinear", align_corners=False).clamp(0, 1)
-    y = torch.tensor(bunch.target, dtype=torch.long)
+    """scikit-learn's digits in [0, 1] at 16x16 (as the README's example loads them), shuffled."""
+    x, y = example_digits()
     order = torch.randperm(len(y), generator=torch.Generator().manual_seed(seed))
     return x[order], y[order]
 

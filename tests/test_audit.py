@@ -1,6 +1,7 @@
 """`triggerlab audit` end to end on a model the test defines, backdoors and saves two ways."""
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -63,7 +64,7 @@ def test_audit_finds_the_target_class(weights, tmp_path):
     assert target["anomaly_index"] > 2 and target["reversed_trigger_success"] > 0.9
     assert (out / "reversed_triggers.png").read_bytes()[:4] == b"\x89PNG"
     assert "flagged classes: 0;" in result.output
-    assert "class 10 of 10: mask L1" in result.output  # one progress line per class in a log
+    assert "class 9 (10 of 10): mask L1" in result.output  # one progress line per class in a log
 
 
 def test_audit_python_api_with_normalisation(weights):
@@ -283,3 +284,24 @@ def test_classes_never_reached_stay_out_of_the_median():
     assert torch.isnan(index[1]) and index[0] > 2
     few = torch.tensor([True, False, False, False, False, False, False, True, False, False])
     assert flagged_classes(norms, few) == []
+
+
+def test_the_readme_example_trains_and_saves_a_foreign_model(tmp_path):
+    import subprocess
+    import sys
+
+    from triggerlab.user_models import read_state_dict
+
+    script = Path(__file__).parents[1] / "examples" / "foreign_badnet.py"
+    out = tmp_path / "foreign.pt"
+    done = subprocess.run(
+        [sys.executable, str(script), "--out", str(out), "--epochs", "1"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "epoch 1/1" in done.stdout and f"saved {out}" in done.stdout
+    from auditmodels import make_net
+
+    make_net().load_state_dict(read_state_dict(out))  # the weights fit the named factory

@@ -163,7 +163,7 @@ def scan_and_flag(
                 progress=progress,
             )
             triggers.append(trigger)
-            note = f"class {c + 1} of {num_classes}: {_outcome(trigger)}"
+            note = f"class {c} ({c + 1} of {num_classes}): {_outcome(trigger)}"
             report(progress, Update("neural cleanse", c + 1, num_classes, note, milestone=True))
     norms = torch.tensor([t.l1 for t in triggers])
     reached = torch.tensor([t.reached for t in triggers])

@@ -100,7 +100,9 @@ def defense_section(table: pd.DataFrame, varied: list[str]) -> str:
 <p class="note">Means over repeats (n runs). A repair shows the attack success rate (ASR) and
 clean accuracy (CA) of the repaired model, or the regression errors; a detector its detection
 AUROC and the share of poisoned or triggered items it finds while flagging at most 5 % of clean
-ones (TPR@5%FPR); no defence, the model as trained. Detectors set their thresholds on the
+ones (TPR@5%FPR) and the share of clean ones its own threshold flags (FPR); a model inspection
+(Neural Cleanse) in how many runs it flagged a class and the target; no defence, the model as
+trained. Detectors set their thresholds on the
 defender's own clean data, never on the test set.</p>
 <table><tr>{head}</tr>{rows}</table>"""
 
