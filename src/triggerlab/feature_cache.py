@@ -16,12 +16,11 @@ corrupt or mismatched cache is rebuilt, never trusted.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import json
 import os
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,7 +31,7 @@ from torch import nn
 
 from triggerlab.data.dataset import ImageDataset
 from triggerlab.devices import model_memory_format, to_input
-from triggerlab.files import write_bytes_atomic, write_json_atomic
+from triggerlab.files import waiting_lock, write_bytes_atomic, write_json_atomic
 from triggerlab.progress import Reporter, Update, report
 from triggerlab.train import EVAL_BATCH_SIZE
 
@@ -169,16 +168,9 @@ class FeatureStore:
         }
         write_json_atomic(self.meta_path, json.loads(json.dumps(meta, default=str)))
 
-    @contextlib.contextmanager
-    def building(self) -> Iterator[None]:
+    def building(self) -> contextlib.AbstractContextManager[None]:
         """One process builds a cache at a time; the others wait, then read it."""
-        self.folder.mkdir(parents=True, exist_ok=True)
-        with open(self.folder / f"{self.name}.lock", "w") as handle:
-            fcntl.flock(handle, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(handle, fcntl.LOCK_UN)
+        return waiting_lock(self.folder / f"{self.name}.lock")
 
 
 def _sha256(path: Path) -> str:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import fcntl
 import io
 import json
 import os
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -70,3 +72,16 @@ def first_problem(err: ValidationError) -> str:
     """``key: message`` of a validation error's first problem."""
     first = err.errors()[0]
     return f"{'.'.join(str(p) for p in first['loc']) or '(top level)'}: {first['msg']}"
+
+
+@contextlib.contextmanager
+def waiting_lock(path: Path) -> Iterator[None]:
+    """Hold an exclusive lock on ``path`` (created if missing), waiting for other processes
+    that hold it: one builds or trains something, the others then read what it wrote."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+b") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)

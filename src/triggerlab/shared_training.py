@@ -14,9 +14,7 @@ loads the model ends exactly as one that trained it.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,7 +22,7 @@ from typing import Any
 from torch import nn
 
 from triggerlab.errors import DataFormatError
-from triggerlab.files import read_json, write_bytes_atomic, write_json_atomic
+from triggerlab.files import read_json, waiting_lock, write_bytes_atomic, write_json_atomic
 
 TRAINED = "trained"
 
@@ -54,16 +52,9 @@ class SharedTraining:
     def record(self) -> Path:
         return self.folder / f"{self.key}.json"
 
-    @contextlib.contextmanager
-    def lock(self) -> Iterator[None]:
+    def lock(self) -> contextlib.AbstractContextManager[None]:
         """Held while one run trains the model, so the others wait for it instead of training."""
-        self.folder.mkdir(parents=True, exist_ok=True)
-        with open(self.folder / f"{self.key}.lock", "a+b") as handle:
-            fcntl.flock(handle, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(handle, fcntl.LOCK_UN)
+        return waiting_lock(self.folder / f"{self.key}.lock")
 
     def load_into(self, model: nn.Module) -> TrainingRecord | None:
         """The saved training, its weights loaded into ``model``; None when none is saved."""
