@@ -12,7 +12,7 @@ import warnings
 
 import typer
 
-from triggerlab.cli import experiments, inspection, triggers
+from triggerlab.cli import data, experiments, inspection, triggers
 from triggerlab.cli.common import err_console, show_warning
 
 app = typer.Typer(
@@ -27,6 +27,7 @@ for group in (experiments.app, inspection.app):
     for command in group.registered_commands:
         app.registered_commands.append(command)
 app.add_typer(triggers.app, name="triggers")
+app.add_typer(data.app, name="data")
 
 
 def main() -> None:

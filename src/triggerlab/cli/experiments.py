@@ -12,6 +12,7 @@ from triggerlab.cli.common import ConsoleProgress, console, err_console, fail, f
 from triggerlab.errors import Interrupted, RunFailed, TriggerlabError
 
 if TYPE_CHECKING:
+    from triggerlab.config import ExperimentConfig
     from triggerlab.grid import GridOutcome
 
 app = typer.Typer()
@@ -89,6 +90,7 @@ def run(
         else:
             cfg = load_config(config, settings)
         with ConsoleProgress(quiet) as progress:
+            prefetch([cfg], progress)
             result = run_experiment(cfg, progress=progress)
     except TriggerlabError as exc:
         raise fail(exc) from None
@@ -182,7 +184,7 @@ def grid(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress output")] = False,
 ) -> None:
     """Run every experiment of a grid; finished runs are skipped, so a killed grid resumes."""
-    from triggerlab.grid import load_grid_spec, run_grid
+    from triggerlab.grid import load_grid_spec, plan_grid, run_grid
 
     if extend and replace:
         raise fail("--extend and --replace: choose one")
@@ -190,6 +192,7 @@ def grid(
         loaded = load_grid_spec(spec, list(overrides or []))
         grid_dir = out or Path("grids") / (loaded.name or spec.stem)
         with ConsoleProgress(quiet) as progress:
+            prefetch([run.config for run in plan_grid(loaded)], progress)
             outcome = run_grid(
                 loaded,
                 grid_dir,
@@ -219,6 +222,16 @@ def print_outcome(grid_dir: Path, outcome: GridOutcome) -> None:
         err_console.print(f"failed {identity}: {error}", highlight=False, markup=False)
     if not outcome.ok:
         raise typer.Exit(code=1)
+
+
+def prefetch(configs: list[ExperimentConfig], progress: ConsoleProgress) -> None:
+    """Fetch the datasets that ``data.download`` asks for before any work, with a progress bar
+    (runs would fetch them too, silently)."""
+    from triggerlab.data.prepare import downloaded_root
+
+    wanted = {(c.data.name, c.data.root): c.data for c in configs if c.data.download}
+    for data in wanted.values():
+        downloaded_root(data, progress)
 
 
 @app.command()

@@ -183,7 +183,17 @@ def explain(
 def datasets() -> None:
     """List the dataset loaders and the file layout each expects under data.root."""
     from triggerlab.data import DATASETS
+    from triggerlab.fetch import DATA_ENV, SOURCES, default_root
 
+    console.print(
+        f"Fetched datasets go to {default_root()} (set {DATA_ENV} to change it); "
+        "`triggerlab data fetch NAME` or data.download: true fetches "
+        + ", ".join(n for n, s in SOURCES.items() if s.fetchable)
+        + ".\n",
+        highlight=False,
+        markup=False,
+        soft_wrap=True,
+    )
     for info in DATASETS.values():
         options = ", ".join(f"{k}={v}" for k, v in info.options().items()) or "none"
         console.print(f"[bold]{info.name}[/]  {info.summary}", highlight=False)

@@ -33,6 +33,11 @@ __all__ = ["MAX_SEED", "UNION_MEMBER_TAGS", "ModelConfig", "plain_name"]
 class DataConfig(Section):
     name: str = Field("digits", description="dataset loader (see `triggerlab datasets`)")
     root: Path | None = Field(None, description="folder holding the dataset files")
+    download: bool = Field(
+        False,
+        description="fetch the dataset into data.root (default: the per-user cache) when its "
+        "files are missing (mnist, cifar10, cifar100, gtsrb, tinyimagenet)",
+    )
     resize: tuple[int, int] | None = Field(
         None, description="resize to N (square) or [H, W] pixels; null keeps the native size"
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
@@ -17,6 +18,7 @@ from triggerlab.errors import ConfigError, DataFormatError
 
 if TYPE_CHECKING:
     from triggerlab.config import DataConfig
+    from triggerlab.progress import Reporter
 
 
 def _finish(data: ImageDataset, cfg: DataConfig) -> ImageDataset:
@@ -40,9 +42,24 @@ def prepare_data(cfg: DataConfig, seed: int) -> DataSplit:
     return split_source(load_source(cfg), cfg, seed)
 
 
+def downloaded_root(cfg: DataConfig, progress: Reporter | None = None) -> Path:
+    """``data.download``: the root, fetched first when a complete copy is not there."""
+    from triggerlab.fetch import SOURCES, fetch_dataset
+
+    if cfg.name not in SOURCES or not SOURCES[cfg.name].fetchable:
+        can = ", ".join(n for n, s in SOURCES.items() if s.fetchable)
+        raise ConfigError(
+            f"data.download: {cfg.name!r} cannot be downloaded (datasets that can: {can}); "
+            "set data.download: false"
+        )
+    return fetch_dataset(cfg.name, cfg.root, progress=progress)
+
+
 def load_source(cfg: DataConfig) -> SourceData:
     """The loader's output for the ``data`` section, its options checked first."""
     info = DATASETS[cfg.name]
+    if cfg.download:
+        cfg = cfg.model_copy(update={"root": downloaded_root(cfg)})
     if info.needs_root and cfg.root is None:
         raise ConfigError(f"data.root: dataset {cfg.name!r} needs a root folder ({info.layout})")
     accepted = info.options()

@@ -51,7 +51,7 @@ class PlannedRun:
 
 
 # Settings that do not change what a run computes, or only where it is written.
-NOT_IDENTITY = {("output",), ("data", "root"), ("train", "threads")}
+NOT_IDENTITY = {("output",), ("data", "root"), ("data", "download"), ("train", "threads")}
 
 
 def non_default(model: BaseModel, path: tuple[str, ...] = ()) -> dict[str, Any]:

@@ -1,0 +1,84 @@
+"""One file over HTTP: streamed to ``<name>.part``, resumed with a Range request when the
+server allows it, checked against its checksum before anyone may use it."""
+
+from __future__ import annotations
+
+import hashlib
+import http.client
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from triggerlab.errors import DataFormatError
+from triggerlab.progress import Reporter, Update, report
+
+CHUNK = 1 << 16
+TIMEOUT_S = 30
+
+
+class DownloadError(Exception):
+    """The server could not give the file (unreachable, an HTTP error, a cut connection)."""
+
+
+def file_digest(path: Path, algorithm: str) -> str:
+    digest = hashlib.new(algorithm)
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _megabytes(count: float) -> str:
+    return f"{count / 1e6:.1f} MB"
+
+
+def fetch_url(url: str, part: Path, expected_size: int | None, progress: Reporter | None) -> None:
+    """Append what ``part`` lacks of ``url``'s body to it (all of it when the server ignores
+    the range); DownloadError when the server cannot give it."""
+    have = part.stat().st_size if part.exists() else 0
+    request = urllib.request.Request(url, headers={"User-Agent": "triggerlab"})
+    if have:
+        request.add_header("Range", f"bytes={have}-")
+    try:
+        response = urllib.request.urlopen(request, timeout=TIMEOUT_S)
+    except urllib.error.HTTPError as exc:
+        if exc.code == 416 and have:  # the part is already whole: the checksum will tell
+            return
+        raise DownloadError(f"{url}: the server answered {exc.code} {exc.reason}") from None
+    except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise DownloadError(f"{url}: cannot connect ({reason})") from None
+    with response:
+        resumed = response.status == 206
+        if not resumed:
+            have = 0  # the server sends the whole file: start the part again
+        length = response.headers.get("Content-Length")
+        total = have + int(length) if length and length.isdigit() else expected_size or 0
+        start, done = time.monotonic(), have
+        with open(part, "ab" if resumed else "wb") as out:
+            while True:
+                try:
+                    block = response.read(CHUNK)
+                except (OSError, http.client.HTTPException) as exc:
+                    raise DownloadError(f"{url}: the connection broke ({exc})") from None
+                if not block:
+                    break
+                out.write(block)
+                done += len(block)
+                speed = (done - have) / max(time.monotonic() - start, 1e-6)
+                note = f"{_megabytes(done)} of {_megabytes(total)}, {_megabytes(speed)}/s"
+                report(progress, Update(f"download {part.stem}", done, total or done, note))
+    if total and done < total:
+        raise DownloadError(f"{url}: the connection closed after {done} of {total} bytes")
+
+
+def verify(path: Path, md5: str, name: str, source: str) -> None:
+    """DataFormatError (and the file deleted) when ``path`` does not have the pinned checksum."""
+    found = file_digest(path, "md5")
+    if found != md5:
+        path.unlink(missing_ok=True)
+        raise DataFormatError(
+            f"{name} from {source}: its MD5 is {found}, expected {md5}; the file was deleted "
+            "(a damaged download, or a different file at that address)"
+        )

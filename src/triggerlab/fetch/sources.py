@@ -1,0 +1,173 @@
+"""Where each dataset comes from: official URLs and mirrors, pinned checksums, the files a
+complete copy has, and, for datasets behind a licence form, how to request them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class RemoteFile:
+    """One file to download: where from (in order), its pinned checksum, what to do with it."""
+
+    name: str
+    urls: tuple[str, ...]
+    md5: str
+    size: int | None = None  # bytes where published: the progress total until the server says
+    extract: bool = True  # an archive to unpack; else the file is kept as it is
+    strip: str = ""  # a leading folder of the archive's members dropped when unpacking
+
+
+@dataclass(frozen=True)
+class Source:
+    """A dataset triggerlab can fetch, or one it can only describe (``files`` empty)."""
+
+    name: str
+    files: tuple[RemoteFile, ...]
+    required: tuple[str, ...]  # paths under the root that a complete copy has (what a fetch makes)
+    licence: str = ""
+    manual: str = ""  # where to request it and what to place where, when it cannot be fetched
+    notes: tuple[str, ...] = field(default_factory=tuple)
+    alternative: tuple[str, ...] = ()  # another complete layout (a raw or preprocessed release)
+
+    @property
+    def fetchable(self) -> bool:
+        return bool(self.files)
+
+    def missing(self, root: Path) -> list[str]:
+        """What a complete copy lacks under ``root`` (nothing when either layout is whole)."""
+        lacking = [path for path in self.required if not (root / path).exists()]
+        if lacking and self.alternative:
+            other = [path for path in self.alternative if not (root / path).exists()]
+            return lacking if len(lacking) <= len(other) else other
+        return lacking
+
+
+_MNIST_MIRRORS = (
+    "https://ossci-datasets.s3.amazonaws.com/mnist/",
+    "http://yann.lecun.com/exdb/mnist/",
+)
+_MNIST = (
+    ("train-images-idx3-ubyte.gz", "f68b3c2dcbeaaa9fbdd348bbdeb94873", 9_912_422),
+    ("train-labels-idx1-ubyte.gz", "d53e105ee54ea40749a09fcbcd1e9432", 28_881),
+    ("t10k-images-idx3-ubyte.gz", "9fb629c4189551a2d022fa330f9573f3", 1_648_877),
+    ("t10k-labels-idx1-ubyte.gz", "ec29112dd5afa0611ce80d1b7f02629c", 4_542),
+)
+_GTSRB = "https://sid.erda.dk/public/archives/daaeac0d7ce1152aea9b61d9f1e19370/"
+_CIFAR10_BATCHES = tuple(f"cifar-10-batches-py/data_batch_{i}" for i in range(1, 6))
+
+SOURCES: dict[str, Source] = {
+    "mnist": Source(
+        "mnist",
+        tuple(
+            RemoteFile(name, tuple(m + name for m in _MNIST_MIRRORS), md5, size, extract=False)
+            for name, md5, size in _MNIST
+        ),
+        tuple(name for name, _, _ in _MNIST),
+        licence="CC BY-SA 3.0 (Yann LeCun and Corinna Cortes)",
+    ),
+    "cifar10": Source(
+        "cifar10",
+        (
+            RemoteFile(
+                "cifar-10-python.tar.gz",
+                ("https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz",),
+                "c58f30108f718f92721af3b95e74349a",
+                170_498_071,
+            ),
+        ),
+        (*_CIFAR10_BATCHES, "cifar-10-batches-py/test_batch", "cifar-10-batches-py/batches.meta"),
+        notes=("the batches are Python pickles: only unpack an archive whose checksum matched",),
+    ),
+    "cifar100": Source(
+        "cifar100",
+        (
+            RemoteFile(
+                "cifar-100-python.tar.gz",
+                ("https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz",),
+                "eb9058c3a382ffc7106e4002c42a8d85",
+            ),
+        ),
+        ("cifar-100-python/train", "cifar-100-python/test", "cifar-100-python/meta"),
+    ),
+    "gtsrb": Source(
+        "gtsrb",
+        (
+            RemoteFile(
+                "GTSRB_Final_Training_Images.zip",
+                (_GTSRB + "GTSRB_Final_Training_Images.zip",),
+                "f33fd80ac59bff73c82d25ab499e03a3",
+                strip="GTSRB/",
+            ),
+            RemoteFile(
+                "GTSRB_Final_Test_Images.zip",
+                (_GTSRB + "GTSRB_Final_Test_Images.zip",),
+                "c7e4e6327067d32654124b0fe9e82185",
+                strip="GTSRB/",
+            ),
+            RemoteFile(
+                "GTSRB_Final_Test_GT.zip",
+                (_GTSRB + "GTSRB_Final_Test_GT.zip",),
+                "fe31e9c9270bbcd7b84b7f21a9d9d9e5",
+            ),
+        ),
+        ("Final_Training/Images", "Final_Test/Images", "GT-final_test.csv"),
+    ),
+    "tinyimagenet": Source(
+        "tinyimagenet",
+        (
+            RemoteFile(
+                "tiny-imagenet-200.zip",
+                ("http://cs231n.stanford.edu/tiny-imagenet-200.zip",),
+                "90528d7ca1a48142e341f4ef8d21d0de",
+                248_100_043,
+            ),
+        ),
+        (
+            "tiny-imagenet-200/wnids.txt",
+            "tiny-imagenet-200/train",
+            "tiny-imagenet-200/val/val_annotations.txt",
+        ),
+    ),
+    "mpiifacegaze": Source(
+        "mpiifacegaze",
+        (),
+        tuple(f"p{i:02d}.mat" for i in range(15)),
+        alternative=tuple(f"p{i:02d}/p{i:02d}.txt" for i in range(15)),
+        licence="for non-commercial research, after accepting the terms",
+        manual=(
+            "MPIIFaceGaze is distributed by the Max Planck Institute for Informatics after you "
+            "accept its terms: request it at "
+            "https://www.mpi-inf.mpg.de/departments/computer-vision-and-machine-learning/"
+            "research/gaze-based-human-computer-interaction/"
+            "its-written-all-over-your-face-full-face-appearance-based-gaze-estimation, "
+            "then place the normalized release's p00.mat ... p14.mat directly in the root "
+            "folder (or the raw release's p00/ ... p14/ folders)"
+        ),
+    ),
+    "biwi": Source(
+        "biwi",
+        (),
+        tuple(f"hpdb/{i:02d}" for i in range(1, 25)),
+        alternative=("BIWI_train.npz", "BIWI_test.npz"),
+        licence="for research, after registering",
+        manual=(
+            "Biwi Kinect Head Pose is distributed by ETH Zurich's Computer Vision Lab after "
+            "registration: request it from the Biwi Kinect Head Pose Database page "
+            "(https://data.vision.ee.ethz.ch/cvl/gfanelli/head_pose/head_forest.html), "
+            "then place the hpdb/01 ... hpdb/24 folders (frame_XXXXX_rgb.png and "
+            "frame_XXXXX_pose.txt) under the root folder, or the preprocessed BIWI_train.npz "
+            "and BIWI_test.npz in it"
+        ),
+    ),
+}
+
+
+def source(name: str) -> Source:
+    from triggerlab.errors import ArgumentError
+
+    if name not in SOURCES:
+        known = ", ".join(SOURCES)
+        raise ArgumentError("name", f"not a dataset to fetch (expected one of {known})", name)
+    return SOURCES[name]
