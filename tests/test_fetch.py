@@ -271,3 +271,12 @@ def test_a_run_with_data_download_fetches_first(server, tmp_path):
     assert result.exit_code == 0, result.stderr
     assert (tmp_path / "cache" / "mnist" / "train-images-idx3-ubyte.gz").is_file()
     assert list((tmp_path / "run").rglob("summary.json"))
+
+
+def test_check_reads_a_gtsrb_copy_laid_out_as_a_fetch_leaves_it(tmp_path):
+    from formats import write_gtsrb
+
+    write_gtsrb(tmp_path)
+    result = runner.invoke(app, ["data", "check", "gtsrb", "--root", str(tmp_path)])
+    assert result.exit_code == 0, result.stderr
+    assert "gtsrb: 4 training images" in result.stdout

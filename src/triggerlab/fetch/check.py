@@ -44,7 +44,8 @@ def check_dataset(name: str, root: Path | str) -> str:
     from triggerlab.config import DataConfig
     from triggerlab.data.prepare import load_source
 
-    data = load_source(DataConfig(name=name, root=root))
+    resize = (32, 32) if name == "gtsrb" else None  # its images vary in size
+    data = load_source(DataConfig(name=name, root=root, resize=resize))
     parts = [f"{len(data.train)} training images"]
     if data.test is not None:
         parts.append(f"{len(data.test)} test images")

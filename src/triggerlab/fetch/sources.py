@@ -113,6 +113,7 @@ SOURCES: dict[str, Source] = {
             ),
         ),
         ("Final_Training/Images", "Final_Test/Images", "GT-final_test.csv"),
+        alternative=("Final_Training/Images", "Final_Test/Images/GT-final_test.csv"),
     ),
     "tinyimagenet": Source(
         "tinyimagenet",
