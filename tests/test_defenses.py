@@ -397,3 +397,13 @@ def test_the_defence_listing_names_every_kind_and_its_parameters():
     for kind in DEFENSE_KINDS:
         assert kind in result.stdout
     assert "isolation_ratio (0.01)" in result.stdout and "scales ([3.0, 5.0" in result.stdout
+
+
+def test_the_run_table_shows_what_the_defence_did(tmp_path):
+    args = ["run", "--out", str(tmp_path / "r"), "-q"]
+    for item in ("defense.kind=finetune", "defense.epochs=1", "train.epochs=2"):
+        args += ["--set", item]
+    result = runner.invoke(app, args, env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.stderr
+    assert "finetune (70 clean samples held back)" in result.stdout  # 5 % of 1,438, per class
+    assert "attack success rate (ASR) after the defence" in result.stdout

@@ -116,6 +116,27 @@ def interrupted(exc: Interrupted) -> typer.Exit:
     return typer.Exit(code=130)
 
 
+def add_defense_rows(table: Table, defense: dict | None) -> None:
+    """What the defence did: the metrics after a repair, a detector's scores, the classes a
+    model inspection flagged, and the clean data it used."""
+    from triggerlab.metrics import metric_label
+
+    if not defense:
+        return
+    used = defense.get("clean_samples") or 0
+    budget = f"{used} clean samples held back" if used else "no clean data"
+    table.add_row("defence", f"{defense['kind']} ({budget})")
+    for name, value in (defense.get("after") or {}).items():
+        table.add_row(f"{metric_label(name)} after the defence", f"{value:.4f}")
+    detection = defense.get("detection") or {}
+    for name in ("auroc", "tpr_at_1pct_fpr", "tpr_at_5pct_fpr", "tpr", "fpr", "f1"):
+        if name in detection:
+            table.add_row(f"detection {metric_label(name)}", f"{detection[name]:.4f}")
+    if "target_flagged" in defense:
+        flagged = ", ".join(str(c) for c in defense.get("flagged", [])) or "none"
+        table.add_row("flagged classes", f"{flagged} (target flagged: {defense['target_flagged']})")
+
+
 def print_summary(summary: dict) -> None:
     from triggerlab.metrics import metric_label
 
@@ -136,6 +157,7 @@ def print_summary(summary: dict) -> None:
             f"{protocol['finetune_poisoned']} of {protocol['finetune_size']} poisoned, "
             f"{protocol['finetune_epochs']} epochs",
         )
+    add_defense_rows(table, summary.get("defense"))
     if "resumed_from_epoch" in summary:
         table.add_row("resumed", f"from the checkpoint after epoch {summary['resumed_from_epoch']}")
     table.add_row("training throughput", f"{timings['train_images_per_s']:.0f} images/s")
