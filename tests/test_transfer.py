@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 
 from triggerlab.cli import app
 from triggerlab.config import load_config
-from triggerlab.errors import ConfigError
+from triggerlab.errors import ConfigError, DataFormatError
 from triggerlab.experiment import run_experiment
 from triggerlab.models import build_configured
 from triggerlab.models.timm_models import LITE0_SHA256, lite0_weights_file
@@ -299,16 +299,20 @@ def test_the_cache_gives_the_whole_models_numbers_and_is_reused(tmp_path):
     assert json.loads(out.stdout.strip().splitlines()[-1])["built_here"] is False
 
 
-def test_a_corrupt_cache_is_rebuilt_not_trusted(tmp_path):
+def test_a_corrupt_cache_is_refused_then_rebuilt_once_deleted(tmp_path):
     first = run(tmp_path, "first")
     features = Path(first.summary["feature_cache"]["file"])
     array = np.load(features)
     array[0] += 1  # one changed number
     np.save(features, array)
-    with pytest.warns(UserWarning, match="checksum do not match; computing it again"):
-        second = run(tmp_path, "second")
-    assert second.summary["feature_cache"]["built_here"]
-    assert second.summary["final"] == first.summary["final"]
+    with pytest.raises(DataFormatError, match="do not match their checksum \\(damaged\\); delete"):
+        run(tmp_path, "second")
+    assert not (tmp_path / "second").exists()  # refused before the run folder was made
+    features.unlink()
+    features.with_suffix(".json").unlink()
+    third = run(tmp_path, "third")
+    assert third.summary["feature_cache"]["built_here"]
+    assert third.summary["final"] == first.summary["final"]
 
 
 def test_freeze_policies_in_a_grid_and_explain_and_audit_on_a_frozen_run(tmp_path):

@@ -8,6 +8,7 @@ directory without it is unfinished or crashed.
 from __future__ import annotations
 
 import contextlib
+import shutil
 import time
 import warnings
 from collections.abc import Iterator
@@ -25,7 +26,7 @@ from triggerlab.checks import CheckedRun, check_model, check_run
 from triggerlab.config import ExperimentConfig, PoisonConfig
 from triggerlab.data import DataSplit, ImageDataset, prepare_data
 from triggerlab.devices import Precision, resolve_device
-from triggerlab.errors import ConfigError, Interrupted, RunFailed
+from triggerlab.errors import ConfigError, Interrupted, RunFailed, TriggerlabError
 from triggerlab.models import ModelInfo
 from triggerlab.progress import Reporter
 from triggerlab.rundir import CONFIG, RunDir, metrics_columns
@@ -153,6 +154,10 @@ def run_experiment(
         except KeyboardInterrupt:
             saved = read_checkpoint(run.path)
             raise Interrupted(run.path, None if saved is None else len(saved.history)) from None
+        except TriggerlabError:
+            if checkpoint is None and not resume:  # refused input: leave no half-written run
+                shutil.rmtree(run.path, ignore_errors=True)
+            raise
 
 
 def resume_run(run_dir: Path | str, progress: Reporter | None = None) -> RunResult:

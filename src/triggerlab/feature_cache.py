@@ -9,8 +9,10 @@ features only for the images it changes (poisoned training images, the triggered
 set) and trains the tail on features.
 
 Files are written atomically (features, then the meta file that marks them complete),
-checked on load (key, shape, a fingerprint of the images, the features' SHA-256), and a
-corrupt or mismatched cache is rebuilt, never trusted.
+checked on load (key, shape, a fingerprint of the images, the features' SHA-256). A cache
+made for other images or weights is rebuilt, with a warning; a damaged one (unreadable, or
+its features no longer match their checksum) is refused with the files to delete: it is
+never trusted, and never silently replaced.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from torch import nn
 
 from triggerlab.data.dataset import ImageDataset
 from triggerlab.devices import model_memory_format, to_input
+from triggerlab.errors import DataFormatError
 from triggerlab.files import waiting_lock, write_bytes_atomic, write_json_atomic
 from triggerlab.progress import Reporter, Update, report
 from triggerlab.train import EVAL_BATCH_SIZE
@@ -137,15 +140,23 @@ class FeatureStore:
             features = np.load(self.features_path, mmap_mode="r")
             digest = _sha256(self.features_path)
         except (OSError, ValueError) as exc:
-            return self._distrust(f"unreadable ({exc})")
+            self._refuse(f"unreadable ({exc})")
         checks = {
             "key": meta.get("key") == json.loads(json.dumps(self.key, default=str)),
             "shape": features.shape[0] == size and list(features.shape) == meta.get("shape"),
             "images": meta.get("fingerprint") == print_,
             "checksum": meta.get("sha256") == digest,
         }
+        if not checks.pop("checksum"):
+            self._refuse("its features do not match their checksum")
         failed = [name for name, ok in checks.items() if not ok]
         return self._distrust(f"{', '.join(failed)} do not match") if failed else features
+
+    def _refuse(self, why: str) -> None:
+        raise DataFormatError(
+            f"feature cache {self.features_path}: {why} (damaged); delete it and "
+            f"{self.meta_path.name} beside it to compute the features again"
+        )
 
     def _distrust(self, why: str) -> None:
         warnings.warn(
