@@ -148,6 +148,7 @@ def fetch_dataset(
         return root
     mirror = mirror or os.environ.get(MIRROR_ENV) or None
     sums = mirror_checksums(mirror) if mirror else {}
+    created = [p for p in (root, root / STAGING) if not p.exists()]
     staging = root / STAGING
     staging.mkdir(parents=True, exist_ok=True)
     unpacked = root / UNPACKING
@@ -159,6 +160,9 @@ def fetch_dataset(
             report(progress, Update(f"fetch {name}", number, len(src.files), note, milestone=True))
     except BaseException:
         shutil.rmtree(unpacked, ignore_errors=True)  # nothing half-unpacked stays behind
+        for folder in reversed(created):  # folders made here that hold nothing to resume
+            if folder.is_dir() and not any(folder.iterdir()):
+                folder.rmdir()
         raise
     _place(unpacked, root)
     shutil.rmtree(unpacked, ignore_errors=True)
