@@ -11,7 +11,10 @@ from __future__ import annotations
 import shutil
 import tarfile
 import zipfile
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path, PurePosixPath
+from typing import IO
 
 from triggerlab.errors import DataFormatError
 
@@ -31,47 +34,56 @@ def _safe_name(name: str, strip: str, archive: Path) -> PurePosixPath | None:
     return PurePosixPath(text)
 
 
+Entry = tuple[PurePosixPath | None, bool, Callable[[], IO[bytes]]]  # path, is a folder, opener
+
+
+def _write(target: Path, entries: list[Entry]) -> None:
+    """Write the checked members: folders made, files copied; stripped folders skipped."""
+    for name, is_dir, open_member in entries:
+        if name is None:
+            continue
+        destination = target / name
+        if is_dir:
+            destination.mkdir(parents=True, exist_ok=True)
+            continue
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        with open_member() as source, open(destination, "wb") as out:
+            shutil.copyfileobj(source, out)
+
+
 def unpack(archive: Path, target: Path, strip: str = "") -> None:
     """Extract ``archive`` (zip or tar, compressed or not) into ``target``, refusing it whole
     if any member is unsafe."""
     target.mkdir(parents=True, exist_ok=True)
     if zipfile.is_zipfile(archive):
         with zipfile.ZipFile(archive) as zipped:
-            members = [(m, _safe_name(m.filename, strip, archive)) for m in zipped.infolist()]
-            for member, _ in members:
+            for member in zipped.infolist():
                 if (member.external_attr >> 16) & 0o170000 == 0o120000:  # a symbolic link
                     raise DataFormatError(f"{archive.name}: member {member.filename!r} is a link")
-            for member, name in members:
-                if name is None:
-                    continue
-                destination = target / name
-                if member.is_dir():
-                    destination.mkdir(parents=True, exist_ok=True)
-                    continue
-                destination.parent.mkdir(parents=True, exist_ok=True)
-                with zipped.open(member) as source, open(destination, "wb") as out:
-                    shutil.copyfileobj(source, out)
+            entries: list[Entry] = [
+                (_safe_name(m.filename, strip, archive), m.is_dir(), partial(zipped.open, m))
+                for m in zipped.infolist()
+            ]
+            _write(target, entries)
         return
     try:
         tar = tarfile.open(archive)  # noqa: SIM115 - closed by the with below
     except tarfile.TarError as exc:
         raise DataFormatError(f"{archive.name}: not a zip or tar archive ({exc})") from None
     with tar:
-        members = [(m, _safe_name(m.name, strip, archive)) for m in tar.getmembers()]
-        for member, _ in members:
+        for member in tar.getmembers():
             if not (member.isfile() or member.isdir()):
                 raise DataFormatError(
                     f"{archive.name}: member {member.name!r} is a link or a special file"
                 )
-        for member, name in members:
-            if name is None:
-                continue
-            destination = target / name
-            if member.isdir():
-                destination.mkdir(parents=True, exist_ok=True)
-                continue
-            destination.parent.mkdir(parents=True, exist_ok=True)
-            source = tar.extractfile(member)
-            assert source is not None
-            with source, open(destination, "wb") as out:
-                shutil.copyfileobj(source, out)
+        entries = [
+            (_safe_name(m.name, strip, archive), m.isdir(), partial(_tar_member, tar, m))
+            for m in tar.getmembers()
+        ]
+        _write(target, entries)
+
+
+def _tar_member(tar: tarfile.TarFile, member: tarfile.TarInfo) -> IO[bytes]:
+    source = tar.extractfile(member)
+    assert source is not None, "only regular files are opened"
+    return source
