@@ -77,3 +77,15 @@ def test_a_defence_on_a_shared_model_ends_as_on_its_own(tmp_path):
             "defense"
         ]["pruned_channels"]
     )
+
+
+def test_runs_that_train_go_first_so_parallel_workers_train_different_models(tmp_path):
+    from triggerlab.grid.plan import trainers_first
+
+    spec = load_grid_spec(
+        write_spec(tmp_path, grid={"poison.rate": [0.1, 0.2], "defense": DEFENSES[:3]})
+    )
+    ordered = trainers_first(plan_grid(spec))
+    keys = [run.training_key for run in ordered]
+    assert len(set(keys[:2])) == 2  # two workers start on two different models
+    assert keys[2:] == [keys[0], keys[0], keys[1], keys[1]]  # then the runs that load them

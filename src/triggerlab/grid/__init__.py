@@ -24,7 +24,15 @@ from triggerlab.config import ExperimentConfig
 from triggerlab.errors import ArgumentError, TriggerlabError
 from triggerlab.grid.executors import execute_run, ray_session, run_local, run_ray
 from triggerlab.grid.gpus import gpu_share, local_workers
-from triggerlab.grid.plan import PlannedRun, cell_label, plan_grid, preflight, repeat_seeds, run_id
+from triggerlab.grid.plan import (
+    PlannedRun,
+    cell_label,
+    plan_grid,
+    preflight,
+    repeat_seeds,
+    run_id,
+    trainers_first,
+)
 from triggerlab.grid.spec import GridSpec, load_grid_spec
 from triggerlab.grid.store import (
     MANIFEST,
@@ -140,11 +148,13 @@ def run_grid(
         preflight(plan)
         write_manifest(grid_dir, spec, plan, kept)
         state["written"] = True
-        todo = [
-            replace(r, config=with_threads(r.config, threads))
-            for r in plan
-            if force or not run_of(grid_dir, r.run_id).is_complete()
-        ]
+        todo = trainers_first(
+            [
+                replace(r, config=with_threads(r.config, threads))
+                for r in plan
+                if force or not run_of(grid_dir, r.run_id).is_complete()
+            ]
+        )
         outcome = GridOutcome(total=len(plan), skipped=len(plan) - len(todo))
 
         def on_run(run: PlannedRun, result: dict[str, Any]) -> None:

@@ -112,6 +112,19 @@ def share_training(plan: list[PlannedRun]) -> list[PlannedRun]:
     ]
 
 
+def trainers_first(runs: list[PlannedRun]) -> list[PlannedRun]:
+    """The runs in an order that lets parallel workers train different models at once: the
+    first run of each training key, then the runs that will load a model already trained."""
+    seen: set[str] = set()
+    first, later = [], []
+    for run in runs:
+        key = run.training_key
+        (later if key is not None and key in seen else first).append(run)
+        if key is not None:
+            seen.add(key)
+    return first + later
+
+
 def repeat_seeds(seed: int, repeats: int) -> list[int]:
     return [
         int(child.generate_state(1)[0]) for child in np.random.SeedSequence(seed).spawn(repeats)
