@@ -1,6 +1,7 @@
 """Fine-tuning and fine-pruning: channel choice by hand, the held-back data, the reports."""
 
 import json
+import re
 
 import pytest
 import torch
@@ -399,11 +400,15 @@ def test_the_defence_listing_names_every_kind_and_its_parameters():
     assert "isolation_ratio (0.01)" in result.stdout and "scales ([3.0, 5.0" in result.stdout
 
 
-def test_the_run_table_shows_what_the_defence_did(tmp_path):
+def test_the_run_table_shows_what_the_defence_did(tmp_path, monkeypatch):
+    from triggerlab.cli.common import console
+
+    monkeypatch.setattr(console, "_width", 120)  # whatever terminal the tests run in
     args = ["run", "--out", str(tmp_path / "r"), "-q"]
     for item in ("defense.kind=finetune", "defense.epochs=1", "train.epochs=2"):
         args += ["--set", item]
     result = runner.invoke(app, args, env={"COLUMNS": "200"})
     assert result.exit_code == 0, result.stderr
-    assert "finetune (70 clean samples held back)" in result.stdout  # 5 % of 1,438, per class
-    assert "attack success rate (ASR) after the defence" in result.stdout
+    text = re.sub(r"[\s│┃]+", " ", result.stdout)  # the table's cells, however it wrapped them
+    assert "finetune (70 clean samples held back)" in text  # 5 % of 1,438, per class
+    assert "attack success rate (ASR) after the defence" in text
