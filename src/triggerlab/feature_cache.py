@@ -34,7 +34,7 @@ from torch import nn
 from triggerlab.data.dataset import ImageDataset
 from triggerlab.devices import model_memory_format, to_input
 from triggerlab.errors import DataFormatError
-from triggerlab.files import waiting_lock, write_bytes_atomic, write_json_atomic
+from triggerlab.files import file_digest, waiting_lock, write_bytes_atomic, write_json_atomic
 from triggerlab.progress import Reporter, Update, report
 from triggerlab.train import EVAL_BATCH_SIZE
 
@@ -138,7 +138,7 @@ class FeatureStore:
         try:
             meta = json.loads(self.meta_path.read_text())
             features = np.load(self.features_path, mmap_mode="r")
-            digest = _sha256(self.features_path)
+            digest = file_digest(self.features_path)
         except (OSError, ValueError) as exc:
             self._refuse(f"unreadable ({exc})")
         checks = {
@@ -182,14 +182,6 @@ class FeatureStore:
     def building(self) -> contextlib.AbstractContextManager[None]:
         """One process builds a cache at a time; the others wait, then read it."""
         return waiting_lock(self.folder / f"{self.name}.lock")
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 22), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _npy_bytes(array: np.ndarray) -> bytes:

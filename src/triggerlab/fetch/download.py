@@ -3,7 +3,6 @@ server allows it, checked against its checksum before anyone may use it."""
 
 from __future__ import annotations
 
-import hashlib
 import http.client
 import time
 import urllib.error
@@ -11,6 +10,7 @@ import urllib.request
 from pathlib import Path
 
 from triggerlab.errors import DataFormatError
+from triggerlab.files import file_digest
 from triggerlab.progress import Reporter, Update, report
 
 CHUNK = 1 << 16
@@ -19,14 +19,6 @@ TIMEOUT_S = 30
 
 class DownloadError(Exception):
     """The server could not give the file (unreachable, an HTTP error, a cut connection)."""
-
-
-def file_digest(path: Path, algorithm: str) -> str:
-    digest = hashlib.new(algorithm)
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _megabytes(count: float) -> str:

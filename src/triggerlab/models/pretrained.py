@@ -7,7 +7,6 @@ is a ConfigError raised before any run starts, naming the file and the folder to
 
 from __future__ import annotations
 
-import hashlib
 import os
 import pickle
 from dataclasses import dataclass
@@ -18,6 +17,7 @@ import torch
 from torch import nn
 
 from triggerlab.errors import ConfigError
+from triggerlab.files import file_digest
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -37,18 +37,10 @@ class Weights:
         return {
             "source": self.source,
             "file": None if self.path is None else str(self.path),
-            "sha256": None if self.path is None else sha256_of(self.path),
+            "sha256": None if self.path is None else file_digest(self.path),
             "mean": None if self.mean is None else list(self.mean),
             "std": None if self.std is None else list(self.std),
         }
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def read_state(path: Path) -> dict[str, torch.Tensor]:
