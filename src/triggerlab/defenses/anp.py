@@ -76,6 +76,17 @@ class MaskSearch:
     mask_opt: torch.optim.Optimizer
     noise_opt: torch.optim.Optimizer
 
+    @classmethod
+    def over(
+        cls, parts: list[NeuronPerturbation], eps: float, alpha: float, mask_lr: float
+    ) -> MaskSearch:
+        """The search with its optimisers: SGD with momentum for the masks, and one signed
+        step of size eps for the perturbations (the authors' anp_steps = 1)."""
+        masks = [p.mask for p in parts]
+        noises = [t for p in parts for t in (p.weight_noise, p.bias_noise)]
+        mask_opt = torch.optim.SGD(masks, lr=mask_lr, momentum=0.9)
+        return cls(parts, eps, alpha, mask_opt, torch.optim.SGD(noises, lr=eps))
+
     @property
     def masks(self) -> list[torch.Tensor]:
         return [p.mask for p in self.parts]
@@ -129,15 +140,7 @@ def anp_masks(
     """The learnt mask of every neuron layer (name -> ``[C]`` on the CPU)."""
     model.eval()
     parts = [NeuronPerturbation.on(layer, device) for layer in neuron_layers(model, "anp")]
-    masks = [p.mask for p in parts]
-    noises = [t for p in parts for t in (p.weight_noise, p.bias_noise)]
-    search = MaskSearch(
-        parts,
-        eps,
-        alpha,
-        torch.optim.SGD(masks, lr=mask_lr, momentum=0.9),
-        torch.optim.SGD(noises, lr=eps),  # one step of size eps, as anp_steps = 1
-    )
+    search = MaskSearch.over(parts, eps, alpha, mask_lr)
     layout = model_memory_format(model)
     handles = [p.layer.scaled.register_forward_hook(p.hook) for p in parts]
     with frozen_weights(model):

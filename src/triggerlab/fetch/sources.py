@@ -3,7 +3,7 @@ complete copy has, and, for datasets behind a licence form, how to request them.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 
@@ -28,7 +28,6 @@ class Source:
     required: tuple[str, ...]  # paths under the root that a complete copy has (what a fetch makes)
     licence: str = ""
     manual: str = ""  # where to request it and what to place where, when it cannot be fetched
-    notes: tuple[str, ...] = field(default_factory=tuple)
     alternative: tuple[str, ...] = ()  # another complete layout (a raw or preprocessed release)
 
     @property
@@ -78,7 +77,6 @@ SOURCES: dict[str, Source] = {
             ),
         ),
         (*_CIFAR10_BATCHES, "cifar-10-batches-py/test_batch", "cifar-10-batches-py/batches.meta"),
-        notes=("the batches are Python pickles: only unpack an archive whose checksum matched",),
     ),
     "cifar100": Source(
         "cifar100",
