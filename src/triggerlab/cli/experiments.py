@@ -206,6 +206,7 @@ def grid(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress output")] = False,
 ) -> None:
     """Run every experiment of a grid; finished runs are skipped, so a killed grid resumes."""
+    from triggerlab.config import validate_config
     from triggerlab.grid import load_grid_spec, plan_grid, run_grid
 
     if extend and replace:
@@ -214,7 +215,11 @@ def grid(
         loaded = load_grid_spec(spec, list(overrides or []))
         grid_dir = out or Path("grids") / (loaded.name or spec.stem)
         with ConsoleProgress(quiet) as progress:
-            prefetch([run.config for run in plan_grid(loaded)], progress)
+            varied = [*loaded.grid, *(k for group in loaded.zip for k in group)]
+            if any(k.startswith("data") for k in varied):  # cells may name other datasets
+                prefetch([run.config for run in plan_grid(loaded)], progress)
+            else:  # one dataset for every cell: the base says it (a big grid is planned once)
+                prefetch([validate_config(loaded.base, "the grid's base")], progress)
             outcome = run_grid(
                 loaded,
                 grid_dir,
