@@ -37,6 +37,12 @@ PREVIEWS = {
     "signal": ["kind=signal shape=ramp delta=0.2"],
     "random": ["kind=random", "sizes=[2,4]"],
     "compose": ["kind=compose", "triggers=[{kind: frame}, {kind: patch}]"],
+    "warp": ["kind=warp strength=1.0 grid=4"],
+    "quantize": ["kind=quantize bits=2 dither=true"],
+    "low_frequency": ["kind=low_frequency eps=0.1"],
+    "reflection": ["kind=reflection mode=ghost"],
+    "adaptive_blend": ["kind=adaptive_blend pieces=4 masked_pieces=2"],
+    "sample_specific": ["kind=sample_specific eps=0.08"],
 }
 
 
@@ -142,6 +148,14 @@ def test_run_summary_holds_the_stealth_metrics(tmp_path):
     assert result.exit_code == 0, result.output
     (run_dir,) = tmp_path.iterdir()
     stealth = json.loads((run_dir / "summary.json").read_text())["stealth"]
-    assert set(stealth) == {"sample", "l0_fraction", "l2_mean", "linf_mean", "psnr_db", "ssim"}
+    assert set(stealth) == {
+        "sample",
+        "l0_fraction",
+        "l2_mean",
+        "linf_mean",
+        "psnr_db",
+        "psnr_pooled_db",
+        "ssim",
+    }
     assert stealth["sample"] == 256
     assert 0.09 <= stealth["linf_mean"] <= 0.11

@@ -32,10 +32,21 @@ def test_patch_l0_l2_linf_are_exact():
     assert 0 < m["ssim"] < 1
 
 
+def test_psnr_is_per_image_averaged_and_the_pooled_value_is_kept():
+    x = torch.zeros(3, 1, 10, 10)
+    y = x.clone()
+    y[0, 0, 0, :1] = 1.0  # MSE 1/100: 20 dB
+    y[1, 0, 0, :10] = 1.0  # MSE 10/100: 10 dB
+    m = stealth_metrics(x, y)  # the third image is unchanged and left out of the average
+    assert m["psnr_db"] == pytest.approx(15.0)
+    assert m["psnr_pooled_db"] == pytest.approx(10 * math.log10(300 / 11))
+
+
 def test_identical_images():
     x = torch.rand(2, 1, 16, 16)
     m = stealth_metrics(x, x.clone())
     assert m["l0_fraction"] == 0 and m["l2_mean"] == 0 and m["psnr_db"] is None
+    assert m["psnr_pooled_db"] is None
     assert m["ssim"] == pytest.approx(1.0)
 
 

@@ -47,7 +47,8 @@ _CATALOGUE = (
     Metric("l0_fraction", "changed pixels (L0 fraction)", "L0", fraction=True),
     Metric("l2_mean", "mean L2 distance", "L2"),
     Metric("linf_mean", "mean L-infinity distance", "Linf", fraction=True),
-    Metric("psnr_db", "PSNR", "PSNR", unit="dB"),
+    Metric("psnr_db", "PSNR (per image)", "PSNR", unit="dB"),
+    Metric("psnr_pooled_db", "PSNR (pooled MSE)", "PSNR pooled", unit="dB"),
     Metric("ssim", "SSIM", "SSIM"),
     Metric("poison_count", "poisoned samples", "poisoned"),
     Metric("poison_fraction", "poisoned fraction", "fraction", fraction=True),
@@ -76,7 +77,7 @@ TASK_ORDER = (
     "mean_shift",
     "clean_error_increase",
 )
-STEALTH = ("l0_fraction", "l2_mean", "linf_mean", "psnr_db", "ssim")
+STEALTH = ("l0_fraction", "l2_mean", "linf_mean", "psnr_db", "psnr_pooled_db", "ssim")
 # Prefixes and suffixes that make a copy of a metric measured at another moment.
 _VARIANTS = (
     ("pretuned_", "", "{} after pre-tuning", "pre {}"),

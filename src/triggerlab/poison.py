@@ -7,14 +7,14 @@ training set, and the count is always reported beside the rate. Python's
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 import torch
 
 from triggerlab.data.dataset import ImageDataset
 from triggerlab.errors import ConfigError
-from triggerlab.triggers import Trigger, apply_to_uint8
+from triggerlab.triggers import CoveredTrigger, Trigger, map_uint8
 
 if TYPE_CHECKING:
     from triggerlab.config import PoisonConfig
@@ -30,10 +30,18 @@ class PoisonResult:
     source_indices: torch.Tensor  # the clean samples they were made from
     original_labels: torch.Tensor
     new_labels: torch.Tensor
+    # Cover samples (WaNet's noise mode, Adaptive-Blend): triggered, labels kept.
+    cover_indices: torch.Tensor = field(default_factory=lambda: torch.zeros(0, dtype=torch.long))
+    cover_sources: torch.Tensor = field(default_factory=lambda: torch.zeros(0, dtype=torch.long))
 
     @property
     def count(self) -> int:
         return int(self.indices.numel())
+
+    @property
+    def changed(self) -> torch.Tensor:
+        """Positions of every image the attack altered: poisoned and cover samples."""
+        return torch.cat([self.indices, self.cover_indices]).sort().values
 
     @property
     def fraction(self) -> float:
@@ -48,8 +56,15 @@ def poison_count(cfg: PoisonConfig, train_size: int) -> int:
     return round(cfg.rate * train_size)
 
 
-def check_poison_count(task: Task, train: ImageDataset, where: str = "training set") -> int:
-    """The number of samples to poison; ConfigError when fewer samples are eligible."""
+def cover_ratio(trigger: Trigger) -> float:
+    return trigger.cover_ratio if isinstance(trigger, CoveredTrigger) else 0.0
+
+
+def check_poison_count(
+    task: Task, train: ImageDataset, where: str = "training set", cover: float = 0.0
+) -> int:
+    """The number of samples to poison; ConfigError when fewer samples are eligible, or too
+    few are left for ``cover`` cover samples per poisoned one."""
     cfg = task.poison
     count = poison_count(cfg, len(train))
     eligible = int(task.poison_sources(train.targets).sum())
@@ -57,6 +72,13 @@ def check_poison_count(task: Task, train: ImageDataset, where: str = "training s
         raise ConfigError(
             f"poison: {count} poisoned samples requested but only {eligible} are eligible "
             f"under label_mode={cfg.label_mode} (a {where} of {len(train)} samples)"
+        )
+    covers = round(cover * count)
+    if covers > len(train) - count:
+        raise ConfigError(
+            f"trigger: {count} poisoned samples need {covers} cover samples that keep their "
+            f"labels, but the {where} has only {len(train) - count} others (lower the poison "
+            "rate, or the trigger's cross_ratio or conservatism)"
         )
     return count
 
@@ -69,29 +91,81 @@ def poison_dataset(
     where: str = "training set",
 ) -> PoisonResult:
     """Draw ``count`` samples the task says are eligible, uniformly without replacement, and
-    poison them as ``task.poison`` says (``replace`` or ``append``)."""
-    count = check_poison_count(task, train, where)
+    poison them as ``task.poison`` says (``replace`` or ``append``).
+
+    A trigger with cover samples (``CoveredTrigger``) then draws ``round(ratio * count)``
+    of the other samples, uniformly, and triggers them in its cover form, labels kept.
+    """
+    ratio = cover_ratio(trigger)
+    count = check_poison_count(task, train, where, ratio)
     candidates = torch.nonzero(task.poison_sources(train.targets)).flatten()
     chosen = candidates[torch.randperm(candidates.numel(), generator=generator)[:count]]
     chosen, _ = torch.sort(chosen)
     original = train.targets[chosen]
     new = task.poisoned_labels(original)
-    triggered = apply_to_uint8(trigger, train.images[chosen], generator)
+    payload = trigger.apply_payload if isinstance(trigger, CoveredTrigger) else trigger.apply
+    triggered = map_uint8(payload, train.images[chosen], generator)
+    covered, cover_images = draw_cover(train, trigger, chosen, ratio, generator)
+    chosen_all = torch.cat([chosen, covered])
+    triggered = torch.cat([triggered, cover_images])
+    labels = torch.cat([new, train.targets[covered]])
+    added = rewrite(train, chosen_all, triggered, labels, task.poison.mode)
+    positions = (
+        chosen_all
+        if task.poison.mode == "replace"
+        else len(train) + torch.arange(chosen_all.numel())
+    )
+    return PoisonResult(
+        added,
+        positions[:count],
+        chosen,
+        original,
+        new,
+        cover_indices=positions[count:],
+        cover_sources=covered,
+    )
 
-    if task.poison.mode == "replace":
+
+def draw_cover(
+    train: ImageDataset,
+    trigger: Trigger,
+    chosen: torch.Tensor,
+    ratio: float,
+    generator: torch.Generator,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The cover samples' positions (sorted) and their triggered images: ``round(ratio *
+    count)`` of the samples not poisoned, drawn uniformly; none for a plain trigger."""
+    if ratio == 0 or not isinstance(trigger, CoveredTrigger):
+        return torch.zeros(0, dtype=torch.long), train.images[:0]
+    others = torch.nonzero(~torch.isin(torch.arange(len(train)), chosen)).flatten()
+    picked = torch.randperm(others.numel(), generator=generator)[: round(ratio * chosen.numel())]
+    covered = others[picked].sort().values
+    return covered, map_uint8(trigger.apply_cover, train.images[covered], generator)
+
+
+def rewrite(
+    train: ImageDataset,
+    chosen: torch.Tensor,
+    triggered: torch.Tensor,
+    labels: torch.Tensor,
+    mode: str,
+) -> ImageDataset:
+    """The training set with ``chosen`` samples' triggered images and labels in place
+    (``replace``) or appended as copies (``append``)."""
+    if mode == "replace":
         images = train.images.clone()
         targets = train.targets.clone()
         images[chosen] = triggered
-        targets[chosen] = new
-        positions = chosen
-        groups = train.groups
-    else:
-        images = torch.cat([train.images, triggered])
-        targets = torch.cat([train.targets, new])
-        positions = torch.arange(len(train), len(train) + count)
-        groups = None if train.groups is None else torch.cat([train.groups, train.groups[chosen]])
+        targets[chosen] = labels
+        return replace(train, images=images, targets=targets)
+    groups = None if train.groups is None else torch.cat([train.groups, train.groups[chosen]])
     pool = train.pool_index
-    if pool is not None and task.poison.mode != "replace":
+    if pool is not None:
         pool = torch.cat([pool, pool[chosen]])  # a copy of a pooled image, triggered
-    poisoned = replace(train, images=images, targets=targets, groups=groups, pool_index=pool)
-    return PoisonResult(poisoned, positions, chosen, original, new)
+    return replace(
+        train,
+        images=torch.cat([train.images, triggered]),
+        targets=torch.cat([train.targets, labels]),
+        groups=groups,
+        pool_index=pool,
+    )

@@ -5,6 +5,7 @@
 | ``config.yaml`` | the resolved config; rerunning it reproduces the run |
 | ``metrics.csv`` | one row per epoch, rewritten after every epoch |
 | ``poisoned_indices.csv`` (``_finetune``) | which training samples were poisoned |
+| ``cover_indices.csv`` (``_finetune``) | cover samples: triggered, labels kept (some triggers) |
 | ``samples.png``, ``confusion.png``, ... | figures |
 | ``model.safetensors`` | the trained weights (``output.save_model``) |
 | ``summary.json`` | final metrics and provenance, written last: its presence marks a finished run |
@@ -46,6 +47,7 @@ if TYPE_CHECKING:
 
     from triggerlab.checkpoint import Checkpoint
     from triggerlab.config import ExperimentConfig
+    from triggerlab.poison import PoisonResult
 
 CONFIG = "config.yaml"
 METRICS = "metrics.csv"
@@ -206,21 +208,29 @@ class RunDir:
     def write_metrics(self, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
         write_csv_atomic(self.path / METRICS, columns, rows)
 
-    def write_poisoned(
-        self,
-        indices: torch.Tensor,
-        sources: torch.Tensor,
-        original: torch.Tensor,
-        new: torch.Tensor,
-        stage: str = "",
-    ) -> None:
-        """``poisoned_indices.csv`` (``poisoned_indices_<stage>.csv`` for a later stage)."""
+    def write_poisoned(self, poisoned: PoisonResult, stage: str = "") -> None:
+        """``poisoned_indices.csv`` (``poisoned_indices_<stage>.csv`` for a later stage), and
+        ``cover_indices.csv`` (``_<stage>``) when the trigger adds cover samples."""
+        suffix = (f"_{stage}" if stage else "") + ".csv"
         rows = zip(
-            indices.tolist(), sources.tolist(), label_text(original), label_text(new), strict=True
+            poisoned.indices.tolist(),
+            poisoned.source_indices.tolist(),
+            label_text(poisoned.original_labels),
+            label_text(poisoned.new_labels),
+            strict=True,
         )
-        name = "poisoned_indices" + (f"_{stage}" if stage else "") + ".csv"
         header = ("index", "source_index", "original_label", "new_label")
-        write_csv_atomic(self.path / name, header, list(rows))
+        write_csv_atomic(self.path / f"poisoned_indices{suffix}", header, list(rows))
+        if poisoned.cover_indices.numel():
+            labels = poisoned.train.targets[poisoned.cover_indices]
+            cover = zip(
+                poisoned.cover_indices.tolist(),
+                poisoned.cover_sources.tolist(),
+                label_text(labels),
+                strict=True,
+            )
+            header = ("index", "source_index", "label")
+            write_csv_atomic(self.path / f"cover_indices{suffix}", header, list(cover))
 
     def write_confusions(
         self, output: str, edges: Sequence[float], matrices: dict[str, torch.Tensor]

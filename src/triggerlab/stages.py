@@ -45,9 +45,7 @@ def poison_stage(p: Prepared, run: RunDir) -> Attack:
     poisoned = poison_dataset(
         p.data.train, p.task, p.trigger, torch.Generator().manual_seed(p.seeds["poison"])
     )
-    run.write_poisoned(
-        poisoned.indices, poisoned.source_indices, poisoned.original_labels, poisoned.new_labels
-    )
+    run.write_poisoned(poisoned)
     triggered = apply_to_uint8(
         p.trigger, p.data.test.images, torch.Generator().manual_seed(p.seeds["test_trigger"])
     )
@@ -198,6 +196,7 @@ def build_summary(
         "poison": {
             "rate": cfg.poison.rate,
             "count": poisoned.count,
+            "cover_count": int(poisoned.cover_indices.numel()),
             "fraction": poisoned.fraction,
             "clean_train_size": len(data.train),
             "train_size": len(poisoned.train),

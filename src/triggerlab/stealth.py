@@ -5,10 +5,17 @@ All on float images in [0, 1], over a fixed sample of test images:
 * ``l0_fraction``: fraction of pixel positions where any channel changed;
 * ``l2_mean``: mean over images of the L2 norm of the difference (all channels);
 * ``linf_mean``: mean over images of the largest absolute change;
-* ``psnr_db``: ``10 log10(1 / MSE)`` with the MSE over the whole sample
-  (null when nothing changed);
+* ``psnr_db``: the standard per-image PSNR, ``10 log10(1 / MSE_i)``, averaged over
+  the images the trigger changed (an unchanged image's PSNR is infinite; null when
+  no image changed);
+* ``psnr_pooled_db``: ``10 log10(1 / MSE)`` with the MSE pooled over the whole
+  sample (what triggerlab reported as ``psnr_db`` before 0.3);
 * ``ssim``: mean structural similarity per image (scikit-image, data range 1,
   the largest odd window up to 7 that fits the image).
+
+LPIPS is not computed: the ``lpips`` package (and torchmetrics' copy of it) ships
+only its linear calibration layers and downloads the AlexNet/VGG backbone weights
+from the internet on first use, so it cannot run offline as every metric here must.
 """
 
 from __future__ import annotations
@@ -37,6 +44,8 @@ def stealth_metrics(clean: torch.Tensor, triggered: torch.Tensor) -> dict[str, f
     diff = triggered - clean
     flat = diff.flatten(1)
     mse = float(diff.pow(2).mean())
+    per_image = diff.pow(2).flatten(1).mean(dim=1)
+    changed = per_image[per_image > 0]
     height, width = clean.shape[-2:]
     window = ssim_window(height, width)
     ssim = (
@@ -57,7 +66,8 @@ def stealth_metrics(clean: torch.Tensor, triggered: torch.Tensor) -> dict[str, f
         "l0_fraction": float((diff != 0).any(dim=1).double().mean()),
         "l2_mean": float(flat.norm(dim=1).mean()),
         "linf_mean": float(flat.abs().amax(dim=1).mean()),
-        "psnr_db": 10 * math.log10(1.0 / mse) if mse > 0 else None,
+        "psnr_db": float((-10 * changed.log10()).mean()) if changed.numel() else None,
+        "psnr_pooled_db": 10 * math.log10(1.0 / mse) if mse > 0 else None,
         "ssim": float(sum(ssim) / len(ssim)),
     }
 

@@ -95,7 +95,7 @@ def train_stage(
     return fit(
         inputs.model,
         p.task,
-        inputs.of(poisoned.train, poisoned.indices),
+        inputs.of(poisoned.train, poisoned.changed),
         poisoned.train.targets,
         cfg=p.cfg.train,
         device=p.device,
@@ -129,13 +129,7 @@ def finetune_stage(
         torch.Generator().manual_seed(int(seeds[0])),
         "fine-tuning set",
     )
-    log.run.write_poisoned(
-        poisoned.indices,
-        poisoned.source_indices,
-        poisoned.original_labels,
-        poisoned.new_labels,
-        "finetune",
-    )
+    log.run.write_poisoned(poisoned, "finetune")
     after_pretune = {k: history[-1][k] for k in p.task.metric_names}
     stage_cfg = cfg.model_copy(
         update={"epochs": cfg.finetune_epochs, "lr": cfg.finetune_lr or cfg.lr}
@@ -143,7 +137,7 @@ def finetune_stage(
     history += fit(
         inputs.model,
         p.task,
-        inputs.of(poisoned.train, poisoned.indices),
+        inputs.of(poisoned.train, poisoned.changed),
         poisoned.train.targets,
         cfg=stage_cfg,
         device=p.device,

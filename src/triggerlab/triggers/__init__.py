@@ -9,12 +9,26 @@ from typing import Annotated, get_args
 
 from pydantic import Field
 
-from triggerlab.triggers.base import ImageShape, Overlay, SpecBase, Trigger, apply_to_uint8
+from triggerlab.triggers.adaptive_blend import AdaptiveBlendSpec
+from triggerlab.triggers.base import (
+    CoveredTrigger,
+    ImageShape,
+    Overlay,
+    SpecBase,
+    Trigger,
+    apply_to_uint8,
+    map_uint8,
+)
 from triggerlab.triggers.compose import Composed, ComposeSpec
+from triggerlab.triggers.low_frequency import LowFrequencySpec
 from triggerlab.triggers.overlay import BlendSpec, FrameSpec, LinesSpec
+from triggerlab.triggers.quantize import QuantizeSpec
 from triggerlab.triggers.random_patch import RandomPatch, RandomPatchSpec
+from triggerlab.triggers.reflection import ReflectionSpec
+from triggerlab.triggers.sample_specific import SampleSpecificSpec
 from triggerlab.triggers.signal import AdditiveSignal, SignalSpec
 from triggerlab.triggers.stamp import ImageSpec, PatchSpec, Stamp
+from triggerlab.triggers.warp import WarpSpec
 
 TriggerSpec = Annotated[
     PatchSpec
@@ -24,6 +38,12 @@ TriggerSpec = Annotated[
     | BlendSpec
     | SignalSpec
     | RandomPatchSpec
+    | WarpSpec
+    | QuantizeSpec
+    | LowFrequencySpec
+    | ReflectionSpec
+    | AdaptiveBlendSpec
+    | SampleSpecificSpec
     | ComposeSpec,
     Field(discriminator="kind"),
 ]
@@ -35,22 +55,30 @@ TRIGGER_KINDS: dict[str, type[SpecBase]] = {
 
 __all__ = [
     "TRIGGER_KINDS",
+    "AdaptiveBlendSpec",
     "AdditiveSignal",
     "BlendSpec",
     "ComposeSpec",
     "Composed",
+    "CoveredTrigger",
     "FrameSpec",
     "ImageShape",
     "ImageSpec",
     "LinesSpec",
+    "LowFrequencySpec",
     "Overlay",
     "PatchSpec",
+    "QuantizeSpec",
     "RandomPatch",
     "RandomPatchSpec",
+    "ReflectionSpec",
+    "SampleSpecificSpec",
     "SignalSpec",
     "SpecBase",
     "Stamp",
     "Trigger",
     "TriggerSpec",
+    "WarpSpec",
     "apply_to_uint8",
+    "map_uint8",
 ]

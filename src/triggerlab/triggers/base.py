@@ -8,8 +8,9 @@ deterministic ones ignore it.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 import torch
 from pydantic import BaseModel, ConfigDict
@@ -21,6 +22,30 @@ class Trigger(Protocol):
     def apply(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         """Return the triggered copy of ``x`` (float ``[B, C, H, W]`` in [0, 1])."""
         ...
+
+
+@runtime_checkable
+class CoveredTrigger(Protocol):
+    """A trigger whose poisoning differs from its test-time form and adds *cover* samples.
+
+    WaNet's noise mode and Adaptive-Blend poison some training samples with the
+    trigger (``apply_payload``, labels changed) and trigger others differently
+    while keeping their true labels (``apply_cover``), so the model learns the
+    exact trigger rather than any change like it. ``cover_ratio`` is the number of
+    cover samples per poisoned one; ``apply`` stays the test-time trigger.
+    """
+
+    cover_ratio: float
+
+    def apply(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor: ...
+
+    def apply_payload(
+        self, x: torch.Tensor, generator: torch.Generator | None = None
+    ) -> torch.Tensor: ...
+
+    def apply_cover(
+        self, x: torch.Tensor, generator: torch.Generator | None = None
+    ) -> torch.Tensor: ...
 
 
 class SpecBase(BaseModel):
@@ -63,9 +88,22 @@ def apply_to_uint8(
     one function, so the model is tested on exactly what an attacker could have
     stored: 8-bit images, rounded to the nearest level.
     """
+    return map_uint8(trigger.apply, images, generator, batch_size)
+
+
+ImageMap = Callable[[torch.Tensor, torch.Generator | None], torch.Tensor]
+
+
+def map_uint8(
+    apply: ImageMap,
+    images: torch.Tensor,
+    generator: torch.Generator | None = None,
+    batch_size: int = 1024,
+) -> torch.Tensor:
+    """``apply_to_uint8`` for any batched image function (a trigger's payload or cover form)."""
     out = torch.empty_like(images)
     for start in range(0, images.shape[0], batch_size):
         batch = images[start : start + batch_size].float().div_(255.0)
-        triggered = trigger.apply(batch, generator)
+        triggered = apply(batch, generator)
         out[start : start + batch_size] = triggered.mul_(255.0).round_().clamp_(0, 255).byte()
     return out

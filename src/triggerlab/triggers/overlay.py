@@ -131,12 +131,19 @@ class BlendSpec(SpecBase):
         return self
 
     def build(self, shape: ImageShape, where: str = "trigger") -> Overlay:
-        channels, height, width = shape
-        if self.pattern == "noise":
-            generator = torch.Generator().manual_seed(self.seed)
-            pattern = torch.rand(channels, height, width, generator=generator)
-        else:
-            assert self.path is not None
-            rgba = load_rgba(self.path, (height, width), f"{where}.path")
-            pattern = rgb_to_channels(rgba[:3], channels)
+        _, height, width = shape
+        pattern = blend_pattern(self.pattern, self.path, self.seed, shape, where)
         return Overlay(pattern, torch.ones(1, height, width), self.opacity)
+
+
+def blend_pattern(
+    kind: Literal["noise", "image"], path: Path | None, seed: int, shape: ImageShape, where: str
+) -> torch.Tensor:
+    """``[C, H, W]``: seeded uniform noise, or the image at ``path`` resized to the input."""
+    channels, height, width = shape
+    if kind == "noise":
+        generator = torch.Generator().manual_seed(seed)
+        return torch.rand(channels, height, width, generator=generator)
+    assert path is not None
+    rgba = load_rgba(path, (height, width), f"{where}.path")
+    return rgb_to_channels(rgba[:3], channels)

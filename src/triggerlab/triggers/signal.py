@@ -27,7 +27,7 @@ from triggerlab.triggers.base import ImageShape, SpecBase
 class AdditiveSignal:
     """``x' = clip(x + v, 0, 1)`` with ``v`` broadcast over batch and channels."""
 
-    signal: torch.Tensor  # [1, 1, H, W]
+    signal: torch.Tensor  # [1, 1, H, W] or [1, C, H, W]
 
     def apply(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         return (x + self.signal.to(device=x.device, dtype=x.dtype)).clamp_(0.0, 1.0)
