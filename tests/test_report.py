@@ -81,8 +81,10 @@ def test_report_is_self_contained(grid_dir):
     ):
         assert text in html
     assert "http://" not in html and "https://" not in html  # nothing to fetch: opens offline
-    # two metrics x four figure kinds, and one gallery image per trigger (2 sizes x 2 positions)
-    assert html.count("<img ") == 8 + 4
+    # two metrics x four figure kinds, the stealth-vs-success frontier (the trigger varies),
+    # and one gallery image per trigger (2 sizes x 2 positions)
+    assert html.count("<img ") == 8 + 1 + 4
+    assert "frontier_asr_vs_psnr_db" in html
     assert html.count('src="data:image/png;base64,') == html.count("<img ")
 
 
@@ -130,7 +132,7 @@ def test_report_renders_in_headless_chromium(grid_dir, tmp_path):
     finally:
         driver.quit()
     assert title.startswith("triggerlab report")
-    assert len(images) == 12
+    assert len(images) == 13
     broken = [alt for complete, width, alt in images if not complete or width == 0]
     assert not broken, f"images that did not load: {broken}"
     assert not errors, f"console errors: {errors}"

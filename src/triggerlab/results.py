@@ -20,6 +20,7 @@ from typing import Any
 import pandas as pd
 
 from triggerlab.config import UNION_SECTIONS
+from triggerlab.data.labels import LABEL_KINDS
 from triggerlab.defense_tables import defense_markdown, defense_table
 from triggerlab.files import write_bytes_atomic, write_text_atomic
 from triggerlab.grid.store import read_manifest, run_of
@@ -32,6 +33,8 @@ from triggerlab.statistics import (
     table_value,
 )
 from triggerlab.tables import paper_tables
+
+LABEL_UNITS = {name: kind.unit for name, kind in LABEL_KINDS.items()}
 
 
 def _run_row(grid_dir: Path, entry: dict[str, Any], varied: list[str]) -> dict[str, Any]:
@@ -55,6 +58,9 @@ def _run_row(grid_dir: Path, entry: dict[str, Any], varied: list[str]) -> dict[s
         return row
     summary = run.read_summary()
     row.update(summary.final)
+    label_kind = summary.data.get("label_kind")
+    if label_kind in LABEL_UNITS:  # the unit of a regression study's errors
+        row["label_unit"] = LABEL_UNITS[label_kind]
     row.update({k: summary.stealth.get(k) for k in STEALTH})
     defense = summary.defense
     if defense:  # the repaired model's metrics, or the detector's, beside the attack's

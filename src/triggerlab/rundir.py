@@ -86,6 +86,7 @@ class RunSummary(_Record):
     task: Literal["classification", "regression"] | None = None
     final: dict[str, float]
     poison: PoisonRecord
+    data: dict[str, Any] = {}
     stealth: dict[str, float | None] = {}
     defense: dict[str, Any] | None = None
     protocol: dict[str, Any] | None = None

@@ -304,12 +304,22 @@ def plot(
     ] = None,
     x: Annotated[str | None, typer.Option(help="varied key on the x axis")] = None,
     hue: Annotated[str | None, typer.Option(help="varied key drawn as one line per value")] = None,
+    stealth: Annotated[
+        str,
+        typer.Option(
+            help="x axis of the stealth-vs-success frontier: psnr_db, ssim, linf_mean, "
+            "l2_mean or l0_fraction"
+        ),
+    ] = "psnr_db",
 ) -> None:
-    """Draw the grid's figures (PNG and SVG) into GRID_DIR/figures."""
+    """Draw the grid's figures (PNG and SVG) into GRID_DIR/figures.
+
+    A grid that varies the trigger also gets the stealth-versus-success frontier.
+    """
     from triggerlab.plots.grid_figures import plot_grid
 
     try:
-        paths = plot_grid(grid_dir, tuple(metric) if metric else None, x, hue)
+        paths = plot_grid(grid_dir, tuple(metric) if metric else None, x, hue, stealth)
     except TriggerlabError as exc:
         raise fail(exc) from None
     console.print(f"wrote {len(paths)} files to {grid_dir / 'figures'}", highlight=False)

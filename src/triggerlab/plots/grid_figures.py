@@ -19,54 +19,45 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from triggerlab.errors import ArgumentError, ConfigError
 from triggerlab.files import write_bytes_atomic
 from triggerlab.grid.store import run_dir
 from triggerlab.metrics import is_fraction, metric_label
+from triggerlab.plots.axes import (
+    MAX_CATEGORIES_ON_X,
+    MAX_LINES,
+    PREFERRED_X,
+    axis_label,
+    interval_note,
+    is_numeric,
+    pooled_note,
+    set_metric_limits,
+    sorted_values,
+    value_label,
+)
+from triggerlab.plots.frontier_figures import STEALTH_AXES, frontier_figure, success_metric
+from triggerlab.plots.heatmap_figures import heatmap_figure
+from triggerlab.plots.labels import short_labels
 from triggerlab.plots.roc_figures import roc_figure
 from triggerlab.results import collect, interval, metric_columns
 from triggerlab.rundir import read_metrics
 
-AXIS_LABELS = {
-    "poison.rate": "poisoning rate (fraction of the training set)",
-    "poison.count": "poisoned samples",
-    "poison.target": "target class",
-    "trigger.size": "trigger size (px, or fraction of the image side)",
-    "trigger.position": "trigger position",
-    "trigger.color": "trigger colour",
-    "trigger.opacity": "trigger opacity",
-    "trigger.kind": "trigger kind",
-    "trigger.thickness": "thickness (px, or fraction of the side)",
-    "trigger.count": "number of lines",
-    "trigger.delta": "signal strength delta (fraction of the range)",
-    "trigger.frequency": "signal frequency (periods per image)",
-    "trigger.shape": "signal shape",
-    "model.name": "model",
-    "data.name": "dataset",
-    "train.epochs": "epochs",
-    "train.lr": "learning rate",
-}
-PREFERRED_X = ("poison.rate", "poison.count", "trigger.size", "trigger.delta", "trigger.opacity")
-MAX_LINES = 12
-MAX_PANELS = 30  # reference 001's heatmaps: 5 positions x 3 colours = 15 panels
+
+def _outside_legend(ax: Any, **options: Any) -> None:
+    """A legend right of the axes, where it covers no line or band."""
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=7, title_fontsize=7, **options)
 
 
-def axis_label(key: str) -> str:
-    return AXIS_LABELS.get(key, key)
-
-
-def is_numeric(series: pd.Series) -> bool:
-    values = series.dropna()
-    return bool(len(values)) and all(
-        isinstance(v, int | float | np.number) and not isinstance(v, bool) for v in values
-    )
-
-
-def _fraction_axis(ax: Any, metric: str) -> None:
-    """Rates live in [0, 1]; intervals that reach beyond are cut at the frame, not hidden."""
-    if is_fraction(metric):
-        ax.set_ylim(-0.02, 1.02)
+def _band_values(cells: list[dict[str, float]]) -> list[float]:
+    """What the value axis must show: the means, and the bands when n >= 3 (two runs give
+    a t factor of 12.7, whose bands would flatten every line; they are cut at the frame)."""
+    values = [c["mean"] for c in cells]
+    for c in cells:
+        if c["n"] >= 3:
+            values += [c["ci_low"], c["ci_high"]]
+    return values
 
 
 def _save(fig: Figure, folder: Path, name: str) -> list[Path]:
@@ -80,33 +71,15 @@ def _save(fig: Figure, folder: Path, name: str) -> list[Path]:
     return paths
 
 
-def _pooled_note(varied: list[str], shown: list[str]) -> str:
-    pooled = [k for k in varied if k not in shown]
-    return f" (pooled over {', '.join(pooled)})" if pooled else ""
-
-
-def interval_note(cells: list[dict[str, float]], metric: str) -> str:
-    """What the bands or bars show: a 95 % interval over repeats, or none with one run a cell."""
-    if max((c["n"] for c in cells), default=0) <= 1:
-        return "one run per cell: no interval"
-    method = "logit-scale t" if is_fraction(metric) else "t"
-    return f"mean and 95 % CI ({method}, over repeats)"
-
-
-def _sorted_values(series: pd.Series) -> list[Any]:
-    values = list(dict.fromkeys(series.dropna()))
-    return sorted(values) if is_numeric(series) else values
-
-
 def line_figure(
     runs: pd.DataFrame, varied: list[str], x: str, hue: str | None, metric: str
 ) -> Figure:
     """Mean of ``metric`` against ``x`` with 95 % t-interval bands, one line per ``hue`` value."""
     fig = Figure(figsize=(6.4, 4.2), layout="constrained")
     ax = fig.subplots()
-    hues = _sorted_values(runs[hue])[:MAX_LINES] if hue else [None]
+    hues = sorted_values(runs[hue])[:MAX_LINES] if hue else [None]
     numeric_x = is_numeric(runs[x])
-    xs = _sorted_values(runs[x])
+    xs = sorted_values(runs[x])
     every: list[dict[str, float]] = []
     for value in hues:
         part = runs if value is None else runs[runs[hue] == value]
@@ -116,21 +89,21 @@ def line_figure(
         low = np.array([c["ci_low"] for c in cells])
         high = np.array([c["ci_high"] for c in cells])
         positions = np.array(xs, dtype=float) if numeric_x else np.arange(len(xs))
-        label = None if value is None else f"{value}"
+        label = None if value is None else short_labels(hues)[value]
         (line,) = ax.plot(positions, means, marker="o", label=label)
         ax.fill_between(positions, low, high, alpha=0.2, color=line.get_color(), linewidth=0)
     if not numeric_x:
-        ax.set_xticks(np.arange(len(xs)), [str(v) for v in xs])
+        names = short_labels(xs)
+        ax.set_xticks(np.arange(len(xs)), [names[v] for v in xs], rotation=20, ha="right")
     ax.set_xlabel(axis_label(x))
-    ax.set_ylabel(metric_label(metric))
-    _fraction_axis(ax, metric)
+    ax.set_ylabel(value_label(metric, runs))
+    zoom = set_metric_limits(ax, metric, _band_values(every))
     if hue:
-        ax.legend(title=axis_label(hue), fontsize=8, title_fontsize=8)
+        _outside_legend(ax, title=axis_label(hue))
     ax.grid(alpha=0.3)
-    pooled = _pooled_note(varied, [x] + ([hue] if hue else []))
-    ax.set_title(
-        f"{metric_label(metric)} vs {x}, {interval_note(every, metric)}{pooled}", fontsize=9
-    )
+    pooled = pooled_note(varied, [x] + ([hue] if hue else []))
+    notes = ", ".join(n for n in (interval_note(every, metric), zoom) if n)
+    ax.set_title(f"{metric_label(metric)} vs {x}, {notes}{pooled}", fontsize=9, wrap=True)
     return fig
 
 
@@ -139,6 +112,7 @@ def epoch_figure(grid_dir: Path, runs: pd.DataFrame, varied: list[str], metric: 
     fig = Figure(figsize=(6.4, 4.2), layout="constrained")
     ax = fig.subplots()
     groups = runs.groupby(varied, sort=False, dropna=False) if varied else [((), runs)]
+    drawn: list[float] = []
     for number, (key, group) in enumerate(groups):
         if number == MAX_LINES:
             break
@@ -156,83 +130,57 @@ def epoch_figure(grid_dir: Path, runs: pd.DataFrame, varied: list[str], metric: 
             ", ".join(f"{k.split('.')[-1]}={v}" for k, v in zip(varied, values, strict=True))
             or "all runs"
         )
-        ax.plot(np.arange(1, length + 1), mean, label=label)
+        ax.plot(np.arange(1, length + 1), mean, label=label, marker="." if length < 12 else None)
+        drawn += [float(v) for v in mean]
     ax.set_xlabel("epoch")
-    ax.set_ylabel(metric_label(metric))
-    _fraction_axis(ax, metric)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_ylabel(value_label(metric, runs))
+    zoom = set_metric_limits(ax, metric, drawn)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
-    ax.set_title(f"{metric_label(metric)} per epoch, mean over repeats", fontsize=9)
+    _outside_legend(ax, title="cell")
+    note = f", {zoom}" if zoom else ""
+    ax.set_title(f"{metric_label(metric)} per epoch, mean over repeats{note}", fontsize=9)
     return fig
 
 
-def heatmap_figure(runs: pd.DataFrame, varied: list[str], x: str, y: str, metric: str) -> Figure:
-    """Mean ``metric`` over (x, y), one panel per combination of the other varied keys."""
-    panel_keys = [k for k in varied if k not in (x, y)]
-    panels = (
-        list(runs.groupby(panel_keys, sort=False, dropna=False)) if panel_keys else [((), runs)]
-    )
-    shown_note = ""
-    if len(panels) > MAX_PANELS:
-        shown_note = f" (first {MAX_PANELS} of {len(panels)} panels)"
-    panels = panels[:MAX_PANELS]
-    columns = min(len(panels), 5)
-    rows = -(-len(panels) // columns)
-    fig = Figure(figsize=(max(3.4 * columns + 1.2, 6.0), 3.0 * rows + 0.6), layout="constrained")
-    axes = np.atleast_1d(fig.subplots(rows, columns, squeeze=False)).flatten()
-    xs, ys = _sorted_values(runs[x]), _sorted_values(runs[y])
-    image = None
-    for ax, (key, group) in zip(axes, panels, strict=False):
-        grid = np.full((len(ys), len(xs)), np.nan)
-        for i, vy in enumerate(ys):
-            for j, vx in enumerate(xs):
-                cell = group[(group[x] == vx) & (group[y] == vy)][metric].dropna()
-                if len(cell):
-                    grid[i, j] = cell.mean()
-        image = ax.imshow(grid, vmin=0, vmax=1, cmap="viridis", origin="lower", aspect="auto")
-        for i in range(len(ys)):
-            for j in range(len(xs)):
-                if not np.isnan(grid[i, j]):
-                    shade = "black" if grid[i, j] > 0.6 else "white"
-                    ax.text(
-                        j, i, f"{grid[i, j]:.2f}", ha="center", va="center", fontsize=7, color=shade
-                    )
-        ax.set_xticks(
-            range(len(xs)), [f"{v:g}" if isinstance(v, float) else str(v) for v in xs], fontsize=7
-        )
-        ax.set_yticks(range(len(ys)), [str(v) for v in ys], fontsize=7)
-        ax.set_xlabel(axis_label(x), fontsize=7)
-        ax.set_ylabel(axis_label(y), fontsize=7)
-        values = key if isinstance(key, tuple) else (key,)
-        ax.set_title(
-            ", ".join(f"{k.split('.')[-1]}={v}" for k, v in zip(panel_keys, values, strict=True)),
-            fontsize=8,
-        )
-    for ax in axes[len(panels) :]:
-        ax.set_axis_off()
-    if image is not None:
-        fig.colorbar(image, ax=axes[: len(panels)].tolist(), label=metric_label(metric), shrink=0.8)
-    fig.suptitle(f"{metric_label(metric)}: {x} x {y}{shown_note}", fontsize=10)
-    return fig
+def _bar_end(metric: str, cells: list[dict[str, float]]) -> float:
+    """Bars start at 0 (their length is the value); a share ends at 1, others past the data."""
+    if is_fraction(metric):
+        return 1.02
+    return 1.1 * max((v for v in _band_values(cells) if np.isfinite(v)), default=1.0) or 1.0
 
 
 def bars_figure(runs: pd.DataFrame, varied: list[str], key: str, metric: str) -> Figure:
-    """Mean ``metric`` per value of ``key`` with 95 % t-interval error bars."""
-    fig = Figure(figsize=(6.4, 4.0), layout="constrained")
+    """Mean ``metric`` per value of ``key`` with 95 % interval error bars; horizontal bars
+    with short labels when there are many values (a whole trigger varied, for example)."""
+    values = sorted_values(runs[key])
+    horizontal = len(values) > MAX_CATEGORIES_ON_X
+    height = max(4.0, 0.28 * len(values) + 1.4) if horizontal else 4.0
+    fig = Figure(figsize=(7.2 if horizontal else 6.4, height), layout="constrained")
     ax = fig.subplots()
-    values = _sorted_values(runs[key])
+    names = short_labels(values)
     cells = [interval(runs[runs[key] == v][metric], metric) for v in values]
     means = np.array([c["mean"] for c in cells])
     errors = np.array([[c["mean"] - c["ci_low"], c["ci_high"] - c["mean"]] for c in cells]).T
-    ax.bar(range(len(values)), means, yerr=np.nan_to_num(errors), capsize=4, color="#4c72b0")
-    ax.set_xticks(range(len(values)), [str(v) for v in values], rotation=20, fontsize=8)
-    ax.set_xlabel(axis_label(key))
-    ax.set_ylabel(metric_label(metric))
-    _fraction_axis(ax, metric)
-    ax.grid(axis="y", alpha=0.3)
+    ticks = [names[v] for v in values]
+    if horizontal:
+        ax.barh(range(len(values)), means, xerr=np.nan_to_num(errors), capsize=3, color="#4c72b0")
+        ax.set_yticks(range(len(values)), ticks, fontsize=7)
+        ax.invert_yaxis()  # the grid's first cell on top, as in its config
+        ax.set_ylabel(axis_label(key))
+        ax.set_xlabel(value_label(metric, runs))
+        ax.set_xlim(0, _bar_end(metric, cells))
+        ax.grid(axis="x", alpha=0.3)
+    else:
+        ax.bar(range(len(values)), means, yerr=np.nan_to_num(errors), capsize=4, color="#4c72b0")
+        ax.set_xticks(range(len(values)), ticks, rotation=20, fontsize=8, ha="right")
+        ax.set_xlabel(axis_label(key))
+        ax.set_ylabel(value_label(metric, runs))
+        ax.set_ylim(0, _bar_end(metric, cells))
+        ax.grid(axis="y", alpha=0.3)
     ax.set_title(
         f"{metric_label(metric)} per {key}, {interval_note(cells, metric)}"
-        f"{_pooled_note(varied, [key])}",
+        f"{pooled_note(varied, [key])}",
         fontsize=9,
     )
     return fig
@@ -273,9 +221,14 @@ def plot_grid(
     metrics: tuple[str, ...] | None = None,
     x: str | None = None,
     hue: str | None = None,
+    stealth: str = "psnr_db",
 ) -> list[Path]:
     """Draw every figure that fits the grid's varied keys; returns the files written."""
     grid_dir = Path(grid_dir)
+    if stealth not in STEALTH_AXES:
+        raise ArgumentError(
+            "stealth", f"expected one of {', '.join(STEALTH_AXES)}, got {stealth!r}"
+        )
     table, varied = collect(grid_dir)
     runs = table[(table["role"] == "grid") & (table["status"] == "complete")]
     if runs.empty:
@@ -292,18 +245,44 @@ def plot_grid(
         hue = next((k for k in varied if k != x), None)
     paths: list[Path] = []
     for metric in known:
-        if x is not None:
-            name = f"{metric}_vs_{x}" + (f"_by_{hue}" if hue else "")
-            paths += _save(line_figure(runs, varied, x, hue, metric), folder, name)
-        paths += _save(epoch_figure(grid_dir, runs, varied, metric), folder, f"{metric}_per_epoch")
-        if len(ordered) >= 2:
-            hx, hy = _heatmap_axes(ordered)
-            figure = heatmap_figure(runs, varied, hx, hy, metric)
-            paths += _save(figure, folder, f"{metric}_heatmap_{hx}_x_{hy}")
-        if "trigger.position" in varied:
-            figure = bars_figure(runs, varied, "trigger.position", metric)
-            paths += _save(figure, folder, f"{metric}_by_position")
+        paths += _metric_figures(grid_dir, runs, varied, metric, x, hue, ordered, folder)
+    success = success_metric(runs)
+    trigger_varies = any(k == "trigger" or k.startswith("trigger.") for k in varied)
+    if trigger_varies and success and stealth in runs and runs[stealth].nunique() > 1:
+        figure = frontier_figure(runs, varied, stealth, success)
+        paths += _save(figure, folder, f"frontier_{success}_vs_{stealth}")
     roc = roc_figure(grid_dir, runs, varied)
     if roc is not None:
         paths += _save(roc, folder, "detection_roc")
+    return paths
+
+
+def _metric_figures(
+    grid_dir: Path,
+    runs: pd.DataFrame,
+    varied: list[str],
+    metric: str,
+    x: str | None,
+    hue: str | None,
+    ordered: list[str],
+    folder: Path,
+) -> list[Path]:
+    """One metric's figures: against x (lines, or bars for many categories), per epoch,
+    heatmaps of two numeric keys, per position."""
+    paths: list[Path] = []
+    if x is not None:
+        many = not is_numeric(runs[x]) and runs[x].nunique() > MAX_CATEGORIES_ON_X
+        if many and (hue is None or hue == x):
+            paths += _save(bars_figure(runs, varied, x, metric), folder, f"{metric}_by_{x}")
+        else:
+            name = f"{metric}_vs_{x}" + (f"_by_{hue}" if hue else "")
+            paths += _save(line_figure(runs, varied, x, hue, metric), folder, name)
+    paths += _save(epoch_figure(grid_dir, runs, varied, metric), folder, f"{metric}_per_epoch")
+    if len(ordered) >= 2:
+        hx, hy = _heatmap_axes(ordered)
+        figure = heatmap_figure(runs, varied, hx, hy, metric)
+        paths += _save(figure, folder, f"{metric}_heatmap_{hx}_x_{hy}")
+    if "trigger.position" in varied:
+        figure = bars_figure(runs, varied, "trigger.position", metric)
+        paths += _save(figure, folder, f"{metric}_by_position")
     return paths

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -84,10 +85,20 @@ def residual(clean: torch.Tensor, triggered: torch.Tensor) -> torch.Tensor:
     return (diff / peak * 255.0).round().byte()
 
 
+PREVIEW_CHARS = 72  # characters of 9-point text across the 5.4-inch preview
+
+
 def save_trigger_preview(
     path: Path, clean: torch.Tensor, triggered: torch.Tensor, title: str, caption: str
 ) -> None:
     """One row per image: clean, triggered, and the residual amplified to full range."""
+    _save_png(trigger_preview_figure(clean, triggered, title, caption), path)
+
+
+def trigger_preview_figure(
+    clean: torch.Tensor, triggered: torch.Tensor, title: str, caption: str
+) -> Figure:
+    """The preview; title and caption wrapped to the figure's width (a spec can be long)."""
     n = clean.shape[0]
     amplified = residual(clean, triggered)
     fig = Figure(figsize=(5.4, 1.75 * n + 0.9), layout="constrained")
@@ -97,9 +108,9 @@ def save_trigger_preview(
             _show(axes[i, j], image)
     for j, name in enumerate(("clean", "triggered", "residual (amplified)")):
         axes[0, j].set_title(name, fontsize=9)
-    fig.suptitle(title, fontsize=9)
-    fig.supxlabel(caption, fontsize=8)
-    _save_png(fig, path)
+    fig.suptitle(textwrap.fill(title, PREVIEW_CHARS), fontsize=9)
+    fig.supxlabel(textwrap.fill(caption, PREVIEW_CHARS + 8), fontsize=8)
+    return fig
 
 
 def save_catalogue(path: Path, clean: torch.Tensor, triggered: dict[str, torch.Tensor]) -> None:

@@ -1,0 +1,101 @@
+"""What every grid figure shares: axis names, units, value ordering, interval notes, limits."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from triggerlab.metrics import is_fraction, metric, metric_label
+
+AXIS_LABELS = {
+    "poison.rate": "poisoning rate (fraction of the training set)",
+    "poison.count": "poisoned samples",
+    "poison.target": "target class",
+    "trigger.size": "trigger size (px, or fraction of the image side)",
+    "trigger.position": "trigger position",
+    "trigger.color": "trigger colour",
+    "trigger.opacity": "trigger opacity",
+    "trigger.kind": "trigger kind",
+    "trigger.thickness": "thickness (px, or fraction of the side)",
+    "trigger.count": "number of lines",
+    "trigger.delta": "signal strength delta (fraction of the range)",
+    "trigger.frequency": "signal frequency (periods per image)",
+    "trigger.shape": "signal shape",
+    "model.name": "model",
+    "data.name": "dataset",
+    "train.epochs": "epochs",
+    "train.lr": "learning rate",
+}
+PREFERRED_X = ("poison.rate", "poison.count", "trigger.size", "trigger.delta", "trigger.opacity")
+MAX_LINES = 12
+MAX_CATEGORIES_ON_X = 6  # more categories than this read better as horizontal bars
+
+
+def axis_label(key: str) -> str:
+    return AXIS_LABELS.get(key, key)
+
+
+def is_numeric(series: pd.Series) -> bool:
+    values = series.dropna()
+    return bool(len(values)) and all(
+        isinstance(v, int | float | np.number) and not isinstance(v, bool) for v in values
+    )
+
+
+def metric_range(metric: str, values: Any) -> tuple[float, float, bool]:
+    """Axis or colour limits for ``values`` of ``metric``, and whether they were zoomed.
+
+    A share spanning half its range or more keeps [0, 1]; a narrower one is zoomed to
+    its data (0.96 against 0.98 must show), padded and kept inside [0, 1]. Other
+    metrics get their data's range, padded, from 0 when all values are positive.
+    """
+    finite = np.asarray(values, dtype=float)
+    finite = finite[np.isfinite(finite)]
+    if finite.size == 0:
+        return (0.0, 1.0, False) if is_fraction(metric) else (0.0, 1.0, True)
+    low, high = float(finite.min()), float(finite.max())
+    if is_fraction(metric):
+        if high - low >= 0.5:
+            return -0.02, 1.02, False
+        pad = max(0.15 * (high - low), 0.02)
+        return max(low - pad, -0.005), min(high + pad, 1.005), True
+    pad = max(0.1 * (high - low), 0.05 * max(abs(high), 1e-9))
+    bottom = 0.0 if low >= 0 and low - pad < 0 else low - pad
+    return bottom, high + pad, True
+
+
+def set_metric_limits(ax: Any, metric: str, values: Any, axis: str = "y") -> str:
+    """Set the value axis from the data; returns the note for the title ('' when not zoomed)."""
+    low, high, zoomed = metric_range(metric, values)
+    (ax.set_ylim if axis == "y" else ax.set_xlim)(low, high)
+    return "axis zoomed to the data" if zoomed and is_fraction(metric) else ""
+
+
+def value_label(name: str, runs: pd.DataFrame | None = None) -> str:
+    """A metric's axis label with its unit; a regression error takes the runs' label unit."""
+    label_unit = None
+    if runs is not None and "label_unit" in runs:
+        units = runs["label_unit"].dropna().unique()
+        label_unit = str(units[0]) if len(units) == 1 else None
+    unit = metric(name).unit_text(label_unit)
+    return f"{metric_label(name)} ({unit})" if unit else metric_label(name)
+
+
+def pooled_note(varied: list[str], shown: list[str]) -> str:
+    pooled = [k for k in varied if k not in shown]
+    return f" (pooled over {', '.join(pooled)})" if pooled else ""
+
+
+def interval_note(cells: list[dict[str, float]], metric: str) -> str:
+    """What the bands or bars show: a 95 % interval over repeats, or none with one run a cell."""
+    if max((c["n"] for c in cells), default=0) <= 1:
+        return "one run per cell: no interval"
+    method = "logit-scale t" if is_fraction(metric) else "t"
+    return f"mean and 95 % CI ({method}, over repeats)"
+
+
+def sorted_values(series: pd.Series) -> list[Any]:
+    values = list(dict.fromkeys(series.dropna()))
+    return sorted(values) if is_numeric(series) else values

@@ -1,0 +1,160 @@
+"""The stealth-versus-success frontier: what each trigger costs in visibility for its success.
+
+One point per cell of the grid: x is a stealth metric of the triggered test
+images (mean over the cell's runs), y the attack's success with its 95 %
+interval over repeats; one colour per trigger kind. A cell is on the Pareto
+front when no other cell is at least as stealthy and at least as successful,
+and strictly better in one of the two.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+
+from triggerlab.metrics import metric, metric_label
+from triggerlab.plots.labels import short_labels
+from triggerlab.statistics import interval
+
+# Stealth metrics the x axis can show, and whether a larger value is stealthier.
+STEALTH_AXES = {
+    "psnr_db": True,
+    "ssim": True,
+    "linf_mean": False,
+    "l2_mean": False,
+    "l0_fraction": False,
+}
+MAX_ANNOTATED = 12
+
+
+def pareto_front(x: np.ndarray, y: np.ndarray, x_higher_better: bool) -> np.ndarray:
+    """Indices of the points no other point dominates (y higher is better), sorted by x."""
+    xs = x if x_higher_better else -x
+    front = [
+        i
+        for i in range(len(x))
+        if not np.any((xs >= xs[i]) & (y >= y[i]) & ((xs > xs[i]) | (y > y[i])))
+    ]
+    return np.array(sorted(front, key=lambda i: x[i]), dtype=int)
+
+
+def success_metric(runs: pd.DataFrame) -> str | None:
+    """ASR, or a regression study's first ``attack_success_<tau>``: shares, higher better."""
+    if "asr" in runs:
+        return "asr"
+    return next((c for c in runs.columns if str(c).startswith("attack_success_")), None)
+
+
+def frontier_cells(
+    runs: pd.DataFrame, varied: list[str], stealth: str, success: str
+) -> pd.DataFrame:
+    """One row per cell: kind, label, stealth mean, success mean and interval."""
+    groups = runs.groupby(varied, sort=False, dropna=False) if varied else [((), runs)]
+    label_key = "trigger" if "trigger" in varied else None
+    labels = short_labels(list(runs[label_key].unique())) if label_key else {}
+    rows: list[dict[str, Any]] = []
+    for key, group in groups:
+        values = dict(zip(varied, key if isinstance(key, tuple) else (key,), strict=True))
+        stealth_values = pd.to_numeric(group[stealth], errors="coerce").dropna()
+        if stealth_values.empty:  # a trigger that changed nothing: no finite PSNR
+            continue
+        spread = interval(group[success], success)
+        kind = group["trigger.kind"].iloc[0] if "trigger.kind" in group else "trigger"
+        name = labels.get(values.get("trigger")) if label_key else None
+        rows.append(
+            {
+                "kind": kind,
+                "label": name or ", ".join(f"{k.split('.')[-1]}={v}" for k, v in values.items()),
+                "x": float(stealth_values.mean()),
+                "y": spread["mean"],
+                "low": spread["ci_low"],
+                "high": spread["ci_high"],
+                "n": spread["n"],
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def frontier_figure(
+    runs: pd.DataFrame, varied: list[str], stealth: str = "psnr_db", success: str = "asr"
+) -> Figure:
+    """Success against stealth, a colour per kind, the Pareto front drawn and its cells named."""
+    cells = frontier_cells(runs, varied, stealth, success)
+    higher = STEALTH_AXES[stealth]
+    fig = Figure(figsize=(7.6, 4.8), layout="constrained")
+    ax = fig.subplots()
+    colours = {}
+    for number, (kind, part) in enumerate(cells.groupby("kind", sort=True)):
+        colour = f"C{number % 10}"
+        colours[kind] = colour
+        below = (part["y"] - part["low"]).fillna(0).clip(lower=0)
+        above = (part["high"] - part["y"]).fillna(0).clip(lower=0)
+        ax.errorbar(
+            part["x"],
+            part["y"],
+            yerr=[below, above],
+            fmt="o",
+            color=colour,
+            label=str(kind),
+            capsize=3,
+            markersize=5,
+            alpha=0.85,
+        )
+    if len(cells):
+        _draw_front(ax, cells, higher)
+    unit = metric(stealth).unit_text()
+    direction = "stealthier ->" if higher else "<- stealthier"
+    ax.set_xlabel(f"{metric_label(stealth)}{f' ({unit})' if unit else ''}   {direction}")
+    ax.set_ylabel(metric_label(success))
+    ax.set_ylim(-0.03, 1.03)
+    ax.grid(alpha=0.3)
+    ax.legend(
+        fontsize=7,
+        loc="upper left",
+        bbox_to_anchor=(1.01, 1.0),
+        title="trigger kind",
+        title_fontsize=7,
+    )
+    repeats = int(cells["n"].max()) if len(cells) else 0
+    ax.set_title(
+        f"{metric_label(success)} vs {metric_label(stealth)}: one point per cell, "
+        f"mean and 95 % CI over {repeats} repeat(s)",
+        fontsize=9,
+    )
+    return fig
+
+
+def _draw_front(ax: Any, cells: pd.DataFrame, higher: bool) -> None:
+    """The Pareto front as a dashed step line, its cells ringed and named."""
+    front = pareto_front(cells["x"].to_numpy(), cells["y"].to_numpy(), higher)
+    best = cells.iloc[front]
+    ax.step(
+        best["x"],
+        best["y"],
+        where="pre" if higher else "post",  # best success at this stealth or better
+        color="0.3",
+        linestyle="--",
+        linewidth=1,
+        label="Pareto front",
+        zorder=0,
+    )
+    ax.scatter(
+        best["x"],
+        best["y"],
+        s=110,
+        facecolors="none",
+        edgecolors="black",
+        linewidths=1.0,
+        zorder=3,
+    )
+    for _, row in best.head(MAX_ANNOTATED).iterrows():
+        ax.annotate(
+            row["label"],
+            (row["x"], row["y"]),
+            textcoords="offset points",
+            xytext=(4, -10),
+            fontsize=6,
+        )
