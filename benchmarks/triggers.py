@@ -27,6 +27,13 @@ EXAMPLES: dict[str, dict] = {
     "blend (noise)": {"kind": "blend", "opacity": 0.2},
     "signal (sine)": {"kind": "signal", "shape": "sine", "delta": 0.05},
     "random": {"kind": "random", "sizes": [0.1, 0.2, 0.3]},
+    "warp (WaNet)": {"kind": "warp", "strength": 0.5},
+    "quantize (3 bits)": {"kind": "quantize", "bits": 3},
+    "quantize (3 bits, dithered)": {"kind": "quantize", "bits": 3, "dither": True},
+    "low_frequency": {"kind": "low_frequency", "eps": 0.05},
+    "reflection (focal)": {"kind": "reflection"},
+    "adaptive_blend": {"kind": "adaptive_blend"},
+    "sample_specific": {"kind": "sample_specific", "eps": 0.05},
     "compose (frame + patch)": {
         "kind": "compose",
         "triggers": [{"kind": "frame"}, {"kind": "patch"}],

@@ -18,7 +18,7 @@ from triggerlab.data.digits import load_digits
 from triggerlab.data.faces import Subjects, render
 from triggerlab.data.transforms import resize_images
 from triggerlab.plots.run_figures import save_catalogue
-from triggerlab.triggers import TriggerSpec, apply_to_uint8
+from triggerlab.triggers import TriggerSpec, map_uint8
 
 OUT = Path(__file__).resolve().parent / "img"
 
@@ -49,6 +49,20 @@ GALLERY: dict[str, dict] = {
         "colors": ["red", "green", "blue"],
         "sizes": [0.1, 0.2, 0.3],
     },
+    "warp (WaNet, s=1)": {"kind": "warp", "strength": 1.0},
+    "quantize (3 bits, dithered)": {"kind": "quantize", "bits": 3, "dither": True},
+    "low_frequency (eps=0.1)": {"kind": "low_frequency", "eps": 0.1},
+    "reflection (focal, w=0.3)": {"kind": "reflection", "strength": 0.3},
+    "reflection (ghost, w=0.4)": {
+        "kind": "reflection",
+        "mode": "ghost",
+        "strength": 0.4,
+        "offset": [4, 4],
+    },
+    "adaptive_blend (test)": {"kind": "adaptive_blend", "opacity": 0.2},
+    # a poisoned training sample: 8 of the 16 pieces (TRAINING_FORM draws it)
+    "adaptive_blend (training)": {"kind": "adaptive_blend", "opacity": 0.2},
+    "sample_specific (eps=0.1)": {"kind": "sample_specific", "eps": 0.1},
     "compose (frame + patch)": {
         "kind": "compose",
         "triggers": [
@@ -57,6 +71,9 @@ GALLERY: dict[str, dict] = {
         ],
     },
 }
+
+
+TRAINING_FORM = {"adaptive_blend (training)"}  # drawn as a poisoned training sample sees it
 
 
 def synthetic_face(side: int = 128) -> torch.Tensor:
@@ -73,7 +90,8 @@ def gallery(image: torch.Tensor, path: Path) -> None:
     triggered = {}
     for label, raw in GALLERY.items():
         trigger = adapter.validate_python(raw).build(shape)
-        triggered[label] = apply_to_uint8(trigger, image[None], torch.Generator().manual_seed(1))[0]
+        form = trigger.apply_payload if label in TRAINING_FORM else trigger.apply
+        triggered[label] = map_uint8(form, image[None], torch.Generator().manual_seed(1))[0]
     save_catalogue(path, image, triggered)
     print(f"wrote {path}")
 

@@ -45,6 +45,29 @@ def test_datasets_and_models_listings():
     assert "t10k-images-idx3-ubyte" in datasets.output
     models = invoke("models")
     assert models.exit_code == 0 and "resnet18_cifar" in models.output
+    # not a terminal: plain lines, a heading and indented details, no table borders
+    assert "\ndigits: " in "\n" + datasets.output and "  files: " in datasets.output
+    assert "│" not in datasets.output + models.output and "\nresnet18\n" in models.output
+
+
+LISTING_PROBE = """
+import sys
+from typer.testing import CliRunner
+from triggerlab.cli import app
+result = CliRunner().invoke(app, sys.argv[1:])
+assert result.exit_code == 0, result.output
+heavy = ("torchvision.models", "sklearn", "matplotlib", "pandas", "timm", "scipy.stats")
+print(" ".join(m for m in heavy if m in sys.modules))
+"""
+
+
+@pytest.mark.parametrize("command", [["datasets"], ["models"], ["defenses"], ["triggers", "list"]])
+def test_listings_import_no_heavy_library(command):
+    """What keeps a listing under 2 s (benchmarks/listing.py times them): torch only."""
+    done = subprocess.run(
+        [sys.executable, "-c", LISTING_PROBE, *command], capture_output=True, text=True, check=True
+    )
+    assert done.stdout.strip() == ""
 
 
 def mnist_root(tmp_path: Path, damage: str) -> Path:

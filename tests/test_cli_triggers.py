@@ -26,6 +26,7 @@ def test_list_documents_every_kind_and_parameter():
                 assert name in result.output
                 assert info.description, f"{kind}.{name} has no description"
     assert "green001" in result.output and "top_left_center" in result.output
+    assert "or [x, y]" in result.output  # not eaten as rich markup
 
 
 PREVIEWS = {
@@ -159,3 +160,20 @@ def test_run_summary_holds_the_stealth_metrics(tmp_path):
     }
     assert stealth["sample"] == 256
     assert 0.09 <= stealth["linf_mean"] <= 0.11
+
+
+def test_preview_of_another_dataset_uses_that_datasets_own_size(tmp_path, monkeypatch):
+    import triggerlab.trigger_preview as module
+
+    seen = {}
+
+    def capture(cfg, out, samples):
+        seen["resize"] = cfg.data.resize
+        return {"l0_fraction": 0, "l2_mean": 0, "linf_mean": 0, "psnr_db": None, "ssim": 1}
+
+    monkeypatch.setattr(module, "preview_trigger", capture)
+    out = str(tmp_path / "p.png")
+    assert invoke("triggers", "preview", "--data", "synthetic_gaze", "--out", out).exit_code == 0
+    assert seen["resize"] is None  # the faces' own 64 px, not the digits' default 16
+    invoke("triggers", "preview", "--data", "synthetic_gaze", "--resize", "32", "--out", out)
+    assert seen["resize"] == (32, 32)

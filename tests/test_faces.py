@@ -19,6 +19,7 @@ from triggerlab.data.faces import (
 from triggerlab.data.synthetic import synthetic_faces
 from triggerlab.errors import ConfigError
 from triggerlab.gaze import angles, direction
+from triggerlab.progress import reporting
 
 DEG = math.pi / 180
 
@@ -136,3 +137,17 @@ def test_faces_render_fast_enough_for_ten_thousand_in_seconds():
     elapsed = time.perf_counter() - start
     assert data.images.shape == (1000, 3, 64, 64)
     assert elapsed < 5.0, f"1,000 faces took {elapsed:.1f} s (about 1.3 s expected)"
+
+
+def test_rendering_reports_progress_to_the_reporter_of_the_call():
+    updates = []
+    with reporting(updates.append):
+        synthetic_faces("gaze", 600, 3, 16, 20, 15, 5, 25, 0)
+    assert [(u.stage, u.done, u.total) for u in updates] == [
+        ("rendering faces", 256, 600),
+        ("rendering faces", 512, 600),
+        ("rendering faces", 600, 600),
+    ]
+    assert updates[-1].milestone and "rendered 600 synthetic faces at 16 px in" in updates[-1].note
+    synthetic_faces("gaze", 20, 2, 16, 20, 15, 5, 25, 0)  # outside the block: nobody to tell
+    assert len(updates) == 3

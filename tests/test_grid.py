@@ -265,6 +265,14 @@ def test_base_path_is_relative_to_the_spec_and_set_reaches_it(tmp_path):
     assert spec.base["train"]["epochs"] == 3 and spec.repeats == 2 and spec.name == "spec"
 
 
+def test_a_dotted_grid_axis_is_overridden_with_everything_after_grid(tmp_path):
+    spec_path = write_spec(tmp_path, grid={"trigger.size": [2, 3], "poison.rate": [0.1]})
+    spec = load_grid_spec(spec_path, ["grid.trigger.size=[2, 4]", "grid.trigger.color=[red]"])
+    assert spec.grid == {"trigger.size": [2, 4], "poison.rate": [0.1], "trigger.color": ["red"]}
+    with pytest.raises(ConfigError, match="grid key 'poison.raet' is not an experiment setting"):
+        load_grid_spec(spec_path, ["grid.poison.raet=[0.2]"])
+
+
 def _grid_process(spec: Path, grid_dir: Path) -> subprocess.Popen:
     exe = Path(sys.executable).with_name("triggerlab")
     return subprocess.Popen(

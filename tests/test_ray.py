@@ -78,3 +78,19 @@ def test_ray_refuses_to_share_gpus_a_cluster_does_not_have(tmp_path, local_ray):
     with pytest.raises(ArgumentError, match="the Ray cluster has no GPU to share"):
         run_grid(spec, tmp_path / "g", executor="ray", gpus_per_run=0.25)
     assert not (tmp_path / "g").exists()  # refused before anything was written
+
+
+def test_an_address_with_no_cluster_behind_it_exits_2_and_says_how_to_start_one(tmp_path):
+    from typer.testing import CliRunner
+
+    from triggerlab.cli import app
+
+    spec = write_spec(tmp_path, grid={"poison.rate": [0.1]})
+    out = tmp_path / "grid"
+    result = CliRunner().invoke(
+        app, ["grid", str(spec), "--out", str(out), "--executor", "ray", "--address", "auto", "-q"]
+    )
+    assert result.exit_code == 2, result.output
+    assert "--address: cannot connect to a Ray cluster at 'auto'" in result.output
+    assert "ray start --head" in result.output and "Traceback" not in result.output
+    assert not ray.is_initialized()

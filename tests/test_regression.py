@@ -133,10 +133,10 @@ def test_regression_run_through_the_cli(tmp_path):
         args += ["--set", item]
     result = runner.invoke(app, args, env={"COLUMNS": "200"})
     assert result.exit_code == 0, result.output
-    assert (
-        "attack error (to the target)" in result.output
-        and "attack success within 5" in result.output
-    )
+    assert "regression run (gaze): frame trigger on synthetic_gaze" in result.output
+    assert "attack error (to the target) (degrees)" in result.output
+    assert "attack success within 5 degrees" in result.output
+    assert "BadNets" not in result.output and "ASR" not in result.output
     summary = json.loads((tmp_path / "gaze" / "summary.json").read_text())
     assert summary["task"] == "regression" and summary["data"]["label_kind"] == "gaze"
     assert set(summary["final"]) >= {

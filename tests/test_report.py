@@ -85,7 +85,43 @@ def test_report_is_self_contained(grid_dir):
     # and one gallery image per trigger (2 sizes x 2 positions)
     assert html.count("<img ") == 8 + 1 + 4
     assert "frontier_asr_vs_psnr_db" in html
+    # what a reader sees: counts in words, labelled columns, figures captioned by their titles
+    assert "runs (" in html and "complete" in html and '{"complete"' not in html
+    assert '<th title="psnr_db">PSNR (per image)</th>' in html
+    assert '<th class="key" title="poison.rate">poisoning rate' in html
+    assert "<figcaption>attack success rate (ASR) per epoch, mean over repeats" in html
+    assert "<figcaption>asr_per_epoch</figcaption>" not in html
     assert html.count('src="data:image/png;base64,') == html.count("<img ")
+
+
+def test_plot_draws_the_frontier_with_the_chosen_stealth_metric(grid_dir):
+    result = runner.invoke(app, ["plot", str(grid_dir), "--stealth", "ssim"])
+    assert result.exit_code == 0, result.output
+    assert (grid_dir / "figures" / "frontier_asr_vs_ssim.png").stat().st_size > 0
+    bad = runner.invoke(app, ["plot", str(grid_dir), "--stealth", "lpips"])
+    assert bad.exit_code == 2 and "--stealth: expected one of psnr_db, ssim" in bad.stderr
+
+
+def test_the_report_text_and_columns_follow_the_task_and_the_defence():
+    import pandas as pd
+
+    from triggerlab.report.sections import results_note, summary_table
+
+    gaze = pd.DataFrame({"attack_error": [3.0], "label_unit": ["degrees"]})
+    note = results_note(gaze)
+    assert "Errors are in degrees" in note and "ASR" not in note and "accuracy" not in note
+    assert "attack success rate (ASR)" in results_note(pd.DataFrame({"asr": [0.5]}))
+    summary = pd.DataFrame(
+        {
+            "defense": ["{kind: finetune}"],
+            "n": [3],
+            **{f"asr_after_{k}": [0.1] for k in ("mean", "std", "ci_low", "ci_high")},
+            **{f"detection_auroc_{k}": [0.9] for k in ("mean", "std", "ci_low", "ci_high")},
+        }
+    )
+    html = summary_table(summary, ["defense"])
+    assert "attack success rate (ASR) after the defence" in html
+    assert "detection AUROC" in html and '<td class="key">finetune</td>' in html
 
 
 def test_report_renders_in_headless_chromium(grid_dir, tmp_path):

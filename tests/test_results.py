@@ -32,6 +32,14 @@ def test_interval_by_hand_and_against_scipy():
     assert (result["ci_low"], result["ci_high"]) == pytest.approx((low, high))
 
 
+def test_a_share_interval_always_holds_its_mean():
+    # 1.0 clips to 0.999 on the logit scale: the interval of the clipped logits of
+    # 1, 1, 0.9985 ends below their mean 0.9995 and is widened to hold it
+    result = interval(pd.Series([1.0, 1.0, 0.9985]), "asr")
+    assert result["ci_low"] <= result["mean"] <= result["ci_high"]
+    assert result["ci_high"] == pytest.approx(result["mean"])
+
+
 def test_interval_of_one_value_has_no_spread():
     result = interval(pd.Series([0.4, None]))
     assert (

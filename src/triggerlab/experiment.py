@@ -28,7 +28,7 @@ from triggerlab.data import DataSplit, ImageDataset, prepare_data
 from triggerlab.devices import Precision, resolve_device
 from triggerlab.errors import ConfigError, Interrupted, RunFailed, TriggerlabError
 from triggerlab.models import ModelInfo
-from triggerlab.progress import Reporter
+from triggerlab.progress import Reporter, reporting
 from triggerlab.rundir import CONFIG, RunDir, metrics_columns
 from triggerlab.shared_training import SharedTraining, TrainingRecord
 from triggerlab.tasks import Task
@@ -142,7 +142,7 @@ def run_experiment(
     and saved there otherwise (``shared_training``: train once, defend many).
     """
     started = time.perf_counter()
-    with torch_threads(cfg.train.threads):
+    with torch_threads(cfg.train.threads), reporting(progress):
         p = prepare(cfg)
         run, checkpoint = _open_run(cfg, None if run_dir is None else Path(run_dir), resume)
         run.write_config(cfg)

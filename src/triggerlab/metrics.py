@@ -110,6 +110,16 @@ def metric_label(name: str) -> str:
     return metric(name).label
 
 
+def metric_text(name: str, label_unit: str | None = None) -> str:
+    """The label with its unit, a regression error's and tolerance's unit filled in:
+    ``clean error (degrees)``, ``attack success within 5 degrees``."""
+    entry = metric(name)
+    if name.removeprefix("pretuned_").startswith("attack_success_") and label_unit:
+        return f"{entry.label} {label_unit}"
+    unit = entry.unit_text(label_unit)
+    return f"{entry.label} ({unit})" if unit else entry.label
+
+
 def is_fraction(name: str) -> bool:
     return metric(name).fraction
 

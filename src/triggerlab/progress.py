@@ -8,7 +8,9 @@ in a log.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 
 
@@ -27,3 +29,22 @@ Reporter = Callable[[Update], None]
 def report(progress: Reporter | None, update: Update) -> None:
     if progress is not None:
         progress(update)
+
+
+_AMBIENT: ContextVar[Reporter | None] = ContextVar("triggerlab_progress", default=None)
+
+
+@contextmanager
+def reporting(progress: Reporter | None) -> Iterator[None]:
+    """Let work deep inside a call (rendering faces inside a dataset loader) report to
+    ``progress`` without every function between passing it down."""
+    token = _AMBIENT.set(progress)
+    try:
+        yield
+    finally:
+        _AMBIENT.reset(token)
+
+
+def ambient() -> Reporter | None:
+    """The reporter set by the innermost ``reporting`` block, if any."""
+    return _AMBIENT.get()

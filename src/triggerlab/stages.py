@@ -215,6 +215,7 @@ def build_summary(
             "train_size": len(data.train),
             "test_size": len(test),
         },
+        "trigger": cfg.trigger.model_dump(mode="json"),
         "stealth": {"sample": min(STEALTH_SAMPLE, len(test)), **stealth},
         **sections,
         "model": {"name": cfg.model.name, **p.model_info.record(p.model)},

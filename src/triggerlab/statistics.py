@@ -56,6 +56,8 @@ def interval(values: pd.Series, metric: str | None = None) -> dict[str, float]:
                 low = high = mean
             else:
                 low, high = (float(scipy.special.expit(centre + d)) for d in (-half, half))
+                # shares beyond the clip (0.9997 next to 1.0) can leave the mean outside
+                low, high = min(low, mean), max(high, mean)
         else:
             half = t * std / math.sqrt(n)
             low, high = mean - half, mean + half

@@ -9,7 +9,7 @@ All on float images in [0, 1], over a fixed sample of test images:
   the images the trigger changed (an unchanged image's PSNR is infinite; null when
   no image changed);
 * ``psnr_pooled_db``: ``10 log10(1 / MSE)`` with the MSE pooled over the whole
-  sample (what triggerlab reported as ``psnr_db`` before 0.3);
+  sample (what ``psnr_db`` held in runs made before the per-image PSNR);
 * ``ssim``: mean structural similarity per image (scikit-image, data range 1,
   the largest odd window up to 7 that fits the image).
 

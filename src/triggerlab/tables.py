@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 
+from triggerlab.cell_labels import is_spec, short_labels
 from triggerlab.errors import ArgumentError
 from triggerlab.metrics import is_fraction, metric_columns
 from triggerlab.statistics import interval
@@ -67,7 +68,8 @@ def paper_tables(
             ", ".join(missing),
         )
     for key in keys:  # a setting left null is a value of its own, printed as in YAML
-        runs[key] = runs[key].map(_value_text)
+        names = short_labels(list(runs[key].unique()))  # a whole trigger: its kind and knobs
+        runs[key] = runs[key].map(lambda v, names=names: names[v] if is_spec(v) else _value_text(v))
     row_key = keys[0]
     labels = runs[row_key]
     if "poison.rate" not in keys and "role" in runs:

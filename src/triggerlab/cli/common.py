@@ -15,6 +15,7 @@ from rich.progress import (
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
+from rich.table import Table
 from rich.text import Text
 
 from triggerlab.errors import ArgumentError, RunFailed, TriggerlabError
@@ -22,6 +23,18 @@ from triggerlab.progress import Update
 
 console = Console()
 err_console = Console(stderr=True)
+
+
+def listing(rows: list[tuple[str, list[str]]], table: Table) -> None:
+    """A listing: the rich ``table`` on a terminal; plain lines (a heading, then indented
+    details, never wrapped mid-sentence) when the output goes to a file or a pipe."""
+    if console.is_terminal:
+        console.print(table)
+        return
+    for heading, details in rows:
+        typer.echo(heading)
+        for line in details:
+            typer.echo(f"  {line}")
 
 
 # Library arguments whose flag is not ``--`` plus the argument's name with dashes.

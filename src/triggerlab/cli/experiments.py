@@ -6,10 +6,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.table import Table
 
 from triggerlab.cli.common import ConsoleProgress, console, err_console, fail, failed_run
-from triggerlab.errors import Interrupted, RunFailed, TriggerlabError
+from triggerlab.cli.run_table import print_summary
+from triggerlab.errors import ArgumentError, Interrupted, RunFailed, TriggerlabError
+from triggerlab.progress import reporting
 
 if TYPE_CHECKING:
     from triggerlab.config import ExperimentConfig
@@ -116,56 +117,6 @@ def interrupted(exc: Interrupted) -> typer.Exit:
     return typer.Exit(code=130)
 
 
-def add_defense_rows(table: Table, defense: dict | None) -> None:
-    """What the defence did: the metrics after a repair, a detector's scores, the classes a
-    model inspection flagged, and the clean data it used."""
-    from triggerlab.metrics import metric_label
-
-    if not defense:
-        return
-    used = defense.get("clean_samples") or 0
-    budget = f"{used} clean samples held back" if used else "no clean data"
-    table.add_row("defence", f"{defense['kind']} ({budget})")
-    for name, value in (defense.get("after") or {}).items():
-        table.add_row(f"{metric_label(name)} after the defence", f"{value:.4f}")
-    detection = defense.get("detection") or {}
-    for name in ("auroc", "tpr_at_1pct_fpr", "tpr_at_5pct_fpr", "tpr", "fpr", "f1"):
-        if name in detection:
-            table.add_row(f"detection {metric_label(name)}", f"{detection[name]:.4f}")
-    if "target_flagged" in defense:
-        flagged = ", ".join(str(c) for c in defense.get("flagged", [])) or "none"
-        table.add_row("flagged classes", f"{flagged} (target flagged: {defense['target_flagged']})")
-
-
-def print_summary(summary: dict) -> None:
-    from triggerlab.metrics import metric_label
-
-    final, poison, timings = summary["final"], summary["poison"], summary["timings"]
-    table = Table(title="BadNets run", show_header=True, header_style="bold")
-    table.add_column("metric")
-    table.add_column("value", justify="right")
-    for name, value in final.items():
-        if name != "train_loss":
-            table.add_row(metric_label(name), f"{value:.4f}")
-    rate = "set by count" if poison["rate"] is None else f"rate {poison['rate']:g}"
-    table.add_row("poisoned samples", f"{poison['count']} of {poison['train_size']} ({rate})")
-    table.add_row("poisoned fraction", f"{poison['fraction']:.4f}")
-    protocol = summary.get("protocol")
-    if protocol:
-        table.add_row(
-            f"fine-tuning (subject {protocol['held_out_subject']})",
-            f"{protocol['finetune_poisoned']} of {protocol['finetune_size']} poisoned, "
-            f"{protocol['finetune_epochs']} epochs",
-        )
-    add_defense_rows(table, summary.get("defense"))
-    if "resumed_from_epoch" in summary:
-        table.add_row("resumed", f"from the checkpoint after epoch {summary['resumed_from_epoch']}")
-    table.add_row("training throughput", f"{timings['train_images_per_s']:.0f} images/s")
-    table.add_row("total time", f"{timings['total_s']:.1f} s on {summary['device']}")
-    console.print(table)
-    console.print(f"run directory: {summary['run_dir']}", highlight=False)
-
-
 @app.command(
     epilog=(
         "Examples:\n\n"
@@ -214,7 +165,7 @@ def grid(
     try:
         loaded = load_grid_spec(spec, list(overrides or []))
         grid_dir = out or Path("grids") / (loaded.name or spec.stem)
-        with ConsoleProgress(quiet) as progress:
+        with ConsoleProgress(quiet) as progress, reporting(progress):
             varied = [*loaded.grid, *(k for group in loaded.zip for k in group)]
             if any(k.startswith("data") for k in varied):  # cells may name other datasets
                 prefetch([run.config for run in plan_grid(loaded)], progress)
@@ -233,8 +184,19 @@ def grid(
                 progress=progress,
             )
     except TriggerlabError as exc:
-        raise fail(exc) from None
+        raise fail(with_ray_hint(exc)) from None
     print_outcome(grid_dir, outcome)
+
+
+def with_ray_hint(exc: TriggerlabError) -> TriggerlabError:
+    """An unreachable Ray cluster, with how to start one in the command line's terms."""
+    if not isinstance(exc, ArgumentError) or exc.argument != "address":
+        return exc
+    return ArgumentError(
+        "address",
+        f"{exc.message} (`ray start --head` starts one; without --address, triggerlab starts "
+        "Ray itself)",
+    )
 
 
 def print_outcome(grid_dir: Path, outcome: GridOutcome) -> None:

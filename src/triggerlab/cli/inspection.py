@@ -9,7 +9,7 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
-from triggerlab.cli.common import ConsoleProgress, console, fail
+from triggerlab.cli.common import ConsoleProgress, console, fail, listing
 from triggerlab.errors import TriggerlabError
 
 if TYPE_CHECKING:
@@ -194,11 +194,18 @@ def datasets() -> None:
         markup=False,
         soft_wrap=True,
     )
+    table = Table(show_header=True, header_style="bold", show_lines=True)
+    table.add_column("data.name")
+    table.add_column("what it is, and the files it expects under data.root")
+    table.add_column("data.options")
+    rows = []
     for info in DATASETS.values():
         options = ", ".join(f"{k}={v}" for k, v in info.options().items()) or "none"
-        console.print(f"[bold]{info.name}[/]  {info.summary}", highlight=False)
-        console.print(f"  files:   {info.layout}", highlight=False, markup=False, soft_wrap=True)
-        console.print(f"  options: {options}\n", highlight=False, markup=False)
+        table.add_row(Text(info.name), Text(f"{info.summary}\nfiles: {info.layout}"), Text(options))
+        rows.append(
+            (f"{info.name}: {info.summary}", [f"files: {info.layout}", f"options: {options}"])
+        )
+    listing(rows, table)
 
 
 @app.command()
@@ -210,6 +217,7 @@ def defenses() -> None:
     table.add_column("defense.kind")
     table.add_column("needs")
     table.add_column("parameters (default)")
+    rows = []
     for kind, spec in DEFENSE_KINDS.items():
         needs = [
             need
@@ -225,7 +233,10 @@ def defenses() -> None:
             if name != "kind"
         )
         table.add_row(Text(kind), Text(", ".join(needs) or "-"), Text(parameters or "-"))
-    console.print(table)
+        rows.append(
+            (f"{kind}: needs {', '.join(needs) or 'nothing more'}", parameters.splitlines())
+        )
+    listing(rows, table)
 
 
 @app.command()
@@ -236,7 +247,9 @@ def models() -> None:
     table = Table(show_header=True, header_style="bold")
     table.add_column("model.name")
     table.add_column("model.options")
+    rows = []
     for name in MODELS:
         options = ", ".join(f"{k}={v}" for k, v in model_options(name).items()) or "-"
         table.add_row(name, options)
-    console.print(table)
+        rows.append((name, [f"options: {options}"]))
+    listing(rows, table)

@@ -9,8 +9,9 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from triggerlab.cli.common import console, fail
+from triggerlab.cli.common import ConsoleProgress, console, fail, listing
 from triggerlab.errors import TriggerlabError
+from triggerlab.progress import reporting
 
 app = typer.Typer(
     help="The trigger catalogue: list the kinds and preview any trigger on real images.",
@@ -31,14 +32,18 @@ def triggers_list() -> None:
         table.add_column("parameter")
         table.add_column("default")
         table.add_column("meaning and units")
+        details = []
         for name, info in spec.model_fields.items():
             if name == "kind":
                 continue
             default = "(required)" if info.is_required() else repr(info.default)
             table.add_row(name, escape(default), escape(info.description or ""))
-        console.print(table)
+            details.append(f"{name} (default {default}): {info.description or ''}")
+        listing([(f"{kind}: {doc}", details)], table)
     console.print("colour names: " + ", ".join(NAMED_COLORS), highlight=False)
-    console.print("positions: " + ", ".join(NAMED_POSITIONS) + ", or [x, y]", highlight=False)
+    console.print(
+        "positions: " + ", ".join(NAMED_POSITIONS) + ", or [x, y]", highlight=False, markup=False
+    )
 
 
 @app.command(
@@ -84,10 +89,13 @@ def triggers_preview(
         settings.append(f"data.root={root}")
     if resize is not None:
         settings.append(f"data.resize={resize}")
+    elif data is not None and config is None:  # the dataset's own size, not the digits' 16 px
+        settings.append("data.resize=null")
     settings += list(overrides or [])
     try:
         cfg = load_config(config, settings)
-        metrics = preview_trigger(cfg, out, samples)
+        with ConsoleProgress(quiet=False) as progress, reporting(progress):
+            metrics = preview_trigger(cfg, out, samples)
     except TriggerlabError as exc:
         raise fail(exc) from None
     console.print(format_stealth(metrics), highlight=False)

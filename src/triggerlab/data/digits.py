@@ -6,7 +6,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from sklearn.datasets import load_digits as _sklearn_digits
 
 from triggerlab.data.dataset import ImageDataset, SourceData
 
@@ -16,7 +15,9 @@ def load_digits(root: Path | None = None, size: tuple[int, int] | None = None) -
 
     There is no official test split: the experiment draws a seeded one.
     """
-    bunch = _sklearn_digits()
+    from sklearn.datasets import load_digits as sklearn_digits  # 1-2 s: not for a listing
+
+    bunch = sklearn_digits()
     levels = np.asarray(bunch.images, dtype=np.float64)  # values 0..16
     images = np.rint(levels * (255.0 / 16.0)).astype(np.uint8)[:, None, :, :]
     data = ImageDataset(

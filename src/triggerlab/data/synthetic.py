@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import math
+import time
 from pathlib import Path
 
 import torch
@@ -13,6 +14,7 @@ from triggerlab.data.faces import Subjects, render
 from triggerlab.data.labels import GAZE_LABELS, HEADPOSE_LABELS
 from triggerlab.data.memory import check_fits
 from triggerlab.errors import ConfigError
+from triggerlab.progress import Update, ambient, report
 
 RENDER_CHUNK = 256
 
@@ -58,19 +60,21 @@ def synthetic_faces(
 
     pose = torch.stack([uniform(head_yaw), uniform(head_pitch), uniform(head_roll)], dim=1)
     gaze = torch.stack([pose[:, 1] + uniform(gaze_range), pose[:, 0] + uniform(gaze_range)], dim=1)
-    images = torch.cat(
-        [
+    chunks = []
+    progress, started = ambient(), time.perf_counter()
+    for i in range(0, count, RENDER_CHUNK):
+        part = slice(i, i + RENDER_CHUNK)
+        chunks.append(
             render(
-                subject[i : i + RENDER_CHUNK],
-                pose[i : i + RENDER_CHUNK],
-                gaze[i : i + RENDER_CHUNK],
-                people,
-                (resolution, resolution),
-                generator,
+                subject[part], pose[part], gaze[part], people, (resolution, resolution), generator
             )
-            for i in range(0, count, RENDER_CHUNK)
-        ]
-    )
+        )
+        done = min(i + RENDER_CHUNK, count)
+        note = f"rendered {count} synthetic faces at {resolution} px in " if done == count else ""
+        if note:
+            note += f"{time.perf_counter() - started:.1f} s"
+        report(progress, Update("rendering faces", done, count, note, milestone=done == count))
+    images = torch.cat(chunks)
     targets, described = (gaze, GAZE_LABELS) if labels == "gaze" else (pose / deg, HEADPOSE_LABELS)
     metadata = {"source": "triggerlab procedural faces", "seed": seed, "subjects": subjects}
     return ImageDataset(images, targets.float(), (), metadata, groups=subject, labels=described)

@@ -36,7 +36,6 @@ from triggerlab.defenses.base import (
 )
 from triggerlab.defenses.model_outputs import NOTES, OutputKind, detect_output_kind
 from triggerlab.defenses.trigger_reversal import ReversalSettings, ReversedTrigger, reverse_trigger
-from triggerlab.plots.run_figures import reversed_triggers_png
 from triggerlab.progress import Reporter, Update, report
 
 CONSISTENCY = 1.4826  # makes the median absolute deviation estimate a normal distribution's std
@@ -120,6 +119,8 @@ class CleanseScan:
         return notes
 
     def figure(self, class_names: tuple[str, ...]) -> bytes:
+        from triggerlab.plots.run_figures import reversed_triggers_png  # matplotlib: when drawn
+
         return reversed_triggers_png(self.triggers, self.anomaly_index, class_names)
 
 

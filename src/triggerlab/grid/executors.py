@@ -139,8 +139,11 @@ def ray_session(address: str | None, share: GpuShare | None) -> Iterator[None]:
                 configure_logging=False,
             )
         except (ConnectionError, RuntimeError, ValueError) as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise ArgumentError(
-                "address", f"cannot connect to a Ray cluster at {address!r} ({exc})"
+                "address",
+                f"cannot connect to a Ray cluster at {address!r} ({first}); start the cluster "
+                "first, or leave the address unset to start a local Ray on this machine",
             ) from None
     try:
         if share is not None and not ray.cluster_resources().get("GPU"):

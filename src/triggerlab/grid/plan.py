@@ -224,11 +224,18 @@ class TriggerTwins:
             return
         import torch
 
+        from triggerlab.triggers import CoveredTrigger
+
         spec = run.config.trigger.model_dump_json()
         probe = torch.rand((self.PROBES, *shape), generator=torch.Generator().manual_seed(0))
         probe[0] = 0.5
-        drawn = trigger.apply(probe, torch.Generator().manual_seed(0))
-        key = (shape, hashlib.sha256(drawn.numpy().tobytes()).hexdigest())
+        forms = [trigger.apply]
+        if isinstance(trigger, CoveredTrigger):  # training forms count too (Adaptive-Blend)
+            forms += [trigger.apply_payload, trigger.apply_cover]
+        digest = hashlib.sha256(str(getattr(trigger, "cover_ratio", 0.0)).encode())
+        for form in forms:
+            digest.update(form(probe, torch.Generator().manual_seed(0)).numpy().tobytes())
+        key = (shape, digest.hexdigest())
         first = self.seen.setdefault(key, (spec, cell_label(run.cell)))
         pair = (first[1], cell_label(run.cell))
         if first[0] != spec and pair not in self.pairs:

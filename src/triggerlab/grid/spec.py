@@ -15,6 +15,7 @@ from triggerlab.config import (
     apply_override,
     apply_overrides,
     format_validation_error,
+    parse_override,
     read_yaml,
     section_keys,
     validate_config,
@@ -135,7 +136,7 @@ def load_grid_spec(path: Path | str, overrides: list[str] | None = None) -> Grid
     path = Path(path)
     raw = _with_base(path)
     for item in overrides or []:
-        apply_override(raw, item)
+        apply_grid_override(raw, item)
     raw.setdefault("name", path.stem)
     try:
         spec = GridSpec.model_validate(raw)
@@ -143,6 +144,19 @@ def load_grid_spec(path: Path | str, overrides: list[str] | None = None) -> Grid
         raise ConfigError(format_validation_error(err, f"grid spec {path}", GridSpec)) from None
     check_keys(spec)
     return spec
+
+
+def apply_grid_override(raw: dict[str, Any], item: str) -> None:
+    """One ``KEY=VALUE`` override of a grid spec. Grid axes are dotted keys themselves, so
+    ``grid.trigger.size=[2, 4]`` sets the axis ``trigger.size`` (everything after ``grid.``)."""
+    parts, value = parse_override(item)
+    if parts[0] != "grid" or len(parts) < 2:
+        apply_override(raw, item)
+        return
+    axes = raw.setdefault("grid", {})
+    if not isinstance(axes, dict):
+        raise ConfigError(f"grid: expected a mapping of keys to value lists, got {axes!r}")
+    axes[".".join(parts[1:])] = value
 
 
 def check_keys(spec: GridSpec) -> None:

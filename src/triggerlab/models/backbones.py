@@ -11,15 +11,23 @@ input adapter instead of rebuilding its first convolution.
 from __future__ import annotations
 
 from collections.abc import Callable
+from types import ModuleType
 from typing import Any
 
 import torch
 from torch import nn
-from torchvision import models as tvm
 
 from triggerlab.errors import ConfigError
 from triggerlab.models.pretrained import Weights, cached_download, load_matching, read_state
 from triggerlab.models.transfer import replace_final_linear
+
+
+def tvm() -> ModuleType:
+    """``torchvision.models``, imported when a model is built: the import pulls in
+    ``torch._dynamo`` (seconds), which listing the models must not wait for."""
+    from torchvision import models
+
+    return models
 
 
 def _replace_conv(conv: nn.Conv2d, in_channels: int) -> nn.Conv2d:
@@ -38,7 +46,7 @@ def _replace_conv(conv: nn.Conv2d, in_channels: int) -> nn.Conv2d:
 def alexnet(
     in_channels: int, image_size: tuple[int, int], num_outputs: int, dropout: float = 0.5
 ) -> nn.Module:
-    model = tvm.alexnet(weights=None, num_classes=num_outputs, dropout=dropout)
+    model = tvm().alexnet(weights=None, num_classes=num_outputs, dropout=dropout)
     model.features[0] = _replace_conv(model.features[0], in_channels)
     return model
 
@@ -54,7 +62,7 @@ class AlexNetSingleFC(nn.Module):
         self, in_channels: int, image_size: tuple[int, int], num_outputs: int, dropout: float = 0.5
     ) -> None:
         super().__init__()
-        base = tvm.alexnet(weights=None)
+        base = tvm().alexnet(weights=None)
         base.features[0] = _replace_conv(base.features[0], in_channels)
         self.features = base.features
         self.pool = nn.AdaptiveAvgPool2d((6, 6))
@@ -66,30 +74,30 @@ class AlexNetSingleFC(nn.Module):
         return self.head(self.pool(self.features(x)))
 
 
-def _vgg(factory: Callable[..., tvm.VGG]) -> Callable[..., nn.Module]:
+def _vgg(name: str) -> Callable[..., nn.Module]:
     def build(
         in_channels: int, image_size: tuple[int, int], num_outputs: int, dropout: float = 0.5
     ) -> nn.Module:
-        model = factory(weights=None, num_classes=num_outputs, dropout=dropout)
+        model = getattr(tvm(), name)(weights=None, num_classes=num_outputs, dropout=dropout)
         model.features[0] = _replace_conv(model.features[0], in_channels)
         return model
 
-    build.__doc__ = f"torchvision {factory.__name__} with adapted input and output."
+    build.__doc__ = f"torchvision {name} with adapted input and output."
     return build
 
 
-def _resnet(factory: Callable[..., tvm.ResNet]) -> Callable[..., nn.Module]:
+def _resnet(name: str) -> Callable[..., nn.Module]:
     def build(in_channels: int, image_size: tuple[int, int], num_outputs: int) -> nn.Module:
-        model = factory(weights=None, num_classes=num_outputs)
+        model = getattr(tvm(), name)(weights=None, num_classes=num_outputs)
         model.conv1 = _replace_conv(model.conv1, in_channels)
         return model
 
-    build.__doc__ = f"torchvision {factory.__name__} with adapted input and output."
+    build.__doc__ = f"torchvision {name} with adapted input and output."
     return build
 
 
 def googlenet(in_channels: int, image_size: tuple[int, int], num_outputs: int) -> nn.Module:
-    model = tvm.googlenet(
+    model = tvm().googlenet(
         weights=None,
         num_classes=num_outputs,
         aux_logits=False,
@@ -103,15 +111,15 @@ def googlenet(in_channels: int, image_size: tuple[int, int], num_outputs: int) -
 BACKBONES: dict[str, Callable[..., nn.Module]] = {
     "alexnet": alexnet,
     "alexnet_1fc": AlexNetSingleFC,
-    "vgg11": _vgg(tvm.vgg11),
-    "vgg11_bn": _vgg(tvm.vgg11_bn),
-    "vgg16": _vgg(tvm.vgg16),
-    "vgg16_bn": _vgg(tvm.vgg16_bn),
-    "vgg19": _vgg(tvm.vgg19),
-    "vgg19_bn": _vgg(tvm.vgg19_bn),
-    "resnet18": _resnet(tvm.resnet18),
-    "resnet50": _resnet(tvm.resnet50),
-    "resnet152": _resnet(tvm.resnet152),
+    "vgg11": _vgg("vgg11"),
+    "vgg11_bn": _vgg("vgg11_bn"),
+    "vgg16": _vgg("vgg16"),
+    "vgg16_bn": _vgg("vgg16_bn"),
+    "vgg19": _vgg("vgg19"),
+    "vgg19_bn": _vgg("vgg19_bn"),
+    "resnet18": _resnet("resnet18"),
+    "resnet50": _resnet("resnet50"),
+    "resnet152": _resnet("resnet152"),
     "googlenet": googlenet,
 }
 
@@ -134,10 +142,10 @@ def torchvision_imagenet(name: str) -> Callable[..., tuple[nn.Module, Weights]]:
     """A loader of ``name`` with torchvision's default ImageNet weights and a new final layer."""
 
     def load(num_outputs: int, options: dict[str, Any]) -> tuple[nn.Module, Weights]:
-        weights = tvm.get_model_weights(name).DEFAULT
+        weights = tvm().get_model_weights(name).DEFAULT
         path = cached_download(weights.url, f"ImageNet weights of {name} ({weights})")
         classes = len(weights.meta["categories"])
-        model = tvm.get_model(
+        model = tvm().get_model(
             name, weights=None, num_classes=classes, **IMAGENET_KWARGS.get(name, {}), **options
         )
         try:

@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from triggerlab.metrics import is_fraction, metric, metric_label
+from triggerlab.metrics import is_fraction, metric_text
 
 AXIS_LABELS = {
     "poison.rate": "poisoning rate (fraction of the training set)",
@@ -79,8 +79,7 @@ def value_label(name: str, runs: pd.DataFrame | None = None) -> str:
     if runs is not None and "label_unit" in runs:
         units = runs["label_unit"].dropna().unique()
         label_unit = str(units[0]) if len(units) == 1 else None
-    unit = metric(name).unit_text(label_unit)
-    return f"{metric_label(name)} ({unit})" if unit else metric_label(name)
+    return metric_text(name, label_unit)
 
 
 def pooled_note(varied: list[str], shown: list[str]) -> str:
@@ -93,7 +92,9 @@ def interval_note(cells: list[dict[str, float]], metric: str) -> str:
     if max((c["n"] for c in cells), default=0) <= 1:
         return "one run per cell: no interval"
     method = "logit-scale t" if is_fraction(metric) else "t"
-    return f"mean and 95 % CI ({method}, over repeats)"
+    two = any(c["n"] == 2 for c in cells)  # t(0.975, 1) = 12.7: such bands leave the frame
+    cut = "; n = 2 bands cut at the frame" if two else ""
+    return f"mean and 95 % CI ({method}, over repeats{cut})"
 
 
 def sorted_values(series: pd.Series) -> list[Any]:

@@ -13,10 +13,11 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from matplotlib import colormaps
 from matplotlib.figure import Figure
 
+from triggerlab.cell_labels import short_labels
 from triggerlab.metrics import metric, metric_label
-from triggerlab.plots.labels import short_labels
 from triggerlab.statistics import interval
 
 # Stealth metrics the x axis can show, and whether a larger value is stealthier.
@@ -28,6 +29,8 @@ STEALTH_AXES = {
     "l0_fraction": False,
 }
 MAX_ANNOTATED = 12
+MARKERS = "osD^vPX*<>hp8"  # with 20 colours: fourteen kinds stay tellable apart
+PALETTE = colormaps["tab20"]
 
 
 def pareto_front(x: np.ndarray, y: np.ndarray, x_higher_better: bool) -> np.ndarray:
@@ -84,20 +87,17 @@ def frontier_figure(
     """Success against stealth, a colour per kind, the Pareto front drawn and its cells named."""
     cells = frontier_cells(runs, varied, stealth, success)
     higher = STEALTH_AXES[stealth]
-    fig = Figure(figsize=(7.6, 4.8), layout="constrained")
+    fig = Figure(figsize=(8.0, 5.6), layout="constrained")
     ax = fig.subplots()
-    colours = {}
     for number, (kind, part) in enumerate(cells.groupby("kind", sort=True)):
-        colour = f"C{number % 10}"
-        colours[kind] = colour
         below = (part["y"] - part["low"]).fillna(0).clip(lower=0)
         above = (part["high"] - part["y"]).fillna(0).clip(lower=0)
         ax.errorbar(
             part["x"],
             part["y"],
             yerr=[below, above],
-            fmt="o",
-            color=colour,
+            fmt=MARKERS[number % len(MARKERS)],
+            color=PALETTE((2 * number) % 20 + (2 * number // 20) % 2),  # darks, then lights
             label=str(kind),
             capsize=3,
             markersize=5,
@@ -150,11 +150,26 @@ def _draw_front(ax: Any, cells: pd.DataFrame, higher: bool) -> None:
         linewidths=1.0,
         zorder=3,
     )
-    for _, row in best.head(MAX_ANNOTATED).iterrows():
+    # numbers by the rings, names listed beside the plot: close cells' names would overlap
+    names = []
+    for number, (_, row) in enumerate(best.head(MAX_ANNOTATED).iterrows(), start=1):
         ax.annotate(
-            row["label"],
+            str(number),
             (row["x"], row["y"]),
             textcoords="offset points",
-            xytext=(4, -10),
-            fontsize=6,
+            xytext=(5, -11),
+            fontsize=7,
+            fontweight="bold",
         )
+        names.append(f"{number}  {row['label']}")
+    if len(best) > MAX_ANNOTATED:
+        names.append(f"(and {len(best) - MAX_ANNOTATED} more)")
+    ax.text(
+        1.02,
+        0.0,
+        "Pareto front\n" + "\n".join(names),
+        transform=ax.transAxes,
+        fontsize=6.5,
+        va="bottom",
+        ha="left",
+    )

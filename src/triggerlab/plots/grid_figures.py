@@ -21,6 +21,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
+from triggerlab.cell_labels import short_labels
 from triggerlab.errors import ArgumentError, ConfigError
 from triggerlab.files import write_bytes_atomic
 from triggerlab.grid.store import run_dir
@@ -39,7 +40,6 @@ from triggerlab.plots.axes import (
 )
 from triggerlab.plots.frontier_figures import STEALTH_AXES, frontier_figure, success_metric
 from triggerlab.plots.heatmap_figures import heatmap_figure
-from triggerlab.plots.labels import short_labels
 from triggerlab.plots.roc_figures import roc_figure
 from triggerlab.results import collect, interval, metric_columns
 from triggerlab.rundir import read_metrics
@@ -60,11 +60,19 @@ def _band_values(cells: list[dict[str, float]]) -> list[float]:
     return values
 
 
+def figure_caption(fig: Figure) -> str:
+    """What a figure shows, for the report: its title (first panel's, or the whole figure's)."""
+    title = fig.get_suptitle() or (fig.axes[0].get_title() if fig.axes else "")
+    return " ".join(title.split())
+
+
 def _save(fig: Figure, folder: Path, name: str) -> list[Path]:
+    """PNG and SVG; each file carries the figure's caption (PNG text chunk / SVG title)."""
     paths = []
+    caption = figure_caption(fig)
     for fmt in ("png", "svg"):
         buffer = io.BytesIO()
-        fig.savefig(buffer, format=fmt, dpi=110)
+        fig.savefig(buffer, format=fmt, dpi=110, metadata={"Title": caption})
         path = folder / f"{name}.{fmt}"
         write_bytes_atomic(path, buffer.getvalue())
         paths.append(path)
@@ -162,9 +170,10 @@ def bars_figure(runs: pd.DataFrame, varied: list[str], key: str, metric: str) ->
     cells = [interval(runs[runs[key] == v][metric], metric) for v in values]
     means = np.array([c["mean"] for c in cells])
     errors = np.array([[c["mean"] - c["ci_low"], c["ci_high"] - c["mean"]] for c in cells]).T
+    errors = np.clip(np.nan_to_num(errors), 0, None)
     ticks = [names[v] for v in values]
     if horizontal:
-        ax.barh(range(len(values)), means, xerr=np.nan_to_num(errors), capsize=3, color="#4c72b0")
+        ax.barh(range(len(values)), means, xerr=errors, capsize=3, color="#4c72b0")
         ax.set_yticks(range(len(values)), ticks, fontsize=7)
         ax.invert_yaxis()  # the grid's first cell on top, as in its config
         ax.set_ylabel(axis_label(key))
@@ -172,7 +181,7 @@ def bars_figure(runs: pd.DataFrame, varied: list[str], key: str, metric: str) ->
         ax.set_xlim(0, _bar_end(metric, cells))
         ax.grid(axis="x", alpha=0.3)
     else:
-        ax.bar(range(len(values)), means, yerr=np.nan_to_num(errors), capsize=4, color="#4c72b0")
+        ax.bar(range(len(values)), means, yerr=errors, capsize=4, color="#4c72b0")
         ax.set_xticks(range(len(values)), ticks, rotation=20, fontsize=8, ha="right")
         ax.set_xlabel(axis_label(key))
         ax.set_ylabel(value_label(metric, runs))

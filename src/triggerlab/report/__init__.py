@@ -7,7 +7,6 @@ can be mailed or archived as it is.
 from __future__ import annotations
 
 import html
-import json
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -19,8 +18,9 @@ from triggerlab.plots.grid_figures import axis_label, plot_grid
 from triggerlab.report.checklist import checklist
 from triggerlab.report.sections import (
     STYLE,
-    data_uri,
     defense_section,
+    figure_html,
+    results_note,
     summary_table,
     trigger_gallery,
 )
@@ -40,12 +40,8 @@ def build_report(grid_dir: Path | str, out: Path | str | None = None) -> Path:
     table, varied = collect(grid_dir)
     summary = summarize(table, varied)
     figure_paths = [p for p in plot_grid(grid_dir) if p.suffix == ".png"]
-    figures = "".join(
-        f'<figure><img src="{data_uri(p.read_bytes())}" alt="{html.escape(p.stem)}">'
-        f"<figcaption>{html.escape(p.stem)}</figcaption></figure>"
-        for p in figure_paths
-    )
-    status = table["status"].value_counts().to_dict()
+    figures = "".join(figure_html(p) for p in figure_paths)
+    status = ", ".join(f"{n} {state}" for state, n in table["status"].value_counts().items())
     name = html.escape(manifest.get("name") or grid_dir.name)
     generated = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     varied_text = (
@@ -56,13 +52,10 @@ def build_report(grid_dir: Path | str, out: Path | str | None = None) -> Path:
 <link rel="icon" href="data:,"><style>{STYLE}</style></head><body>
 <h1>triggerlab study: {name}</h1>
 <p class="note">Generated {generated} by triggerlab {__version__}.
-{len(table)} runs ({html.escape(json.dumps(status))}); varied: {varied_text};
+{len(table)} runs ({html.escape(status)}); varied: {varied_text};
 {manifest.get("repeats", 1)} repeat(s) per cell.</p>
 <h2>Results per cell</h2>
-<p class="note">Mean &plusmn; standard deviation over repeats, with the 95 % t confidence
-interval below. ASR counts triggered test images whose true class is not the target. Clean
-accuracy drop = clean accuracy of the paired clean baseline (same config and seed, rate 0)
-minus the run's.</p>
+{results_note(table)}
 {summary_table(summary, varied)}
 {defense_section(table, varied)}
 <h2>Figures</h2>

@@ -7,17 +7,20 @@ import html
 import io
 import json
 import math
+from pathlib import Path
 
 import pandas as pd
 import torch
 from PIL import Image
 
+from triggerlab.cell_labels import short_labels
 from triggerlab.config import ExperimentConfig
 from triggerlab.data import DataSplit, prepare_data
 from triggerlab.defense_tables import defense_table
 from triggerlab.experiment import derive_seeds
 from triggerlab.grid import PlannedRun
-from triggerlab.metrics import metric_label
+from triggerlab.metrics import is_fraction, metric_label
+from triggerlab.plots.axes import axis_label
 from triggerlab.trigger_preview import describe_spec
 from triggerlab.triggers import apply_to_uint8
 
@@ -44,9 +47,27 @@ TABLE_METRICS = (
     "attack_success_5",
     "attack_success_10",
     "clean_error_increase",
+    # a defence's: the repaired model, or the detector
+    "clean_acc_after",
+    "asr_after",
+    "clean_error_after",
+    "attack_error_after",
+    "detection_auroc",
+    "detection_tpr_at_5pct_fpr",
+    "detection_fpr",
     "psnr_db",
     "ssim",
 )
+CLASSIFICATION_NOTE = """Mean &plusmn; standard deviation over repeats, with the 95 % confidence
+interval below. The attack success rate (ASR) counts triggered test images whose true class is
+not the target. Clean accuracy drop = clean accuracy of the paired clean baseline (same config
+and seed, rate 0) minus the run's."""
+REGRESSION_NOTE = """Mean &plusmn; standard deviation over repeats, with the 95 % confidence
+interval below. Errors are in {unit}: the clean error is the mean error on clean test images,
+the attack error the mean distance of triggered predictions to the attacker's target, and
+attack success within t the share of triggered predictions within t {unit} of the target.
+Clean error increase = the run's clean error minus that of its paired clean baseline (same
+config and seed, rate 0)."""
 
 
 def data_uri(png: bytes) -> str:
@@ -65,20 +86,47 @@ def _format(stats: dict[str, float], digits: int = 3) -> str:
     return text
 
 
+def results_note(table: pd.DataFrame) -> str:
+    """The table's explanation in the task's own terms."""
+    if "attack_error" not in table:
+        return f'<p class="note">{CLASSIFICATION_NOTE}</p>'
+    units = table["label_unit"].dropna().unique() if "label_unit" in table else []
+    unit = str(units[0]) if len(units) == 1 else "label units"
+    return f'<p class="note">{REGRESSION_NOTE.format(unit=html.escape(unit))}</p>'
+
+
+def figure_html(path: Path) -> str:
+    """One figure, inline, captioned with the title its PNG carries (else its file name)."""
+    with Image.open(path) as image:
+        caption = image.text.get("Title") or path.stem  # type: ignore[attr-defined]
+    return (
+        f'<figure><img src="{data_uri(path.read_bytes())}" alt="{html.escape(path.stem)}">'
+        f"<figcaption>{html.escape(caption)}</figcaption></figure>"
+    )
+
+
+def _header(name: str, label: str) -> str:
+    return f'<th title="{html.escape(name)}">{html.escape(label)}</th>'
+
+
 def summary_table(summary: pd.DataFrame, varied: list[str]) -> str:
     metrics = [m for m in TABLE_METRICS if f"{m}_mean" in summary]
-    head = "".join(f'<th class="key">{html.escape(k)}</th>' for k in varied)
-    head += "<th>n</th>" + "".join(f"<th>{html.escape(metric_label(m))}</th>" for m in metrics)
+    head = "".join(_header(k, axis_label(k)).replace("<th ", '<th class="key" ', 1) for k in varied)
+    head += "<th>n</th>" + "".join(_header(m, metric_label(m)) for m in metrics)
+    names = {k: short_labels(list(summary[k].unique())) for k in varied}
     rows = []
     for row in summary.to_dict("records"):  # iterrows would upcast integer keys to float
-        cells = "".join(f'<td class="key">{html.escape(str(row[k]))}</td>' for k in varied)
+        cells = "".join(
+            f'<td class="key">{html.escape(names[k].get(row[k], str(row[k])))}</td>' for k in varied
+        )
         cells += f"<td>{int(row['n'])}</td>"
         for metric in metrics:
             stats = {
                 name: row.get(f"{metric}_{name}", math.nan)
                 for name in ("mean", "std", "ci_low", "ci_high")
             }
-            cells += f"<td>{_format(stats, 2 if metric == 'psnr_db' else 3)}</td>"
+            digits = 2 if metric == "psnr_db" or not is_fraction(metric) else 3
+            cells += f"<td>{_format(stats, digits)}</td>"
         rows.append(f"<tr>{cells}</tr>")
     return f"<table><tr>{head}</tr>{''.join(rows)}</table>"
 

@@ -20,7 +20,6 @@ from typing import Literal
 
 import torch
 from pydantic import Field
-from scipy.fft import idctn
 
 from triggerlab.errors import ConfigError
 from triggerlab.triggers.base import ImageShape, SpecBase
@@ -29,6 +28,8 @@ from triggerlab.triggers.signal import AdditiveSignal
 
 def low_frequency_pattern(channels: int, height: int, width: int, k: int, seed: int):
     """The unscaled perturbation ``[C, H, W]`` (float64) from the lowest ``k x k`` DCT terms."""
+    from scipy.fft import idctn
+
     generator = torch.Generator().manual_seed(seed)
     coefficients = torch.zeros(channels, height, width, dtype=torch.float64)
     coefficients[:, :k, :k] = torch.randn(channels, k, k, generator=generator, dtype=torch.float64)

@@ -27,7 +27,6 @@ from typing import Literal
 
 import torch
 from pydantic import Field, model_validator
-from torchvision.transforms.functional import gaussian_blur
 
 from triggerlab.errors import ConfigError
 from triggerlab.triggers.base import ImageShape, SpecBase
@@ -125,5 +124,7 @@ class ReflectionSpec(SpecBase):
                 f"large for a {height}x{width} image (expected sigma up to "
                 f"{(min(height, width) - 1) / 4:g})"
             )
+        from torchvision.transforms.functional import gaussian_blur  # slow import: only here
+
         blurred = gaussian_blur(reflection[None], [side, side], [self.sigma, self.sigma])
         return Reflection(self.strength * blurred, 1.0)

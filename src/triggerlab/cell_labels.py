@@ -24,6 +24,11 @@ def _mapping(value: Any) -> dict[str, Any] | None:
     return None
 
 
+def is_spec(value: Any) -> bool:
+    """Whether a table value is a whole section's mapping (a trigger, a defence)."""
+    return _mapping(value) is not None
+
+
 def _text(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:g}"
@@ -59,7 +64,7 @@ def short_labels(values: list[Any]) -> dict[Any, str]:
     labels: dict[Any, str] = {}
     for value, spec in specs.items():
         if spec is None:
-            labels[value] = _text(value)
+            labels[value] = str(value)
         else:
             labels[value] = _mapping_label(spec, varying[str(spec.get("kind", ""))])
     seen: dict[str, int] = {}
