@@ -13,11 +13,13 @@ Varied keys a figure does not show are pooled, and the title says which.
 from __future__ import annotations
 
 import io
+import textwrap
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
+from matplotlib import colormaps
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
@@ -86,6 +88,8 @@ def line_figure(
     fig = Figure(figsize=(6.4, 4.2), layout="constrained")
     ax = fig.subplots()
     hues = sorted_values(runs[hue])[:MAX_LINES] if hue else [None]
+    if len(hues) > 10:  # tab10 would repeat its colours
+        ax.set_prop_cycle(color=[colormaps["tab20"](i) for i in range(20)])
     numeric_x = is_numeric(runs[x])
     xs = sorted_values(runs[x])
     every: list[dict[str, float]] = []
@@ -110,45 +114,63 @@ def line_figure(
         _outside_legend(ax, title=axis_label(hue))
     ax.grid(alpha=0.3)
     pooled = pooled_note(varied, [x] + ([hue] if hue else []))
-    notes = ", ".join(n for n in (interval_note(every, metric), zoom) if n)
+    total = runs[hue].nunique() if hue else 1
+    shown = f"first {MAX_LINES} of {total} lines" if total > MAX_LINES else ""
+    notes = ", ".join(n for n in (interval_note(every, metric), zoom, shown) if n)
     ax.set_title(f"{metric_label(metric)} vs {x}, {notes}{pooled}", fontsize=9, wrap=True)
     return fig
 
 
-def epoch_figure(grid_dir: Path, runs: pd.DataFrame, varied: list[str], metric: str) -> Figure:
-    """Per-epoch mean of ``metric`` over repeats, one line per cell (the first twelve cells)."""
-    fig = Figure(figsize=(6.4, 4.2), layout="constrained")
+def epoch_figure(
+    grid_dir: Path, runs: pd.DataFrame, varied: list[str], metric: str
+) -> Figure | None:
+    """Per-epoch mean of ``metric`` over repeats, one line per cell (the first cells, up to
+    ``MAX_LINES``); None for a metric the epoch log does not hold."""
+    groups = list(runs.groupby(varied, sort=False, dropna=False)) if varied else [((), runs)]
+    curves = {}
+    for key, group in groups[:MAX_LINES]:
+        paths = [run_dir(grid_dir, i) / "metrics.csv" for i in group["run_id"]]
+        rows = [r for r in (read_metrics(p) for p in paths if p.exists()) if r]
+        if rows and metric not in rows[0][0]:
+            return None  # measured once at the end (a defence's *_after), not per epoch
+        if rows:
+            length = min(len(r) for r in rows)
+            curves[_cell_name(runs, varied, key)] = np.mean(
+                [[row[metric] for row in r[:length]] for r in rows], axis=0
+            )
+    longest = max((len(name) for name in curves), default=0)
+    fig = Figure(figsize=(4.6 + min(0.055 * longest, 7.0), 4.2), layout="constrained")
     ax = fig.subplots()
-    groups = runs.groupby(varied, sort=False, dropna=False) if varied else [((), runs)]
-    drawn: list[float] = []
-    for number, (key, group) in enumerate(groups):
-        if number == MAX_LINES:
-            break
-        curves = []
-        for identity in group["run_id"]:
-            path = run_dir(grid_dir, identity) / "metrics.csv"
-            if path.exists():
-                curves.append([row[metric] for row in read_metrics(path)])
-        if not curves:
-            continue
-        length = min(len(c) for c in curves)
-        mean = np.mean([c[:length] for c in curves], axis=0)
-        values = key if isinstance(key, tuple) else (key,)
-        label = (
-            ", ".join(f"{k.split('.')[-1]}={v}" for k, v in zip(varied, values, strict=True))
-            or "all runs"
-        )
-        ax.plot(np.arange(1, length + 1), mean, label=label, marker="." if length < 12 else None)
-        drawn += [float(v) for v in mean]
+    if len(curves) > 10:  # tab10 would repeat its colours
+        ax.set_prop_cycle(color=[colormaps["tab20"](i) for i in range(20)])
+    for name, mean in curves.items():
+        marker = "." if len(mean) < 12 else None
+        ax.plot(np.arange(1, len(mean) + 1), mean, label=name, marker=marker)
     ax.set_xlabel("epoch")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_ylabel(value_label(metric, runs))
-    zoom = set_metric_limits(ax, metric, drawn)
+    zoom = set_metric_limits(ax, metric, [v for m in curves.values() for v in m])
     ax.grid(alpha=0.3)
-    _outside_legend(ax, title="cell")
-    note = f", {zoom}" if zoom else ""
-    ax.set_title(f"{metric_label(metric)} per epoch, mean over repeats{note}", fontsize=9)
+    _outside_legend(ax, title="cell" if len(varied) != 1 else axis_label(varied[0]))
+    shown = f", first {MAX_LINES} of {len(groups)} cells" if len(groups) > MAX_LINES else ""
+    title = f"{metric_label(metric)} per epoch, mean over repeats{shown}"
+    ax.set_title(textwrap.fill(title + (f", {zoom}" if zoom else ""), 60), fontsize=9)
     return fig
+
+
+def _cell_name(runs: pd.DataFrame, varied: list[str], key: object) -> str:
+    """A cell's legend entry: its short value, or ``key=value`` pairs when several keys vary."""
+    values = key if isinstance(key, tuple) else (key,)
+    names = [
+        short_labels(list(runs[k].unique())).get(v, str(v))
+        for k, v in zip(varied, values, strict=True)
+    ]
+    if len(varied) == 1:
+        return names[0]
+    return (
+        ", ".join(f"{k.split('.')[-1]}={n}" for k, n in zip(varied, names, strict=True))
+        or "all runs"
+    )
 
 
 def _bar_end(metric: str, cells: list[dict[str, float]]) -> float:
@@ -162,11 +184,14 @@ def bars_figure(runs: pd.DataFrame, varied: list[str], key: str, metric: str) ->
     """Mean ``metric`` per value of ``key`` with 95 % interval error bars; horizontal bars
     with short labels when there are many values (a whole trigger varied, for example)."""
     values = sorted_values(runs[key])
+    names = short_labels(values)
     horizontal = len(values) > MAX_CATEGORIES_ON_X
     height = max(4.0, 0.28 * len(values) + 1.4) if horizontal else 4.0
-    fig = Figure(figsize=(7.2 if horizontal else 6.4, height), layout="constrained")
+    # the bars keep about 4 inches beside labels of any length (7-point text: ~0.06 in a letter)
+    longest = max((len(n) for n in names.values()), default=0)
+    width = 4.8 + 0.06 * longest if horizontal else 6.4
+    fig = Figure(figsize=(width, height), layout="constrained")
     ax = fig.subplots()
-    names = short_labels(values)
     cells = [interval(runs[runs[key] == v][metric], metric) for v in values]
     means = np.array([c["mean"] for c in cells])
     errors = np.array([[c["mean"] - c["ci_low"], c["ci_high"] - c["mean"]] for c in cells]).T
@@ -187,11 +212,8 @@ def bars_figure(runs: pd.DataFrame, varied: list[str], key: str, metric: str) ->
         ax.set_ylabel(value_label(metric, runs))
         ax.set_ylim(0, _bar_end(metric, cells))
         ax.grid(axis="y", alpha=0.3)
-    ax.set_title(
-        f"{metric_label(metric)} per {key}, {interval_note(cells, metric)}"
-        f"{pooled_note(varied, [key])}",
-        fontsize=9,
-    )
+    title = f"{metric_label(metric)} per {key}, {interval_note(cells, metric)}"
+    ax.set_title(textwrap.fill(title + pooled_note(varied, [key]), 70), fontsize=9)
     return fig
 
 
@@ -207,6 +229,8 @@ def _checked_metrics(
             )
     if metrics is None:
         metrics = ("asr", "clean_acc") if "asr" in runs else ("attack_error", "clean_error")
+        if "defense" in varied and f"{metrics[0]}_after" in runs:  # what the repairs left
+            metrics = tuple(f"{m}_after" for m in metrics)
     unknown = [m for m in metrics if m not in runs]
     if unknown:
         raise ArgumentError(
@@ -257,7 +281,8 @@ def plot_grid(
         paths += _metric_figures(grid_dir, runs, varied, metric, x, hue, ordered, folder)
     success = success_metric(runs)
     trigger_varies = any(k == "trigger" or k.startswith("trigger.") for k in varied)
-    if trigger_varies and success and stealth in runs and runs[stealth].nunique() > 1:
+    # a frontier needs a few stealth levels: two (a demo's two patch sizes) show no trade-off
+    if trigger_varies and success and stealth in runs and runs[stealth].round(6).nunique() >= 3:
         figure = frontier_figure(runs, varied, stealth, success)
         paths += _save(figure, folder, f"frontier_{success}_vs_{stealth}")
     roc = roc_figure(grid_dir, runs, varied)
@@ -286,7 +311,9 @@ def _metric_figures(
         else:
             name = f"{metric}_vs_{x}" + (f"_by_{hue}" if hue else "")
             paths += _save(line_figure(runs, varied, x, hue, metric), folder, name)
-    paths += _save(epoch_figure(grid_dir, runs, varied, metric), folder, f"{metric}_per_epoch")
+    per_epoch = epoch_figure(grid_dir, runs, varied, metric)
+    if per_epoch is not None:
+        paths += _save(per_epoch, folder, f"{metric}_per_epoch")
     if len(ordered) >= 2:
         hx, hy = _heatmap_axes(ordered)
         figure = heatmap_figure(runs, varied, hx, hy, metric)

@@ -32,9 +32,9 @@ th, td { border: 1px solid #ddd; padding: 3px 8px; text-align: right; }
 th { background: #f3f3f3; } td.key, th.key { text-align: left; }
 pre { background: #f7f7f7; padding: 1em; overflow-x: auto; font-size: 0.85em; }
 figure { display: inline-block; margin: 0.5em; vertical-align: top; }
-figure img { max-width: 520px; border: 1px solid #eee; }
+figure img { max-width: 100%; border: 1px solid #eee; }
 .gallery figure img { width: 112px; image-rendering: pixelated; }
-figcaption { font-size: 0.75em; max-width: 520px; }
+figcaption { font-size: 0.75em; max-width: 700px; }
 .note { color: #555; font-size: 0.9em; }
 """
 TABLE_METRICS = (
@@ -60,14 +60,17 @@ TABLE_METRICS = (
 )
 CLASSIFICATION_NOTE = """Mean &plusmn; standard deviation over repeats, with the 95 % confidence
 interval below. The attack success rate (ASR) counts triggered test images whose true class is
-not the target. Clean accuracy drop = clean accuracy of the paired clean baseline (same config
-and seed, rate 0) minus the run's."""
+not the target."""
 REGRESSION_NOTE = """Mean &plusmn; standard deviation over repeats, with the 95 % confidence
 interval below. Errors are in {unit}: the clean error is the mean error on clean test images,
 the attack error the mean distance of triggered predictions to the attacker's target, and
-attack success within t the share of triggered predictions within t {unit} of the target.
-Clean error increase = the run's clean error minus that of its paired clean baseline (same
-config and seed, rate 0)."""
+attack success within t the share of triggered predictions within t {unit} of the target."""
+BASELINE_NOTES = {
+    "clean_acc_drop": """ Clean accuracy drop = clean accuracy of the paired clean baseline (same
+config and seed, rate 0) minus the run's.""",
+    "clean_error_increase": """ Clean error increase = the run's clean error minus that of its
+paired clean baseline (same config and seed, rate 0).""",
+}
 
 
 def data_uri(png: bytes) -> str:
@@ -88,11 +91,12 @@ def _format(stats: dict[str, float], digits: int = 3) -> str:
 
 def results_note(table: pd.DataFrame) -> str:
     """The table's explanation in the task's own terms."""
+    paired = "".join(note for name, note in BASELINE_NOTES.items() if name in table)
     if "attack_error" not in table:
-        return f'<p class="note">{CLASSIFICATION_NOTE}</p>'
+        return f'<p class="note">{CLASSIFICATION_NOTE}{paired}</p>'
     units = table["label_unit"].dropna().unique() if "label_unit" in table else []
     unit = str(units[0]) if len(units) == 1 else "label units"
-    return f'<p class="note">{REGRESSION_NOTE.format(unit=html.escape(unit))}</p>'
+    return f'<p class="note">{REGRESSION_NOTE.format(unit=html.escape(unit))}{paired}</p>'
 
 
 def figure_html(path: Path) -> str:
