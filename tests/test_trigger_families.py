@@ -198,7 +198,10 @@ def test_low_frequency_pattern_is_the_inverse_dct_of_the_lowest_coefficients():
 
 
 def test_low_frequency_rejects_more_frequencies_than_pixels_and_bad_budgets():
-    with pytest.raises(ConfigError, match=r"trigger.frequencies: 9x9 frequencies exceed the 8x8"):
+    with pytest.raises(
+        ConfigError,
+        match=r"trigger.frequencies: a 9x9 block of frequencies is larger than the 8x8 image",
+    ):
         LowFrequencySpec(frequencies=9).build((1, 8, 8))
     for bad in ({"eps": 0}, {"eps": 1.5}, {"frequencies": 0}):
         with pytest.raises(ValidationError):
@@ -390,3 +393,28 @@ def test_every_new_kind_runs_a_whole_experiment(tmp_path, raw, task):
     assert summary["poison"]["cover_count"] == round(summary["poison"]["count"] * per_poisoned)
     assert (tmp_path / "run" / "cover_indices.csv").is_file() == (per_poisoned > 0)
     assert result.summary["final"]
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        (["trigger.kind=quantize", "trigger.bits=9"], "trigger.bits"),
+        (["trigger.kind=warp", "trigger.strength=0"], "trigger.strength"),
+        (["trigger.kind=warp", "trigger.grid=20"], "trigger.grid: a 20x20 control grid"),
+        (["trigger.kind=low_frequency", "trigger.eps=2"], "trigger.eps"),
+        (["trigger.kind=adaptive_blend", "trigger.pieces=10"], "square number"),
+        (["trigger.kind=reflection", "trigger.sigma=9"], "trigger.sigma: a blur of 9 px"),
+    ],
+)
+def test_bad_parameters_exit_2_with_one_message_and_no_run(tmp_path, settings, message):
+    from typer.testing import CliRunner
+
+    from triggerlab.cli import app
+
+    args = ["run", "-q", "--out", str(tmp_path)]
+    for item in settings:
+        args += ["--set", item]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 2, result.output
+    assert message in result.output and "Traceback" not in result.output
+    assert not any(tmp_path.iterdir())

@@ -15,6 +15,8 @@ from typing import Protocol, runtime_checkable
 import torch
 from pydantic import BaseModel, ConfigDict
 
+from triggerlab.errors import ConfigError
+
 ImageShape = tuple[int, int, int]  # (C, H, W)
 
 
@@ -46,6 +48,16 @@ class CoveredTrigger(Protocol):
     def apply_cover(
         self, x: torch.Tensor, generator: torch.Generator | None = None
     ) -> torch.Tensor: ...
+
+
+def check_square_fits(side: int, shape: ImageShape, where: str, what: str, smallest: int) -> None:
+    """ConfigError naming ``where`` when a ``side x side`` ``what`` exceeds the image."""
+    _, height, width = shape
+    if side > min(height, width):
+        raise ConfigError(
+            f"{where}: a {side}x{side} {what} is larger than the {height}x{width} image "
+            f"(expected {smallest} to {min(height, width)})"
+        )
 
 
 class SpecBase(BaseModel):

@@ -21,8 +21,7 @@ from typing import Literal
 import torch
 from pydantic import Field
 
-from triggerlab.errors import ConfigError
-from triggerlab.triggers.base import ImageShape, SpecBase
+from triggerlab.triggers.base import ImageShape, SpecBase, check_square_fits
 from triggerlab.triggers.signal import AdditiveSignal
 
 
@@ -50,11 +49,9 @@ class LowFrequencySpec(SpecBase):
 
     def build(self, shape: ImageShape, where: str = "trigger") -> AdditiveSignal:
         channels, height, width = shape
-        if self.frequencies > min(height, width):
-            raise ConfigError(
-                f"{where}.frequencies: {self.frequencies}x{self.frequencies} frequencies exceed "
-                f"the {height}x{width} image (expected 1 to {min(height, width)})"
-            )
+        check_square_fits(
+            self.frequencies, shape, f"{where}.frequencies", "block of frequencies", 1
+        )
         pattern = low_frequency_pattern(channels, height, width, self.frequencies, self.seed)
         pattern = self.eps * pattern / pattern.abs().max()
         return AdditiveSignal(pattern.float()[None])

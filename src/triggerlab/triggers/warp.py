@@ -23,8 +23,7 @@ import torch
 import torch.nn.functional as F
 from pydantic import Field
 
-from triggerlab.errors import ConfigError
-from triggerlab.triggers.base import ImageShape, SpecBase
+from triggerlab.triggers.base import ImageShape, SpecBase, check_square_fits
 
 
 def control_field(k: int, seed: int) -> torch.Tensor:
@@ -95,11 +94,7 @@ class WarpSpec(SpecBase):
 
     def build(self, shape: ImageShape, where: str = "trigger") -> Warp:
         _, height, width = shape
-        if self.grid > min(height, width):
-            raise ConfigError(
-                f"{where}.grid: a {self.grid}x{self.grid} control grid is larger than the "
-                f"{height}x{width} image (expected 2 to {min(height, width)})"
-            )
+        check_square_fits(self.grid, shape, f"{where}.grid", "control grid", 2)
         field = control_field(self.grid, self.seed)
         grid = warp_grid(field, height, width, self.strength, self.grid_rescale)
         return Warp(grid, self.cross_ratio if self.noise_mode else 0.0)
