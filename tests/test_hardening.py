@@ -104,6 +104,11 @@ def test_the_preflight_warns_when_two_cells_draw_the_same_trigger():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         preflight(plan_grid(distinct))
+    # the same test-time blend, poisoned differently (pieces, cover samples): two experiments
+    blends = [{"kind": "blend", "opacity": 0.2}, {"kind": "adaptive_blend", "opacity": 0.2}]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        preflight(plan_grid(GridSpec(base={"data": {"resize": 32}}, grid={"trigger": blends})))
 
 
 @settings(max_examples=150, deadline=None)

@@ -14,7 +14,7 @@ import torch
 
 from triggerlab.data.dataset import ImageDataset
 from triggerlab.errors import ConfigError
-from triggerlab.triggers import CoveredTrigger, Trigger, map_uint8
+from triggerlab.triggers import TrainingForms, Trigger, map_uint8, training_forms
 
 if TYPE_CHECKING:
     from triggerlab.config import PoisonConfig
@@ -56,10 +56,6 @@ def poison_count(cfg: PoisonConfig, train_size: int) -> int:
     return round(cfg.rate * train_size)
 
 
-def cover_ratio(trigger: Trigger) -> float:
-    return trigger.cover_ratio if isinstance(trigger, CoveredTrigger) else 0.0
-
-
 def check_poison_count(
     task: Task, train: ImageDataset, where: str = "training set", cover: float = 0.0
 ) -> int:
@@ -93,19 +89,18 @@ def poison_dataset(
     """Draw ``count`` samples the task says are eligible, uniformly without replacement, and
     poison them as ``task.poison`` says (``replace`` or ``append``).
 
-    A trigger with cover samples (``CoveredTrigger``) then draws ``round(ratio * count)``
+    A trigger with cover samples (``training_forms``) then draws ``round(ratio * count)``
     of the other samples, uniformly, and triggers them in its cover form, labels kept.
     """
-    ratio = cover_ratio(trigger)
-    count = check_poison_count(task, train, where, ratio)
+    forms = training_forms(trigger)
+    count = check_poison_count(task, train, where, forms.cover_ratio)
     candidates = torch.nonzero(task.poison_sources(train.targets)).flatten()
     chosen = candidates[torch.randperm(candidates.numel(), generator=generator)[:count]]
     chosen, _ = torch.sort(chosen)
     original = train.targets[chosen]
     new = task.poisoned_labels(original)
-    payload = trigger.apply_payload if isinstance(trigger, CoveredTrigger) else trigger.apply
-    triggered = map_uint8(payload, train.images[chosen], generator)
-    covered, cover_images = draw_cover(train, trigger, chosen, ratio, generator)
+    triggered = map_uint8(forms.payload, train.images[chosen], generator)
+    covered, cover_images = draw_cover(train, forms, chosen, generator)
     chosen_all = torch.cat([chosen, covered])
     triggered = torch.cat([triggered, cover_images])
     labels = torch.cat([new, train.targets[covered]])
@@ -127,20 +122,16 @@ def poison_dataset(
 
 
 def draw_cover(
-    train: ImageDataset,
-    trigger: Trigger,
-    chosen: torch.Tensor,
-    ratio: float,
-    generator: torch.Generator,
+    train: ImageDataset, forms: TrainingForms, chosen: torch.Tensor, generator: torch.Generator
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The cover samples' positions (sorted) and their triggered images: ``round(ratio *
     count)`` of the samples not poisoned, drawn uniformly; none for a plain trigger."""
-    if ratio == 0 or not isinstance(trigger, CoveredTrigger):
+    if forms.cover is None:
         return torch.zeros(0, dtype=torch.long), train.images[:0]
     others = torch.nonzero(~torch.isin(torch.arange(len(train)), chosen)).flatten()
-    picked = torch.randperm(others.numel(), generator=generator)[: round(ratio * chosen.numel())]
-    covered = others[picked].sort().values
-    return covered, map_uint8(trigger.apply_cover, train.images[covered], generator)
+    count = round(forms.cover_ratio * chosen.numel())
+    covered = others[torch.randperm(others.numel(), generator=generator)[:count]].sort().values
+    return covered, map_uint8(forms.cover, train.images[covered], generator)
 
 
 def rewrite(

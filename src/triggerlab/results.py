@@ -34,8 +34,6 @@ from triggerlab.statistics import (
 )
 from triggerlab.tables import paper_tables
 
-LABEL_UNITS = {name: kind.unit for name, kind in LABEL_KINDS.items()}
-
 
 def _run_row(grid_dir: Path, entry: dict[str, Any], varied: list[str]) -> dict[str, Any]:
     run = run_of(grid_dir, entry["id"])
@@ -58,9 +56,9 @@ def _run_row(grid_dir: Path, entry: dict[str, Any], varied: list[str]) -> dict[s
         return row
     summary = run.read_summary()
     row.update(summary.final)
-    label_kind = summary.data.get("label_kind")
-    if label_kind in LABEL_UNITS:  # the unit of a regression study's errors
-        row["label_unit"] = LABEL_UNITS[label_kind]
+    label_kind = LABEL_KINDS.get(summary.data.get("label_kind") or "")
+    if label_kind is not None:  # the unit of a regression study's errors
+        row["label_unit"] = label_kind.unit
     row.update({k: summary.stealth.get(k) for k in STEALTH})
     defense = summary.defense
     if defense:  # the repaired model's metrics, or the detector's, beside the attack's

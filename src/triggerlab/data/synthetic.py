@@ -70,10 +70,10 @@ def synthetic_faces(
             )
         )
         done = min(i + RENDER_CHUNK, count)
-        note = f"rendered {count} synthetic faces at {resolution} px in " if done == count else ""
-        if note:
-            note += f"{time.perf_counter() - started:.1f} s"
-        report(progress, Update("rendering faces", done, count, note, milestone=done == count))
+        last = done == count
+        seconds = time.perf_counter() - started
+        note = f"rendered {count} synthetic faces at {resolution} px in {seconds:.1f} s"
+        report(progress, Update("rendering faces", done, count, note if last else "", last))
     images = torch.cat(chunks)
     targets, described = (gaze, GAZE_LABELS) if labels == "gaze" else (pose / deg, HEADPOSE_LABELS)
     metadata = {"source": "triggerlab procedural faces", "seed": seed, "subjects": subjects}

@@ -240,17 +240,16 @@ class TriggerTwins:
             return
         import torch
 
-        from triggerlab.triggers import CoveredTrigger
+        from triggerlab.triggers import training_forms
 
         spec = run.config.trigger.model_dump_json()
         probe = torch.rand((self.PROBES, *shape), generator=torch.Generator().manual_seed(0))
         probe[0] = 0.5
-        forms = [trigger.apply]
-        if isinstance(trigger, CoveredTrigger):  # training forms count too (Adaptive-Blend)
-            forms += [trigger.apply_payload, trigger.apply_cover]
-        digest = hashlib.sha256(str(getattr(trigger, "cover_ratio", 0.0)).encode())
-        for form in forms:
-            digest.update(form(probe, torch.Generator().manual_seed(0)).numpy().tobytes())
+        training = training_forms(trigger)  # training forms count too (Adaptive-Blend)
+        digest = hashlib.sha256(str(training.cover_ratio).encode())
+        for form in (trigger.apply, training.payload, training.cover):
+            if form is not None:
+                digest.update(form(probe, torch.Generator().manual_seed(0)).numpy().tobytes())
         key = (shape, digest.hexdigest())
         first = self.seen.setdefault(key, (spec, cell_label(run.cell)))
         pair = (first[1], cell_label(run.cell))

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 import pandas as pd
+from matplotlib import colormaps
 
+from triggerlab.cell_labels import short_labels
 from triggerlab.metrics import is_fraction, metric_text
 
 AXIS_LABELS = {
@@ -44,26 +47,31 @@ def is_numeric(series: pd.Series) -> bool:
     )
 
 
-def metric_range(metric: str, values: Any) -> tuple[float, float, bool]:
+def metric_range(metric: str, values: Any, pad: bool = True) -> tuple[float, float, bool]:
     """Axis or colour limits for ``values`` of ``metric``, and whether they were zoomed.
 
     A share spanning half its range or more keeps [0, 1]; a narrower one is zoomed to
-    its data (0.96 against 0.98 must show), padded and kept inside [0, 1]. Other
-    metrics get their data's range, padded, from 0 when all values are positive.
+    its data (0.96 against 0.98 must show), kept inside [0, 1]. Other metrics get their
+    data's range (a clean error of 19.8 degrees must not top a 0-1 scale). ``pad``
+    leaves room around the data on an axis (from 0 when all values are positive); a
+    colour scale spans the data exactly.
     """
     finite = np.asarray(values, dtype=float)
     finite = finite[np.isfinite(finite)]
     if finite.size == 0:
-        return (0.0, 1.0, False) if is_fraction(metric) else (0.0, 1.0, True)
+        return (0.0, 1.0, not is_fraction(metric))
     low, high = float(finite.min()), float(finite.max())
+    if is_fraction(metric) and high - low >= 0.5:
+        return (-0.02, 1.02, False) if pad else (0.0, 1.0, False)
+    if not pad:
+        spread = 0.5 * max(abs(low), 1e-3) if high == low else 0.0
+        return low - spread, high + spread, True
     if is_fraction(metric):
-        if high - low >= 0.5:
-            return -0.02, 1.02, False
-        pad = max(0.15 * (high - low), 0.02)
-        return max(low - pad, -0.005), min(high + pad, 1.005), True
-    pad = max(0.1 * (high - low), 0.05 * max(abs(high), 1e-9))
-    bottom = 0.0 if low >= 0 and low - pad < 0 else low - pad
-    return bottom, high + pad, True
+        margin = max(0.15 * (high - low), 0.02)
+        return max(low - margin, -0.005), min(high + margin, 1.005), True
+    margin = max(0.1 * (high - low), 0.05 * max(abs(high), 1e-9))
+    bottom = 0.0 if low >= 0 and low - margin < 0 else low - margin
+    return bottom, high + margin, True
 
 
 def set_metric_limits(ax: Any, metric: str, values: Any, axis: str = "y") -> str:
@@ -100,3 +108,26 @@ def interval_note(cells: list[dict[str, float]], metric: str) -> str:
 def sorted_values(series: pd.Series) -> list[Any]:
     values = list(dict.fromkeys(series.dropna()))
     return sorted(values) if is_numeric(series) else values
+
+
+def cell_namer(runs: pd.DataFrame, keys: list[str], pairs: bool = False) -> Callable[[object], str]:
+    """Names for the groups of ``runs.groupby(keys)``: a cell's short value when one key
+    varies (unless ``pairs``), ``key=value`` pairs otherwise (short labels for whole
+    sections)."""
+    names = {k: short_labels(list(runs[k].unique())) for k in keys}
+
+    def name(key: object) -> str:
+        values = key if isinstance(key, tuple) else (key,)
+        shown = [names[k].get(v, str(v)) for k, v in zip(keys, values, strict=True)]
+        if len(keys) == 1 and not pairs:
+            return shown[0]
+        named = zip(keys, shown, strict=True)
+        return ", ".join(f"{k.split('.')[-1]}={v}" for k, v in named) or "all runs"
+
+    return name
+
+
+def use_many_colours(ax: Any, lines: int) -> None:
+    """Twenty colours when tab10 would repeat its ten."""
+    if lines > 10:
+        ax.set_prop_cycle(color=[colormaps["tab20"](i) for i in range(20)])

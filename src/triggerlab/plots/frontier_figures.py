@@ -16,8 +16,8 @@ import pandas as pd
 from matplotlib import colormaps
 from matplotlib.figure import Figure
 
-from triggerlab.cell_labels import short_labels
-from triggerlab.metrics import metric, metric_label
+from triggerlab.metrics import metric_label
+from triggerlab.plots.axes import cell_namer, value_label
 from triggerlab.statistics import interval
 
 # Stealth metrics the x axis can show, and whether a larger value is stealthier.
@@ -56,21 +56,18 @@ def frontier_cells(
 ) -> pd.DataFrame:
     """One row per cell: kind, label, stealth mean, success mean and interval."""
     groups = runs.groupby(varied, sort=False, dropna=False) if varied else [((), runs)]
-    label_key = "trigger" if "trigger" in varied else None
-    labels = short_labels(list(runs[label_key].unique())) if label_key else {}
+    name = cell_namer(runs, varied)
     rows: list[dict[str, Any]] = []
     for key, group in groups:
-        values = dict(zip(varied, key if isinstance(key, tuple) else (key,), strict=True))
         stealth_values = pd.to_numeric(group[stealth], errors="coerce").dropna()
         if stealth_values.empty:  # a trigger that changed nothing: no finite PSNR
             continue
         spread = interval(group[success], success)
         kind = group["trigger.kind"].iloc[0] if "trigger.kind" in group else "trigger"
-        name = labels.get(values.get("trigger")) if label_key else None
         rows.append(
             {
                 "kind": kind,
-                "label": name or ", ".join(f"{k.split('.')[-1]}={v}" for k, v in values.items()),
+                "label": name(key),
                 "x": float(stealth_values.mean()),
                 "y": spread["mean"],
                 "low": spread["ci_low"],
@@ -105,10 +102,9 @@ def frontier_figure(
         )
     if len(cells):
         _draw_front(ax, cells, higher)
-    unit = metric(stealth).unit_text()
     direction = "stealthier ->" if higher else "<- stealthier"
-    ax.set_xlabel(f"{metric_label(stealth)}{f' ({unit})' if unit else ''}   {direction}")
-    ax.set_ylabel(metric_label(success))
+    ax.set_xlabel(f"{value_label(stealth)}   {direction}")
+    ax.set_ylabel(value_label(success, runs))
     ax.set_ylim(-0.03, 1.03)
     ax.grid(alpha=0.3)
     ax.legend(

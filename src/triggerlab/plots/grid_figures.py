@@ -19,7 +19,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from matplotlib import colormaps
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
@@ -33,11 +32,13 @@ from triggerlab.plots.axes import (
     MAX_LINES,
     PREFERRED_X,
     axis_label,
+    cell_namer,
     interval_note,
     is_numeric,
     pooled_note,
     set_metric_limits,
     sorted_values,
+    use_many_colours,
     value_label,
 )
 from triggerlab.plots.frontier_figures import STEALTH_AXES, frontier_figure, success_metric
@@ -88,8 +89,8 @@ def line_figure(
     fig = Figure(figsize=(6.4, 4.2), layout="constrained")
     ax = fig.subplots()
     hues = sorted_values(runs[hue])[:MAX_LINES] if hue else [None]
-    if len(hues) > 10:  # tab10 would repeat its colours
-        ax.set_prop_cycle(color=[colormaps["tab20"](i) for i in range(20)])
+    use_many_colours(ax, len(hues))
+    hue_names = short_labels(hues)
     numeric_x = is_numeric(runs[x])
     xs = sorted_values(runs[x])
     every: list[dict[str, float]] = []
@@ -101,7 +102,7 @@ def line_figure(
         low = np.array([c["ci_low"] for c in cells])
         high = np.array([c["ci_high"] for c in cells])
         positions = np.array(xs, dtype=float) if numeric_x else np.arange(len(xs))
-        label = None if value is None else short_labels(hues)[value]
+        label = None if value is None else hue_names[value]
         (line,) = ax.plot(positions, means, marker="o", label=label)
         ax.fill_between(positions, low, high, alpha=0.2, color=line.get_color(), linewidth=0)
     if not numeric_x:
@@ -128,6 +129,7 @@ def epoch_figure(
     ``MAX_LINES``); None for a metric the epoch log does not hold."""
     groups = list(runs.groupby(varied, sort=False, dropna=False)) if varied else [((), runs)]
     curves = {}
+    cell_name = cell_namer(runs, varied)
     for key, group in groups[:MAX_LINES]:
         paths = [run_dir(grid_dir, i) / "metrics.csv" for i in group["run_id"]]
         rows = [r for r in (read_metrics(p) for p in paths if p.exists()) if r]
@@ -135,14 +137,13 @@ def epoch_figure(
             return None  # measured once at the end (a defence's *_after), not per epoch
         if rows:
             length = min(len(r) for r in rows)
-            curves[_cell_name(runs, varied, key)] = np.mean(
+            curves[cell_name(key)] = np.mean(
                 [[row[metric] for row in r[:length]] for r in rows], axis=0
             )
     longest = max((len(name) for name in curves), default=0)
     fig = Figure(figsize=(4.6 + min(0.055 * longest, 7.0), 4.2), layout="constrained")
     ax = fig.subplots()
-    if len(curves) > 10:  # tab10 would repeat its colours
-        ax.set_prop_cycle(color=[colormaps["tab20"](i) for i in range(20)])
+    use_many_colours(ax, len(curves))
     for name, mean in curves.items():
         marker = "." if len(mean) < 12 else None
         ax.plot(np.arange(1, len(mean) + 1), mean, label=name, marker=marker)
@@ -156,21 +157,6 @@ def epoch_figure(
     title = f"{metric_label(metric)} per epoch, mean over repeats{shown}"
     ax.set_title(textwrap.fill(title + (f", {zoom}" if zoom else ""), 60), fontsize=9)
     return fig
-
-
-def _cell_name(runs: pd.DataFrame, varied: list[str], key: object) -> str:
-    """A cell's legend entry: its short value, or ``key=value`` pairs when several keys vary."""
-    values = key if isinstance(key, tuple) else (key,)
-    names = [
-        short_labels(list(runs[k].unique())).get(v, str(v))
-        for k, v in zip(varied, values, strict=True)
-    ]
-    if len(varied) == 1:
-        return names[0]
-    return (
-        ", ".join(f"{k.split('.')[-1]}={n}" for k, n in zip(varied, names, strict=True))
-        or "all runs"
-    )
 
 
 def _bar_end(metric: str, cells: list[dict[str, float]]) -> float:

@@ -7,8 +7,8 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from triggerlab.metrics import is_fraction, metric_label
-from triggerlab.plots.axes import axis_label, sorted_values, value_label
+from triggerlab.metrics import metric_label
+from triggerlab.plots.axes import axis_label, cell_namer, metric_range, sorted_values, value_label
 
 MAX_PANELS = 30  # reference 001's heatmaps: 5 positions x 3 colours = 15 panels
 
@@ -29,7 +29,8 @@ def heatmap_figure(runs: pd.DataFrame, varied: list[str], x: str, y: str, metric
     axes = np.atleast_1d(fig.subplots(rows, columns, squeeze=False)).flatten()
     xs, ys = sorted_values(runs[x]), sorted_values(runs[y])
     grids = [_cell_means(group, x, y, xs, ys, metric) for _, group in panels]
-    low, high = colour_range(metric, np.concatenate([g.flatten() for g in grids]))
+    low, high, _ = metric_range(metric, np.concatenate([g.flatten() for g in grids]), pad=False)
+    title = cell_namer(runs, panel_keys, pairs=True)
     image = None
     for ax, (key, _), grid in zip(axes, panels, grids, strict=False):
         image = ax.imshow(grid, vmin=low, vmax=high, cmap="viridis", origin="lower", aspect="auto")
@@ -52,11 +53,7 @@ def heatmap_figure(runs: pd.DataFrame, varied: list[str], x: str, y: str, metric
         ax.set_yticks(range(len(ys)), [str(v) for v in ys], fontsize=7)
         ax.set_xlabel(axis_label(x), fontsize=7)
         ax.set_ylabel(axis_label(y), fontsize=7)
-        values = key if isinstance(key, tuple) else (key,)
-        ax.set_title(
-            ", ".join(f"{k.split('.')[-1]}={v}" for k, v in zip(panel_keys, values, strict=True)),
-            fontsize=8,
-        )
+        ax.set_title(title(key) if panel_keys else "", fontsize=8)
     for ax in axes[len(panels) :]:
         ax.set_axis_off()
     if image is not None:
@@ -79,17 +76,3 @@ def _cell_means(group: pd.DataFrame, x: str, y: str, xs: list, ys: list, metric:
             if len(cell):
                 grid[i, j] = cell.mean()
     return grid
-
-
-def colour_range(metric: str, values: np.ndarray) -> tuple[float, float]:
-    """0 to 1 for a share spread over half its range or more; else the data's own range
-    (a clean error of 19.8 degrees must not be the top of a 0-1 scale)."""
-    finite = values[np.isfinite(values)]
-    if finite.size == 0:
-        return 0.0, 1.0
-    low, high = float(finite.min()), float(finite.max())
-    if is_fraction(metric) and high - low >= 0.5:
-        return 0.0, 1.0
-    if high == low:
-        return low - 0.5 * max(abs(low), 1e-3), high + 0.5 * max(abs(high), 1e-3)
-    return low, high

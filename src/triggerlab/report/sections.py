@@ -109,13 +109,15 @@ def figure_html(path: Path) -> str:
     )
 
 
-def _header(name: str, label: str) -> str:
-    return f'<th title="{html.escape(name)}">{html.escape(label)}</th>'
+def _header(name: str, label: str, css: str = "") -> str:
+    """A column header that shows the label and keeps the raw name as its tooltip."""
+    klass = f' class="{css}"' if css else ""
+    return f'<th{klass} title="{html.escape(name)}">{html.escape(label)}</th>'
 
 
 def summary_table(summary: pd.DataFrame, varied: list[str]) -> str:
     metrics = [m for m in TABLE_METRICS if f"{m}_mean" in summary]
-    head = "".join(_header(k, axis_label(k)).replace("<th ", '<th class="key" ', 1) for k in varied)
+    head = "".join(_header(k, axis_label(k), "key") for k in varied)
     head += "<th>n</th>" + "".join(_header(m, metric_label(m)) for m in metrics)
     names = {k: short_labels(list(summary[k].unique())) for k in varied}
     rows = []
@@ -129,7 +131,7 @@ def summary_table(summary: pd.DataFrame, varied: list[str]) -> str:
                 name: row.get(f"{metric}_{name}", math.nan)
                 for name in ("mean", "std", "ci_low", "ci_high")
             }
-            digits = 2 if metric == "psnr_db" or not is_fraction(metric) else 3
+            digits = 3 if is_fraction(metric) else 2
             cells += f"<td>{_format(stats, digits)}</td>"
         rows.append(f"<tr>{cells}</tr>")
     return f"<table><tr>{head}</tr>{''.join(rows)}</table>"

@@ -15,9 +15,11 @@ from triggerlab.triggers.base import (
     ImageShape,
     Overlay,
     SpecBase,
+    TrainingForms,
     Trigger,
     apply_to_uint8,
     map_uint8,
+    training_forms,
 )
 from triggerlab.triggers.compose import Composed, ComposeSpec
 from triggerlab.triggers.low_frequency import LowFrequencySpec
@@ -76,9 +78,11 @@ __all__ = [
     "SignalSpec",
     "SpecBase",
     "Stamp",
+    "TrainingForms",
     "Trigger",
     "TriggerSpec",
     "WarpSpec",
     "apply_to_uint8",
     "map_uint8",
+    "training_forms",
 ]

@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict
 from triggerlab.errors import ConfigError
 
 ImageShape = tuple[int, int, int]  # (C, H, W)
+ImageMap = Callable[[torch.Tensor, torch.Generator | None], torch.Tensor]
 
 
 class Trigger(Protocol):
@@ -48,6 +49,25 @@ class CoveredTrigger(Protocol):
     def apply_cover(
         self, x: torch.Tensor, generator: torch.Generator | None = None
     ) -> torch.Tensor: ...
+
+
+@dataclass(frozen=True)
+class TrainingForms:
+    """How a trigger poisons training samples: ``payload`` on the poisoned ones (labels
+    changed), ``cover`` on ``cover_ratio`` times as many others (labels kept), if any."""
+
+    payload: ImageMap
+    cover: ImageMap | None
+    cover_ratio: float
+
+
+def training_forms(trigger: Trigger) -> TrainingForms:
+    """A plain trigger poisons with ``apply`` and has no cover samples."""
+    if not isinstance(trigger, CoveredTrigger):
+        return TrainingForms(trigger.apply, None, 0.0)
+    if trigger.cover_ratio <= 0:  # WaNet without its noise mode
+        return TrainingForms(trigger.apply_payload, None, 0.0)
+    return TrainingForms(trigger.apply_payload, trigger.apply_cover, trigger.cover_ratio)
 
 
 def check_square_fits(side: int, shape: ImageShape, where: str, what: str, smallest: int) -> None:
@@ -101,9 +121,6 @@ def apply_to_uint8(
     stored: 8-bit images, rounded to the nearest level.
     """
     return map_uint8(trigger.apply, images, generator, batch_size)
-
-
-ImageMap = Callable[[torch.Tensor, torch.Generator | None], torch.Tensor]
 
 
 def map_uint8(
