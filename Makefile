@@ -2,8 +2,10 @@
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# What the listing commands print, saved so that they answer without importing torch.
+LISTINGS := src/triggerlab/listings.json
 
-.PHONY: demo test lint bench docs clean
+.PHONY: demo test lint bench docs listings clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || python3 -m venv $(VENV)
@@ -18,13 +20,20 @@ demo: $(STAMP)
 	$(BIN)/triggerlab results grids/demo_study
 	$(BIN)/triggerlab report grids/demo_study
 
-test: $(STAMP)
+test: $(STAMP) $(LISTINGS)
 	$(BIN)/ruff check src tests benchmarks docs examples
 	$(BIN)/ruff format --check src tests benchmarks docs examples
 	$(BIN)/python -m pytest -q
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks docs examples
+
+# Rewritten whenever a module of the package changes; commit it with the change.
+$(LISTINGS): $(STAMP) $(shell find src/triggerlab -name '*.py')
+	$(BIN)/python -m triggerlab.listings
+
+listings: $(STAMP)
+	$(BIN)/python -m triggerlab.listings
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/throughput.py

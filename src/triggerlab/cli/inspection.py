@@ -182,13 +182,14 @@ def explain(
 @app.command()
 def datasets() -> None:
     """List the dataset loaders and the file layout each expects under data.root."""
-    from triggerlab.data import DATASETS
-    from triggerlab.fetch import DATA_ENV, SOURCES, default_root
+    from triggerlab.fetch import DATA_ENV, default_root
+    from triggerlab.listings import read_listings
 
+    listings = read_listings()
     console.print(
         f"Fetched datasets go to {default_root()} (set {DATA_ENV} to change it); "
         "`triggerlab data fetch NAME` or data.download: true fetches "
-        + ", ".join(n for n, s in SOURCES.items() if s.fetchable)
+        + ", ".join(listings["fetchable"])
         + ".\n",
         highlight=False,
         markup=False,
@@ -199,57 +200,45 @@ def datasets() -> None:
     table.add_column("what it is, and the files it expects under data.root")
     table.add_column("data.options")
     rows = []
-    for info in DATASETS.values():
-        options = ", ".join(f"{k}={v}" for k, v in info.options().items()) or "none"
-        table.add_row(Text(info.name), Text(f"{info.summary}\nfiles: {info.layout}"), Text(options))
-        rows.append(
-            (f"{info.name}: {info.summary}", [f"files: {info.layout}", f"options: {options}"])
-        )
+    for info in listings["datasets"]:
+        options = info["options"] or "none"
+        files = f"files: {info['layout']}"
+        table.add_row(Text(info["name"]), Text(f"{info['summary']}\n{files}"), Text(options))
+        rows.append((f"{info['name']}: {info['summary']}", [files, f"options: {options}"]))
     listing(rows, table)
 
 
 @app.command()
 def defenses() -> None:
     """List the defences (defense.kind), what each needs, and its parameters with defaults."""
-    from triggerlab.defenses import DEFENSE_KINDS
+    from triggerlab.listings import read_listings
 
     table = Table(show_header=True, header_style="bold")
     table.add_column("defense.kind")
     table.add_column("needs")
     table.add_column("parameters (default)")
     rows = []
-    for kind, spec in DEFENSE_KINDS.items():
-        needs = [
-            need
-            for need, flag in (
-                ("held-back clean data", spec.holds_back_data),
-                ("classes", spec.needs_classes),
-            )
-            if flag
+    for defense in read_listings()["defenses"]:
+        kind, needs = defense["kind"], ", ".join(defense["needs"])
+        parameters = [
+            f"{name} ({default}): {about}" for name, default, about in defense["parameters"]
         ]
-        parameters = "\n".join(
-            f"{name} ({field.default}): {field.description}"
-            for name, field in spec.model_fields.items()
-            if name != "kind"
-        )
-        table.add_row(Text(kind), Text(", ".join(needs) or "-"), Text(parameters or "-"))
-        rows.append(
-            (f"{kind}: needs {', '.join(needs) or 'nothing more'}", parameters.splitlines())
-        )
+        table.add_row(Text(kind), Text(needs or "-"), Text("\n".join(parameters) or "-"))
+        rows.append((f"{kind}: needs {needs or 'nothing more'}", parameters))
     listing(rows, table)
 
 
 @app.command()
 def models() -> None:
     """List the model architectures and their options (model.options)."""
-    from triggerlab.models import MODELS, model_options
+    from triggerlab.listings import read_listings
 
     table = Table(show_header=True, header_style="bold")
     table.add_column("model.name")
     table.add_column("model.options")
     rows = []
-    for name in MODELS:
-        options = ", ".join(f"{k}={v}" for k, v in model_options(name).items()) or "-"
-        table.add_row(name, options)
-        rows.append((name, [f"options: {options}"]))
+    for model in read_listings()["models"]:
+        options = model["options"] or "-"
+        table.add_row(model["name"], options)
+        rows.append((model["name"], [f"options: {options}"]))
     listing(rows, table)

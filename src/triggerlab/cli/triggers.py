@@ -22,27 +22,25 @@ app = typer.Typer(
 @app.command("list")
 def triggers_list() -> None:
     """Every trigger kind with its parameters, defaults and units."""
-    from triggerlab.triggers import TRIGGER_KINDS
-    from triggerlab.triggers.colors import NAMED_COLORS
-    from triggerlab.triggers.geometry import NAMED_POSITIONS
+    from triggerlab.listings import read_listings
 
-    for kind, spec in TRIGGER_KINDS.items():
-        doc = (spec.__doc__ or "").strip().splitlines()[0]
-        table = Table(title=f"[bold]{kind}[/]: {escape(doc)}", title_justify="left")
+    listings = read_listings()
+    for trigger in listings["triggers"]:
+        kind, summary = trigger["kind"], trigger["summary"]
+        table = Table(title=f"[bold]{kind}[/]: {escape(summary)}", title_justify="left")
         table.add_column("parameter")
         table.add_column("default")
         table.add_column("meaning and units")
         details = []
-        for name, info in spec.model_fields.items():
-            if name == "kind":
-                continue
-            default = "(required)" if info.is_required() else repr(info.default)
-            table.add_row(name, escape(default), escape(info.description or ""))
-            details.append(f"{name} (default {default}): {info.description or ''}")
-        listing([(f"{kind}: {doc}", details)], table)
-    console.print("colour names: " + ", ".join(NAMED_COLORS), highlight=False)
+        for name, default, about in trigger["parameters"]:
+            table.add_row(name, escape(default), escape(about))
+            details.append(f"{name} (default {default}): {about}")
+        listing([(f"{kind}: {summary}", details)], table)
+    console.print("colour names: " + ", ".join(listings["colors"]), highlight=False)
     console.print(
-        "positions: " + ", ".join(NAMED_POSITIONS) + ", or [x, y]", highlight=False, markup=False
+        "positions: " + ", ".join(listings["positions"]) + ", or [x, y]",
+        highlight=False,
+        markup=False,
     )
 
 
