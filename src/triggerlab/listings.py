@@ -42,7 +42,8 @@ def spec_parameters(spec: Any) -> list[list[str]]:
 
 
 def first_line(text: str | None) -> str:
-    return (text or "").strip().splitlines()[0] if (text or "").strip() else ""
+    lines = (text or "").strip().splitlines()
+    return lines[0] if lines else ""
 
 
 def build_listings() -> dict[str, Any]:
