@@ -186,3 +186,50 @@ def test_preview_title_and_caption_stay_inside_the_figure():
     for text in (fig._suptitle, fig._supxlabel):
         extent = text.get_window_extent()
         assert extent.x0 >= box.x0 and extent.x1 <= box.x1
+
+
+def defense_runs() -> pd.DataFrame:
+    """Three defences at a clean control (rate 0) and an attack (0.1), three repeats: a
+    repair, a detector (nothing to measure after it) and an inspection that repaired once."""
+    rows = []
+    for rate, repeat in itertools.product([0.0, 0.1], range(3)):
+        asr = 0.98 + 0.01 * repeat if rate else 0.01
+        for spec, kind, after in (
+            ("{kind: none}", "none", np.nan),
+            ("{clean_fraction: 0.1, kind: finetune}", "finetune", asr / 2),
+            ("{kind: strip}", "strip", np.nan),
+            ("{kind: neural_cleanse}", "neural_cleanse", 0.2 if repeat == 0 and rate else np.nan),
+        ):
+            rows.append(
+                {"defense": spec, "defense.kind": kind, "poison.rate": rate}
+                | {"asr": asr, "asr_after": after}
+            )
+    return pd.DataFrame(rows)
+
+
+def test_defence_studies_show_each_defence_before_and_after():
+    from triggerlab.plots.defense_figures import defense_figure
+
+    runs = defense_runs()
+    fig = defense_figure(runs, ["defense", "poison.rate"], "asr_after")
+    clean, attacked = fig.axes
+    assert [ax.get_title() for ax in fig.axes] == ["poison.rate = 0.0", "poison.rate = 0.1"]
+    ticks = [t.get_text() for t in clean.get_yticklabels()]
+    assert ticks == ["none", "finetune", "strip", "neural_cleanse"]
+    points = {
+        (round(float(line.get_ydata()[0]), 2), round(float(line.get_xdata()[0]), 4))
+        for line in attacked.lines
+        if line.get_marker() == "o"
+    }
+    # rows 0..3 from the top; before at row - 0.15, after at row + 0.15
+    assert (1.15, round((0.98 + 0.99 + 1.0) / 6, 4)) in points  # finetune halved the ASR
+    assert (3.15, 0.2) in points and not any(y == 2.15 for y, _ in points)  # strip: none
+    notes = [t.get_text() for t in attacked.texts]
+    assert notes == ["no defence", "no repair", "repaired in 1 of 3 runs"]
+    assert "as trained and after each defence" in fig.get_suptitle()
+    legend = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert legend == ["as trained", "after the defence"]
+    # more than the defence and one key varied, or a metric without an *_after: lines instead
+    runs["trigger.size"] = 3
+    assert defense_figure(runs, ["defense", "poison.rate", "trigger.size"], "asr_after") is None
+    assert defense_figure(runs, ["defense", "poison.rate"], "asr") is None

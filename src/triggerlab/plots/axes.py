@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Callable
 from typing import Any
 
@@ -34,6 +35,12 @@ AXIS_LABELS = {
 PREFERRED_X = ("poison.rate", "poison.count", "trigger.size", "trigger.delta", "trigger.opacity")
 MAX_LINES = 14  # the catalogue has fourteen trigger kinds and thirteen defences
 MAX_CATEGORIES_ON_X = 6  # more categories than this read better as horizontal bars
+
+
+def wrapped(text: str, width: int) -> str:
+    """A title in lines of ``width``, broken at spaces only: the report's caption joins the
+    lines with a space, which would leave "logit- scale" after a break at a hyphen."""
+    return textwrap.fill(text, width, break_on_hyphens=False)
 
 
 def axis_label(key: str) -> str:
@@ -72,6 +79,23 @@ def metric_range(metric: str, values: Any, pad: bool = True) -> tuple[float, flo
     margin = max(0.1 * (high - low), 0.05 * max(abs(high), 1e-9))
     bottom = 0.0 if low >= 0 and low - margin < 0 else low - margin
     return bottom, high + margin, True
+
+
+def band_values(cells: list[dict[str, float]]) -> list[float]:
+    """What the value axis must show: the means, and the bands when n >= 3 (two runs give
+    a t factor of 12.7, whose bands would flatten every line; they are cut at the frame)."""
+    values = [c["mean"] for c in cells]
+    for c in cells:
+        if c["n"] >= 3:
+            values += [c["ci_low"], c["ci_high"]]
+    return values
+
+
+def bar_end(metric: str, cells: list[dict[str, float]]) -> float:
+    """Bars start at 0 (their length is the value); a share ends at 1, others past the data."""
+    if is_fraction(metric):
+        return 1.02
+    return 1.1 * max((v for v in band_values(cells) if np.isfinite(v)), default=1.0) or 1.0
 
 
 def set_metric_limits(ax: Any, metric: str, values: Any, axis: str = "y") -> str:

@@ -5,6 +5,7 @@
 * per-epoch curves of chosen cells (reference 002's "ASR vs epoch");
 * heatmaps of rate x size, one panel per (position, colour) (reference 001);
 * bars per trigger position;
+* a defence study's result per defence beside the model as trained (``defense_figures``);
 * the ROC curves of the grid's detectors.
 
 Varied keys a figure does not show are pooled, and the title says which.
@@ -13,7 +14,6 @@ Varied keys a figure does not show are pooled, and the title says which.
 from __future__ import annotations
 
 import io
-import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -26,12 +26,14 @@ from triggerlab.cell_labels import short_labels
 from triggerlab.errors import ArgumentError, ConfigError
 from triggerlab.files import write_bytes_atomic
 from triggerlab.grid.store import run_dir
-from triggerlab.metrics import is_fraction, metric_label
+from triggerlab.metrics import metric_label
 from triggerlab.plots.axes import (
     MAX_CATEGORIES_ON_X,
     MAX_LINES,
     PREFERRED_X,
     axis_label,
+    band_values,
+    bar_end,
     cell_namer,
     interval_note,
     is_numeric,
@@ -40,7 +42,9 @@ from triggerlab.plots.axes import (
     sorted_values,
     use_many_colours,
     value_label,
+    wrapped,
 )
+from triggerlab.plots.defense_figures import defense_figure
 from triggerlab.plots.frontier_figures import STEALTH_AXES, frontier_figure, success_metric
 from triggerlab.plots.heatmap_figures import heatmap_figure
 from triggerlab.plots.roc_figures import roc_figure
@@ -51,16 +55,6 @@ from triggerlab.rundir import read_metrics
 def _outside_legend(ax: Any, **options: Any) -> None:
     """A legend right of the axes, where it covers no line or band."""
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=7, title_fontsize=7, **options)
-
-
-def _band_values(cells: list[dict[str, float]]) -> list[float]:
-    """What the value axis must show: the means, and the bands when n >= 3 (two runs give
-    a t factor of 12.7, whose bands would flatten every line; they are cut at the frame)."""
-    values = [c["mean"] for c in cells]
-    for c in cells:
-        if c["n"] >= 3:
-            values += [c["ci_low"], c["ci_high"]]
-    return values
 
 
 def figure_caption(fig: Figure) -> str:
@@ -110,7 +104,7 @@ def line_figure(
         ax.set_xticks(np.arange(len(xs)), [names[v] for v in xs], rotation=20, ha="right")
     ax.set_xlabel(axis_label(x))
     ax.set_ylabel(value_label(metric, runs))
-    zoom = set_metric_limits(ax, metric, _band_values(every))
+    zoom = set_metric_limits(ax, metric, band_values(every))
     if hue:
         _outside_legend(ax, title=axis_label(hue))
     ax.grid(alpha=0.3)
@@ -155,15 +149,8 @@ def epoch_figure(
     _outside_legend(ax, title="cell" if len(varied) != 1 else axis_label(varied[0]))
     shown = f", first {MAX_LINES} of {len(groups)} cells" if len(groups) > MAX_LINES else ""
     title = f"{metric_label(metric)} per epoch, mean over repeats{shown}"
-    ax.set_title(textwrap.fill(title + (f", {zoom}" if zoom else ""), 60), fontsize=9)
+    ax.set_title(wrapped(title + (f", {zoom}" if zoom else ""), 60), fontsize=9)
     return fig
-
-
-def _bar_end(metric: str, cells: list[dict[str, float]]) -> float:
-    """Bars start at 0 (their length is the value); a share ends at 1, others past the data."""
-    if is_fraction(metric):
-        return 1.02
-    return 1.1 * max((v for v in _band_values(cells) if np.isfinite(v)), default=1.0) or 1.0
 
 
 def bars_figure(runs: pd.DataFrame, varied: list[str], key: str, metric: str) -> Figure:
@@ -189,17 +176,17 @@ def bars_figure(runs: pd.DataFrame, varied: list[str], key: str, metric: str) ->
         ax.invert_yaxis()  # the grid's first cell on top, as in its config
         ax.set_ylabel(axis_label(key))
         ax.set_xlabel(value_label(metric, runs))
-        ax.set_xlim(0, _bar_end(metric, cells))
+        ax.set_xlim(0, bar_end(metric, cells))
         ax.grid(axis="x", alpha=0.3)
     else:
         ax.bar(range(len(values)), means, yerr=errors, capsize=4, color="#4c72b0")
         ax.set_xticks(range(len(values)), ticks, rotation=20, fontsize=8, ha="right")
         ax.set_xlabel(axis_label(key))
         ax.set_ylabel(value_label(metric, runs))
-        ax.set_ylim(0, _bar_end(metric, cells))
+        ax.set_ylim(0, bar_end(metric, cells))
         ax.grid(axis="y", alpha=0.3)
     title = f"{metric_label(metric)} per {key}, {interval_note(cells, metric)}"
-    ax.set_title(textwrap.fill(title + pooled_note(varied, [key]), 70), fontsize=9)
+    ax.set_title(wrapped(title + pooled_note(varied, [key]), 70), fontsize=9)
     return fig
 
 
@@ -287,10 +274,13 @@ def _metric_figures(
     ordered: list[str],
     folder: Path,
 ) -> list[Path]:
-    """One metric's figures: against x (lines, or bars for many categories), per epoch,
-    heatmaps of two numeric keys, per position."""
+    """One metric's figures: before and after each defence, or against x (lines, or bars
+    for many categories); per epoch, heatmaps of two numeric keys, per position."""
     paths: list[Path] = []
-    if x is not None:
+    defended = defense_figure(runs, varied, metric)
+    if defended is not None:
+        paths += _save(defended, folder, f"{metric}_by_defense")
+    elif x is not None:
         many = not is_numeric(runs[x]) and runs[x].nunique() > MAX_CATEGORIES_ON_X
         if many and (hue is None or hue == x):
             paths += _save(bars_figure(runs, varied, x, metric), folder, f"{metric}_by_{x}")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -12,6 +11,7 @@ import torch
 from matplotlib.figure import Figure
 
 from triggerlab.files import write_bytes_atomic
+from triggerlab.plots.axes import wrapped
 
 
 def _show(ax, image: torch.Tensor) -> None:
@@ -108,8 +108,8 @@ def trigger_preview_figure(
             _show(axes[i, j], image)
     for j, name in enumerate(("clean", "triggered", "residual (amplified)")):
         axes[0, j].set_title(name, fontsize=9)
-    fig.suptitle(textwrap.fill(title, PREVIEW_CHARS), fontsize=9)
-    fig.supxlabel(textwrap.fill(caption, PREVIEW_CHARS + 8), fontsize=8)
+    fig.suptitle(wrapped(title, PREVIEW_CHARS), fontsize=9)
+    fig.supxlabel(wrapped(caption, PREVIEW_CHARS + 8), fontsize=8)
     return fig
 
 
