@@ -105,7 +105,7 @@ def test_plot_draws_the_frontier_with_the_chosen_stealth_metric(grid_dir):
 def test_the_report_text_and_columns_follow_the_task_and_the_defence():
     import pandas as pd
 
-    from triggerlab.report.sections import results_note, summary_table
+    from triggerlab.report.sections import STYLE, results_note, summary_table
 
     gaze = pd.DataFrame({"attack_error": [3.0], "label_unit": ["degrees"]})
     note = results_note(gaze)
@@ -122,6 +122,9 @@ def test_the_report_text_and_columns_follow_the_task_and_the_defence():
     html = summary_table(summary, ["defense"])
     assert "attack success rate (ASR) after the defence" in html
     assert "detection AUROC" in html and '<td class="key">finetune</td>' in html
+    # numbers never break mid-value (0.971 ± / 0.006); a wide table scrolls inside its box
+    assert html.startswith('<div class="wide"><table>') and '<td class="num">0.100 &plusmn;' in html
+    assert "td.num { white-space: nowrap; }" in STYLE and ".wide { overflow-x: auto; }" in STYLE
 
 
 def test_report_renders_in_headless_chromium(grid_dir, tmp_path):

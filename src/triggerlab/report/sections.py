@@ -30,6 +30,8 @@ h1 { font-size: 1.6em; } h2 { margin-top: 2em; border-bottom: 1px solid #ccc; }
 table { border-collapse: collapse; font-size: 0.85em; margin: 0.5em 0; }
 th, td { border: 1px solid #ddd; padding: 3px 8px; text-align: right; }
 th { background: #f3f3f3; } td.key, th.key { text-align: left; }
+td.num { white-space: nowrap; }
+.wide { overflow-x: auto; }
 pre { background: #f7f7f7; padding: 1em; overflow-x: auto; font-size: 0.85em; }
 figure { display: inline-block; margin: 0.5em; vertical-align: top; }
 figure img { max-width: 100%; border: 1px solid #eee; }
@@ -132,9 +134,10 @@ def summary_table(summary: pd.DataFrame, varied: list[str]) -> str:
                 for name in ("mean", "std", "ci_low", "ci_high")
             }
             digits = 3 if is_fraction(metric) else 2
-            cells += f"<td>{_format(stats, digits)}</td>"
+            cells += f'<td class="num">{_format(stats, digits)}</td>'
         rows.append(f"<tr>{cells}</tr>")
-    return f"<table><tr>{head}</tr>{''.join(rows)}</table>"
+    # a value never breaks mid-number; a table wider than the page scrolls on its own
+    return f'<div class="wide"><table><tr>{head}</tr>{"".join(rows)}</table></div>'
 
 
 def defense_section(table: pd.DataFrame, varied: list[str]) -> str:
