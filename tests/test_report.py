@@ -117,6 +117,7 @@ def test_the_report_text_and_columns_follow_the_task_and_the_defence():
             "n": [3],
             **{f"asr_after_{k}": [0.1] for k in ("mean", "std", "ci_low", "ci_high")},
             **{f"detection_auroc_{k}": [0.9] for k in ("mean", "std", "ci_low", "ci_high")},
+            **{f"clean_acc_drop_{k}": [0.0123] for k in ("mean", "std", "ci_low", "ci_high")},
         }
     )
     html = summary_table(summary, ["defense"])
@@ -124,6 +125,7 @@ def test_the_report_text_and_columns_follow_the_task_and_the_defence():
     assert "detection AUROC" in html and '<td class="key">finetune</td>' in html
     # numbers never break mid-value (0.971 ± / 0.006); a wide table scrolls inside its box
     assert html.startswith('<div class="wide"><table>') and '<td class="num">0.100 &plusmn;' in html
+    assert '<td class="num">0.012 &plusmn; 0.012' in html  # a drop of a share: three decimals
     assert "td.num { white-space: nowrap; }" in STYLE and ".wide { overflow-x: auto; }" in STYLE
 
 

@@ -19,7 +19,7 @@ from triggerlab.data import DataSplit, prepare_data
 from triggerlab.defense_tables import defense_table
 from triggerlab.experiment import derive_seeds
 from triggerlab.grid import PlannedRun
-from triggerlab.metrics import is_fraction, metric_label
+from triggerlab.metrics import decimals, metric_label
 from triggerlab.plots.axes import axis_label
 from triggerlab.trigger_preview import describe_spec
 from triggerlab.triggers import apply_to_uint8
@@ -133,8 +133,7 @@ def summary_table(summary: pd.DataFrame, varied: list[str]) -> str:
                 name: row.get(f"{metric}_{name}", math.nan)
                 for name in ("mean", "std", "ci_low", "ci_high")
             }
-            digits = 3 if is_fraction(metric) else 2
-            cells += f'<td class="num">{_format(stats, digits)}</td>'
+            cells += f'<td class="num">{_format(stats, decimals(metric))}</td>'
         rows.append(f"<tr>{cells}</tr>")
     # a value never breaks mid-number; a table wider than the page scrolls on its own
     return f'<div class="wide"><table><tr>{head}</tr>{"".join(rows)}</table></div>'
