@@ -72,6 +72,18 @@ def test_listings_import_no_heavy_library(command):
     assert done.stdout.strip() == ""
 
 
+def test_a_bad_config_is_refused_before_the_engine_loads():
+    """Exit 2 without importing the experiment engine (plots, scipy, pandas): 2.2 s, not 3.4."""
+    probe = (
+        "import sys; from typer.testing import CliRunner; from triggerlab.cli import app\n"
+        "result = CliRunner().invoke(app, ['run', '--set', 'poison.rate=7'])\n"
+        "assert result.exit_code == 2 and 'poison.rate' in result.output, result.output\n"
+        "print(' '.join(m for m in ('triggerlab.experiment', 'matplotlib') if m in sys.modules))"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == ""
+
+
 def test_the_saved_listings_are_current():
     """listings.json matches the registries and the sources (else: `make listings`)."""
     probe = "from triggerlab.listings import stale; print(stale() or '')"

@@ -70,7 +70,6 @@ def run(
 ) -> None:
     """Run one backdoor experiment and write its run directory."""
     from triggerlab.config import load_config
-    from triggerlab.experiment import resume_run, run_experiment
     from triggerlab.grid.spec import base_experiment, is_grid_spec
 
     settings = list(overrides or [])
@@ -82,6 +81,8 @@ def run(
         raise fail("--resume: a run continues with its own config; give no config or --set")
     try:
         if resume is not None:
+            from triggerlab.experiment import resume_run
+
             with ConsoleProgress(quiet) as progress:
                 result = resume_run(resume, progress)
             print_summary(result.summary)
@@ -90,6 +91,9 @@ def run(
             cfg = base_experiment(config, settings)
         else:
             cfg = load_config(config, settings)
+        # imported once the config holds: a bad one is refused without loading the engine
+        from triggerlab.experiment import run_experiment
+
         with ConsoleProgress(quiet) as progress:
             prefetch([cfg], progress)
             result = run_experiment(cfg, progress=progress)
