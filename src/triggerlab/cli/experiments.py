@@ -14,6 +14,7 @@ from triggerlab.progress import reporting
 
 if TYPE_CHECKING:
     from triggerlab.config import ExperimentConfig
+    from triggerlab.experiment import RunResult
     from triggerlab.grid import GridOutcome
 
 app = typer.Typer()
@@ -81,11 +82,7 @@ def run(
         raise fail("--resume: a run continues with its own config; give no config or --set")
     try:
         if resume is not None:
-            from triggerlab.experiment import resume_run
-
-            with ConsoleProgress(quiet) as progress:
-                result = resume_run(resume, progress)
-            print_summary(result.summary)
+            print_summary(resumed(resume, quiet).summary)
             return
         if config is not None and is_grid_spec(config):  # one cell: the base, set by --set
             cfg = base_experiment(config, settings)
@@ -104,6 +101,14 @@ def run(
     except Interrupted as exc:
         raise interrupted(exc) from None
     print_summary(result.summary)
+
+
+def resumed(run_dir: Path, quiet: bool) -> RunResult:
+    """A killed run continued in its folder from its last checkpoint."""
+    from triggerlab.experiment import resume_run
+
+    with ConsoleProgress(quiet) as progress:
+        return resume_run(run_dir, progress)
 
 
 def interrupted(exc: Interrupted) -> typer.Exit:
