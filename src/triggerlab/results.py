@@ -20,7 +20,7 @@ from typing import Any
 import pandas as pd
 
 from triggerlab.config import UNION_SECTIONS
-from triggerlab.data.labels import LABEL_KINDS
+from triggerlab.data.labels import error_unit
 from triggerlab.defense_tables import defense_markdown, defense_table
 from triggerlab.files import write_bytes_atomic, write_text_atomic
 from triggerlab.grid.store import read_manifest, run_of
@@ -56,9 +56,9 @@ def _run_row(grid_dir: Path, entry: dict[str, Any], varied: list[str]) -> dict[s
         return row
     summary = run.read_summary()
     row.update(summary.final)
-    label_kind = LABEL_KINDS.get(summary.data.get("label_kind") or "")
-    if label_kind is not None:  # the unit of a regression study's errors
-        row["label_unit"] = label_kind.unit
+    unit = error_unit(summary.data.get("label_kind"))
+    if unit is not None:  # a regression study's
+        row["label_unit"] = unit
     row.update({k: summary.stealth.get(k) for k in STEALTH})
     defense = summary.defense
     if defense:  # the repaired model's metrics, or the detector's, beside the attack's

@@ -43,8 +43,8 @@ def stealth_metrics(clean: torch.Tensor, triggered: torch.Tensor) -> dict[str, f
     clean, triggered = clean.double().cpu(), triggered.double().cpu()
     diff = triggered - clean
     flat = diff.flatten(1)
-    mse = float(diff.pow(2).mean())
-    per_image = diff.pow(2).flatten(1).mean(dim=1)
+    per_image = diff.pow(2).flatten(1).mean(dim=1)  # every image has the same size
+    mse = float(per_image.mean())
     changed = per_image[per_image > 0]
     height, width = clean.shape[-2:]
     window = ssim_window(height, width)

@@ -39,12 +39,11 @@ def run_title(summary: dict) -> str:
 
 
 def print_summary(summary: dict) -> None:
-    from triggerlab.data.labels import LABEL_KINDS
+    from triggerlab.data.labels import error_unit
     from triggerlab.metrics import metric_text
 
     final, poison, timings = summary["final"], summary["poison"], summary["timings"]
-    kind = LABEL_KINDS.get((summary.get("data") or {}).get("label_kind") or "")
-    unit = kind.unit if kind else None
+    unit = error_unit((summary.get("data") or {}).get("label_kind"))
     table = Table(title=run_title(summary), show_header=True, header_style="bold")
     table.add_column("metric")
     table.add_column("value", justify="right")

@@ -15,7 +15,7 @@ def load_digits(root: Path | None = None, size: tuple[int, int] | None = None) -
 
     There is no official test split: the experiment draws a seeded one.
     """
-    from sklearn.datasets import load_digits as sklearn_digits  # 1-2 s: not for a listing
+    from sklearn.datasets import load_digits as sklearn_digits  # 1-2 s: only when the digits load
 
     bunch = sklearn_digits()
     levels = np.asarray(bunch.images, dtype=np.float64)  # values 0..16

@@ -64,6 +64,14 @@ HEADPOSE = LabelKind("headpose", "degrees", "degrees", "°")
 GENERIC = LabelKind("generic", "label units", "label units")
 LABEL_KINDS = {kind.name: kind for kind in (GAZE, HEADPOSE, GENERIC)}
 
+
+def error_unit(label_kind: str | None) -> str | None:
+    """The unit of a run's errors from its summary's ``data.label_kind``; None when the run
+    has no continuous labels (classification)."""
+    kind = LABEL_KINDS.get(label_kind or "")
+    return kind.unit if kind else None
+
+
 GAZE_NAMES = ("pitch", "yaw")
 HEADPOSE_NAMES = ("yaw", "pitch", "roll")
 

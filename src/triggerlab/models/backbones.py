@@ -23,8 +23,8 @@ from triggerlab.models.transfer import replace_final_linear
 
 
 def tvm() -> ModuleType:
-    """``torchvision.models``, imported when a model is built: the import pulls in
-    ``torch._dynamo`` (seconds), which listing the models must not wait for."""
+    """``torchvision.models``, imported when one of its models is built: the import pulls in
+    ``torch._dynamo`` (seconds), which a run of a small CNN must not wait for."""
     from torchvision import models
 
     return models

@@ -91,11 +91,18 @@ def band_values(cells: list[dict[str, float]]) -> list[float]:
     return values
 
 
-def bar_end(metric: str, cells: list[dict[str, float]]) -> float:
-    """Bars start at 0 (their length is the value); a share ends at 1, others past the data."""
-    if is_fraction(metric):
-        return 1.02
-    return 1.1 * max((v for v in band_values(cells) if np.isfinite(v)), default=1.0) or 1.0
+def error_lengths(mean: Any, low: Any, high: Any) -> np.ndarray:
+    """``[below, above]`` lengths of error bars (``xerr``/``yerr``, shape ``[2, n]``) from
+    means and interval ends; none (0) where a cell has no interval."""
+    lengths = np.stack(
+        [np.atleast_1d(np.subtract(mean, low)), np.atleast_1d(np.subtract(high, mean))]
+    )
+    return np.clip(np.nan_to_num(lengths.astype(float)), 0, None)
+
+
+def outside_legend(ax: Any, **options: Any) -> None:
+    """A legend right of the axes, where it covers no line, band or point."""
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=7, title_fontsize=7, **options)
 
 
 def set_metric_limits(ax: Any, metric: str, values: Any, axis: str = "y") -> str:

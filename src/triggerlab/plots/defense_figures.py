@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
@@ -19,6 +18,7 @@ from triggerlab.cell_labels import short_labels
 from triggerlab.metrics import metric_label
 from triggerlab.plots.axes import (
     band_values,
+    error_lengths,
     interval_note,
     set_metric_limits,
     sorted_values,
@@ -92,8 +92,7 @@ def _panel(
                 continue
             cells.append(cell)
             means.append((cell["mean"], row + offset))
-            low, high = cell["mean"] - cell["ci_low"], cell["ci_high"] - cell["mean"]
-            error = np.clip(np.nan_to_num([[low], [high]]), 0, None)
+            error = error_lengths(cell["mean"], cell["ci_low"], cell["ci_high"])
             ax.errorbar(cell["mean"], row + offset, xerr=error, fmt="o", color=colour, capsize=2)
             if cell["n"] < len(own):
                 text = f"repaired in {cell['n']} of {len(own)} runs"

@@ -17,7 +17,7 @@ from matplotlib import colormaps
 from matplotlib.figure import Figure
 
 from triggerlab.metrics import metric_label
-from triggerlab.plots.axes import cell_namer, value_label
+from triggerlab.plots.axes import cell_namer, error_lengths, outside_legend, value_label
 from triggerlab.statistics import interval
 
 # Stealth metrics the x axis can show, and whether a larger value is stealthier.
@@ -87,12 +87,10 @@ def frontier_figure(
     fig = Figure(figsize=(8.0, 5.6), layout="constrained")
     ax = fig.subplots()
     for number, (kind, part) in enumerate(cells.groupby("kind", sort=True)):
-        below = (part["y"] - part["low"]).fillna(0).clip(lower=0)
-        above = (part["high"] - part["y"]).fillna(0).clip(lower=0)
         ax.errorbar(
             part["x"],
             part["y"],
-            yerr=[below, above],
+            yerr=error_lengths(part["y"], part["low"], part["high"]),
             fmt=MARKERS[number % len(MARKERS)],
             color=PALETTE((2 * number) % 20 + (2 * number // 20) % 2),  # darks, then lights
             label=str(kind),
@@ -107,13 +105,7 @@ def frontier_figure(
     ax.set_ylabel(value_label(success, runs))
     ax.set_ylim(-0.03, 1.03)
     ax.grid(alpha=0.3)
-    ax.legend(
-        fontsize=7,
-        loc="upper left",
-        bbox_to_anchor=(1.01, 1.0),
-        title="trigger kind",
-        title_fontsize=7,
-    )
+    outside_legend(ax, title="trigger kind")
     repeats = int(cells["n"].max()) if len(cells) else 0
     ax.set_title(
         f"{metric_label(success)} vs {metric_label(stealth)}: one point per cell, "

@@ -26,17 +26,18 @@ from triggerlab.cell_labels import short_labels
 from triggerlab.errors import ArgumentError, ConfigError
 from triggerlab.files import write_bytes_atomic
 from triggerlab.grid.store import run_dir
-from triggerlab.metrics import metric_label
+from triggerlab.metrics import is_fraction, metric_label
 from triggerlab.plots.axes import (
     MAX_CATEGORIES_ON_X,
     MAX_LINES,
     PREFERRED_X,
     axis_label,
     band_values,
-    bar_end,
     cell_namer,
+    error_lengths,
     interval_note,
     is_numeric,
+    outside_legend,
     pooled_note,
     set_metric_limits,
     sorted_values,
@@ -50,11 +51,6 @@ from triggerlab.plots.heatmap_figures import heatmap_figure
 from triggerlab.plots.roc_figures import roc_figure
 from triggerlab.results import collect, interval, metric_columns
 from triggerlab.rundir import read_metrics
-
-
-def _outside_legend(ax: Any, **options: Any) -> None:
-    """A legend right of the axes, where it covers no line or band."""
-    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=7, title_fontsize=7, **options)
 
 
 def figure_caption(fig: Figure) -> str:
@@ -106,7 +102,7 @@ def line_figure(
     ax.set_ylabel(value_label(metric, runs))
     zoom = set_metric_limits(ax, metric, band_values(every))
     if hue:
-        _outside_legend(ax, title=axis_label(hue))
+        outside_legend(ax, title=axis_label(hue))
     ax.grid(alpha=0.3)
     pooled = pooled_note(varied, [x] + ([hue] if hue else []))
     total = runs[hue].nunique() if hue else 1
@@ -146,11 +142,18 @@ def epoch_figure(
     ax.set_ylabel(value_label(metric, runs))
     zoom = set_metric_limits(ax, metric, [v for m in curves.values() for v in m])
     ax.grid(alpha=0.3)
-    _outside_legend(ax, title="cell" if len(varied) != 1 else axis_label(varied[0]))
+    outside_legend(ax, title="cell" if len(varied) != 1 else axis_label(varied[0]))
     shown = f", first {MAX_LINES} of {len(groups)} cells" if len(groups) > MAX_LINES else ""
     title = f"{metric_label(metric)} per epoch, mean over repeats{shown}"
     ax.set_title(wrapped(title + (f", {zoom}" if zoom else ""), 60), fontsize=9)
     return fig
+
+
+def _bar_end(metric: str, cells: list[dict[str, float]]) -> float:
+    """Bars start at 0 (their length is the value); a share ends at 1, others past the data."""
+    if is_fraction(metric):
+        return 1.02
+    return 1.1 * max((v for v in band_values(cells) if np.isfinite(v)), default=1.0) or 1.0
 
 
 def bars_figure(runs: pd.DataFrame, varied: list[str], key: str, metric: str) -> Figure:
@@ -167,8 +170,7 @@ def bars_figure(runs: pd.DataFrame, varied: list[str], key: str, metric: str) ->
     ax = fig.subplots()
     cells = [interval(runs[runs[key] == v][metric], metric) for v in values]
     means = np.array([c["mean"] for c in cells])
-    errors = np.array([[c["mean"] - c["ci_low"], c["ci_high"] - c["mean"]] for c in cells]).T
-    errors = np.clip(np.nan_to_num(errors), 0, None)
+    errors = error_lengths(means, [c["ci_low"] for c in cells], [c["ci_high"] for c in cells])
     ticks = [names[v] for v in values]
     if horizontal:
         ax.barh(range(len(values)), means, xerr=errors, capsize=3, color="#4c72b0")
@@ -176,14 +178,14 @@ def bars_figure(runs: pd.DataFrame, varied: list[str], key: str, metric: str) ->
         ax.invert_yaxis()  # the grid's first cell on top, as in its config
         ax.set_ylabel(axis_label(key))
         ax.set_xlabel(value_label(metric, runs))
-        ax.set_xlim(0, bar_end(metric, cells))
+        ax.set_xlim(0, _bar_end(metric, cells))
         ax.grid(axis="x", alpha=0.3)
     else:
         ax.bar(range(len(values)), means, yerr=errors, capsize=4, color="#4c72b0")
         ax.set_xticks(range(len(values)), ticks, rotation=20, fontsize=8, ha="right")
         ax.set_xlabel(axis_label(key))
         ax.set_ylabel(value_label(metric, runs))
-        ax.set_ylim(0, bar_end(metric, cells))
+        ax.set_ylim(0, _bar_end(metric, cells))
         ax.grid(axis="y", alpha=0.3)
     title = f"{metric_label(metric)} per {key}, {interval_note(cells, metric)}"
     ax.set_title(wrapped(title + pooled_note(varied, [key]), 70), fontsize=9)
