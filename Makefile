@@ -30,10 +30,10 @@ lint: $(STAMP)
 
 # Rewritten whenever a module of the package changes; commit it with the change.
 $(LISTINGS): $(STAMP) $(shell find src/triggerlab -name '*.py')
-	$(BIN)/python -m triggerlab.listings
+	$(BIN)/python -m triggerlab.catalogue.listings
 
 listings: $(STAMP)
-	$(BIN)/python -m triggerlab.listings
+	$(BIN)/python -m triggerlab.catalogue.listings
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/throughput.py

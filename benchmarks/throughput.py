@@ -41,13 +41,13 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import functional as TF
 
+from triggerlab.attack.poison import poison_dataset
+from triggerlab.attack.tasks import ClassificationTask
 from triggerlab.config import PoisonConfig
 from triggerlab.data import ImageDataset
-from triggerlab.devices import resolve_device, stage, synchronize, to_input
 from triggerlab.models import build_model
-from triggerlab.poison import poison_dataset
-from triggerlab.tasks import ClassificationTask
-from triggerlab.train import train_epoch
+from triggerlab.train.devices import resolve_device, stage, synchronize, to_input
+from triggerlab.train.loop import train_epoch
 from triggerlab.triggers import PatchSpec
 
 

@@ -27,8 +27,8 @@ from pathlib import Path
 import pandas as pd
 import torch
 
+from triggerlab.analysis.results import collect
 from triggerlab.grid import GridSpec, run_grid
-from triggerlab.results import collect
 
 ROOT = Path(__file__).resolve().parents[1]
 BASE = {

@@ -16,7 +16,7 @@ import time
 import torch
 from pydantic import TypeAdapter
 
-from triggerlab.devices import resolve_device, synchronize
+from triggerlab.train.devices import resolve_device, synchronize
 from triggerlab.triggers import TriggerSpec
 
 EXAMPLES: dict[str, dict] = {

@@ -11,8 +11,8 @@ import argparse
 import shutil
 from pathlib import Path
 
+from triggerlab.analysis.plots.grid_figures import plot_grid
 from triggerlab.grid import load_grid_spec, run_grid
-from triggerlab.plots.grid_figures import plot_grid
 
 ROOT = Path(__file__).resolve().parents[1]
 FIGURES = {

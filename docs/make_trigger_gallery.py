@@ -17,7 +17,7 @@ from pydantic import TypeAdapter
 from triggerlab.data.digits import load_digits
 from triggerlab.data.faces import Subjects, render
 from triggerlab.data.transforms import resize_images
-from triggerlab.plots.run_figures import save_catalogue
+from triggerlab.run.figures import save_catalogue
 from triggerlab.triggers import TriggerSpec, map_uint8
 
 OUT = Path(__file__).resolve().parent / "img"

@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from triggerlab.cli import app
 from triggerlab.config import load_config
-from triggerlab.experiment import run_experiment
+from triggerlab.run.experiment import run_experiment
 
 runner = CliRunner()
 
@@ -35,7 +35,7 @@ def audit(*args: str):
 
 
 def test_audit_finds_the_target_class(weights, tmp_path):
-    from triggerlab.user_models import read_state_dict
+    from triggerlab.tools.user_models import read_state_dict
 
     safetensors, pt = (read_state_dict(weights / n) for n in ("run/model.safetensors", "model.pt"))
     assert all(torch.equal(safetensors[k], pt[k]) for k in safetensors)  # the same weights
@@ -68,8 +68,8 @@ def test_audit_finds_the_target_class(weights, tmp_path):
 
 
 def test_audit_python_api_with_normalisation(weights):
-    from triggerlab.audit import AuditOptions, Normalize, audit_model
-    from triggerlab.user_models import load_weights, read_state_dict
+    from triggerlab.tools.audit import AuditOptions, Normalize, audit_model
+    from triggerlab.tools.user_models import load_weights, read_state_dict
 
     model = make_cnn()
     load_weights(model, read_state_dict(weights / "model.pt"))
@@ -290,7 +290,7 @@ def test_the_readme_example_trains_and_saves_a_foreign_model(tmp_path):
     import subprocess
     import sys
 
-    from triggerlab.user_models import read_state_dict
+    from triggerlab.tools.user_models import read_state_dict
 
     script = Path(__file__).parents[1] / "examples" / "foreign_badnet.py"
     out = tmp_path / "foreign.pt"

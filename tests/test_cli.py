@@ -78,7 +78,8 @@ def test_a_bad_config_is_refused_before_the_engine_loads():
         "import sys; from typer.testing import CliRunner; from triggerlab.cli import app\n"
         "result = CliRunner().invoke(app, ['run', '--set', 'poison.rate=7'])\n"
         "assert result.exit_code == 2 and 'poison.rate' in result.output, result.output\n"
-        "print(' '.join(m for m in ('triggerlab.experiment', 'matplotlib') if m in sys.modules))"
+        "heavy = ('triggerlab.run.experiment', 'matplotlib')\n"
+        "print(' '.join(m for m in heavy if m in sys.modules))"
     )
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == ""
@@ -86,13 +87,13 @@ def test_a_bad_config_is_refused_before_the_engine_loads():
 
 def test_the_saved_listings_are_current():
     """listings.json matches the registries and the sources (else: `make listings`)."""
-    probe = "from triggerlab.listings import stale; print(stale() or '')"
+    probe = "from triggerlab.catalogue.listings import stale; print(stale() or '')"
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == ""
 
 
 def test_saved_listings_are_used_only_while_their_sources_are_unchanged(tmp_path):
-    from triggerlab.listings import build_listings, read_listings, source_digest
+    from triggerlab.catalogue.listings import build_listings, read_listings, source_digest
 
     live = build_listings()
     assert [d["name"] for d in live["datasets"]][:2] == ["digits", "mnist"]
@@ -100,7 +101,7 @@ def test_saved_listings_are_used_only_while_their_sources_are_unchanged(tmp_path
         t["parameters"] for t in live["triggers"] if t["kind"] == "patch"
     )
     saved = {**live, "models": [{"name": "saved_only", "options": ""}]}
-    modules = ["triggerlab", "triggerlab.models", "triggerlab.listings"]
+    modules = ["triggerlab", "triggerlab.models", "triggerlab.catalogue.listings"]
     path = tmp_path / "listings.json"
     for digest, expected in (
         (source_digest(modules), saved),  # sources as they were: the file answers

@@ -163,7 +163,7 @@ def test_run_summary_holds_the_stealth_metrics(tmp_path):
 
 
 def test_preview_of_another_dataset_uses_that_datasets_own_size(tmp_path, monkeypatch):
-    import triggerlab.trigger_preview as module
+    import triggerlab.tools.preview as module
 
     seen = {}
 

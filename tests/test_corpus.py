@@ -449,7 +449,7 @@ def test_memory_is_known_before_any_work(tmp_path, monkeypatch):
 def test_a_diverging_run_is_failed_not_complete(tmp_path, monkeypatch):
     import torch
 
-    from triggerlab.tasks import ClassificationTask
+    from triggerlab.attack.tasks import ClassificationTask
 
     calls = {"n": 0}
     real = ClassificationTask.loss

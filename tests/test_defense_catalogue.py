@@ -13,19 +13,19 @@ import yaml
 from formats import write_grey_digits
 from torch import nn
 
+from triggerlab.analysis.defense_tables import defense_table
+from triggerlab.analysis.plots.grid_figures import plot_grid
+from triggerlab.analysis.report import build_report
+from triggerlab.analysis.results import collect, write_results
 from triggerlab.config import load_config
-from triggerlab.defense_tables import defense_table
 from triggerlab.defenses.abl import lga_loss
 from triggerlab.defenses.clp import channel_lipschitz, lipschitz_outliers
 from triggerlab.defenses.ibau import fixed_point_hypergradient
 from triggerlab.defenses.nad import attention_map, attention_stages
 from triggerlab.defenses.neurons import neuron_layers
-from triggerlab.experiment import run_experiment
 from triggerlab.grid import load_grid_spec, run_grid
-from triggerlab.plots.grid_figures import plot_grid
-from triggerlab.report import build_report
-from triggerlab.results import collect, write_results
-from triggerlab.shared_training import trained_files
+from triggerlab.run.experiment import run_experiment
+from triggerlab.run.shared_training import trained_files
 
 # Settings that suit the 16x16 digits and the small CNN (the papers' are for CIFAR ResNets).
 DEFENSES = [

@@ -9,12 +9,12 @@ from gridspecs import write_spec
 from torch import nn
 from typer.testing import CliRunner
 
+from triggerlab.analysis.results import collect
 from triggerlab.cli import app
 from triggerlab.config import load_config
 from triggerlab.defenses.fine_pruning import mask_channels, select_pruned_channels
-from triggerlab.experiment import run_experiment
 from triggerlab.grid import load_grid_spec, run_grid
-from triggerlab.results import collect
+from triggerlab.run.experiment import run_experiment
 
 runner = CliRunner()
 CPU = torch.device("cpu")

@@ -7,11 +7,11 @@ from importlib.metadata import version
 import pytest
 from safetensors.torch import load_file
 
-from triggerlab import experiment, training_stages
+from triggerlab.attack.tasks import METRIC_NAMES
 from triggerlab.config import load_config
-from triggerlab.experiment import run_experiment
-from triggerlab.rundir import TIMING_COLUMNS, metrics_columns, read_metrics
-from triggerlab.tasks import METRIC_NAMES
+from triggerlab.run import experiment, training_stages
+from triggerlab.run.experiment import run_experiment
+from triggerlab.run.rundir import TIMING_COLUMNS, metrics_columns, read_metrics
 
 METRICS_COLUMNS = metrics_columns(METRIC_NAMES)
 

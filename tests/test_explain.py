@@ -6,9 +6,9 @@ from typer.testing import CliRunner
 
 from triggerlab.cli import app
 from triggerlab.config import load_config
-from triggerlab.experiment import run_experiment
-from triggerlab.explain import grad_cam
 from triggerlab.models import build_model
+from triggerlab.run.experiment import run_experiment
+from triggerlab.tools.explain import grad_cam
 
 runner = CliRunner()
 PNG = b"\x89PNG"

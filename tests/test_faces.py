@@ -16,9 +16,9 @@ from triggerlab.data.faces import (
     render,
     trace,
 )
+from triggerlab.data.gaze import angles, direction
 from triggerlab.data.synthetic import synthetic_faces
 from triggerlab.errors import ConfigError
-from triggerlab.gaze import angles, direction
 from triggerlab.progress import reporting
 
 DEG = math.pi / 180

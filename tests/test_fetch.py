@@ -19,10 +19,10 @@ from typer.testing import CliRunner
 
 from triggerlab.cli import app
 from triggerlab.config import DataConfig
+from triggerlab.data.fetch import STAGING, fetch_dataset
+from triggerlab.data.fetch.archives import unpack
 from triggerlab.data.prepare import load_source
 from triggerlab.errors import ConfigError, DataFormatError
-from triggerlab.fetch import STAGING, fetch_dataset
-from triggerlab.fetch.archives import unpack
 
 runner = CliRunner()
 

@@ -7,10 +7,15 @@ import pandas as pd
 import pytest
 import torch
 
-from triggerlab.cell_labels import short_labels
-from triggerlab.plots.frontier_figures import frontier_figure, pareto_front
-from triggerlab.plots.grid_figures import bars_figure, heatmap_figure, is_numeric, line_figure
-from triggerlab.plots.run_figures import trigger_preview_figure
+from triggerlab.analysis.cell_labels import short_labels
+from triggerlab.analysis.plots.frontier_figures import frontier_figure, pareto_front
+from triggerlab.analysis.plots.grid_figures import (
+    bars_figure,
+    heatmap_figure,
+    is_numeric,
+    line_figure,
+)
+from triggerlab.run.figures import trigger_preview_figure
 
 
 def table() -> pd.DataFrame:
@@ -208,7 +213,7 @@ def defense_runs() -> pd.DataFrame:
 
 
 def test_defence_studies_show_each_defence_before_and_after():
-    from triggerlab.plots.defense_figures import defense_figure
+    from triggerlab.analysis.plots.defense_figures import defense_figure
 
     runs = defense_runs()
     fig = defense_figure(runs, ["defense", "poison.rate"], "asr_after")

@@ -138,7 +138,7 @@ def test_parallel_workers_give_the_serial_numbers(tmp_path):
 
 def test_failed_run_is_recorded_and_the_grid_goes_on(tmp_path, monkeypatch):
     spec = load_grid_spec(write_spec(tmp_path, grid={"trigger.size": [2, 3]}))
-    import triggerlab.experiment as experiment
+    import triggerlab.run.experiment as experiment
 
     real = experiment.run_experiment
 
@@ -161,7 +161,7 @@ def test_cli_exit_status_says_whether_all_runs_succeeded(tmp_path, monkeypatch):
     assert ok.exit_code == 0, ok.output
     assert "2 runs, 0 already finished, 2 run now, 0 failed" in ok.output
 
-    import triggerlab.experiment as experiment
+    import triggerlab.run.experiment as experiment
 
     def broken(cfg, *args, **kwargs):
         raise RuntimeError("disk full")
@@ -325,7 +325,7 @@ def test_a_regression_grid_runs_and_reports(tmp_path):
     )
     assert outcome.ok and len(outcome.completed) == 4
     assert "clean_error" in lines[0] and "attack_error" in lines[0]
-    from triggerlab.results import collect, summarize
+    from triggerlab.analysis.results import collect, summarize
 
     table, varied = collect(tmp_path / "g")
     grid_rows, baselines = table[table["role"] == "grid"], table[table["role"] == "baseline"]

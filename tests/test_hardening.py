@@ -11,13 +11,13 @@ from gridspecs import write_spec
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from triggerlab.analysis.plots.grid_figures import line_figure
+from triggerlab.analysis.results import write_results
+from triggerlab.analysis.statistics import adjust_p_values, holm, interval
 from triggerlab.config import load_config, validate_config
-from triggerlab.experiment import run_experiment
 from triggerlab.grid import GridSpec, load_grid_spec, plan_grid, preflight, run_grid, run_id
-from triggerlab.plots.grid_figures import line_figure
-from triggerlab.results import write_results
-from triggerlab.rundir import read_metrics
-from triggerlab.statistics import adjust_p_values, holm, interval
+from triggerlab.run.experiment import run_experiment
+from triggerlab.run.rundir import read_metrics
 from triggerlab.triggers import LinesSpec
 from triggerlab.triggers.overlay import bands
 

@@ -13,8 +13,8 @@ import torch
 
 from triggerlab.config import load_config
 from triggerlab.data import prepare_data
-from triggerlab.experiment import run_experiment
-from triggerlab.gaze import angular_error
+from triggerlab.data.gaze import angular_error
+from triggerlab.run.experiment import run_experiment
 
 RATIO = 0.5
 COMMON = [

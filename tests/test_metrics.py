@@ -3,8 +3,8 @@
 import pytest
 import torch
 
+from triggerlab.attack.tasks import ClassificationTask
 from triggerlab.config import PoisonConfig
-from triggerlab.tasks import ClassificationTask
 
 
 def test_asr_excludes_the_target_class():

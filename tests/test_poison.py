@@ -5,12 +5,12 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from triggerlab.checks import validate_poison
+from triggerlab.attack.poison import poison_count, poison_dataset
+from triggerlab.attack.tasks import ClassificationTask
 from triggerlab.config import PoisonConfig
 from triggerlab.data import ImageDataset
 from triggerlab.errors import ConfigError
-from triggerlab.poison import poison_count, poison_dataset
-from triggerlab.tasks import ClassificationTask
+from triggerlab.run.prepare import validate_poison
 from triggerlab.triggers import PatchSpec
 
 

@@ -10,10 +10,10 @@ from formats import write_image
 
 from triggerlab.data.biwi import angles_from_rotation, load_npz, load_raw, read_pose
 from triggerlab.data.dataset import ImageDataset
+from triggerlab.data.gaze import angular_error
 from triggerlab.data.mpiifacegaze import gaze_from_vectors, load_mpiifacegaze
 from triggerlab.data.protocols import finetune_split, leave_one_subject_out, subject_split
 from triggerlab.errors import ConfigError, DataFormatError
-from triggerlab.gaze import angular_error
 
 # ---- MPIIFaceGaze -------------------------------------------------------------------------------
 

@@ -105,7 +105,7 @@ def test_plot_draws_the_frontier_with_the_chosen_stealth_metric(grid_dir):
 def test_the_report_text_and_columns_follow_the_task_and_the_defence():
     import pandas as pd
 
-    from triggerlab.report.sections import STYLE, results_note, summary_table
+    from triggerlab.analysis.report.sections import STYLE, results_note, summary_table
 
     gaze = pd.DataFrame({"attack_error": [3.0], "label_unit": ["degrees"]})
     note = results_note(gaze)
@@ -183,8 +183,8 @@ def test_checklist_describes_reference_000s_two_stages(tmp_path):
     import pandas as pd
     import yaml
 
+    from triggerlab.analysis.report import checklist
     from triggerlab.grid import plan_grid
-    from triggerlab.report import checklist
 
     spec = tmp_path / "spec.yaml"
     base = {

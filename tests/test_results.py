@@ -7,8 +7,7 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from triggerlab.errors import ConfigError
-from triggerlab.results import (
+from triggerlab.analysis.results import (
     collect,
     compare,
     interval,
@@ -18,6 +17,7 @@ from triggerlab.results import (
     summarize,
     write_results,
 )
+from triggerlab.errors import ConfigError
 
 
 def test_interval_by_hand_and_against_scipy():
@@ -146,7 +146,7 @@ def test_paper_tables_by_hand():
 
 
 def test_long_cell_values_stay_on_one_line():
-    from triggerlab.statistics import table_value as _scalar
+    from triggerlab.analysis.statistics import table_value as _scalar
 
     trigger = {"kind": "random", "colors": ["red", "green", "blue"], "sizes": [0.0223, 0.0446]}
     trigger["positions"] = "anywhere"

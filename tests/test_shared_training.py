@@ -5,13 +5,13 @@ import json
 import pytest
 from gridspecs import write_spec
 
-import triggerlab.experiment as experiment
+import triggerlab.run.experiment as experiment
+from triggerlab.analysis.results import collect
 from triggerlab.config import load_config
-from triggerlab.experiment import run_experiment
 from triggerlab.grid import load_grid_spec, plan_grid, run_grid
 from triggerlab.grid.plan import training_key
-from triggerlab.results import collect
-from triggerlab.shared_training import trained_files
+from triggerlab.run.experiment import run_experiment
+from triggerlab.run.shared_training import trained_files
 
 DEFENSES = [
     {"kind": "none"},

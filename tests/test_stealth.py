@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from triggerlab.stealth import stealth_metrics, stealth_of_uint8
+from triggerlab.attack.stealth import stealth_metrics, stealth_of_uint8
 from triggerlab.triggers import FrameSpec, PatchSpec, SignalSpec
 
 

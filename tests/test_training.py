@@ -17,13 +17,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
-from triggerlab import augment, devices, training_stages
-from triggerlab.checkpoint import META, TENSORS_GLOB
 from triggerlab.cli import app
 from triggerlab.config import load_config
-from triggerlab.devices import Precision
-from triggerlab.experiment import resume_run, run_experiment
-from triggerlab.rundir import TIMING_COLUMNS, read_metrics
+from triggerlab.run import training_stages
+from triggerlab.run.experiment import resume_run, run_experiment
+from triggerlab.run.rundir import TIMING_COLUMNS, read_metrics
+from triggerlab.train import augment, devices
+from triggerlab.train.checkpoint import META, TENSORS_GLOB
+from triggerlab.train.devices import Precision
 
 runner = CliRunner()
 CPU = torch.device("cpu")

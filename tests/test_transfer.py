@@ -16,10 +16,10 @@ from typer.testing import CliRunner
 from triggerlab.cli import app
 from triggerlab.config import load_config
 from triggerlab.errors import ConfigError, DataFormatError
-from triggerlab.experiment import run_experiment
 from triggerlab.models import build_configured
 from triggerlab.models.timm_models import LITE0_SHA256, lite0_weights_file
 from triggerlab.models.transfer import TransferModel
+from triggerlab.run.experiment import run_experiment
 
 runner = CliRunner()
 LITE = [
@@ -241,7 +241,7 @@ def test_head_needs_a_classifier_module():
 
 
 def test_the_optimiser_sees_only_trainable_parameters():
-    from triggerlab.train import make_optimizer
+    from triggerlab.train.loop import make_optimizer
 
     model, _ = policy("alexnet", "classifier")
     optimizer = make_optimizer(load_config(None).train, model)
@@ -284,7 +284,7 @@ def test_the_cache_gives_the_whole_models_numbers_and_is_reused(tmp_path):
     assert second["backbone_forwards_avoided"] == whole_model - second["backbone_forwards"]
     # a second process reads the same file
     code = (
-        "from triggerlab.config import load_config; from triggerlab.experiment import "
+        "from triggerlab.config import load_config; from triggerlab.run.experiment import "
         "run_experiment; import sys, json; r = run_experiment(load_config(None, sys.argv[1:])); "
         "print(json.dumps(r.summary['feature_cache']))"
     )
@@ -318,10 +318,10 @@ def test_a_corrupt_cache_is_refused_then_rebuilt_once_deleted(tmp_path):
 def test_freeze_policies_in_a_grid_and_explain_and_audit_on_a_frozen_run(tmp_path):
     from gridspecs import write_spec
 
-    from triggerlab.audit import AuditOptions, audit_run
-    from triggerlab.explain import explain_run
+    from triggerlab.analysis.results import collect
     from triggerlab.grid import load_grid_spec, run_grid
-    from triggerlab.results import collect
+    from triggerlab.tools.audit import AuditOptions, audit_run
+    from triggerlab.tools.explain import explain_run
 
     base = {
         "data": {"name": "digits", "resize": 32, "channels": 3},

@@ -9,11 +9,11 @@ import torch
 from formats import write_image
 from pydantic import TypeAdapter, ValidationError
 
+from triggerlab.attack.poison import poison_dataset
+from triggerlab.attack.tasks import ClassificationTask
 from triggerlab.config import PoisonConfig, load_config
 from triggerlab.data import ImageDataset
 from triggerlab.errors import ConfigError
-from triggerlab.poison import poison_dataset
-from triggerlab.tasks import ClassificationTask
 from triggerlab.triggers import (
     BlendSpec,
     ComposeSpec,

@@ -11,12 +11,12 @@ import torch
 from formats import write_image
 from pydantic import TypeAdapter, ValidationError
 
+from triggerlab.attack.poison import poison_dataset
+from triggerlab.attack.tasks import ClassificationTask
 from triggerlab.config import PoisonConfig, load_config
 from triggerlab.data import ImageDataset
 from triggerlab.errors import ConfigError
-from triggerlab.experiment import run_experiment
-from triggerlab.poison import poison_dataset
-from triggerlab.tasks import ClassificationTask
+from triggerlab.run.experiment import run_experiment
 from triggerlab.triggers import (
     AdaptiveBlendSpec,
     LowFrequencySpec,

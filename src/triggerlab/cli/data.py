@@ -37,7 +37,7 @@ def fetch(
     Datasets behind a licence form (mpiifacegaze, biwi) cannot be fetched: the
     command says where to request them and where to put the files.
     """
-    from triggerlab.fetch import default_root, fetch_dataset, manual_route, source
+    from triggerlab.data.fetch import default_root, fetch_dataset, manual_route, source
 
     try:
         src = source(name)
@@ -67,7 +67,7 @@ def check(
     root: Annotated[Path, typer.Option(help="the folder holding the copy")],
 ) -> None:
     """Check that a copy of a dataset is complete and readable (the loader's checks run)."""
-    from triggerlab.fetch.check import check_dataset
+    from triggerlab.data.fetch.check import check_dataset
 
     try:
         line = check_dataset(name, root)

@@ -14,8 +14,8 @@ from triggerlab.progress import reporting
 
 if TYPE_CHECKING:
     from triggerlab.config import ExperimentConfig
-    from triggerlab.experiment import RunResult
     from triggerlab.grid import GridOutcome
+    from triggerlab.run.experiment import RunResult
 
 app = typer.Typer()
 
@@ -89,7 +89,7 @@ def run(
         else:
             cfg = load_config(config, settings)
         # imported once the config holds: a bad one is refused without loading the engine
-        from triggerlab.experiment import run_experiment
+        from triggerlab.run.experiment import run_experiment
 
         with ConsoleProgress(quiet) as progress:
             prefetch([cfg], progress)
@@ -105,7 +105,7 @@ def run(
 
 def resumed(run_dir: Path, quiet: bool) -> RunResult:
     """A killed run continued in its folder from its last checkpoint."""
-    from triggerlab.experiment import resume_run
+    from triggerlab.run.experiment import resume_run
 
     with ConsoleProgress(quiet) as progress:
         return resume_run(run_dir, progress)
@@ -251,7 +251,7 @@ def results(
     ] = None,
 ) -> None:
     """Write results.csv, results.parquet and summary.csv (mean, std, n, 95 % CI per cell)."""
-    from triggerlab.results import write_results
+    from triggerlab.analysis.results import write_results
 
     keys = [k.strip() for k in table.split(",")] if table else None
     try:
@@ -287,7 +287,7 @@ def plot(
 
     A grid that varies the trigger also gets the stealth-versus-success frontier.
     """
-    from triggerlab.plots.grid_figures import plot_grid
+    from triggerlab.analysis.plots.grid_figures import plot_grid
 
     try:
         paths = plot_grid(grid_dir, tuple(metric) if metric else None, x, hue, stealth)
@@ -304,7 +304,7 @@ def report(
     ] = None,
 ) -> None:
     """Write one self-contained HTML report: tables, figures, trigger gallery and checklist."""
-    from triggerlab.report import build_report
+    from triggerlab.analysis.report import build_report
 
     try:
         path = build_report(grid_dir, out)

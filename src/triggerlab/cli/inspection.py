@@ -13,7 +13,7 @@ from triggerlab.cli.common import ConsoleProgress, console, fail, listing
 from triggerlab.errors import TriggerlabError
 
 if TYPE_CHECKING:
-    from triggerlab.audit import AuditResult
+    from triggerlab.tools.audit import AuditResult
 
 app = typer.Typer()
 
@@ -94,7 +94,7 @@ def audit(
     --model is imported and its factory called: that runs its code, so audit only
     code you trust.
     """
-    from triggerlab.audit import AuditOptions, audit_files, audit_run
+    from triggerlab.tools.audit import AuditOptions, audit_files, audit_run
 
     options = AuditOptions(samples, steps, batches_per_step, time_budget)
     try:
@@ -169,7 +169,7 @@ def explain(
     ] = None,
 ) -> None:
     """Grad-CAM panels and last-convolution feature maps of a run's model."""
-    from triggerlab.explain import explain_run
+    from triggerlab.tools.explain import explain_run
 
     try:
         paths = explain_run(run_dir, out, samples, clean_run, output)
@@ -182,8 +182,8 @@ def explain(
 @app.command()
 def datasets() -> None:
     """List the dataset loaders and the file layout each expects under data.root."""
-    from triggerlab.fetch import DATA_ENV, default_root
-    from triggerlab.listings import read_listings
+    from triggerlab.catalogue.listings import read_listings
+    from triggerlab.data.fetch import DATA_ENV, default_root
 
     listings = read_listings()
     console.print(
@@ -211,7 +211,7 @@ def datasets() -> None:
 @app.command()
 def defenses() -> None:
     """List the defences (defense.kind), what each needs, and its parameters with defaults."""
-    from triggerlab.listings import read_listings
+    from triggerlab.catalogue.listings import read_listings
 
     table = Table(show_header=True, header_style="bold")
     table.add_column("defense.kind")
@@ -231,7 +231,7 @@ def defenses() -> None:
 @app.command()
 def models() -> None:
     """List the model architectures and their options (model.options)."""
-    from triggerlab.listings import read_listings
+    from triggerlab.catalogue.listings import read_listings
 
     table = Table(show_header=True, header_style="bold")
     table.add_column("model.name")

@@ -10,7 +10,7 @@ from triggerlab.cli.common import console
 def add_defense_rows(table: Table, defense: dict | None) -> None:
     """What the defence did: the metrics after a repair, a detector's scores, the classes a
     model inspection flagged, and the clean data it used."""
-    from triggerlab.metrics import metric_label
+    from triggerlab.catalogue.metrics import metric_label
 
     if not defense:
         return
@@ -39,8 +39,8 @@ def run_title(summary: dict) -> str:
 
 
 def print_summary(summary: dict) -> None:
+    from triggerlab.catalogue.metrics import metric_text
     from triggerlab.data.labels import error_unit
-    from triggerlab.metrics import metric_text
 
     final, poison, timings = summary["final"], summary["poison"], summary["timings"]
     unit = error_unit((summary.get("data") or {}).get("label_kind"))

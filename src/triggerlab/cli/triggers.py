@@ -22,7 +22,7 @@ app = typer.Typer(
 @app.command("list")
 def triggers_list() -> None:
     """Every trigger kind with its parameters, defaults and units."""
-    from triggerlab.listings import read_listings
+    from triggerlab.catalogue.listings import read_listings
 
     listings = read_listings()
     for trigger in listings["triggers"]:
@@ -78,7 +78,7 @@ def triggers_preview(
 ) -> None:
     """Draw clean, triggered and amplified-residual images with the stealthiness metrics."""
     from triggerlab.config import load_config, split_assignments
-    from triggerlab.trigger_preview import format_stealth, preview_trigger
+    from triggerlab.tools.preview import format_stealth, preview_trigger
 
     settings = [f"trigger.{item}" for value in trigger or [] for item in split_assignments(value)]
     if data is not None:

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from triggerlab.gaze import direction
+from triggerlab.data.gaze import direction
 
 EYE_RADIUS = 0.2  # cartoon-sized eyes: the gaze must stay visible at 48-64 pixels
 IRIS_COS = math.cos(math.radians(40))

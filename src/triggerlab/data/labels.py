@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import torch
 
-from triggerlab.gaze import angular_error
+from triggerlab.data.gaze import angular_error
 
 
 @dataclass(frozen=True)

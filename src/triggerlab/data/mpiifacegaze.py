@@ -15,13 +15,13 @@ import numpy as np
 import torch
 
 from triggerlab.data.dataset import ImageDataset, SourceData
+from triggerlab.data.gaze import angles
 from triggerlab.data.images import read_images
 from triggerlab.data.labels import GAZE_LABELS
 from triggerlab.data.memory import check_fits
 from triggerlab.data.textfiles import read_text
 from triggerlab.data.transforms import resize_images
 from triggerlab.errors import DataFormatError
-from triggerlab.gaze import angles
 
 CHUNK = 250
 

@@ -44,7 +44,7 @@ def prepare_data(cfg: DataConfig, seed: int) -> DataSplit:
 
 def downloaded_root(cfg: DataConfig, progress: Reporter | None = None) -> Path:
     """``data.download``: the root, fetched first when a complete copy is not there."""
-    from triggerlab.fetch import SOURCES, fetch_dataset
+    from triggerlab.data.fetch import SOURCES, fetch_dataset
 
     if cfg.name not in SOURCES or not SOURCES[cfg.name].fetchable:
         can = ", ".join(n for n, s in SOURCES.items() if s.fetchable)

@@ -34,9 +34,9 @@ from pydantic import Field
 from torch import nn
 
 from triggerlab.defenses.base import DefenseInputs, DefenseOutcome, DefenseSpec, shuffled_batches
-from triggerlab.devices import model_memory_format, to_input
 from triggerlab.errors import ConfigError
-from triggerlab.train import EVAL_BATCH_SIZE, make_optimizer
+from triggerlab.train.devices import model_memory_format, to_input
+from triggerlab.train.loop import EVAL_BATCH_SIZE, make_optimizer
 
 
 def lga_loss(loss: torch.Tensor, gamma: float) -> torch.Tensor:

@@ -35,7 +35,7 @@ from triggerlab.defenses.base import (
     frozen_weights,
 )
 from triggerlab.defenses.neurons import NeuronLayer, neuron_layers
-from triggerlab.devices import model_memory_format, to_input
+from triggerlab.train.devices import model_memory_format, to_input
 
 
 @dataclass

@@ -21,10 +21,10 @@ from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
 if TYPE_CHECKING:
+    from triggerlab.attack.tasks import Task
     from triggerlab.config import TrainConfig
     from triggerlab.data.dataset import ImageDataset
     from triggerlab.defenses.repair import RepairResult
-    from triggerlab.tasks import Task
 
 
 class InputDetector(Protocol):
@@ -77,7 +77,7 @@ def shuffled_batches(
     layout: torch.memory_format = torch.contiguous_format,
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """One pass over uint8 ``images`` in a seeded random order, as float inputs and targets."""
-    from triggerlab.devices import to_input
+    from triggerlab.train.devices import to_input
 
     order = torch.randperm(images.shape[0], generator=generator)
     for start in range(0, images.shape[0], batch_size):

@@ -21,8 +21,8 @@ from torch import nn
 from triggerlab.defenses.base import DefenseOutcome, DefenseSpec, InputDetector
 
 if TYPE_CHECKING:
+    from triggerlab.attack.tasks import Task
     from triggerlab.data.dataset import ImageDataset
-    from triggerlab.tasks import Task
 
 
 FPR_BUDGETS = {"tpr_at_1pct_fpr": 0.01, "tpr_at_5pct_fpr": 0.05}

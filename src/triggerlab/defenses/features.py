@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from triggerlab.errors import ConfigError
-from triggerlab.train import forward_all
+from triggerlab.train.loop import forward_all
 
 
 def last_layer(model: nn.Module, kind: type[nn.Module], what: str) -> nn.Module:

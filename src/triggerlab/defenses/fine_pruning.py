@@ -18,7 +18,7 @@ from torch import nn
 
 from triggerlab.defenses.base import DefenseInputs, DefenseOutcome, RetrainingSpec
 from triggerlab.defenses.features import last_layer
-from triggerlab.train import forward_all
+from triggerlab.train.loop import forward_all
 
 
 def last_conv(model: nn.Module) -> nn.Conv2d:

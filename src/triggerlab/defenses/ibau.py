@@ -34,7 +34,7 @@ from pydantic import Field
 from torch import nn
 
 from triggerlab.defenses.base import DefenseInputs, DefenseOutcome, HeldBackSpec
-from triggerlab.devices import model_memory_format, to_input
+from triggerlab.train.devices import model_memory_format, to_input
 
 INNER_STEP = 0.1  # the gradient-descent map whose fixed point is the perturbation
 PERTURBATION_LR = 10.0

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from triggerlab.devices import to_input
+from triggerlab.train.devices import to_input
 
 OutputKind = Literal["logits", "probabilities", "log_probabilities"]
 TOLERANCE = 1e-3  # on the sum of a row of probabilities

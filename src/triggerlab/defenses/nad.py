@@ -25,8 +25,8 @@ from pydantic import Field
 from torch import nn
 
 from triggerlab.defenses.base import DefenseInputs, DefenseOutcome, RetrainingSpec
-from triggerlab.devices import model_memory_format
 from triggerlab.errors import ConfigError
+from triggerlab.train.devices import model_memory_format
 
 
 def _has_conv(module: nn.Module) -> bool:
@@ -92,7 +92,7 @@ def distil(
 ) -> None:
     """Train ``student`` on the clean data with the task loss plus the attention losses."""
     from triggerlab.defenses.base import shuffled_batches
-    from triggerlab.train import make_optimizer
+    from triggerlab.train.loop import make_optimizer
 
     optimizer = make_optimizer(inputs.train.model_copy(update={"lr": lr}), student)
     student_tap = FeatureTap(attention_stages(student, len(betas)))

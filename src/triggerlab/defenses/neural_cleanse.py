@@ -119,7 +119,7 @@ class CleanseScan:
         return notes
 
     def figure(self, class_names: tuple[str, ...]) -> bytes:
-        from triggerlab.plots.run_figures import reversed_triggers_png  # matplotlib: when drawn
+        from triggerlab.run.figures import reversed_triggers_png  # matplotlib: when drawn
 
         return reversed_triggers_png(self.triggers, self.anomaly_index, class_names)
 

@@ -8,11 +8,11 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
-from triggerlab.train import make_optimizer, train_epoch
+from triggerlab.train.loop import make_optimizer, train_epoch
 
 if TYPE_CHECKING:
     from triggerlab.config import TrainConfig
-    from triggerlab.train import Task
+    from triggerlab.train.loop import Task
 
 
 @dataclass

@@ -21,8 +21,8 @@ from pydantic import Field
 from torch import nn
 
 from triggerlab.defenses.base import DefenseInputs, DefenseOutcome, HeldBackSpec
-from triggerlab.devices import model_memory_format, to_input
-from triggerlab.train import EVAL_BATCH_SIZE
+from triggerlab.train.devices import model_memory_format, to_input
+from triggerlab.train.loop import EVAL_BATCH_SIZE
 
 
 @torch.no_grad()

@@ -32,8 +32,8 @@ import torch
 from torch import nn
 
 from triggerlab.defenses.model_outputs import OutputKind, target_loss
-from triggerlab.devices import to_input
 from triggerlab.progress import Reporter, Update, report
+from triggerlab.train.devices import to_input
 
 EPSILON = 1e-7  # keeps tanh's image strictly inside (0, 1)
 

@@ -46,7 +46,7 @@ from triggerlab.grid.store import (
     write_manifest,
 )
 from triggerlab.progress import Reporter, Update, report
-from triggerlab.rundir import FAILED
+from triggerlab.run.rundir import FAILED
 
 
 @dataclass

@@ -25,8 +25,8 @@ from triggerlab.errors import ArgumentError
 from triggerlab.grid.gpus import GpuShare, device_ids, pin_worker
 from triggerlab.grid.plan import PlannedRun
 from triggerlab.grid.store import run_dir
-from triggerlab.rundir import RunDir
-from triggerlab.shared_training import TRAINED
+from triggerlab.run.rundir import RunDir
+from triggerlab.run.shared_training import TRAINED
 
 Report = Callable[[PlannedRun, dict[str, Any]], None]
 
@@ -51,8 +51,8 @@ def execute_run(
     with the grid's other runs of that key. Failures are recorded, not raised."""
     import torch
 
-    from triggerlab.experiment import run_experiment
-    from triggerlab.shared_training import SharedTraining
+    from triggerlab.run.experiment import run_experiment
+    from triggerlab.run.shared_training import SharedTraining
 
     if threads:
         torch.set_num_threads(threads)

@@ -194,10 +194,10 @@ def preflight(plan: list[PlannedRun]) -> None:
     defence, poison counts; ``checks.check_model``: the input size) are made
     for every run; the first problem is reported with its cell.
     """
-    from triggerlab.checks import check_model, check_run
     from triggerlab.data.prepare import load_source, split_source
-    from triggerlab.devices import resolve_device
-    from triggerlab.experiment import derive_seeds
+    from triggerlab.run.experiment import derive_seeds
+    from triggerlab.run.prepare import check_model, check_run
+    from triggerlab.train.devices import resolve_device
 
     sources: dict[str, SourceData] = {}
     models: set[str] = set()

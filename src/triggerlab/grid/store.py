@@ -26,7 +26,7 @@ from triggerlab.errors import ArgumentError, ConfigError
 from triggerlab.files import first_problem, write_json_atomic, write_text_atomic
 from triggerlab.grid.plan import PlannedRun
 from triggerlab.grid.spec import GridSpec
-from triggerlab.rundir import RunDir
+from triggerlab.run.rundir import RunDir
 
 MANIFEST = "manifest.json"
 SPEC_COPY = "grid.yaml"

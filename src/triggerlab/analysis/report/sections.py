@@ -1,0 +1,202 @@
+"""The parts of the report: the style, the per-cell table and the trigger gallery."""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+import math
+from pathlib import Path
+
+import pandas as pd
+import torch
+from PIL import Image
+
+from triggerlab.analysis.cell_labels import short_labels
+from triggerlab.analysis.defense_tables import defense_table
+from triggerlab.analysis.plots.axes import axis_label
+from triggerlab.catalogue.metrics import decimals, metric_label
+from triggerlab.config import ExperimentConfig
+from triggerlab.data import DataSplit, prepare_data
+from triggerlab.grid import PlannedRun
+from triggerlab.run.experiment import derive_seeds
+from triggerlab.tools.preview import describe_spec
+from triggerlab.triggers import apply_to_uint8
+
+STYLE = """
+body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1100px; color: #222; }
+h1 { font-size: 1.6em; } h2 { margin-top: 2em; border-bottom: 1px solid #ccc; }
+table { border-collapse: collapse; font-size: 0.85em; margin: 0.5em 0; }
+th, td { border: 1px solid #ddd; padding: 3px 8px; text-align: right; }
+th { background: #f3f3f3; } td.key, th.key { text-align: left; }
+td.num { white-space: nowrap; }
+.wide { overflow-x: auto; }
+pre { background: #f7f7f7; padding: 1em; overflow-x: auto; font-size: 0.85em; }
+figure { display: inline-block; margin: 0.5em; vertical-align: top; }
+figure img { max-width: 100%; border: 1px solid #eee; }
+.gallery figure img { width: 112px; image-rendering: pixelated; }
+figcaption { font-size: 0.75em; max-width: 700px; }
+.note { color: #555; font-size: 0.9em; }
+"""
+TABLE_METRICS = (
+    "clean_acc",
+    "asr",
+    "robust_acc",
+    "clean_acc_drop",
+    "clean_error",
+    "attack_error",
+    "attack_success_5",
+    "attack_success_10",
+    "clean_error_increase",
+    # a defence's: the repaired model, or the detector
+    "clean_acc_after",
+    "asr_after",
+    "clean_error_after",
+    "attack_error_after",
+    "detection_auroc",
+    "detection_tpr_at_5pct_fpr",
+    "detection_fpr",
+    "psnr_db",
+    "ssim",
+)
+CLASSIFICATION_NOTE = """Mean &plusmn; standard deviation over repeats, with the 95 % confidence
+interval below. The attack success rate (ASR) counts triggered test images whose true class is
+not the target."""
+REGRESSION_NOTE = """Mean &plusmn; standard deviation over repeats, with the 95 % confidence
+interval below. Errors are in {unit}: the clean error is the mean error on clean test images,
+the attack error the mean distance of triggered predictions to the attacker's target, and
+attack success within t the share of triggered predictions within t {unit} of the target."""
+BASELINE_NOTES = {
+    "clean_acc_drop": """ Clean accuracy drop = clean accuracy of the paired clean baseline (same
+config and seed, rate 0) minus the run's.""",
+    "clean_error_increase": """ Clean error increase = the run's clean error minus that of its
+paired clean baseline (same config and seed, rate 0).""",
+}
+
+
+def data_uri(png: bytes) -> str:
+    return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
+
+
+def _format(stats: dict[str, float], digits: int = 3) -> str:
+    mean, std, low, high = (stats.get(k, math.nan) for k in ("mean", "std", "ci_low", "ci_high"))
+    if mean is None or (isinstance(mean, float) and math.isnan(mean)):
+        return "-"
+    text = f"{mean:.{digits}f}"
+    if not math.isnan(std):
+        text += (
+            f" &plusmn; {std:.{digits}f}<br><small>[{low:.{digits}f}, {high:.{digits}f}]</small>"
+        )
+    return text
+
+
+def results_note(table: pd.DataFrame) -> str:
+    """The table's explanation in the task's own terms."""
+    paired = "".join(note for name, note in BASELINE_NOTES.items() if name in table)
+    if "attack_error" not in table:
+        return f'<p class="note">{CLASSIFICATION_NOTE}{paired}</p>'
+    units = table["label_unit"].dropna().unique() if "label_unit" in table else []
+    unit = str(units[0]) if len(units) == 1 else "label units"
+    return f'<p class="note">{REGRESSION_NOTE.format(unit=html.escape(unit))}{paired}</p>'
+
+
+def figure_html(path: Path) -> str:
+    """One figure, inline, captioned with the title its PNG carries (else its file name)."""
+    with Image.open(path) as image:
+        caption = image.text.get("Title") or path.stem  # type: ignore[attr-defined]
+    return (
+        f'<figure><img src="{data_uri(path.read_bytes())}" alt="{html.escape(path.stem)}">'
+        f"<figcaption>{html.escape(caption)}</figcaption></figure>"
+    )
+
+
+def _header(name: str, label: str, css: str = "") -> str:
+    """A column header that shows the label and keeps the raw name as its tooltip."""
+    klass = f' class="{css}"' if css else ""
+    return f'<th{klass} title="{html.escape(name)}">{html.escape(label)}</th>'
+
+
+def summary_table(summary: pd.DataFrame, varied: list[str]) -> str:
+    metrics = [m for m in TABLE_METRICS if f"{m}_mean" in summary]
+    head = "".join(_header(k, axis_label(k), "key") for k in varied)
+    head += "<th>n</th>" + "".join(_header(m, metric_label(m)) for m in metrics)
+    names = {k: short_labels(list(summary[k].unique())) for k in varied}
+    rows = []
+    for row in summary.to_dict("records"):  # iterrows would upcast integer keys to float
+        cells = "".join(
+            f'<td class="key">{html.escape(names[k].get(row[k], str(row[k])))}</td>' for k in varied
+        )
+        cells += f"<td>{int(row['n'])}</td>"
+        for metric in metrics:
+            stats = {
+                name: row.get(f"{metric}_{name}", math.nan)
+                for name in ("mean", "std", "ci_low", "ci_high")
+            }
+            cells += f'<td class="num">{_format(stats, decimals(metric))}</td>'
+        rows.append(f"<tr>{cells}</tr>")
+    # a value never breaks mid-number; a table wider than the page scrolls on its own
+    return f'<div class="wide"><table><tr>{head}</tr>{"".join(rows)}</table></div>'
+
+
+def defense_section(table: pd.DataFrame, varied: list[str]) -> str:
+    """The defence-by-attack table, when the grid varies the defence; else nothing."""
+    frame = defense_table(table, varied)
+    if frame is None:
+        return ""
+    head = f'<th class="key">defence (rows) / {html.escape(str(frame.columns.name))}</th>'
+    head += "".join(f"<th>{html.escape(str(c))}</th>" for c in frame.columns)
+    rows = "".join(
+        f'<tr><td class="key">{html.escape(str(name))}</td>'
+        + "".join(f"<td>{html.escape(str(v))}</td>" for v in values)
+        + "</tr>"
+        for name, values in zip(frame.index, frame.values, strict=True)
+    )
+    return f"""<h2>Defences against each attack</h2>
+<p class="note">Means over repeats (n runs). A repair shows the attack success rate (ASR) and
+clean accuracy (CA) of the repaired model, or the regression errors; a detector its detection
+AUROC and the share of poisoned or triggered items it finds while flagging at most 5 % of clean
+ones (TPR@5%FPR) and the share of clean ones its own threshold flags (FPR); a model inspection
+(Neural Cleanse) in how many runs it flagged a class and the target; no defence, the model as
+trained. Detectors set their thresholds on the
+defender's own clean data, never on the test set.</p>
+<table><tr>{head}</tr>{rows}</table>"""
+
+
+def _triggered_png(cfg: ExperimentConfig, data: DataSplit) -> bytes:
+    """The first non-target test image under the run's trigger, enlarged for display."""
+    labels = data.test.targets
+    index = int(torch.nonzero(labels != cfg.poison.target).flatten()[0]) if labels.ndim == 1 else 0
+    trigger = cfg.trigger.build(data.shape)
+    generator = torch.Generator().manual_seed(derive_seeds(cfg.train.seed)["test_trigger"])
+    image = apply_to_uint8(trigger, data.test.images[index : index + 1], generator)[0]
+    array = image.permute(1, 2, 0).numpy()
+    pil = Image.fromarray(array[:, :, 0] if array.shape[2] == 1 else array)
+    scale = max(1, 112 // max(pil.size))
+    buffer = io.BytesIO()
+    pil.resize((pil.width * scale, pil.height * scale), Image.Resampling.NEAREST).save(
+        buffer, format="PNG"
+    )
+    return buffer.getvalue()
+
+
+def trigger_gallery(plan: list[PlannedRun]) -> str:
+    datasets: dict[str, DataSplit] = {}
+    figures = []
+    seen: set[str] = set()
+    for run in plan:
+        key = (
+            json.dumps(run.config.trigger.model_dump(mode="json"), sort_keys=True)
+            + run.config.data.model_dump_json()
+        )
+        if key in seen:
+            continue
+        seen.add(key)
+        data_key = run.config.data.model_dump_json()
+        if data_key not in datasets:
+            datasets[data_key] = prepare_data(run.config.data, run.config.split_seed)
+        png = _triggered_png(run.config, datasets[data_key])
+        caption = html.escape(describe_spec(run.config.trigger))
+        image = f'<img src="{data_uri(png)}" alt="{caption}">'
+        figures.append(f"<figure>{image}<figcaption>{caption}</figcaption></figure>")
+    return '<div class="gallery">' + "".join(figures) + "</div>"

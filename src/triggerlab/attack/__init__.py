@@ -1,0 +1,1 @@
+"""The attack: poisoning a training set, the task's loss and metrics, and what stealth costs."""

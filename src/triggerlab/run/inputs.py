@@ -1,0 +1,119 @@
+"""What the training loop trains and evaluates on: the whole model on images, or, when the
+frozen-feature cache applies, the trainable tail on cached features.
+
+Both paths see the same samples in the same order and give the same numbers up to the
+cache's float16 rounding (tested); the cached one forwards only the images a run
+changes through the frozen body.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from triggerlab.models.transfer import TransferModel
+from triggerlab.progress import Reporter
+from triggerlab.run.feature_cache import (
+    FeatureStore,
+    body_features,
+    cache_root,
+    pool_features,
+    pool_of,
+)
+from triggerlab.train.devices import model_memory_format, to_input
+
+if TYPE_CHECKING:
+    from triggerlab.data.dataset import ImageDataset
+    from triggerlab.run.experiment import Prepared
+
+PROBE = 4
+
+
+@dataclass
+class TrainingInputs:
+    """The module that trains and the tensors it sees; ``pool`` is set on the cached path."""
+
+    model: nn.Module
+    device: torch.device
+    cut: nn.Module | None = None
+    body: nn.Module | None = None
+    pool: np.ndarray | None = None
+    forwards: int = 0  # images this run sent through the frozen body
+    record: dict[str, Any] = field(default_factory=dict)
+
+    def of(self, part: ImageDataset, changed: torch.Tensor | None = None) -> torch.Tensor:
+        """What the trained module takes for ``part``: its images, or their features (cached
+        rows gathered, ``changed`` rows, or all rows when None, computed now)."""
+        if self.pool is None:
+            return part.images
+        assert self.cut is not None and self.body is not None and part.pool_index is not None
+        if changed is None:
+            self.forwards += len(part)
+            return body_features(self.body, self.cut, part.images, self.device).half()
+        features = torch.from_numpy(np.asarray(self.pool[part.pool_index.numpy()]))
+        if changed.numel():
+            fresh = body_features(self.body, self.cut, part.images[changed], self.device)
+            features[changed] = fresh.half()
+            self.forwards += int(changed.numel())
+        return features
+
+
+def _equivalent(model: TransferModel, cut: nn.Module, shape: tuple[int, ...]) -> bool:
+    """Whether the tail on the body's output is the whole model (the cut is a true tail)."""
+    generator = torch.Generator().manual_seed(0)
+    probe = torch.randint(0, 256, (PROBE, *shape), generator=generator, dtype=torch.uint8)
+    device = next(model.parameters()).device
+    model.eval()
+    with torch.no_grad():
+        whole = model(to_input(probe, device, model_memory_format(model)))
+        split = cut(body_features(model, cut, probe, device).to(device))
+    model.train()
+    return whole.shape == split.shape and torch.allclose(whole, split, atol=1e-4, rtol=1e-3)
+
+
+def why_not_cached(p: Prepared) -> str | None:
+    """None when the cache applies to this run, else the reason it does not."""
+    if not p.cfg.model.feature_cache:
+        return "model.feature_cache is off"
+    if p.cfg.train.augment:
+        return "train.augment changes the images every epoch, so their features change too"
+    model = p.model
+    if not isinstance(model, TransferModel) or model.plan is None or model.plan.cut is None:
+        return "the freeze policy trains more than a tail (use classifier or head)"
+    parts = [p.data.train, p.data.test, *(x for x in (p.data.finetune, p.defender) if x)]
+    if pool_of(parts) is None:
+        return "the dataset's parts do not cover the loaded images once each"
+    if not _equivalent(model, model.plan.cut, p.data.shape):
+        return "the trainable tail is not the model's last step"
+    return None
+
+
+def training_inputs(p: Prepared, progress: Reporter | None = None) -> TrainingInputs:
+    """The whole model on images, or the tail on cached features when that is exact."""
+    reason = why_not_cached(p)
+    if reason is not None:
+        return TrainingInputs(p.model, p.device, record={"used": False, "reason": reason})
+    model = p.model
+    assert isinstance(model, TransferModel) and model.plan is not None
+    cut = model.plan.cut
+    assert cut is not None
+    weights = p.model_info.weights
+    key = {
+        "data": p.cfg.data.model_dump(
+            mode="json", exclude={"root", "seed", "split", "test_fraction", "test_subjects"}
+        ),
+        "model": p.cfg.model.name,
+        "options": p.cfg.model.options,
+        "weights": None if weights is None else weights.record()["sha256"] or weights.source,
+        "normalization": p.model_info.normalization,
+        "cut": model.plan.cut_name,
+    }
+    store = FeatureStore(cache_root() / "features", key)
+    parts = [p.data.train, p.data.test, *(x for x in (p.data.finetune, p.defender) if x)]
+    pool, built = pool_features(store, model, cut, parts, p.device, progress)
+    record = {"used": True, "file": str(store.features_path), "built_here": built > 0}
+    return TrainingInputs(cut, p.device, cut, model, pool, built, record)

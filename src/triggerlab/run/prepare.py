@@ -1,0 +1,208 @@
+"""Checks that cross config sections and need the data: one place, for a single run and for
+the grid preflight alike.
+
+A config that validates can still be impossible for its data: a trigger
+larger than the image, a target that is not a class, a defence that needs
+classes on continuous labels, more poisoned samples than eligible ones, a
+model that cannot take the input size. ``check_run`` finds all of these
+before anything is written and returns what the run then uses.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, replace
+
+import torch
+from torch import nn
+
+from triggerlab.attack.poison import check_poison_count
+from triggerlab.attack.tasks import ClassificationTask, RegressionTask, Task
+from triggerlab.config import ExperimentConfig, PoisonConfig
+from triggerlab.data.binning import bin_split, make_bins
+from triggerlab.data.dataset import DataSplit, ImageDataset
+from triggerlab.data.transforms import stratified_split
+from triggerlab.errors import ConfigError
+from triggerlab.models import ModelInfo, build_configured
+from triggerlab.triggers import Trigger
+
+
+@dataclass(frozen=True)
+class CheckedRun:
+    """What a run uses: the data (bins as classes for reference 003's variant, the
+    defender's share held back), the trigger, and the task with the poisoning as applied."""
+
+    data: DataSplit
+    trigger: Trigger
+    task: Task
+    defender: ImageDataset | None  # clean samples held back for the defence
+
+    @property
+    def poison(self) -> PoisonConfig:
+        return self.task.poison
+
+
+def validate_poison(cfg: PoisonConfig, num_classes: int) -> None:
+    """Check the target and source classes against the dataset's classes."""
+    if not isinstance(cfg.target, int):
+        raise ConfigError(
+            f"poison.target: {cfg.target} is a vector, but this dataset has classes; "
+            f"expected a class 0-{num_classes - 1}"
+        )
+    if not 0 <= cfg.target < num_classes:
+        raise ConfigError(
+            f"poison.target: class {cfg.target} does not exist; expected 0-{num_classes - 1}"
+        )
+    bad = [c for c in cfg.source_classes or [] if not 0 <= c < num_classes]
+    if bad:
+        raise ConfigError(f"poison.source_classes: {bad} outside the classes 0-{num_classes - 1}")
+
+
+def validate_regression_poison(
+    cfg: PoisonConfig, train_targets: torch.Tensor, names: list[str]
+) -> None:
+    """The target must have one value per output; a target outside the labels' range only warns.
+
+    Reference 003 discusses why: a target the model never saw is easier to learn
+    but easier to notice.
+    """
+    size = train_targets.shape[1]
+    if isinstance(cfg.target, int):
+        raise ConfigError(
+            f"poison.target: this is a regression dataset; expected a list of {size} values "
+            f"({', '.join(names)}) in label units, got the class {cfg.target}"
+        )
+    if len(cfg.target) != size:
+        raise ConfigError(
+            f"poison.target: expected {size} values ({', '.join(names)}), got {len(cfg.target)}"
+        )
+    if cfg.label_mode != "all_to_one" or cfg.source_classes is not None:
+        raise ConfigError(
+            "poison.label_mode: regression supports all_to_one with every sample eligible "
+            "(no source_classes, no clean-label or all-to-all)"
+        )
+    low, high = train_targets.min(dim=0).values, train_targets.max(dim=0).values
+    outside = [
+        n
+        for n, v, lo, hi in zip(names, cfg.target, low.tolist(), high.tolist(), strict=True)
+        if not lo <= v <= hi
+    ]
+    if outside:
+        warnings.warn(
+            f"poison.target {cfg.target} lies outside the training labels' range "
+            f"for {', '.join(outside)}",
+            stacklevel=2,
+        )
+
+
+def make_task(cfg: ExperimentConfig, data: DataSplit) -> Task:
+    """The task of a dataset (classes or continuous labels), checked against the config."""
+    if not data.is_regression:
+        if cfg.evaluation.bins is not None:
+            raise ConfigError(
+                "evaluation.bins: the discretisation metric is for regression datasets"
+            )
+        if cfg.evaluation.tolerances is not None:
+            raise ConfigError(
+                "evaluation.tolerances: tolerances measure regression errors; this dataset has "
+                "classes (set it to null)"
+            )
+        if cfg.train.loss not in ("auto", "cross_entropy"):
+            raise ConfigError(
+                f"train.loss: {cfg.train.loss!r} is a regression loss; "
+                "classification trains with cross_entropy"
+            )
+        validate_poison(cfg.poison, len(data.class_names))
+        return ClassificationTask(cfg.poison, data.class_names)
+    if cfg.train.loss == "cross_entropy":
+        raise ConfigError(
+            "train.loss: cross_entropy on continuous labels is reference 003's classification "
+            "variant; set evaluation.bins (and evaluation.bin_output) to choose the classes"
+        )
+    validate_regression_poison(cfg.poison, data.train.targets, data.target_names)
+    evaluation = cfg.evaluation
+    bins = None
+    if evaluation.bins is not None:
+        bins = make_bins(data, evaluation.bins, evaluation.bin_output, evaluation.bin_range)
+    return RegressionTask(
+        cfg.poison,
+        data.labels,
+        "mse" if cfg.train.loss == "mse" else "l1",
+        evaluation.resolved_tolerances,
+        bins,
+    )
+
+
+def setup_task(cfg: ExperimentConfig, data: DataSplit) -> tuple[DataSplit, PoisonConfig, Task]:
+    """The data, poisoning and task a run uses.
+
+    Continuous labels trained with ``train.loss: cross_entropy`` are reference
+    003's classification variant: the ``evaluation.bins`` of one output become
+    the classes and the attacker's target vector becomes its bin, so the
+    classification metrics (CA, ASR, RA) measure the attack on the bins.
+    """
+    evaluation = cfg.evaluation
+    if not (data.is_regression and cfg.train.loss == "cross_entropy" and evaluation.bins):
+        if data.is_regression and cfg.defense.needs_classes:
+            from triggerlab.defenses import DEFENSE_KINDS
+
+            usable = [k for k, spec in DEFENSE_KINDS.items() if not spec.needs_classes]
+            raise ConfigError(
+                f"defense.kind: {cfg.defense.kind} needs classes, and this dataset has "
+                "continuous labels; for regression use a defence that does not "
+                f"({', '.join(k for k in usable if k != 'none')})"
+            )
+        return data, cfg.poison, make_task(cfg, data)
+    validate_regression_poison(cfg.poison, data.train.targets, data.target_names)
+    bins = make_bins(data, evaluation.bins, evaluation.bin_output, evaluation.bin_range)
+    target = int(bins.assign(torch.tensor([cfg.poison.target], dtype=torch.float32))[0])
+    poison = cfg.poison.model_copy(update={"target": target})
+    binned = bin_split(data, bins)
+    return binned, poison, ClassificationTask(poison, binned.class_names)
+
+
+def hold_back(
+    cfg: ExperimentConfig, data: DataSplit, generator: torch.Generator
+) -> tuple[DataSplit, ImageDataset | None]:
+    """Set the defender's clean share aside (stratified by class) when its defence uses one."""
+    if not cfg.defense.holds_back_data:
+        return data, None
+    fraction = cfg.defense.held_back_share(len(data.train))  # type: ignore[union-attr]
+    try:
+        train, defender = stratified_split(data.train, fraction, generator)
+    except ValueError as exc:
+        raise ConfigError(f"defense.clean_fraction: {exc}") from None
+    return replace(data, train=train), defender
+
+
+def check_augmentation(cfg: ExperimentConfig, data: DataSplit) -> None:
+    """Augmentations must leave labels true: a mirrored face looks the other way."""
+    if data.is_regression and "hflip" in cfg.train.augment:
+        raise ConfigError(
+            "train.augment: hflip mirrors images but not their continuous labels (a mirrored "
+            "face's gaze and head yaw change sign); use [random_crop] for regression"
+        )
+    height, width = data.shape[1:]
+    if "random_crop" in cfg.train.augment and cfg.train.crop_padding >= min(height, width):
+        raise ConfigError(
+            f"train.crop_padding: {cfg.train.crop_padding} pixels of padding would let a crop "
+            f"miss the {height}x{width} image entirely; expected less than {min(height, width)}"
+        )
+
+
+def check_run(cfg: ExperimentConfig, data: DataSplit, defense_seed: int) -> CheckedRun:
+    """Every check that needs the data, in the order a run meets them."""
+    trigger = cfg.trigger.build(data.shape)
+    check_augmentation(cfg, data)
+    data, _, task = setup_task(cfg, data)
+    data, defender = hold_back(cfg, data, torch.Generator().manual_seed(defense_seed))
+    check_poison_count(task, data.train)
+    if data.finetune is not None:
+        check_poison_count(task, data.finetune, "fine-tuning set")
+    return CheckedRun(data, trigger, task, defender)
+
+
+def check_model(cfg: ExperimentConfig, data: DataSplit) -> tuple[nn.Module, ModelInfo]:
+    """The configured model for this data: weights loaded, adapter and freeze policy applied,
+    one dry forward pass on the input size."""
+    return build_configured(cfg.model, data.shape, data.num_outputs)

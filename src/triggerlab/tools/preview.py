@@ -1,0 +1,57 @@
+"""Trigger previews: what a trigger does to test images, with its stealthiness."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from triggerlab.attack.stealth import STEALTH_SAMPLE, stealth_of_uint8
+from triggerlab.config import ExperimentConfig
+from triggerlab.data import prepare_data
+from triggerlab.errors import ArgumentError
+from triggerlab.run.experiment import derive_seeds
+from triggerlab.run.figures import save_trigger_preview
+from triggerlab.triggers import apply_to_uint8
+
+
+def describe_spec(spec: object) -> str:
+    """``kind: key=value, ...`` of a trigger spec, for titles."""
+    fields = spec.model_dump(mode="json", exclude_defaults=False)  # type: ignore[attr-defined]
+    kind = fields.pop("kind")
+    return f"{kind}: " + ", ".join(f"{k}={v}" for k, v in fields.items() if v is not None)
+
+
+def format_stealth(metrics: dict[str, float | None]) -> str:
+    psnr = "inf" if metrics["psnr_db"] is None else f"{metrics['psnr_db']:.1f} dB"
+    return (
+        f"L0 {metrics['l0_fraction']:.4f}   L2 {metrics['l2_mean']:.3f}   "
+        f"Linf {metrics['linf_mean']:.3f}   PSNR {psnr}   SSIM {metrics['ssim']:.3f}"
+    )
+
+
+def preview_trigger(
+    cfg: ExperimentConfig, out: Path | str, samples: int = 6
+) -> dict[str, float | None]:
+    """Write ``out`` (PNG): clean, triggered and amplified residual for the first test images.
+
+    The stealthiness metrics are computed on the first 256 test images, triggered
+    exactly as in a run with the same config and seed, and returned.
+    """
+    out = Path(out)
+    if samples < 1:
+        raise ArgumentError("samples", f"expected at least 1 image, got {samples}")
+    data = prepare_data(cfg.data, cfg.split_seed)
+    trigger = cfg.trigger.build(data.shape)
+    clean = data.test.images[:STEALTH_SAMPLE]
+    generator = torch.Generator().manual_seed(derive_seeds(cfg.train.seed)["test_trigger"])
+    triggered = apply_to_uint8(trigger, clean, generator)
+    metrics = stealth_of_uint8(clean, triggered)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ArgumentError("out", f"cannot create {out.parent} ({exc})") from None
+    shown = min(samples, clean.shape[0])
+    caption = f"{format_stealth(metrics)}   (over {clean.shape[0]} {cfg.data.name} test images)"
+    save_trigger_preview(out, clean[:shown], triggered[:shown], describe_spec(cfg.trigger), caption)
+    return metrics
