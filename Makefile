@@ -2,10 +2,8 @@
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-# What the listing commands print, saved so that they answer without importing torch.
-LISTINGS := src/triggerlab/listings.json
 
-.PHONY: demo test lint bench docs listings clean
+.PHONY: demo test lint bench docs clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || python3 -m venv $(VENV)
@@ -20,20 +18,13 @@ demo: $(STAMP)
 	$(BIN)/triggerlab results grids/demo_study
 	$(BIN)/triggerlab report grids/demo_study
 
-test: $(STAMP) $(LISTINGS)
+test: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks docs examples
 	$(BIN)/ruff format --check src tests benchmarks docs examples
 	$(BIN)/python -m pytest -q
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks docs examples
-
-# Rewritten whenever a module of the package changes; commit it with the change.
-$(LISTINGS): $(STAMP) $(shell find src/triggerlab -name '*.py')
-	$(BIN)/python -m triggerlab.catalogue.listings
-
-listings: $(STAMP)
-	$(BIN)/python -m triggerlab.catalogue.listings
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/throughput.py

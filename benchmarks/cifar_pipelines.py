@@ -31,13 +31,13 @@ from torchvision import transforms
 
 from triggerlab.attack.poison import poison_dataset
 from triggerlab.attack.tasks import ClassificationTask
+from triggerlab.catalogue.triggers import PatchSpec
 from triggerlab.config import ModelConfig, PoisonConfig
-from triggerlab.data import ImageDataset
+from triggerlab.data.dataset import ImageDataset
 from triggerlab.models import build_configured, build_model
 from triggerlab.train.augment import Augment
 from triggerlab.train.devices import Precision, compiled, stage, synchronize
 from triggerlab.train.loop import Step, train_epoch
-from triggerlab.triggers import PatchSpec
 
 MEAN, STD = (0.4914, 0.4822, 0.4465), (0.247, 0.243, 0.261)
 

@@ -43,12 +43,12 @@ from torchvision.transforms import functional as TF
 
 from triggerlab.attack.poison import poison_dataset
 from triggerlab.attack.tasks import ClassificationTask
+from triggerlab.catalogue.triggers import PatchSpec
 from triggerlab.config import PoisonConfig
-from triggerlab.data import ImageDataset
+from triggerlab.data.dataset import ImageDataset
 from triggerlab.models import build_model
 from triggerlab.train.devices import resolve_device, stage, synchronize, to_input
 from triggerlab.train.loop import train_epoch
-from triggerlab.triggers import PatchSpec
 
 
 class ReferencePoisonedMNIST(Dataset):

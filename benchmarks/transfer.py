@@ -28,7 +28,8 @@ import pandas as pd
 import torch
 
 from triggerlab.analysis.results import collect
-from triggerlab.grid import GridSpec, run_grid
+from triggerlab.grid.runner import run_grid
+from triggerlab.grid.spec import GridSpec
 
 ROOT = Path(__file__).resolve().parents[1]
 BASE = {

@@ -16,8 +16,8 @@ import time
 import torch
 from pydantic import TypeAdapter
 
+from triggerlab.catalogue.triggers import TriggerSpec
 from triggerlab.train.devices import resolve_device, synchronize
-from triggerlab.triggers import TriggerSpec
 
 EXAMPLES: dict[str, dict] = {
     "patch": {"kind": "patch", "size": 0.1},

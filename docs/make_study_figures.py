@@ -12,7 +12,8 @@ import shutil
 from pathlib import Path
 
 from triggerlab.analysis.plots.grid_figures import plot_grid
-from triggerlab.grid import load_grid_spec, run_grid
+from triggerlab.grid.runner import run_grid
+from triggerlab.grid.spec import load_grid_spec
 
 ROOT = Path(__file__).resolve().parents[1]
 FIGURES = {

@@ -14,11 +14,12 @@ from pathlib import Path
 import torch
 from pydantic import TypeAdapter
 
+from triggerlab.catalogue.triggers import TriggerSpec
 from triggerlab.data.digits import load_digits
 from triggerlab.data.faces import Subjects, render
 from triggerlab.data.transforms import resize_images
-from triggerlab.run.figures import save_catalogue
-from triggerlab.triggers import TriggerSpec, map_uint8
+from triggerlab.figures import save_catalogue
+from triggerlab.triggers import map_uint8
 
 OUT = Path(__file__).resolve().parent / "img"
 

@@ -29,7 +29,7 @@ def test_trigger_benchmark_times_every_kind():
         [sys.executable, str(script), *args], capture_output=True, text=True, timeout=300
     )
     assert done.returncode == 0, done.stderr
-    from triggerlab.triggers import TRIGGER_KINDS
+    from triggerlab.catalogue.triggers import TRIGGER_KINDS
 
     for kind in TRIGGER_KINDS:
         assert f"\n{kind}" in done.stdout

@@ -1,6 +1,5 @@
 """The command line: a run, listings, and each bad input -> exit 2, one message, no files."""
 
-import json
 import os
 import subprocess
 import sys
@@ -64,8 +63,8 @@ print(" ".join(m for m in heavy if m in sys.modules))
 
 @pytest.mark.parametrize("command", [["datasets"], ["models"], ["defenses"], ["triggers", "list"]])
 def test_listings_import_no_heavy_library(command):
-    """What keeps a listing far under 2 s (benchmarks/listing.py times them): not even torch,
-    whose import alone takes about 1.9 s; the saved listings answer."""
+    """What keeps a listing fast (benchmarks/startup.py times them): not even torch, whose
+    import alone takes about 1.9 s; the torch-free catalogues answer."""
     done = subprocess.run(
         [sys.executable, "-c", LISTING_PROBE, *command], capture_output=True, text=True, check=True
     )
@@ -85,33 +84,17 @@ def test_a_bad_config_is_refused_before_the_engine_loads():
     assert done.stdout.strip() == ""
 
 
-def test_the_saved_listings_are_current():
-    """listings.json matches the registries and the sources (else: `make listings`)."""
-    probe = "from triggerlab.catalogue.listings import stale; print(stale() or '')"
-    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
-    assert done.stdout.strip() == ""
-
-
-def test_saved_listings_are_used_only_while_their_sources_are_unchanged(tmp_path):
-    from triggerlab.catalogue.listings import build_listings, read_listings, source_digest
+def test_listings_come_from_the_catalogues():
+    from triggerlab.cli.listings import build_listings
 
     live = build_listings()
     assert [d["name"] for d in live["datasets"]][:2] == ["digits", "mnist"]
     assert ["margin", "0", "pixels between a corner trigger and the border"] in next(
         t["parameters"] for t in live["triggers"] if t["kind"] == "patch"
     )
-    saved = {**live, "models": [{"name": "saved_only", "options": ""}]}
-    modules = ["triggerlab", "triggerlab.models", "triggerlab.catalogue.listings"]
-    path = tmp_path / "listings.json"
-    for digest, expected in (
-        (source_digest(modules), saved),  # sources as they were: the file answers
-        ("0" * 64, live),  # a module changed since: the registries answer
-    ):
-        path.write_text(json.dumps({"modules": modules, "sha256": digest, "listings": saved}))
-        assert read_listings(path) == expected
-    assert source_digest(["triggerlab.no_such_module"]) is None
-    path.write_text("{not json")
-    assert read_listings(path) == live
+    assert {"name": "small_cnn", "options": "width=16, hidden=512"}.items() <= next(
+        m for m in live["models"] if m["name"] == "small_cnn"
+    ).items()
 
 
 def mnist_root(tmp_path: Path, damage: str) -> Path:

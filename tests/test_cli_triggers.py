@@ -5,8 +5,8 @@ import json
 import pytest
 from typer.testing import CliRunner
 
+from triggerlab.catalogue.triggers import TRIGGER_KINDS
 from triggerlab.cli import app
-from triggerlab.triggers import TRIGGER_KINDS
 
 runner = CliRunner()
 PNG = b"\x89PNG\r\n\x1a\n"

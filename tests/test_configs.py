@@ -6,7 +6,8 @@ import pytest
 import yaml
 
 from triggerlab.config import load_config
-from triggerlab.grid import load_grid_spec, plan_grid
+from triggerlab.grid.plan import plan_grid
+from triggerlab.grid.spec import load_grid_spec
 
 CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"))
 

@@ -17,13 +17,14 @@ from formats import (
     write_tinyimagenet,
 )
 
+from triggerlab.catalogue.datasets import DATASETS
 from triggerlab.config import DataConfig
-from triggerlab.data import DATASETS, prepare_data
 from triggerlab.data.cifar10 import load_cifar10, load_cifar100
 from triggerlab.data.digits import load_digits
 from triggerlab.data.gtsrb import load_gtsrb
 from triggerlab.data.imagefolder import load_imagefolder
 from triggerlab.data.mnist import load_mnist
+from triggerlab.data.prepare import prepare_data
 from triggerlab.data.tinyimagenet import load_tinyimagenet
 from triggerlab.data.transforms import convert_channels, resize_images, stratified_split
 from triggerlab.errors import ConfigError, DataFormatError
@@ -276,7 +277,7 @@ def test_resize_and_channel_conversion_values():
 
 
 def test_stratified_split_keeps_class_shares():
-    from triggerlab.data import ImageDataset
+    from triggerlab.data.dataset import ImageDataset
 
     targets = torch.tensor([0] * 50 + [1] * 10)
     data = ImageDataset(torch.zeros(60, 1, 2, 2, dtype=torch.uint8), targets, ("a", "b"))

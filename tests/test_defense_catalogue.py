@@ -23,7 +23,8 @@ from triggerlab.defenses.clp import channel_lipschitz, lipschitz_outliers
 from triggerlab.defenses.ibau import fixed_point_hypergradient
 from triggerlab.defenses.nad import attention_map, attention_stages
 from triggerlab.defenses.neurons import neuron_layers
-from triggerlab.grid import load_grid_spec, run_grid
+from triggerlab.grid.runner import run_grid
+from triggerlab.grid.spec import load_grid_spec
 from triggerlab.run.experiment import run_experiment
 from triggerlab.run.shared_training import trained_files
 

@@ -13,7 +13,8 @@ from triggerlab.analysis.results import collect
 from triggerlab.cli import app
 from triggerlab.config import load_config
 from triggerlab.defenses.fine_pruning import mask_channels, select_pruned_channels
-from triggerlab.grid import load_grid_spec, run_grid
+from triggerlab.grid.runner import run_grid
+from triggerlab.grid.spec import load_grid_spec
 from triggerlab.run.experiment import run_experiment
 
 runner = CliRunner()
@@ -391,7 +392,7 @@ def test_a_clean_sample_budget_holds_back_that_many(tmp_path):
 
 
 def test_the_defence_listing_names_every_kind_and_its_parameters():
-    from triggerlab.defenses import DEFENSE_KINDS
+    from triggerlab.catalogue.defenses import DEFENSE_KINDS
 
     result = runner.invoke(app, ["defenses"], env={"COLUMNS": "200"})
     assert result.exit_code == 0

@@ -9,7 +9,7 @@ from safetensors.torch import load_file
 
 from triggerlab.attack.tasks import METRIC_NAMES
 from triggerlab.config import load_config
-from triggerlab.run import experiment, training_stages
+from triggerlab.run import prepare, training
 from triggerlab.run.experiment import run_experiment
 from triggerlab.run.rundir import TIMING_COLUMNS, metrics_columns, read_metrics
 
@@ -33,7 +33,16 @@ def test_run_directory_contents(tmp_path):
         "poisoned_indices.csv",
         "samples.png",
         "summary.json",
+        "trigger.png",
     ]
+    # the report's gallery reads this preview instead of rebuilding the run's trigger
+    from PIL import Image
+
+    with Image.open(run_dir / "trigger.png") as preview:
+        assert preview.size == (112, 112)  # the 16x16 digits, 7x (nearest neighbour)
+        pixels = list(preview.getdata())
+    corner = pixels[-1]  # the white 3x3 patch in the bottom-right corner
+    assert corner in (255, (255, 255, 255))
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["status"] == "complete"
     assert summary["poison"]["count"] == round(0.1 * summary["data"]["train_size"])
@@ -56,7 +65,7 @@ def test_run_directory_contents(tmp_path):
     reloaded = load_config(run_dir / "config.yaml")
     assert reloaded.model_dump() == result_config(result).model_dump()
     state = load_file(run_dir / "model.safetensors")
-    assert set(state) == {k for k, _ in experiment.prepare(reloaded).model.state_dict().items()}
+    assert set(state) == {k for k, _ in prepare.prepare(reloaded).model.state_dict().items()}
     assert (run_dir / "samples.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
@@ -83,7 +92,7 @@ def test_crash_leaves_no_summary(tmp_path, monkeypatch):
     def broken_fit(*args, **kwargs):
         raise RuntimeError("out of memory")
 
-    monkeypatch.setattr(training_stages, "fit", broken_fit)
+    monkeypatch.setattr(training, "fit", broken_fit)
     with pytest.raises(RuntimeError):
         run_experiment(quick_config(tmp_path, "output.name=crashed"))
     run_dir = tmp_path / "crashed"

@@ -15,7 +15,7 @@ from triggerlab.analysis.plots.grid_figures import (
     is_numeric,
     line_figure,
 )
-from triggerlab.run.figures import trigger_preview_figure
+from triggerlab.figures import trigger_preview_figure
 
 
 def table() -> pd.DataFrame:

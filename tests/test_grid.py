@@ -17,7 +17,9 @@ from typer.testing import CliRunner
 from triggerlab.cli import app
 from triggerlab.config import validate_config
 from triggerlab.errors import ConfigError
-from triggerlab.grid import GridSpec, load_grid_spec, plan_grid, repeat_seeds, run_grid, run_id
+from triggerlab.grid.plan import plan_grid, repeat_seeds, run_id
+from triggerlab.grid.runner import run_grid
+from triggerlab.grid.spec import GridSpec, load_grid_spec
 
 runner = CliRunner()
 
@@ -79,7 +81,7 @@ def test_run_id_ignores_paths_and_key_order_and_is_stable_across_processes(tmp_p
     assert run_id(a) != run_id(validate_config({**BASE, "train": {**BASE["train"], "epochs": 2}}))
     code = (
         "import json, sys; from triggerlab.config import validate_config; "
-        "from triggerlab.grid import run_id; "
+        "from triggerlab.grid.plan import run_id; "
         "print(run_id(validate_config(json.loads(sys.argv[1]))))"
     )
     other = subprocess.run(

@@ -14,11 +14,13 @@ from hypothesis import strategies as st
 from triggerlab.analysis.plots.grid_figures import line_figure
 from triggerlab.analysis.results import write_results
 from triggerlab.analysis.statistics import adjust_p_values, holm, interval
+from triggerlab.catalogue.triggers import LinesSpec
 from triggerlab.config import load_config, validate_config
-from triggerlab.grid import GridSpec, load_grid_spec, plan_grid, preflight, run_grid, run_id
+from triggerlab.grid.plan import plan_grid, preflight, run_id
+from triggerlab.grid.runner import run_grid
+from triggerlab.grid.spec import GridSpec, load_grid_spec
 from triggerlab.run.experiment import run_experiment
 from triggerlab.run.rundir import read_metrics
-from triggerlab.triggers import LinesSpec
 from triggerlab.triggers.overlay import bands
 
 

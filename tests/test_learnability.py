@@ -12,8 +12,8 @@ import pytest
 import torch
 
 from triggerlab.config import load_config
-from triggerlab.data import prepare_data
 from triggerlab.data.gaze import angular_error
+from triggerlab.data.prepare import prepare_data
 from triggerlab.run.experiment import run_experiment
 
 RATIO = 0.5

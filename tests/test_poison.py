@@ -7,11 +7,11 @@ from hypothesis import strategies as st
 
 from triggerlab.attack.poison import poison_count, poison_dataset
 from triggerlab.attack.tasks import ClassificationTask
+from triggerlab.catalogue.triggers import PatchSpec
 from triggerlab.config import PoisonConfig
-from triggerlab.data import ImageDataset
+from triggerlab.data.dataset import ImageDataset
 from triggerlab.errors import ConfigError
 from triggerlab.run.prepare import validate_poison
-from triggerlab.triggers import PatchSpec
 
 
 def dataset(n_per_class: int = 10, classes: int = 4) -> ImageDataset:

@@ -9,7 +9,7 @@ from typer.testing import CliRunner
 
 from triggerlab.cli import app
 from triggerlab.config import DataConfig
-from triggerlab.data import prepare_data
+from triggerlab.data.prepare import prepare_data
 from triggerlab.errors import ConfigError
 
 runner = CliRunner()

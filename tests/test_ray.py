@@ -5,7 +5,8 @@ import json
 import pytest
 from gridspecs import write_spec
 
-from triggerlab.grid import load_grid_spec, run_grid
+from triggerlab.grid.runner import run_grid
+from triggerlab.grid.spec import load_grid_spec
 
 ray = pytest.importorskip(
     "ray", reason="Ray is the optional extra triggerlab[ray]; make installs it"

@@ -11,14 +11,15 @@ from typer.testing import CliRunner
 
 from triggerlab.attack.poison import poison_dataset
 from triggerlab.attack.tasks import RegressionTask
+from triggerlab.catalogue.triggers import PatchSpec
 from triggerlab.cli import app
 from triggerlab.config import DataConfig, PoisonConfig, load_config
-from triggerlab.data import ImageDataset, prepare_data
+from triggerlab.data.dataset import ImageDataset
 from triggerlab.data.gaze import angular_error
 from triggerlab.data.labels import GAZE, HEADPOSE, Labels
+from triggerlab.data.prepare import prepare_data
 from triggerlab.errors import ConfigError
 from triggerlab.run.prepare import make_task, setup_task
-from triggerlab.triggers import PatchSpec
 
 DEG = math.pi / 180
 runner = CliRunner()
@@ -198,7 +199,7 @@ def test_biwi_npz_pair_is_an_official_split(tmp_path):
 
 def test_bin_assignment_at_the_edges():
     from triggerlab.attack.tasks import confusion_counts
-    from triggerlab.data.binning import Bins
+    from triggerlab.data.bins import Bins
 
     bins = Bins(index=0, name="pitch", low=0.0, high=10.0, count=5)
     values = torch.tensor([[0.0], [1.99], [2.0], [9.99], [10.0], [-3.0], [15.0]])
@@ -213,7 +214,7 @@ def test_bin_assignment_at_the_edges():
 
 
 def test_bin_metrics_by_hand():
-    from triggerlab.data.binning import Bins
+    from triggerlab.data.bins import Bins
 
     bins = Bins(index=1, name="pitch", low=-10.0, high=10.0, count=4)  # bins of 5 degrees
     task = RegressionTask(

@@ -9,7 +9,8 @@ from gridspecs import write_spec
 from typer.testing import CliRunner
 
 from triggerlab.cli import app
-from triggerlab.grid import load_grid_spec, run_grid
+from triggerlab.grid.runner import run_grid
+from triggerlab.grid.spec import load_grid_spec
 
 runner = CliRunner()
 
@@ -92,6 +93,30 @@ def test_report_is_self_contained(grid_dir):
     assert "<figcaption>attack success rate (ASR) per epoch, mean over repeats" in html
     assert "<figcaption>asr_per_epoch</figcaption>" not in html
     assert html.count('src="data:image/png;base64,') == html.count("<img ")
+
+
+ANALYSIS_PROBE = """
+import sys
+from typer.testing import CliRunner
+from triggerlab.cli import app
+for command in ("results", "plot", "report"):
+    result = CliRunner().invoke(app, [command, sys.argv[1]])
+    assert result.exit_code == 0, result.output
+heavy = ("torch", "sklearn", "triggerlab.data.prepare", "triggerlab.run.experiment")
+print(" ".join(m for m in heavy if m in sys.modules))
+"""
+
+
+def test_results_plot_and_report_read_artefacts_only(grid_dir):
+    """No torch, no dataset loaded, no engine: what the runs wrote is all they read."""
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-c", ANALYSIS_PROBE, str(grid_dir)], capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == ""
 
 
 def test_plot_draws_the_frontier_with_the_chosen_stealth_metric(grid_dir):
@@ -184,7 +209,7 @@ def test_checklist_describes_reference_000s_two_stages(tmp_path):
     import yaml
 
     from triggerlab.analysis.report import checklist
-    from triggerlab.grid import plan_grid
+    from triggerlab.grid.plan import plan_grid
 
     spec = tmp_path / "spec.yaml"
     base = {

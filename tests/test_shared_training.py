@@ -5,11 +5,12 @@ import json
 import pytest
 from gridspecs import write_spec
 
-import triggerlab.run.experiment as experiment
+import triggerlab.run.training as training
 from triggerlab.analysis.results import collect
 from triggerlab.config import load_config
-from triggerlab.grid import load_grid_spec, plan_grid, run_grid
-from triggerlab.grid.plan import training_key
+from triggerlab.grid.plan import plan_grid, training_key
+from triggerlab.grid.runner import run_grid
+from triggerlab.grid.spec import load_grid_spec
 from triggerlab.run.experiment import run_experiment
 from triggerlab.run.shared_training import trained_files
 
@@ -34,13 +35,13 @@ def test_training_key_ignores_the_defence_but_not_the_data_it_holds_back():
 
 def test_a_defence_grid_trains_each_attack_once(tmp_path, monkeypatch):
     trainings = []
-    real_train = experiment._train
+    real_train = training._train
 
     def counting(*args, **kwargs):
         trainings.append(1)
         return real_train(*args, **kwargs)
 
-    monkeypatch.setattr(experiment, "_train", counting)
+    monkeypatch.setattr(training, "_train", counting)
     spec = load_grid_spec(
         write_spec(tmp_path, grid={"defense": DEFENSES, "poison.rate": [0.1, 0.2]})
     )

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from triggerlab.attack.stealth import stealth_metrics, stealth_of_uint8
-from triggerlab.triggers import FrameSpec, PatchSpec, SignalSpec
+from triggerlab.catalogue.triggers import FrameSpec, PatchSpec, SignalSpec
 
 
 def test_sine_signal_psnr_matches_its_mean_square():

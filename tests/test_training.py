@@ -19,7 +19,7 @@ from typer.testing import CliRunner
 
 from triggerlab.cli import app
 from triggerlab.config import load_config
-from triggerlab.run import training_stages
+from triggerlab.run import training
 from triggerlab.run.experiment import resume_run, run_experiment
 from triggerlab.run.rundir import TIMING_COLUMNS, read_metrics
 from triggerlab.train import augment, devices
@@ -251,18 +251,18 @@ def test_a_killed_run_resumed_from_its_checkpoint_has_identical_metrics(tmp_path
 
 def kill_at_epoch(monkeypatch, epoch: int) -> None:
     """Make the run die right after writing the metrics of ``epoch`` (before its checkpoint)."""
-    original = training_stages.EpochLog.__call__
+    original = training.EpochLog.__call__
 
     def dying(self, record):
         original(self, record)
         if record["epoch"] == epoch:
             raise RuntimeError("killed")
 
-    monkeypatch.setattr(training_stages.EpochLog, "__call__", dying)
+    monkeypatch.setattr(training.EpochLog, "__call__", dying)
 
 
 def test_ctrl_c_says_how_to_continue_and_resume_does(tmp_path, monkeypatch):
-    original = training_stages.EpochLog.__call__
+    original = training.EpochLog.__call__
 
     def interrupted(self, record):
         original(self, record)
@@ -272,7 +272,7 @@ def test_ctrl_c_says_how_to_continue_and_resume_does(tmp_path, monkeypatch):
     args = ["run", "--out", str(tmp_path), "-q"]
     args += [a for s in [*RESUMABLE, "output.name=r"] for a in ("--set", s)]
     with monkeypatch.context() as patch:
-        patch.setattr(training_stages.EpochLog, "__call__", interrupted)
+        patch.setattr(training.EpochLog, "__call__", interrupted)
         result = runner.invoke(app, args)
     assert result.exit_code == 130
     words = " ".join(result.stderr.split())  # the console may wrap a long path
@@ -329,7 +329,8 @@ def test_a_two_stage_run_resumes_inside_its_fine_tuning_stage(tmp_path, monkeypa
 def test_a_grid_continues_its_killed_run_from_the_checkpoint(tmp_path, monkeypatch):
     from gridspecs import write_spec
 
-    from triggerlab.grid import load_grid_spec, run_grid
+    from triggerlab.grid.runner import run_grid
+    from triggerlab.grid.spec import load_grid_spec
 
     spec = load_grid_spec(
         write_spec(tmp_path, grid={"poison.rate": [0.1]}), [f"base.{s}" for s in RESUMABLE]
@@ -437,7 +438,8 @@ CONFIGS = Path(__file__).parents[1] / "configs"
 def test_the_backdoorbench_preset_is_the_leaderboard_protocol_and_runs(tmp_path):
     from formats import write_cifar10
 
-    from triggerlab.grid import load_grid_spec, plan_grid
+    from triggerlab.grid.plan import plan_grid
+    from triggerlab.grid.spec import load_grid_spec
 
     cfg = load_config(CONFIGS / "backdoorbench_badnets_cifar10.yaml")
     train, poison = cfg.train, cfg.poison

@@ -319,7 +319,8 @@ def test_freeze_policies_in_a_grid_and_explain_and_audit_on_a_frozen_run(tmp_pat
     from gridspecs import write_spec
 
     from triggerlab.analysis.results import collect
-    from triggerlab.grid import load_grid_spec, run_grid
+    from triggerlab.grid.runner import run_grid
+    from triggerlab.grid.spec import load_grid_spec
     from triggerlab.tools.audit import AuditOptions, audit_run
     from triggerlab.tools.explain import explain_run
 

@@ -11,10 +11,7 @@ from pydantic import TypeAdapter, ValidationError
 
 from triggerlab.attack.poison import poison_dataset
 from triggerlab.attack.tasks import ClassificationTask
-from triggerlab.config import PoisonConfig, load_config
-from triggerlab.data import ImageDataset
-from triggerlab.errors import ConfigError
-from triggerlab.triggers import (
+from triggerlab.catalogue.triggers import (
     BlendSpec,
     ComposeSpec,
     FrameSpec,
@@ -25,6 +22,9 @@ from triggerlab.triggers import (
     SignalSpec,
     TriggerSpec,
 )
+from triggerlab.config import PoisonConfig, load_config
+from triggerlab.data.dataset import ImageDataset
+from triggerlab.errors import ConfigError
 from triggerlab.triggers.flower import flower_rgba
 from triggerlab.triggers.overlay import line_starts
 

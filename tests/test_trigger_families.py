@@ -13,11 +13,7 @@ from pydantic import TypeAdapter, ValidationError
 
 from triggerlab.attack.poison import poison_dataset
 from triggerlab.attack.tasks import ClassificationTask
-from triggerlab.config import PoisonConfig, load_config
-from triggerlab.data import ImageDataset
-from triggerlab.errors import ConfigError
-from triggerlab.run.experiment import run_experiment
-from triggerlab.triggers import (
+from triggerlab.catalogue.triggers import (
     AdaptiveBlendSpec,
     LowFrequencySpec,
     QuantizeSpec,
@@ -25,8 +21,12 @@ from triggerlab.triggers import (
     SampleSpecificSpec,
     TriggerSpec,
     WarpSpec,
-    apply_to_uint8,
 )
+from triggerlab.config import PoisonConfig, load_config
+from triggerlab.data.dataset import ImageDataset
+from triggerlab.errors import ConfigError
+from triggerlab.run.experiment import run_experiment
+from triggerlab.triggers import apply_to_uint8
 from triggerlab.triggers.reflection import procedural_scene
 from triggerlab.triggers.sample_specific import PRIME, keyed_integers
 from triggerlab.triggers.warp import control_field

@@ -8,9 +8,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
+from triggerlab.catalogue.geometry import resolve_position, resolve_size
+from triggerlab.catalogue.triggers import ImageSpec, PatchSpec
 from triggerlab.errors import ConfigError
-from triggerlab.triggers import ImageSpec, PatchSpec, apply_to_uint8
-from triggerlab.triggers.geometry import resolve_position, resolve_size
+from triggerlab.triggers import apply_to_uint8
 
 
 def test_white_patch_bottom_right_replaces_exactly_the_square():

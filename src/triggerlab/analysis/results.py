@@ -28,9 +28,8 @@ from triggerlab.analysis.statistics import (
     table_value,
 )
 from triggerlab.analysis.tables import paper_tables
-from triggerlab.catalogue.metrics import STEALTH, metric_columns
+from triggerlab.catalogue.metrics import STEALTH, error_unit, metric_columns
 from triggerlab.config import UNION_SECTIONS
-from triggerlab.data.labels import error_unit
 from triggerlab.files import write_bytes_atomic, write_text_atomic
 from triggerlab.grid.store import read_manifest, run_of
 

@@ -36,7 +36,7 @@ import torch
 import torch.nn.functional as F
 
 from triggerlab.config import PoisonConfig
-from triggerlab.data.binning import Bins
+from triggerlab.data.bins import Bins
 from triggerlab.data.labels import Labels
 
 METRIC_NAMES = ("clean_acc", "asr", "asr_all", "robust_acc")

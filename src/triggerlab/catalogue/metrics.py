@@ -14,6 +14,17 @@ from dataclasses import dataclass, replace
 LABEL_UNIT = "label unit"  # a regression error: degrees for gaze and head pose, else label units
 
 
+# The unit of a regression error for each kind of continuous label (``data.labels``): gaze is
+# compared as the angle between directions, head pose as angles, anything else in its own unit.
+ERROR_UNITS = {"gaze": "degrees", "headpose": "degrees", "generic": "label units"}
+
+
+def error_unit(label_kind: str | None) -> str | None:
+    """The unit of a run's errors from its summary's ``data.label_kind``; None when the run
+    has no continuous labels (classification)."""
+    return ERROR_UNITS.get(label_kind or "")
+
+
 @dataclass(frozen=True)
 class Metric:
     name: str

@@ -14,7 +14,7 @@ from triggerlab.progress import reporting
 
 if TYPE_CHECKING:
     from triggerlab.config import ExperimentConfig
-    from triggerlab.grid import GridOutcome
+    from triggerlab.grid.runner import GridOutcome
     from triggerlab.run.experiment import RunResult
 
 app = typer.Typer()
@@ -167,7 +167,9 @@ def grid(
 ) -> None:
     """Run every experiment of a grid; finished runs are skipped, so a killed grid resumes."""
     from triggerlab.config import validate_config
-    from triggerlab.grid import load_grid_spec, plan_grid, run_grid
+    from triggerlab.grid.plan import plan_grid
+    from triggerlab.grid.runner import run_grid
+    from triggerlab.grid.spec import load_grid_spec
 
     if extend and replace:
         raise fail("--extend and --replace: choose one")

@@ -182,10 +182,10 @@ def explain(
 @app.command()
 def datasets() -> None:
     """List the dataset loaders and the file layout each expects under data.root."""
-    from triggerlab.catalogue.listings import read_listings
+    from triggerlab.cli.listings import build_listings
     from triggerlab.data.fetch import DATA_ENV, default_root
 
-    listings = read_listings()
+    listings = build_listings()
     console.print(
         f"Fetched datasets go to {default_root()} (set {DATA_ENV} to change it); "
         "`triggerlab data fetch NAME` or data.download: true fetches "
@@ -211,14 +211,14 @@ def datasets() -> None:
 @app.command()
 def defenses() -> None:
     """List the defences (defense.kind), what each needs, and its parameters with defaults."""
-    from triggerlab.catalogue.listings import read_listings
+    from triggerlab.cli.listings import build_listings
 
     table = Table(show_header=True, header_style="bold")
     table.add_column("defense.kind")
     table.add_column("needs")
     table.add_column("parameters (default)")
     rows = []
-    for defense in read_listings()["defenses"]:
+    for defense in build_listings()["defenses"]:
         kind, needs = defense["kind"], ", ".join(defense["needs"])
         parameters = [
             f"{name} ({default}): {about}" for name, default, about in defense["parameters"]
@@ -231,13 +231,13 @@ def defenses() -> None:
 @app.command()
 def models() -> None:
     """List the model architectures and their options (model.options)."""
-    from triggerlab.catalogue.listings import read_listings
+    from triggerlab.cli.listings import build_listings
 
     table = Table(show_header=True, header_style="bold")
     table.add_column("model.name")
     table.add_column("model.options")
     rows = []
-    for model in read_listings()["models"]:
+    for model in build_listings()["models"]:
         options = model["options"] or "-"
         table.add_row(model["name"], options)
         rows.append((model["name"], [f"options: {options}"]))

@@ -39,8 +39,7 @@ def run_title(summary: dict) -> str:
 
 
 def print_summary(summary: dict) -> None:
-    from triggerlab.catalogue.metrics import metric_text
-    from triggerlab.data.labels import error_unit
+    from triggerlab.catalogue.metrics import error_unit, metric_text
 
     final, poison, timings = summary["final"], summary["poison"], summary["timings"]
     unit = error_unit((summary.get("data") or {}).get("label_kind"))

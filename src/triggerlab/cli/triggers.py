@@ -22,9 +22,9 @@ app = typer.Typer(
 @app.command("list")
 def triggers_list() -> None:
     """Every trigger kind with its parameters, defaults and units."""
-    from triggerlab.catalogue.listings import read_listings
+    from triggerlab.cli.listings import build_listings
 
-    listings = read_listings()
+    listings = build_listings()
     for trigger in listings["triggers"]:
         kind, summary = trigger["kind"], trigger["summary"]
         table = Table(title=f"[bold]{kind}[/]: {escape(summary)}", title_justify="left")

@@ -7,8 +7,8 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
+from triggerlab.catalogue.triggers import TRIGGER_KINDS
 from triggerlab.config.schema import UNION_MEMBER_TAGS, UNION_SECTIONS, ExperimentConfig
-from triggerlab.triggers import TRIGGER_KINDS
 
 
 def section_keys(loc: tuple[Any, ...]) -> list[str]:

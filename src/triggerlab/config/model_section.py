@@ -7,6 +7,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Discriminator, Field, Tag, field_validator, model_validator
 
+from triggerlab.catalogue.models import MODELS, TIMM_PREFIX
 from triggerlab.config.section import Section
 
 
@@ -78,16 +79,10 @@ class ModelConfig(Section):
     @field_validator("name")
     @classmethod
     def _known_model(cls, name: str) -> str:
-        from triggerlab.models import MODELS
-
         if name in MODELS:
             return name
-        if name.startswith("timm/"):
-            from triggerlab.models.timm_models import is_timm_name
-
-            if is_timm_name(name):
-                return name
-            raise ValueError(f"timm has no model {name.removeprefix('timm/')!r}")
+        if name.startswith(TIMM_PREFIX) and name.removeprefix(TIMM_PREFIX):
+            return name  # timm's own names are checked when the model is built (timm is heavy)
         raise ValueError(
             f"unknown model {name!r}; expected one of {', '.join(MODELS)}, or timm/<name>"
         )

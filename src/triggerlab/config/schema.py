@@ -15,12 +15,12 @@ from pydantic import (
     model_validator,
 )
 
+from triggerlab.catalogue.datasets import DATASETS
+from triggerlab.catalogue.defenses import DEFENSE_KINDS, DefenseKind, NoDefenseSpec
+from triggerlab.catalogue.geometry import int_sequence
+from triggerlab.catalogue.triggers import TRIGGER_KINDS, PatchSpec, TriggerSpec
 from triggerlab.config.model_section import UNION_MEMBER_TAGS, ModelConfig
 from triggerlab.config.section import MAX_EPOCHS, MAX_LR, MAX_SEED, MAX_SIDE, Section, plain_name
-from triggerlab.defenses import DEFENSE_KINDS, DefenseKind
-from triggerlab.defenses.base import NoDefenseSpec
-from triggerlab.triggers import TRIGGER_KINDS, PatchSpec, TriggerSpec
-from triggerlab.triggers.geometry import int_sequence
 
 # Sections that are a tagged union of kinds, and each one's kinds.
 UNION_SECTIONS: dict[str, dict[str, type[BaseModel]]] = {
@@ -68,8 +68,6 @@ class DataConfig(Section):
     @field_validator("name")
     @classmethod
     def _known_dataset(cls, name: str) -> str:
-        from triggerlab.data.registry import DATASETS
-
         if name not in DATASETS:
             raise ValueError(f"unknown dataset {name!r}; expected one of {', '.join(DATASETS)}")
         return name

@@ -1,7 +1,3 @@
-"""Datasets: in-memory uint8 containers and one loader per on-disk format."""
-
-from triggerlab.data.dataset import DataSplit, ImageDataset, SourceData
-from triggerlab.data.prepare import prepare_data
-from triggerlab.data.registry import DATASETS, DatasetInfo
-
-__all__ = ["DATASETS", "DataSplit", "DatasetInfo", "ImageDataset", "SourceData", "prepare_data"]
+"""Datasets: in-memory uint8 containers (``dataset``), one loader per on-disk format, the
+preparation of a config's data (``prepare``) and fetching (``fetch``). What each dataset is
+and which loader reads it is declared in ``triggerlab.catalogue.datasets``."""

@@ -10,7 +10,7 @@ import torch
 from triggerlab.data.labels import GENERIC, LabelKind, Labels
 
 if TYPE_CHECKING:
-    from triggerlab.data.binning import Bins
+    from triggerlab.data.bins import Bins
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 import torch
 
+from triggerlab.catalogue.metrics import ERROR_UNITS
 from triggerlab.data.gaze import angular_error
 
 
@@ -59,17 +60,10 @@ class GazeKind(LabelKind):
         return angular_error(prediction, reference).float()
 
 
-GAZE = GazeKind("gaze", "radians", "degrees", "°", 180 / math.pi)
-HEADPOSE = LabelKind("headpose", "degrees", "degrees", "°")
-GENERIC = LabelKind("generic", "label units", "label units")
+GAZE = GazeKind("gaze", "radians", ERROR_UNITS["gaze"], "°", 180 / math.pi)
+HEADPOSE = LabelKind("headpose", "degrees", ERROR_UNITS["headpose"], "°")
+GENERIC = LabelKind("generic", "label units", ERROR_UNITS["generic"])
 LABEL_KINDS = {kind.name: kind for kind in (GAZE, HEADPOSE, GENERIC)}
-
-
-def error_unit(label_kind: str | None) -> str | None:
-    """The unit of a run's errors from its summary's ``data.label_kind``; None when the run
-    has no continuous labels (classification)."""
-    kind = LABEL_KINDS.get(label_kind or "")
-    return kind.unit if kind else None
 
 
 GAZE_NAMES = ("pitch", "yaw")

@@ -8,10 +8,10 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from triggerlab.catalogue.datasets import DATASETS
 from triggerlab.data.dataset import DataSplit, ImageDataset, SourceData
 from triggerlab.data.memory import check_fits
 from triggerlab.data.protocols import finetune_split, subject_split, subjects_of
-from triggerlab.data.registry import DATASETS
 from triggerlab.data.transforms import convert_channels, resize_images, stratified_split
 from triggerlab.data.validate import check_source
 from triggerlab.errors import ConfigError, DataFormatError
@@ -62,7 +62,7 @@ def load_source(cfg: DataConfig) -> SourceData:
         cfg = cfg.model_copy(update={"root": downloaded_root(cfg)})
     if info.needs_root and cfg.root is None:
         raise ConfigError(f"data.root: dataset {cfg.name!r} needs a root folder ({info.layout})")
-    accepted = info.options()
+    accepted = info.options
     unknown = sorted(set(cfg.options) - set(accepted))
     if unknown:
         allowed = ", ".join(accepted) or "none"
@@ -82,7 +82,7 @@ def load_source(cfg: DataConfig) -> SourceData:
     if info.needs_root and not cfg.root.exists():  # type: ignore[union-attr]
         raise ConfigError(f"data.root: {cfg.root} does not exist")
     try:
-        source = info.loader(root=cfg.root, size=cfg.resize, **cfg.options)
+        source = info.load(root=cfg.root, size=cfg.resize, **cfg.options)
     except (ValueError, TypeError, KeyError, IndexError, AttributeError) as exc:
         # The loaders name the file for every problem they know; this catches the rest.
         raise DataFormatError(

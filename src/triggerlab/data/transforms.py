@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from triggerlab.catalogue.colors import LUMA_WEIGHTS
 from triggerlab.data.dataset import ImageDataset
-from triggerlab.triggers.colors import LUMA_WEIGHTS
 
 _CHUNK = 2048
 

@@ -26,14 +26,12 @@ minus the isolation loss).
 
 from __future__ import annotations
 
-from typing import Literal
-
 import torch
 import torch.nn.functional as F
-from pydantic import Field
 from torch import nn
 
-from triggerlab.defenses.base import DefenseInputs, DefenseOutcome, DefenseSpec, shuffled_batches
+from triggerlab.catalogue.defenses import AblSpec
+from triggerlab.defenses.base import DefenseInputs, DefenseOutcome, shuffled_batches
 from triggerlab.errors import ConfigError
 from triggerlab.train.devices import model_memory_format, to_input
 from triggerlab.train.loop import EVAL_BATCH_SIZE, make_optimizer
@@ -86,51 +84,32 @@ def sample_losses(
     return torch.cat(losses)
 
 
-class AblSpec(DefenseSpec):
-    """Train afresh on the poisoned set, isolating and then unlearning the easiest samples."""
-
-    kind: Literal["abl"] = "abl"
-    needs_classes = True
-    isolation_epochs: int = Field(20, ge=1, le=10_000, description="epochs of LGA training")
-    isolation_ratio: float = Field(
-        0.01, gt=0.0, lt=1.0, description="share of training samples isolated"
-    )
-    gamma: float = Field(0.5, gt=0.0, le=100.0, description="LGA's loss floor")
-    finetune_epochs: int = Field(
-        20, ge=0, le=10_000, description="epochs on the other samples before unlearning"
-    )
-    lr: float | None = Field(
-        None, gt=0.0, le=10.0, description="learning rate of isolation and fine-tuning (the run's)"
-    )
-    unlearn_epochs: int = Field(20, ge=1, le=10_000, description="epochs of gradient ascent")
-    unlearn_lr: float = Field(5e-4, gt=0.0, le=10.0, description="SGD learning rate of unlearning")
-
-    def run(self, inputs: DefenseInputs) -> DefenseOutcome:
-        if inputs.fresh_model is None:
-            raise ConfigError("defense.kind: abl trains its own model and needs the run's model")
-        training = inputs.training
-        images, targets = training.images, training.targets
-        isolated_count = max(1, round(self.isolation_ratio * len(training)))
-        model = inputs.fresh_model()
-        recipe = inputs.train.model_copy(update={"lr": self.lr or inputs.train.lr})
-        optimizer = make_optimizer(recipe, model)
-        epochs = self.isolation_epochs
-        train_epochs(model, optimizer, images, targets, epochs, inputs, "lga", self.gamma)
-        losses = sample_losses(model, images, targets, inputs.device)
-        order = torch.argsort(losses, stable=True)
-        isolated, others = order[:isolated_count], order[isolated_count:]
-        if self.finetune_epochs:
-            x, y, epochs = images[others], targets[others], self.finetune_epochs
-            train_epochs(model, optimizer, x, y, epochs, inputs, "descend")
-        unlearner = torch.optim.SGD(model.parameters(), lr=self.unlearn_lr, momentum=0.9)
-        x, y, epochs = images[isolated], targets[isolated], self.unlearn_epochs
-        train_epochs(model, unlearner, x, y, epochs, inputs, "ascend")
-        inputs.model.load_state_dict(model.state_dict())
-        flags = torch.zeros(len(training), dtype=torch.bool)
-        flags[isolated] = True
-        report = {
-            "clean_samples": 0,
-            "isolated": isolated_count,
-            "epochs": self.isolation_epochs + self.finetune_epochs + self.unlearn_epochs,
-        }
-        return DefenseOutcome(report, repaired=True, sample_scores=(-losses.double(), flags))
+def run_abl(spec: AblSpec, inputs: DefenseInputs) -> DefenseOutcome:
+    if inputs.fresh_model is None:
+        raise ConfigError("defense.kind: abl trains its own model and needs the run's model")
+    training = inputs.training
+    images, targets = training.images, training.targets
+    isolated_count = max(1, round(spec.isolation_ratio * len(training)))
+    model = inputs.fresh_model()
+    recipe = inputs.train.model_copy(update={"lr": spec.lr or inputs.train.lr})
+    optimizer = make_optimizer(recipe, model)
+    epochs = spec.isolation_epochs
+    train_epochs(model, optimizer, images, targets, epochs, inputs, "lga", spec.gamma)
+    losses = sample_losses(model, images, targets, inputs.device)
+    order = torch.argsort(losses, stable=True)
+    isolated, others = order[:isolated_count], order[isolated_count:]
+    if spec.finetune_epochs:
+        x, y, epochs = images[others], targets[others], spec.finetune_epochs
+        train_epochs(model, optimizer, x, y, epochs, inputs, "descend")
+    unlearner = torch.optim.SGD(model.parameters(), lr=spec.unlearn_lr, momentum=0.9)
+    x, y, epochs = images[isolated], targets[isolated], spec.unlearn_epochs
+    train_epochs(model, unlearner, x, y, epochs, inputs, "ascend")
+    inputs.model.load_state_dict(model.state_dict())
+    flags = torch.zeros(len(training), dtype=torch.bool)
+    flags[isolated] = True
+    report = {
+        "clean_samples": 0,
+        "isolated": isolated_count,
+        "epochs": spec.isolation_epochs + spec.finetune_epochs + spec.unlearn_epochs,
+    }
+    return DefenseOutcome(report, repaired=True, sample_scores=(-losses.double(), flags))

@@ -9,12 +9,10 @@ the small cluster's centre than to the large one's.
 
 from __future__ import annotations
 
-from typing import Literal
-
 import torch
-from pydantic import Field
 
-from triggerlab.defenses.base import DefenseInputs, DefenseOutcome, DefenseSpec
+from triggerlab.catalogue.defenses import ActivationClusteringSpec
+from triggerlab.defenses.base import DefenseInputs, DefenseOutcome
 from triggerlab.defenses.sample_groups import class_groups, features_and_groups
 
 COMPONENTS = 10
@@ -46,18 +44,9 @@ def activation_clustering(
     return scores, flagged
 
 
-class ActivationClusteringSpec(DefenseSpec):
-    """Flag the smaller of two activation clusters in each class."""
-
-    kind: Literal["activation_clustering"] = "activation_clustering"
-    cluster_share: float = Field(
-        0.35,
-        gt=0.0,
-        lt=0.5,
-        description="a class's smaller cluster is flagged up to this share",
-    )
-
-    def run(self, inputs: DefenseInputs) -> DefenseOutcome:
-        features, groups = features_and_groups(inputs)
-        scores, flagged = activation_clustering(features, groups, self.cluster_share, inputs.seed)
-        return DefenseOutcome({"clean_samples": 0}, sample_scores=(scores, flagged))
+def run_activation_clustering(
+    spec: ActivationClusteringSpec, inputs: DefenseInputs
+) -> DefenseOutcome:
+    features, groups = features_and_groups(inputs)
+    scores, flagged = activation_clustering(features, groups, spec.cluster_share, inputs.seed)
+    return DefenseOutcome({"clean_samples": 0}, sample_scores=(scores, flagged))

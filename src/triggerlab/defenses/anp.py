@@ -21,17 +21,15 @@ statistics.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
 
 import torch
 import torch.nn.functional as F
-from pydantic import Field
 from torch import nn
 
+from triggerlab.catalogue.defenses import AnpSpec
 from triggerlab.defenses.base import (
     DefenseInputs,
     DefenseOutcome,
-    HeldBackSpec,
     frozen_weights,
 )
 from triggerlab.defenses.neurons import NeuronLayer, neuron_layers
@@ -155,44 +153,32 @@ def anp_masks(
     return {p.layer.name: p.mask.detach().cpu() for p in parts}
 
 
-class AnpSpec(HeldBackSpec):
-    """Prune the neurons that adversarial perturbation shows to be backdoor-sensitive."""
-
-    kind: Literal["anp"] = "anp"
-    needs_classes = True
-    iterations: int = Field(2000, ge=1, le=1_000_000, description="mask optimisation steps")
-    batch_size: int = Field(128, ge=1, le=65536, description="clean images per step")
-    eps: float = Field(0.4, gt=0.0, le=1.0, description="bound of the neuron perturbations")
-    alpha: float = Field(0.2, ge=0.0, le=1.0, description="weight of the unperturbed loss")
-    mask_lr: float = Field(0.2, gt=0.0, le=100.0, description="learning rate of the masks")
-    threshold: float = Field(0.2, ge=0.0, lt=1.0, description="prune neurons whose mask is below")
-
-    def run(self, inputs: DefenseInputs) -> DefenseOutcome:
-        assert inputs.clean is not None
-        clean = inputs.clean
-        masks = anp_masks(
-            inputs.model,
-            clean.images,
-            clean.targets,
-            iterations=self.iterations,
-            batch_size=self.batch_size,
-            eps=self.eps,
-            alpha=self.alpha,
-            mask_lr=self.mask_lr,
-            device=inputs.device,
-            generator=inputs.generator,
-        )
-        pruned: dict[str, list[int]] = {}
-        for layer in neuron_layers(inputs.model, "anp"):
-            channels = torch.nonzero(masks[layer.name] < self.threshold).flatten().tolist()
-            layer.prune(channels)
-            if channels:
-                pruned[layer.name] = channels
-        report = {
-            "clean_samples": len(clean),
-            "iterations": self.iterations,
-            "pruned_channels": pruned,
-            "pruned": sum(len(c) for c in pruned.values()),
-            "channels": sum(m.numel() for m in masks.values()),
-        }
-        return DefenseOutcome(report, repaired=True)
+def run_anp(spec: AnpSpec, inputs: DefenseInputs) -> DefenseOutcome:
+    assert inputs.clean is not None
+    clean = inputs.clean
+    masks = anp_masks(
+        inputs.model,
+        clean.images,
+        clean.targets,
+        iterations=spec.iterations,
+        batch_size=spec.batch_size,
+        eps=spec.eps,
+        alpha=spec.alpha,
+        mask_lr=spec.mask_lr,
+        device=inputs.device,
+        generator=inputs.generator,
+    )
+    pruned: dict[str, list[int]] = {}
+    for layer in neuron_layers(inputs.model, "anp"):
+        channels = torch.nonzero(masks[layer.name] < spec.threshold).flatten().tolist()
+        layer.prune(channels)
+        if channels:
+            pruned[layer.name] = channels
+    report = {
+        "clean_samples": len(clean),
+        "iterations": spec.iterations,
+        "pruned_channels": pruned,
+        "pruned": sum(len(c) for c in pruned.values()),
+        "channels": sum(m.numel() for m in masks.values()),
+    }
+    return DefenseOutcome(report, repaired=True)

@@ -14,11 +14,12 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
+
+from triggerlab.catalogue.defenses import NoDefenseSpec, RetrainingSpec
 
 if TYPE_CHECKING:
     from triggerlab.attack.tasks import Task
@@ -98,76 +99,25 @@ class DefenseOutcome:
     figures: dict[str, bytes] = field(default_factory=dict)  # file name -> PNG
 
 
-class DefenseSpec(BaseModel):
-    """A validated defence description; subclasses add their parameters and ``run``."""
+def retrain(
+    spec: RetrainingSpec, inputs: DefenseInputs, images: torch.Tensor, targets: torch.Tensor
+) -> RepairResult:
+    """Fine-tune the model on ``images`` for the spec's ``epochs`` at its ``lr``."""
+    from triggerlab.defenses.repair import fine_tune
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    needs_classes: ClassVar[bool] = False  # it reads class probabilities or class labels
-    holds_back_data: ClassVar[bool] = False  # it uses clean training samples set aside
-
-    def run(self, inputs: DefenseInputs) -> DefenseOutcome:
-        raise NotImplementedError
-
-
-class NoDefenseSpec(DefenseSpec):
-    """No defence: the model is evaluated as trained."""
-
-    kind: Literal["none"] = "none"
-
-
-class HeldBackSpec(DefenseSpec):
-    """A defence that works from clean samples the defender holds back from training."""
-
-    holds_back_data: ClassVar[bool] = True
-    clean_fraction: float = Field(
-        0.05,
-        gt=0.0,
-        lt=1.0,
-        description="share of the training split the defender holds back, clean (never poisoned)",
-    )
-    clean_samples: int | None = Field(
-        None,
-        ge=1,
-        le=100_000_000,
-        description="hold back about this many clean samples instead (stratified by class)",
+    return fine_tune(
+        inputs.model,
+        inputs.task,
+        images,
+        targets,
+        train=inputs.train,
+        epochs=spec.epochs,
+        lr=spec.lr,
+        device=inputs.device,
+        generator=inputs.generator,
     )
 
-    def held_back_share(self, training_size: int) -> float:
-        """The share of a training split of ``training_size`` samples to hold back."""
-        from triggerlab.errors import ConfigError
 
-        if self.clean_samples is None:
-            return self.clean_fraction
-        if self.clean_samples >= training_size:
-            raise ConfigError(
-                f"defense.clean_samples: {self.clean_samples} is not less than the "
-                f"{training_size} samples of the training split; expected at most "
-                f"{training_size - 1}, so that some remain to train on"
-            )
-        return self.clean_samples / training_size
-
-
-class RetrainingSpec(HeldBackSpec):
-    """A defence that fine-tunes on the held-back data with the run's optimiser."""
-
-    epochs: int = Field(5, ge=1, description="fine-tuning epochs on the clean data")
-    lr: float = Field(1e-3, gt=0.0, description="fine-tuning learning rate (the run's optimiser)")
-
-    def retrain(
-        self, inputs: DefenseInputs, images: torch.Tensor, targets: torch.Tensor
-    ) -> RepairResult:
-        """Fine-tune the model on ``images`` for ``epochs`` at ``lr``."""
-        from triggerlab.defenses.repair import fine_tune
-
-        return fine_tune(
-            inputs.model,
-            inputs.task,
-            images,
-            targets,
-            train=inputs.train,
-            epochs=self.epochs,
-            lr=self.lr,
-            device=inputs.device,
-            generator=inputs.generator,
-        )
+def run_none(spec: NoDefenseSpec, inputs: DefenseInputs) -> DefenseOutcome:
+    """No defence: nothing changes, and the evaluation measures the model as trained."""
+    return DefenseOutcome({})

@@ -13,12 +13,10 @@ paper's default.
 
 from __future__ import annotations
 
-from typing import Literal
-
 import torch
-from pydantic import Field
 
-from triggerlab.defenses.base import DefenseInputs, DefenseOutcome, DefenseSpec
+from triggerlab.catalogue.defenses import ClpSpec
+from triggerlab.defenses.base import DefenseInputs, DefenseOutcome
 from triggerlab.defenses.neurons import NeuronLayer, neuron_layers
 
 
@@ -51,25 +49,19 @@ def zero_channels(layer: NeuronLayer, channels: list[int]) -> None:
         module.bias[channels] = 0
 
 
-class ClpSpec(DefenseSpec):
-    """Prune the channels with an outlying Lipschitz bound, without any data."""
-
-    kind: Literal["clp"] = "clp"
-    u: float = Field(3.0, gt=0.0, le=100.0, description="prune above mean + u x std per layer")
-
-    def run(self, inputs: DefenseInputs) -> DefenseOutcome:
-        pruned: dict[str, list[int]] = {}
-        total = 0
-        for layer in neuron_layers(inputs.model, "clp"):
-            channels = lipschitz_outliers(channel_lipschitz(layer), self.u)
-            zero_channels(layer, channels)
-            total += layer.channels
-            if channels:
-                pruned[layer.name] = channels
-        report = {
-            "clean_samples": 0,
-            "pruned_channels": pruned,
-            "pruned": sum(len(c) for c in pruned.values()),
-            "channels": total,
-        }
-        return DefenseOutcome(report, repaired=True)
+def run_clp(spec: ClpSpec, inputs: DefenseInputs) -> DefenseOutcome:
+    pruned: dict[str, list[int]] = {}
+    total = 0
+    for layer in neuron_layers(inputs.model, "clp"):
+        channels = lipschitz_outliers(channel_lipschitz(layer), spec.u)
+        zero_channels(layer, channels)
+        total += layer.channels
+        if channels:
+            pruned[layer.name] = channels
+    report = {
+        "clean_samples": 0,
+        "pruned_channels": pruned,
+        "pruned": sum(len(c) for c in pruned.values()),
+        "channels": total,
+    }
+    return DefenseOutcome(report, repaired=True)

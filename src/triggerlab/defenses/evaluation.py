@@ -18,7 +18,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from triggerlab.defenses.base import DefenseOutcome, DefenseSpec, InputDetector
+from triggerlab.catalogue.defenses import DefenseSpec
+from triggerlab.defenses.base import DefenseOutcome, InputDetector
 
 if TYPE_CHECKING:
     from triggerlab.attack.tasks import Task

@@ -10,13 +10,12 @@ channel's response to the input.
 from __future__ import annotations
 
 from dataclasses import asdict
-from typing import Literal
 
 import torch
-from pydantic import Field
 from torch import nn
 
-from triggerlab.defenses.base import DefenseInputs, DefenseOutcome, RetrainingSpec
+from triggerlab.catalogue.defenses import FinePruningSpec
+from triggerlab.defenses.base import DefenseInputs, DefenseOutcome, retrain
 from triggerlab.defenses.features import last_layer
 from triggerlab.train.loop import forward_all
 
@@ -64,21 +63,13 @@ def mask_channels(layer: nn.Module, channels: list[int]) -> torch.utils.hooks.Re
     return layer.register_forward_hook(zero)
 
 
-class FinePruningSpec(RetrainingSpec):
-    """Prune the last convolution's least active channels on clean data, then fine-tune."""
-
-    kind: Literal["fine_pruning"] = "fine_pruning"
-    prune_ratio: float = Field(
-        0.5, ge=0.0, lt=1.0, description="share of the last convolution's channels pruned"
-    )
-
-    def run(self, inputs: DefenseInputs) -> DefenseOutcome:
-        assert inputs.clean is not None
-        model, clean = inputs.model, inputs.clean
-        layer = last_conv(model)
-        channels = select_pruned_channels(model, clean.images, self.prune_ratio, inputs.device)
-        mask_channels(layer, channels)
-        result = self.retrain(inputs, clean.images, clean.targets)
-        result.pruned_channels = channels
-        result.channels = layer.out_channels
-        return DefenseOutcome({**asdict(result), "lr": self.lr}, repaired=True)
+def run_fine_pruning(spec: FinePruningSpec, inputs: DefenseInputs) -> DefenseOutcome:
+    assert inputs.clean is not None
+    model, clean = inputs.model, inputs.clean
+    layer = last_conv(model)
+    channels = select_pruned_channels(model, clean.images, spec.prune_ratio, inputs.device)
+    mask_channels(layer, channels)
+    result = retrain(spec, inputs, clean.images, clean.targets)
+    result.pruned_channels = channels
+    result.channels = layer.out_channels
+    return DefenseOutcome({**asdict(result), "lr": spec.lr}, repaired=True)

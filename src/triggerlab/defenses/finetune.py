@@ -3,17 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import asdict
-from typing import Literal
 
-from triggerlab.defenses.base import DefenseInputs, DefenseOutcome, RetrainingSpec
+from triggerlab.catalogue.defenses import FinetuneSpec
+from triggerlab.defenses.base import DefenseInputs, DefenseOutcome, retrain
 
 
-class FinetuneSpec(RetrainingSpec):
-    """Train on the held-back clean data alone."""
-
-    kind: Literal["finetune"] = "finetune"
-
-    def run(self, inputs: DefenseInputs) -> DefenseOutcome:
-        assert inputs.clean is not None
-        result = self.retrain(inputs, inputs.clean.images, inputs.clean.targets)
-        return DefenseOutcome({**asdict(result), "lr": self.lr}, repaired=True)
+def run_finetune(spec: FinetuneSpec, inputs: DefenseInputs) -> DefenseOutcome:
+    assert inputs.clean is not None
+    result = retrain(spec, inputs, inputs.clean.images, inputs.clean.targets)
+    return DefenseOutcome({**asdict(result), "lr": spec.lr}, repaired=True)

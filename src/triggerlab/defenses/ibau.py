@@ -26,14 +26,13 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from functools import partial
-from typing import Literal
 
 import torch
 import torch.nn.functional as F
-from pydantic import Field
 from torch import nn
 
-from triggerlab.defenses.base import DefenseInputs, DefenseOutcome, HeldBackSpec
+from triggerlab.catalogue.defenses import IbauSpec
+from triggerlab.defenses.base import DefenseInputs, DefenseOutcome
 from triggerlab.train.devices import model_memory_format, to_input
 
 INNER_STEP = 0.1  # the gradient-descent map whose fixed point is the perturbation
@@ -141,38 +140,21 @@ def ibau(
     return norms
 
 
-class IbauSpec(HeldBackSpec):
-    """Unlearn the universal adversarial perturbation a backdoor creates, by implicit
-    hypergradient on the defender's clean data."""
-
-    kind: Literal["ibau"] = "ibau"
-    needs_classes = True
-    rounds: int = Field(5, ge=1, le=10_000, description="perturbation-and-unlearning rounds")
-    fixed_point_iterations: int = Field(5, ge=1, le=1000, description="K of the hypergradient")
-    batch_size: int = Field(100, ge=1, le=65536, description="clean images per batch")
-    lr: float = Field(1e-4, gt=0.0, le=10.0, description="Adam learning rate of the outer steps")
-    bound: float = Field(
-        0.18, gt=0.0, le=10.0, description="L2 bound of the perturbation, x the all-ones norm"
+def run_ibau(spec: IbauSpec, inputs: DefenseInputs) -> DefenseOutcome:
+    assert inputs.clean is not None
+    clean = inputs.clean
+    norms = ibau(
+        inputs.model,
+        clean.images,
+        clean.targets,
+        rounds=spec.rounds,
+        iterations=spec.fixed_point_iterations,
+        batch_size=spec.batch_size,
+        lr=spec.lr,
+        bound=spec.bound,
+        portion=spec.portion,
+        device=inputs.device,
+        generator=inputs.generator,
     )
-    portion: float = Field(
-        0.01, gt=0.0, le=1.0, description="share of each batch carrying the perturbation"
-    )
-
-    def run(self, inputs: DefenseInputs) -> DefenseOutcome:
-        assert inputs.clean is not None
-        clean = inputs.clean
-        norms = ibau(
-            inputs.model,
-            clean.images,
-            clean.targets,
-            rounds=self.rounds,
-            iterations=self.fixed_point_iterations,
-            batch_size=self.batch_size,
-            lr=self.lr,
-            bound=self.bound,
-            portion=self.portion,
-            device=inputs.device,
-            generator=inputs.generator,
-        )
-        report = {"clean_samples": len(clean), "perturbation_norms": norms}
-        return DefenseOutcome(report, repaired=True)
+    report = {"clean_samples": len(clean), "perturbation_norms": norms}
+    return DefenseOutcome(report, repaired=True)

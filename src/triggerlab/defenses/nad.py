@@ -18,13 +18,12 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable
-from typing import Literal
 
 import torch
-from pydantic import Field
 from torch import nn
 
-from triggerlab.defenses.base import DefenseInputs, DefenseOutcome, RetrainingSpec
+from triggerlab.catalogue.defenses import NadSpec
+from triggerlab.defenses.base import DefenseInputs, DefenseOutcome
 from triggerlab.errors import ConfigError
 from triggerlab.train.devices import model_memory_format
 
@@ -119,45 +118,32 @@ def distil(
         teacher_tap.remove()
 
 
-class NadSpec(RetrainingSpec):
-    """Fine-tune a teacher on clean data, then distil its attention into the backdoored model."""
-
-    kind: Literal["nad"] = "nad"
-    teacher_epochs: int = Field(10, ge=1, le=10_000, description="the teacher's fine-tuning epochs")
-    betas: list[float] = Field(
-        [500.0, 1000.0, 1000.0],
-        min_length=1,
-        max_length=8,
-        description="attention-loss weight of each of the last stages, earliest first",
+def run_nad(spec: NadSpec, inputs: DefenseInputs) -> DefenseOutcome:
+    assert inputs.clean is not None
+    clean = inputs.clean
+    attention_stages(inputs.model, len(spec.betas))  # refuse a model without convolutions
+    teacher = copy.deepcopy(inputs.model)
+    teacher_inputs = copy.copy(inputs)
+    teacher_inputs.model = teacher
+    spec.model_copy(update={"epochs": spec.teacher_epochs}).retrain(
+        teacher_inputs, clean.images, clean.targets
     )
-    p: float = Field(2.0, gt=0.0, le=8.0, description="power of the attention maps")
-
-    def run(self, inputs: DefenseInputs) -> DefenseOutcome:
-        assert inputs.clean is not None
-        clean = inputs.clean
-        attention_stages(inputs.model, len(self.betas))  # refuse a model without convolutions
-        teacher = copy.deepcopy(inputs.model)
-        teacher_inputs = copy.copy(inputs)
-        teacher_inputs.model = teacher
-        self.model_copy(update={"epochs": self.teacher_epochs}).retrain(
-            teacher_inputs, clean.images, clean.targets
-        )
-        distil(
-            inputs.model,
-            teacher,
-            inputs,
-            clean.images,
-            clean.targets,
-            betas=self.betas,
-            p=self.p,
-            epochs=self.epochs,
-            lr=self.lr,
-        )
-        report = {
-            "clean_samples": len(clean),
-            "teacher_epochs": self.teacher_epochs,
-            "epochs": self.epochs,
-            "lr": self.lr,
-            "attention_layers": len(attention_stages(inputs.model, len(self.betas))),
-        }
-        return DefenseOutcome(report, repaired=True)
+    distil(
+        inputs.model,
+        teacher,
+        inputs,
+        clean.images,
+        clean.targets,
+        betas=spec.betas,
+        p=spec.p,
+        epochs=spec.epochs,
+        lr=spec.lr,
+    )
+    report = {
+        "clean_samples": len(clean),
+        "teacher_epochs": spec.teacher_epochs,
+        "epochs": spec.epochs,
+        "lr": spec.lr,
+        "attention_layers": len(attention_stages(inputs.model, len(spec.betas))),
+    }
+    return DefenseOutcome(report, repaired=True)

@@ -22,18 +22,12 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass
-from typing import Literal
 
 import torch
-from pydantic import Field
 from torch import nn
 
-from triggerlab.defenses.base import (
-    DefenseInputs,
-    DefenseOutcome,
-    RetrainingSpec,
-    frozen_weights,
-)
+from triggerlab.catalogue.defenses import NeuralCleanseSpec
+from triggerlab.defenses.base import DefenseInputs, DefenseOutcome, frozen_weights, retrain
 from triggerlab.defenses.model_outputs import NOTES, OutputKind, detect_output_kind
 from triggerlab.defenses.trigger_reversal import ReversalSettings, ReversedTrigger, reverse_trigger
 from triggerlab.progress import Reporter, Update, report
@@ -119,7 +113,7 @@ class CleanseScan:
         return notes
 
     def figure(self, class_names: tuple[str, ...]) -> bytes:
-        from triggerlab.run.figures import reversed_triggers_png  # matplotlib: when drawn
+        from triggerlab.figures import reversed_triggers_png  # matplotlib: when drawn
 
         return reversed_triggers_png(self.triggers, self.anomaly_index, class_names)
 
@@ -201,72 +195,51 @@ def unlearning_set(
     return stamped
 
 
-class NeuralCleanseSpec(RetrainingSpec):
-    """Reverse-engineer a trigger per class, flag outliers, and unlearn their triggers."""
-
-    kind: Literal["neural_cleanse"] = "neural_cleanse"
-    needs_classes = True
-    steps: int = Field(200, ge=1, le=100_000, description="most optimisation steps per class")
-    batches_per_step: int = Field(10, ge=1, le=10_000, description="mini-batches of 32 per step")
-    init_cost: float = Field(
-        1e-3, gt=0.0, le=1e3, description="mask-norm weight once the trigger first succeeds"
+def reversal_settings(spec: NeuralCleanseSpec) -> ReversalSettings:
+    return ReversalSettings(
+        steps=spec.steps,
+        batches_per_step=spec.batches_per_step,
+        init_cost=spec.init_cost,
+        attack_success=spec.attack_success,
     )
-    attack_success: float = Field(
-        0.99, gt=0.0, le=1.0, description="success a reversed trigger must reach to count"
-    )
-    anomaly_threshold: float = Field(2.0, gt=0.0, le=100.0, description="flag above this index")
-    max_norm_ratio: float = Field(
-        0.5,
-        gt=0.0,
-        le=1.0,
-        description="and only a mask at most this share of the median's (1: the paper's rule)",
-    )
-    unlearn: bool = Field(True, description="fine-tune with the flagged classes' reversed triggers")
 
-    def settings(self) -> ReversalSettings:
-        return ReversalSettings(
-            steps=self.steps,
-            batches_per_step=self.batches_per_step,
-            init_cost=self.init_cost,
-            attack_success=self.attack_success,
-        )
 
-    def run(self, inputs: DefenseInputs) -> DefenseOutcome:
-        assert inputs.clean is not None
-        clean, task = inputs.clean, inputs.task
-        found = scan_and_flag(
-            inputs.model,
-            clean.images,
-            clean.targets,
-            task.num_outputs,
-            settings=self.settings(),
-            device=inputs.device,
-            generator=inputs.generator,
-            anomaly_threshold=self.anomaly_threshold,
-            max_norm_ratio=self.max_norm_ratio,
-        )
-        report_ = {
-            "clean_samples": len(clean),
-            "l1": found.norms,
-            "anomaly_index": [None if math.isnan(v) else v for v in found.anomaly_index],
-            "reversed_success": [t.success for t in found.triggers],
-            "reached": found.reached,
-            "steps_run": [t.steps for t in found.triggers],
-            "flagged": found.flagged,
-            "conclusive": found.conclusive,
-            "output_kind": found.output_kind,
-            "notes": found.notes,
-        }
-        outcome = DefenseOutcome(
-            report_,
-            suspect_classes=found.flagged,
-            class_anomaly=found.anomaly_index,
-            figures={"reversed_triggers.png": found.figure(task.class_names)},
-        )
-        if self.unlearn and found.flagged:
-            stamped = [found.triggers[c] for c in found.flagged]
-            images = unlearning_set(clean.images, stamped, 0.2, inputs.generator)
-            self.retrain(inputs, images, clean.targets)
-            outcome.repaired = True
-            report_["epochs"] = self.epochs
-        return outcome
+def run_neural_cleanse(spec: NeuralCleanseSpec, inputs: DefenseInputs) -> DefenseOutcome:
+    assert inputs.clean is not None
+    clean, task = inputs.clean, inputs.task
+    found = scan_and_flag(
+        inputs.model,
+        clean.images,
+        clean.targets,
+        task.num_outputs,
+        settings=reversal_settings(spec),
+        device=inputs.device,
+        generator=inputs.generator,
+        anomaly_threshold=spec.anomaly_threshold,
+        max_norm_ratio=spec.max_norm_ratio,
+    )
+    report_ = {
+        "clean_samples": len(clean),
+        "l1": found.norms,
+        "anomaly_index": [None if math.isnan(v) else v for v in found.anomaly_index],
+        "reversed_success": [t.success for t in found.triggers],
+        "reached": found.reached,
+        "steps_run": [t.steps for t in found.triggers],
+        "flagged": found.flagged,
+        "conclusive": found.conclusive,
+        "output_kind": found.output_kind,
+        "notes": found.notes,
+    }
+    outcome = DefenseOutcome(
+        report_,
+        suspect_classes=found.flagged,
+        class_anomaly=found.anomaly_index,
+        figures={"reversed_triggers.png": found.figure(task.class_names)},
+    )
+    if spec.unlearn and found.flagged:
+        stamped = [found.triggers[c] for c in found.flagged]
+        images = unlearning_set(clean.images, stamped, 0.2, inputs.generator)
+        retrain(spec, inputs, images, clean.targets)
+        outcome.repaired = True
+        report_["epochs"] = spec.epochs
+    return outcome

@@ -16,13 +16,12 @@ as for STRIP; the test set never sets it.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
 
 import torch
-from pydantic import Field
 from torch import nn
 
-from triggerlab.defenses.base import DefenseInputs, DefenseOutcome, HeldBackSpec
+from triggerlab.catalogue.defenses import ScaleUpSpec
+from triggerlab.defenses.base import DefenseInputs, DefenseOutcome
 from triggerlab.train.devices import model_memory_format, to_input
 from triggerlab.train.loop import EVAL_BATCH_SIZE
 
@@ -87,25 +86,13 @@ class ScaleUpDetector:
         return scores > self.threshold
 
 
-class ScaleUpSpec(HeldBackSpec):
-    """Flag test inputs whose prediction survives amplifying their pixel values."""
-
-    kind: Literal["scale_up"] = "scale_up"
-    needs_classes = True
-    scales: list[float] = Field(
-        [3.0, 5.0, 7.0, 9.0, 11.0], min_length=1, max_length=64, description="amplification factors"
-    )
-    false_rejection: float = Field(
-        0.05, gt=0.0, lt=1.0, description="share of the defender's clean inputs flagged"
-    )
-
-    def run(self, inputs: DefenseInputs) -> DefenseOutcome:
-        assert inputs.clean is not None
-        clean = inputs.clean.images
-        spc, predicted = scaled_consistency(inputs.model, clean, self.scales, inputs.device)
-        statistics = ClassStatistics.of(spc, predicted)
-        scores = statistics.standardise(spc, predicted)
-        threshold = float(torch.quantile(scores, 1 - self.false_rejection))
-        detector = ScaleUpDetector(inputs.model, self.scales, statistics, threshold, inputs.device)
-        report = {"clean_samples": len(clean), "threshold": threshold}
-        return DefenseOutcome(report, input_detector=detector)
+def run_scale_up(spec: ScaleUpSpec, inputs: DefenseInputs) -> DefenseOutcome:
+    assert inputs.clean is not None
+    clean = inputs.clean.images
+    spc, predicted = scaled_consistency(inputs.model, clean, spec.scales, inputs.device)
+    statistics = ClassStatistics.of(spc, predicted)
+    scores = statistics.standardise(spc, predicted)
+    threshold = float(torch.quantile(scores, 1 - spec.false_rejection))
+    detector = ScaleUpDetector(inputs.model, spec.scales, statistics, threshold, inputs.device)
+    report = {"clean_samples": len(clean), "threshold": threshold}
+    return DefenseOutcome(report, input_detector=detector)

@@ -8,12 +8,11 @@ Each sample's score is its squared projection on that direction; the top
 from __future__ import annotations
 
 import math
-from typing import Literal
 
 import torch
-from pydantic import Field
 
-from triggerlab.defenses.base import DefenseInputs, DefenseOutcome, DefenseSpec
+from triggerlab.catalogue.defenses import SpectralSignaturesSpec
+from triggerlab.defenses.base import DefenseInputs, DefenseOutcome
 from triggerlab.defenses.sample_groups import class_groups, features_and_groups
 
 
@@ -35,18 +34,7 @@ def spectral_signatures(
     return scores, flagged
 
 
-class SpectralSignaturesSpec(DefenseSpec):
-    """Flag the training samples furthest along their class's top singular direction."""
-
-    kind: Literal["spectral_signatures"] = "spectral_signatures"
-    expected_fraction: float = Field(
-        0.1,
-        gt=0.0,
-        lt=1.0,
-        description="assumed poisoned share; 1.5 x it is flagged per class",
-    )
-
-    def run(self, inputs: DefenseInputs) -> DefenseOutcome:
-        features, groups = features_and_groups(inputs)
-        scores, flagged = spectral_signatures(features, groups, self.expected_fraction)
-        return DefenseOutcome({"clean_samples": 0}, sample_scores=(scores, flagged))
+def run_spectral_signatures(spec: SpectralSignaturesSpec, inputs: DefenseInputs) -> DefenseOutcome:
+    features, groups = features_and_groups(inputs)
+    scores, flagged = spectral_signatures(features, groups, spec.expected_fraction)
+    return DefenseOutcome({"clean_samples": 0}, sample_scores=(scores, flagged))

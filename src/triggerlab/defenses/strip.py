@@ -14,13 +14,12 @@ It needs class probabilities, so it applies to classification only.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
 
 import torch
-from pydantic import Field
 from torch import nn
 
-from triggerlab.defenses.base import DefenseInputs, DefenseOutcome, HeldBackSpec
+from triggerlab.catalogue.defenses import StripSpec
+from triggerlab.defenses.base import DefenseInputs, DefenseOutcome
 from triggerlab.train.devices import model_memory_format, to_input
 from triggerlab.train.loop import EVAL_BATCH_SIZE
 
@@ -85,25 +84,12 @@ class StripDetector:
         return -scores < self.threshold
 
 
-class StripSpec(HeldBackSpec):
-    """Flag test inputs whose predictions stay confident under superimposed clean images."""
-
-    kind: Literal["strip"] = "strip"
-    needs_classes = True
-    overlays: int = Field(20, ge=1, description="clean images blended with each input")
-    blend: float = Field(
-        1.0, gt=0.0, le=1.0, description="overlay weight b in x' = clip(x + b o, 0, 1)"
+def run_strip(spec: StripSpec, inputs: DefenseInputs) -> DefenseOutcome:
+    assert inputs.clean is not None
+    clean = inputs.clean.images
+    detector = StripDetector(
+        inputs.model, clean, spec.overlays, spec.blend, 0.0, inputs.device, inputs.generator
     )
-    false_rejection: float = Field(
-        0.05, gt=0.0, lt=1.0, description="share of the defender's clean inputs flagged"
-    )
-
-    def run(self, inputs: DefenseInputs) -> DefenseOutcome:
-        assert inputs.clean is not None
-        clean = inputs.clean.images
-        detector = StripDetector(
-            inputs.model, clean, self.overlays, self.blend, 0.0, inputs.device, inputs.generator
-        )
-        detector.threshold = strip_threshold(-detector.score(clean), self.false_rejection)
-        report = {"clean_samples": len(inputs.clean), "threshold": detector.threshold}
-        return DefenseOutcome(report, input_detector=detector)
+    detector.threshold = strip_threshold(-detector.score(clean), spec.false_rejection)
+    report = {"clean_samples": len(inputs.clean), "threshold": detector.threshold}
+    return DefenseOutcome(report, input_detector=detector)

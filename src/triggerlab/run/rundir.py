@@ -55,6 +55,7 @@ SUMMARY = "summary.json"
 FAILED = "failed.json"
 MODEL = "model.safetensors"
 SAMPLES = "samples.png"
+TRIGGER_PREVIEW = "trigger.png"  # the first attacked test image under the trigger, enlarged
 TIMING_COLUMNS = ("epoch_time_s", "train_time_s", "train_images_per_s")
 
 

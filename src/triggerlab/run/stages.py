@@ -1,87 +1,119 @@
-"""The stages of one run, each a named step that reads what the previous ones produced.
-
-``experiment.run_experiment`` calls them in order: poison, train (and fine-tune
-under reference 000's protocol), draw, defend, summarise.
-"""
+"""The stages of one run. Each reads the run's context and what earlier stages returned, and
+returns what it produced: poison -> the attack's data; evaluate -> metrics and predictions;
+draw -> figures in the run directory; defend -> what the defence achieved; summarise ->
+``summary.json``'s content. Training is in ``training.py``."""
 
 from __future__ import annotations
 
+import io
 import time
-from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass, replace
+from typing import Any
 
+import numpy as np
 import torch
+from PIL import Image
 from torch import nn
 
 from triggerlab.attack.poison import PoisonResult, poison_dataset
 from triggerlab.attack.stealth import STEALTH_SAMPLE, stealth_of_uint8
 from triggerlab.attack.tasks import Task, confusion_counts
-from triggerlab.defenses import DefenseInputs
+from triggerlab.defenses.base import DefenseInputs
 from triggerlab.defenses.evaluation import measure_defense
-from triggerlab.run.figures import confusions_png, samples_png
+from triggerlab.figures import confusions_png, samples_png
+from triggerlab.run.context import RunContext
 from triggerlab.run.inputs import TrainingInputs
-from triggerlab.run.rundir import RunDir, git_commit, library_versions
+from triggerlab.run.prepare import fresh_model
+from triggerlab.run.rundir import TRIGGER_PREVIEW, RunDir, git_commit, library_versions
 from triggerlab.train.devices import Precision
 from triggerlab.train.loop import predict
-from triggerlab.triggers import apply_to_uint8
-
-if TYPE_CHECKING:
-    from triggerlab.run.experiment import Prepared
+from triggerlab.triggers import Trigger, apply_to_uint8
 
 SAMPLE_COUNT = 8
+PREVIEW_SIDE = 112  # the report's trigger gallery shows each run's preview at about this size
 
 
 @dataclass(frozen=True)
 class Attack:
-    """The poisoned training set and the triggered test set."""
+    """The attack's data: the poisoned training set, the poisoned fine-tuning set (reference
+    000's protocol; None otherwise) and the triggered test set."""
 
-    poisoned: PoisonResult
+    train: PoisonResult
+    finetune: PoisonResult | None
     triggered_test: torch.Tensor
     seconds: float
 
 
-def poison_stage(p: Prepared, run: RunDir) -> Attack:
+def finetune_seeds(ctx: RunContext) -> tuple[int, int]:
+    """The fine-tuning stage's two streams: its poisoning and its batch order."""
+    poison_seed, order_seed = np.random.SeedSequence(ctx.seeds["finetune"]).generate_state(2)
+    return int(poison_seed), int(order_seed)
+
+
+def trigger_test_images(trigger: Trigger, images: torch.Tensor, seed: int) -> torch.Tensor:
+    """The test images as a run triggers them (``seed``: its ``test_trigger`` stream)."""
+    return apply_to_uint8(trigger, images, torch.Generator().manual_seed(seed))
+
+
+def poison(ctx: RunContext, run: RunDir) -> Attack:
+    """Poison the training (and fine-tuning) set, record the indices, trigger the test set."""
     start = time.perf_counter()
-    poisoned = poison_dataset(
-        p.data.train, p.task, p.trigger, torch.Generator().manual_seed(p.seeds["poison"])
-    )
-    run.write_poisoned(poisoned)
-    triggered = apply_to_uint8(
-        p.trigger, p.data.test.images, torch.Generator().manual_seed(p.seeds["test_trigger"])
-    )
-    return Attack(poisoned, triggered, time.perf_counter() - start)
+    generator = torch.Generator().manual_seed(ctx.seeds["poison"])
+    train = poison_dataset(ctx.data.train, ctx.task, ctx.trigger, generator)
+    run.write_poisoned(train)
+    finetune = None
+    if ctx.data.finetune is not None:
+        generator = torch.Generator().manual_seed(finetune_seeds(ctx)[0])
+        finetune = poison_dataset(
+            ctx.data.finetune, ctx.task, ctx.trigger, generator, "fine-tuning set"
+        )
+        run.write_poisoned(finetune, "finetune")
+    triggered = trigger_test_images(ctx.trigger, ctx.data.test.images, ctx.seeds["test_trigger"])
+    return Attack(train, finetune, triggered, time.perf_counter() - start)
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """The task's metrics on the clean and triggered test sets, and the predictions behind
+    them."""
+
+    metrics: dict[str, float]
+    clean: torch.Tensor
+    triggered: torch.Tensor
 
 
 @dataclass
 class Evaluator:
-    """The task's metrics on the clean and triggered test sets; keeps the last predictions.
+    """Evaluates a model on the test set as the trained module takes it: the images, or their
+    cached features when only the model's tail trains. ``seconds`` adds up its time."""
 
-    ``clean`` and ``triggered`` are what the evaluated module takes: the test images, or
-    their cached features when only the model's tail trains.
-    """
-
-    p: Prepared
+    ctx: RunContext
     clean: torch.Tensor
     triggered: torch.Tensor
+    forwards: int  # images sent through the frozen body to make ``clean`` and ``triggered``
     seconds: float = 0.0
-    last: dict[str, torch.Tensor] = field(default_factory=dict)
 
-    def __call__(self, model: nn.Module) -> dict[str, float]:
+    @classmethod
+    def of(cls, ctx: RunContext, attack: Attack, inputs: TrainingInputs) -> Evaluator:
+        test = ctx.data.test
+        clean = inputs.of(test, torch.zeros(0, dtype=torch.long))
+        triggered = inputs.of(replace(test, images=attack.triggered_test))
+        return cls(ctx, clean.values, triggered.values, clean.forwards + triggered.forwards)
+
+    def __call__(self, model: nn.Module) -> Evaluation:
         start = time.perf_counter()
-        precision = Precision(self.p.cfg.train.precision, self.p.device)
-        self.last["clean"] = predict(model, self.p.task, self.clean, self.p.device, precision)
-        self.last["triggered"] = predict(
-            model, self.p.task, self.triggered, self.p.device, precision
-        )
+        ctx = self.ctx
+        precision = Precision(ctx.cfg.train.precision, ctx.device)
+        clean = predict(model, ctx.task, self.clean, ctx.device, precision)
+        triggered = predict(model, ctx.task, self.triggered, ctx.device, precision)
         self.seconds += time.perf_counter() - start
-        targets = self.p.data.test.targets
-        return self.p.task.metrics(targets, self.last["clean"], self.last["triggered"])
+        return Evaluation(
+            ctx.task.metrics(ctx.data.test.targets, clean, triggered), clean, triggered
+        )
 
-
-def evaluator_for(p: Prepared, attack: Attack, inputs: TrainingInputs) -> Evaluator:
-    test = p.data.test
-    triggered = replace(test, images=attack.triggered_test)
-    return Evaluator(p, inputs.of(test, torch.zeros(0, dtype=torch.long)), inputs.of(triggered))
+    def metrics(self, model: nn.Module) -> dict[str, float]:
+        """The metrics alone: what the training loop logs after each epoch."""
+        return self(model).metrics
 
 
 def target_label(task: Task, target: int | list[float]) -> str:
@@ -91,33 +123,48 @@ def target_label(task: Task, target: int | list[float]) -> str:
     return str(target)
 
 
-def figure_stage(p: Prepared, attack: Attack, evaluate: Evaluator, run: RunDir) -> None:
-    """samples.png from the last evaluation's predictions; confusion matrices of bins."""
-    test = p.data.test
-    shown = torch.nonzero(p.task.attack_mask(test.targets)).flatten()[:SAMPLE_COUNT]
-    clean_pred, triggered_pred = evaluate.last["clean"], evaluate.last["triggered"]
+def trigger_preview_png(image: torch.Tensor) -> bytes:
+    """One triggered uint8 image ``[C, H, W]`` enlarged (nearest neighbour) for display."""
+    array = image.permute(1, 2, 0).numpy()
+    pil = Image.fromarray(array[:, :, 0] if array.shape[2] == 1 else array)
+    scale = max(1, PREVIEW_SIDE // max(pil.size))
+    buffer = io.BytesIO()
+    pil.resize((pil.width * scale, pil.height * scale), Image.Resampling.NEAREST).save(
+        buffer, format="PNG"
+    )
+    return buffer.getvalue()
+
+
+def draw(ctx: RunContext, attack: Attack, final: Evaluation, run: RunDir) -> None:
+    """samples.png from the final predictions, trigger.png (the first attacked test image
+    under the trigger: what the report's gallery shows), and confusion matrices of bins."""
+    test = ctx.data.test
+    attacked = torch.nonzero(ctx.task.attack_mask(test.targets)).flatten()
+    shown = attacked[:SAMPLE_COUNT]
     title = (
-        f"{p.cfg.data.name}, {p.cfg.trigger.kind} trigger, "
-        f"target {target_label(p.task, p.poison.target)}"
+        f"{ctx.cfg.data.name}, {ctx.cfg.trigger.kind} trigger, "
+        f"target {target_label(ctx.task, ctx.poison.target)}"
     )
     run.write_png(
         "samples.png",
         samples_png(
             test.images[shown],
             attack.triggered_test[shown],
-            p.task.describe(test.targets[shown]),
-            p.task.describe(clean_pred[shown]),
-            p.task.describe(triggered_pred[shown]),
+            ctx.task.describe(test.targets[shown]),
+            ctx.task.describe(final.clean[shown]),
+            ctx.task.describe(final.triggered[shown]),
             title,
         ),
     )
-    bins = getattr(p.task, "bins", None)
+    first = int(attacked[0]) if attacked.numel() else 0
+    run.write_png(TRIGGER_PREVIEW, trigger_preview_png(attack.triggered_test[first]))
+    bins = getattr(ctx.task, "bins", None)
     if bins is not None:  # a regression model evaluated on bins
         truth, clean, triggered = (
-            bins.assign(v) for v in (test.targets, clean_pred, triggered_pred)
+            bins.assign(v) for v in (test.targets, final.clean, final.triggered)
         )
     elif test.bins is not None:  # reference 003's classification variant: the classes are bins
-        bins, truth, clean, triggered = test.bins, test.targets, clean_pred, triggered_pred
+        bins, truth, clean, triggered = test.bins, test.targets, final.clean, final.triggered
     else:
         return
     matrices = {
@@ -128,71 +175,63 @@ def figure_stage(p: Prepared, attack: Attack, evaluate: Evaluator, run: RunDir) 
     run.write_png("confusion.png", confusions_png(matrices, bins.name))
 
 
-def defense_stage(
-    p: Prepared, attack: Attack, evaluate: Evaluator, before: dict[str, float], run: RunDir
+def defend(
+    ctx: RunContext, attack: Attack, evaluate: Evaluator, before: dict[str, float], run: RunDir
 ) -> dict[str, Any] | None:
-    """Apply the configured defence to the trained model and measure what it achieved."""
-    spec = p.cfg.defense
+    """Apply the configured defence to the trained model and measure what it achieved.
+
+    The defence sees only its ``DefenseInputs``; the measurement alone sees the test set and
+    which samples were poisoned."""
+    spec = ctx.cfg.defense
     if spec.kind == "none":
         return None
     inputs = DefenseInputs(
-        model=p.model,
-        task=p.task,
-        device=p.device,
-        train=p.cfg.train,
-        training=attack.poisoned.train,
-        clean=p.defender,
-        generator=torch.Generator().manual_seed(p.seeds["defense"]),
-        seed=p.seeds["defense"],
-        fresh_model=lambda: fresh_model(p),
+        model=ctx.model,
+        task=ctx.task,
+        device=ctx.device,
+        train=ctx.cfg.train,
+        training=attack.train.train,
+        clean=ctx.defender,
+        generator=torch.Generator().manual_seed(ctx.seeds["defense"]),
+        seed=ctx.seeds["defense"],
+        fresh_model=lambda: fresh_model(ctx),
     )
-    torch.manual_seed(p.seeds["defense"])  # the same defence on a shared or own-trained model
+    torch.manual_seed(ctx.seeds["defense"])  # the same defence on a shared or own-trained model
     outcome = spec.run(inputs)
     for name, png in outcome.figures.items():
         run.write_png(name, png)
-    poisoned = torch.zeros(len(attack.poisoned.train), dtype=torch.bool)
-    poisoned[attack.poisoned.indices] = True
+    poisoned = torch.zeros(len(attack.train.train), dtype=torch.bool)
+    poisoned[attack.train.indices] = True
     return measure_defense(
         spec,
         outcome,
-        model=p.model,
-        task=p.task,
+        model=ctx.model,
+        task=ctx.task,
         before=before,
-        evaluate=evaluate,
-        test=p.data.test,
+        evaluate=evaluate.metrics,
+        test=ctx.data.test,
         triggered_test=attack.triggered_test,
         poisoned=poisoned,
-        target=p.poison.target,
+        target=ctx.poison.target,
     )
 
 
-def fresh_model(p: Prepared) -> nn.Module:
-    """The run's model as it was before training: same architecture, same initial weights."""
-    from triggerlab.run.prepare import check_model
-    from triggerlab.train.devices import model_memory_format
-
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(p.seeds["init"])
-        model, _ = check_model(p.cfg, p.data)
-    return model.to(device=p.device, memory_format=model_memory_format(p.model))
-
-
-def build_summary(
-    p: Prepared,
+def summarise(
+    ctx: RunContext,
     run: RunDir,
     attack: Attack,
     history: list[dict[str, Any]],
     sections: dict[str, Any],
 ) -> dict[str, Any]:
     """summary.json: final metrics, the poisoning as done, data, model and provenance."""
-    cfg, poisoned, data = p.cfg, attack.poisoned, p.data
+    cfg, poisoned, data = ctx.cfg, attack.train, ctx.data
     test = data.test
     stealth = stealth_of_uint8(test.images, attack.triggered_test)
     return {
         "status": "complete",
         "run_dir": str(run.path),
         "task": "regression" if data.is_regression else "classification",
-        "final": {k: history[-1][k] for k in ("train_loss", *p.task.metric_names)},
+        "final": {k: history[-1][k] for k in ("train_loss", *ctx.task.metric_names)},
         "poison": {
             "rate": cfg.poison.rate,
             "count": poisoned.count,
@@ -203,7 +242,7 @@ def build_summary(
             "label_mode": cfg.poison.label_mode,
             "mode": cfg.poison.mode,
             "target": cfg.poison.target,
-            "target_name": target_label(p.task, p.poison.target),
+            "target_name": target_label(ctx.task, ctx.poison.target),
         },
         "data": {
             "name": cfg.data.name,
@@ -218,11 +257,11 @@ def build_summary(
         "trigger": cfg.trigger.model_dump(mode="json"),
         "stealth": {"sample": min(STEALTH_SAMPLE, len(test)), **stealth},
         **sections,
-        "model": {"name": cfg.model.name, **p.model_info.record(p.model)},
+        "model": {"name": cfg.model.name, **ctx.model_info.record(ctx.model)},
         "epochs": len(history),
         "seed": cfg.train.seed,
         "split_seed": cfg.split_seed,
-        "device": str(p.device),
+        "device": str(ctx.device),
         "threads": torch.get_num_threads(),
         "versions": library_versions(),
         "git": git_commit(),

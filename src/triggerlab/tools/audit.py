@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from triggerlab.config import ExperimentConfig, apply_overrides, load_config, validate_config
-from triggerlab.data import prepare_data
+from triggerlab.data.prepare import prepare_data
 from triggerlab.defenses.neural_cleanse import CleanseScan, scan_and_flag
 from triggerlab.defenses.trigger_reversal import ReversalSettings, ReversedTrigger
 from triggerlab.errors import ArgumentError
@@ -198,7 +198,7 @@ def audit_run(
     progress: Reporter | None = None,
 ) -> AuditResult:
     """Audit the model a triggerlab run saved (``output.save_model``), on its own data."""
-    from triggerlab.run.experiment import rebuild
+    from triggerlab.run.prepare import rebuild
 
     prepared = rebuild(Path(run_dir))
     return audit_model(prepared.model, prepared.cfg, options, out, progress)

@@ -21,7 +21,9 @@ from torch import nn
 from triggerlab.defenses.fine_pruning import last_conv
 from triggerlab.errors import ArgumentError
 from triggerlab.files import write_bytes_atomic
-from triggerlab.run.experiment import Prepared, derive_seeds, rebuild
+from triggerlab.run.context import RunContext
+from triggerlab.run.prepare import rebuild
+from triggerlab.seeds import derive_seeds
 from triggerlab.triggers import apply_to_uint8
 
 FEATURE_CHANNELS = 16
@@ -29,7 +31,7 @@ FEATURE_CHANNELS = 16
 
 @dataclass
 class LoadedRun:
-    prepared: Prepared
+    prepared: RunContext
     name: str
 
 
@@ -79,7 +81,7 @@ def _save(fig: Figure, path: Path) -> None:
 
 
 def _explained(
-    p: Prepared, chosen: torch.Tensor, output: str | None
+    p: RunContext, chosen: torch.Tensor, output: str | None
 ) -> dict[str, torch.Tensor | int]:
     """What Grad-CAM explains: the true label and the target class, or one regression output."""
     if p.data.is_regression:

@@ -7,19 +7,13 @@ from pathlib import Path
 import torch
 
 from triggerlab.attack.stealth import STEALTH_SAMPLE, stealth_of_uint8
+from triggerlab.catalogue.triggers import describe_spec
 from triggerlab.config import ExperimentConfig
-from triggerlab.data import prepare_data
+from triggerlab.data.prepare import prepare_data
 from triggerlab.errors import ArgumentError
-from triggerlab.run.experiment import derive_seeds
-from triggerlab.run.figures import save_trigger_preview
+from triggerlab.figures import save_trigger_preview
+from triggerlab.seeds import derive_seeds
 from triggerlab.triggers import apply_to_uint8
-
-
-def describe_spec(spec: object) -> str:
-    """``kind: key=value, ...`` of a trigger spec, for titles."""
-    fields = spec.model_dump(mode="json", exclude_defaults=False)  # type: ignore[attr-defined]
-    kind = fields.pop("kind")
-    return f"{kind}: " + ", ".join(f"{k}={v}" for k, v in fields.items() if v is not None)
 
 
 def format_stealth(metrics: dict[str, float | None]) -> str:

@@ -26,7 +26,7 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def stage(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
+def resident(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
     """Where batches are sliced from: the device itself when it fits, else (pinned) host memory."""
     if device.type == "cpu":
         return tensor

@@ -25,7 +25,7 @@ from triggerlab.train.devices import (
     Precision,
     compiled,
     model_memory_format,
-    stage,
+    resident,
     synchronize,
     to_input,
 )
@@ -39,7 +39,9 @@ EVAL_BATCH_SIZE = 512
 FP32 = Precision("fp32", torch.device("cpu"))
 
 
-class Task(Protocol):
+class Objective(Protocol):
+    """What the loop needs of a task: its loss, its predictions and its metric names."""
+
     metric_names: tuple[str, ...]
 
     def loss(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor: ...
@@ -77,7 +79,7 @@ class Step:
     def learn(
         self,
         model: nn.Module,
-        task: Task,
+        task: Objective,
         optimizer: torch.optim.Optimizer,
         x: torch.Tensor,
         y: torch.Tensor,
@@ -100,7 +102,7 @@ class Step:
 
 def train_epoch(
     model: nn.Module,
-    task: Task,
+    task: Objective,
     optimizer: torch.optim.Optimizer,
     images: torch.Tensor,
     targets: torch.Tensor,
@@ -146,7 +148,7 @@ def train_epoch(
 @torch.no_grad()
 def predict(
     model: nn.Module,
-    task: Task,
+    task: Objective,
     images: torch.Tensor,
     device: torch.device,
     precision: Precision = FP32,
@@ -185,7 +187,7 @@ def epoch_note(record: dict[str, Any], metric_names: Sequence[str], total_epochs
 
 
 @dataclass
-class Schedule:
+class StagePlan:
     """Where a stage sits in the whole run, and where its checkpoints go.
 
     A second stage continues the first's epoch count; ``resume`` is the checkpoint
@@ -241,7 +243,7 @@ def _epoch_record(
 
 def fit(
     model: nn.Module,
-    task: Task,
+    task: Objective,
     images: torch.Tensor,
     targets: torch.Tensor,
     *,
@@ -251,25 +253,25 @@ def fit(
     evaluate: Callable[[nn.Module], dict[str, float]],
     on_epoch: Callable[[dict[str, Any]], None],
     progress: Reporter | None = None,
-    schedule: Schedule | None = None,
+    stage: StagePlan | None = None,
     augment: Augment | None = None,
 ) -> list[dict[str, Any]]:
     """Train for ``cfg.epochs``, evaluating and reporting after every epoch (and saving a
     checkpoint every ``cfg.checkpoint_every``); a resumed stage continues its epochs."""
-    schedule = schedule or Schedule()
+    stage = stage or StagePlan()
     optimizer = make_optimizer(cfg, model)
     precision = Precision(cfg.precision, device)
     step = Step(precision, precision.scaler(), augment, compiled(model, cfg.compile))
     generators = {"order": generator, **({"augment": augment.generator} if augment else {})}
     state = TrainState(model, optimizer, make_scheduler(cfg, optimizer), step.scaler, generators)
-    history = _resumed(schedule, state)
-    images, targets = stage(images, device), stage(targets, device)
+    history = _resumed(stage, state)
+    images, targets = resident(images, device), resident(targets, device)
     batches = len(batch_starts(images.shape[0], cfg.batch_size))
     counter = BatchCounter(progress, batches * cfg.epochs, batches * len(history))
     for number in range(len(history), cfg.epochs):
         synchronize(device)
         start = time.perf_counter()
-        epoch = schedule.first_epoch + number
+        epoch = stage.first_epoch + number
         try:
             loss, seen = train_epoch(
                 model,
@@ -290,28 +292,28 @@ def fit(
         if state.scheduler is not None:
             state.scheduler.step()
         record = _epoch_record(epoch, loss, seen, start, train_time, evaluate(model))
-        history.append({**record, "stage": schedule.name})
+        history.append({**record, "stage": stage.name})
         on_epoch(record)
         counter.epoch_done(
-            epoch_note(record, task.metric_names[:4], schedule.total_epochs or cfg.epochs)
+            epoch_note(record, task.metric_names[:4], stage.total_epochs or cfg.epochs)
         )
-        _maybe_checkpoint(cfg, schedule, number + 1, state, history)
+        _maybe_checkpoint(cfg, stage, number + 1, state, history)
     return [{k: v for k, v in r.items() if k != "stage"} for r in history]
 
 
-def _resumed(schedule: Schedule, state: TrainState) -> list[dict[str, Any]]:
+def _resumed(stage: StagePlan, state: TrainState) -> list[dict[str, Any]]:
     """The stage's records before the checkpoint it continues from (state restored)."""
-    if schedule.resume is None:
+    if stage.resume is None:
         return []
-    state.restore(schedule.resume)
-    return [r for r in schedule.resume.history if r.get("stage", "train") == schedule.name]
+    state.restore(stage.resume)
+    return [r for r in stage.resume.history if r.get("stage", "train") == stage.name]
 
 
 def _maybe_checkpoint(
-    cfg: TrainConfig, schedule: Schedule, done: int, state: TrainState, history: list[dict]
+    cfg: TrainConfig, stage: StagePlan, done: int, state: TrainState, history: list[dict]
 ) -> None:
     """Every ``checkpoint_every`` epochs, except after the stage's last (nothing is left)."""
     every = cfg.checkpoint_every
-    if schedule.folder is not None and every and done % every == 0 and done < cfg.epochs:
-        saved = [*(schedule.earlier or []), *history]
-        save_checkpoint(schedule.folder, schedule.name, done, state, saved)
+    if stage.folder is not None and every and done % every == 0 and done < cfg.epochs:
+        saved = [*(stage.earlier or []), *history]
+        save_checkpoint(stage.folder, stage.name, done, state, saved)

@@ -16,16 +16,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Literal
 
 import torch
-from pydantic import Field, model_validator
 
+from triggerlab.catalogue.triggers import AdaptiveBlendSpec, ImageShape
 from triggerlab.errors import ConfigError
-from triggerlab.triggers.base import ImageShape, SpecBase
 from triggerlab.triggers.overlay import blend_pattern
-from triggerlab.triggers.stamp import OPACITY_HELP
 
 
 def piece_map(height: int, width: int, per_side: int) -> torch.Tensor:
@@ -67,57 +63,22 @@ class AdaptiveBlend:
         return self.apply_payload(x, generator)
 
 
-class AdaptiveBlendSpec(SpecBase):
-    """Adaptive-Blend: a blend shown in random pieces, with cover samples (Qi et al. 2023)."""
-
-    kind: Literal["adaptive_blend"] = "adaptive_blend"
-    pattern: Literal["noise", "image"] = Field(
-        "noise", description="uniform noise, or the image at path"
-    )
-    path: Path | None = Field(None, description="image resized to the input (pattern: image)")
-    opacity: float = Field(0.2, gt=0.0, le=1.0, description=f"at test time; {OPACITY_HELP}")
-    train_opacity: float | None = Field(
-        None,
-        gt=0.0,
-        le=1.0,
-        description="on poisoned training samples (default: opacity; "
-        "authors: 0.15 against 0.2 at test)",
-    )
-    pieces: int = Field(16, ge=4, description="tiles of the mask, a square number (paper: 16)")
-    masked_pieces: int = Field(
-        8, ge=0, description="tiles off on each poisoned training sample (paper: 8)"
-    )
-    conservatism: float = Field(
-        0.5, ge=0.0, le=0.9, description="share of triggered training samples keeping their label"
-    )
-    seed: int = Field(0, ge=0, description="seed of the noise pattern, fixed for the whole attack")
-
-    @model_validator(mode="after")
-    def _pieces(self) -> AdaptiveBlendSpec:
-        if math.isqrt(self.pieces) ** 2 != self.pieces:
-            raise ValueError(f"pieces {self.pieces} must be a square number (4, 9, 16, ...)")
-        if self.masked_pieces >= self.pieces:
-            raise ValueError(
-                f"masked_pieces {self.masked_pieces} must be below pieces {self.pieces}"
-            )
-        if (self.pattern == "image") != (self.path is not None):
-            raise ValueError("pattern 'image' needs a path, and only it takes one")
-        return self
-
-    def build(self, shape: ImageShape, where: str = "trigger") -> AdaptiveBlend:
-        _, height, width = shape
-        per_side = math.isqrt(self.pieces)
-        if per_side > min(height, width):
-            raise ConfigError(
-                f"{where}.pieces: a {per_side}x{per_side} grid of tiles is larger than the "
-                f"{height}x{width} image (expected at most {min(height, width) ** 2} pieces)"
-            )
-        return AdaptiveBlend(
-            pattern=blend_pattern(self.pattern, self.path, self.seed, shape, where),
-            pieces=piece_map(height, width, per_side),
-            count=self.pieces,
-            masked=self.masked_pieces,
-            opacity=self.opacity,
-            train_opacity=self.train_opacity or self.opacity,
-            cover_ratio=self.conservatism / (1 - self.conservatism),
+def build_adaptive_blend(
+    spec: AdaptiveBlendSpec, shape: ImageShape, where: str = "trigger"
+) -> AdaptiveBlend:
+    _, height, width = shape
+    per_side = math.isqrt(spec.pieces)
+    if per_side > min(height, width):
+        raise ConfigError(
+            f"{where}.pieces: a {per_side}x{per_side} grid of tiles is larger than the "
+            f"{height}x{width} image (expected at most {min(height, width) ** 2} pieces)"
         )
+    return AdaptiveBlend(
+        pattern=blend_pattern(spec.pattern, spec.path, spec.seed, shape, where),
+        pieces=piece_map(height, width, per_side),
+        count=spec.pieces,
+        masked=spec.masked_pieces,
+        opacity=spec.opacity,
+        train_opacity=spec.train_opacity or spec.opacity,
+        cover_ratio=spec.conservatism / (1 - spec.conservatism),
+    )

@@ -13,11 +13,10 @@ from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 import torch
-from pydantic import BaseModel, ConfigDict
 
+from triggerlab.catalogue.triggers import ImageShape
 from triggerlab.errors import ConfigError
 
-ImageShape = tuple[int, int, int]  # (C, H, W)
 ImageMap = Callable[[torch.Tensor, torch.Generator | None], torch.Tensor]
 
 
@@ -78,16 +77,6 @@ def check_square_fits(side: int, shape: ImageShape, where: str, what: str, small
             f"{where}: a {side}x{side} {what} is larger than the {height}x{width} image "
             f"(expected {smallest} to {min(height, width)})"
         )
-
-
-class SpecBase(BaseModel):
-    """A validated trigger description; ``build(shape, where)`` makes the trigger for one size.
-
-    ``where`` is the config path of the spec (``trigger``, ``trigger.triggers[1]``),
-    used in error messages.
-    """
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 @dataclass(frozen=True)

@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING
 
 import torch
-from pydantic import Field
 
-from triggerlab.triggers.base import ImageShape, SpecBase, Trigger
+from triggerlab.catalogue.triggers import ComposeSpec, ImageShape
+from triggerlab.triggers.base import Trigger
 
 if TYPE_CHECKING:
-    from triggerlab.triggers import TriggerSpec
+    pass
 
 
 @dataclass(frozen=True)
@@ -24,13 +24,7 @@ class Composed:
         return x
 
 
-class ComposeSpec(SpecBase):
-    """A list of triggers applied in order (each sees the previous one's output)."""
-
-    kind: Literal["compose"] = "compose"
-    triggers: list[TriggerSpec] = Field(min_length=1, description="trigger specs, applied in order")
-
-    def build(self, shape: ImageShape, where: str = "trigger") -> Composed:
-        return Composed(
-            tuple(t.build(shape, f"{where}.triggers[{i}]") for i, t in enumerate(self.triggers))
-        )
+def build_compose(spec: ComposeSpec, shape: ImageShape, where: str = "trigger") -> Composed:
+    return Composed(
+        tuple(t.build(shape, f"{where}.triggers[{i}]") for i, t in enumerate(spec.triggers))
+    )

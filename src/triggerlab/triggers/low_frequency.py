@@ -16,12 +16,10 @@ with ``a(0) = sqrt(1 / N)`` and ``a(u) = sqrt(2 / N)`` otherwise.
 
 from __future__ import annotations
 
-from typing import Literal
-
 import torch
-from pydantic import Field
 
-from triggerlab.triggers.base import ImageShape, SpecBase, check_square_fits
+from triggerlab.catalogue.triggers import ImageShape, LowFrequencySpec
+from triggerlab.triggers.base import check_square_fits
 from triggerlab.triggers.signal import AdditiveSignal
 
 
@@ -35,23 +33,11 @@ def low_frequency_pattern(channels: int, height: int, width: int, k: int, seed: 
     return torch.from_numpy(idctn(coefficients.numpy(), type=2, axes=(1, 2), norm="ortho"))
 
 
-class LowFrequencySpec(SpecBase):
-    """Low-frequency (LF) trigger: the lowest k x k DCT terms, scaled to eps (Zeng et al. 2021)."""
-
-    kind: Literal["low_frequency"] = "low_frequency"
-    eps: float = Field(
-        0.05, gt=0.0, le=1.0, description="L-infinity budget: the largest change of any pixel"
-    )
-    frequencies: int = Field(
-        3, ge=1, description="k: the lowest k x k DCT frequencies carry the pattern"
-    )
-    seed: int = Field(0, ge=0, description="seed of the coefficients, fixed for the whole attack")
-
-    def build(self, shape: ImageShape, where: str = "trigger") -> AdditiveSignal:
-        channels, height, width = shape
-        check_square_fits(
-            self.frequencies, shape, f"{where}.frequencies", "block of frequencies", 1
-        )
-        pattern = low_frequency_pattern(channels, height, width, self.frequencies, self.seed)
-        pattern = self.eps * pattern / pattern.abs().max()
-        return AdditiveSignal(pattern.float()[None])
+def build_low_frequency(
+    spec: LowFrequencySpec, shape: ImageShape, where: str = "trigger"
+) -> AdditiveSignal:
+    channels, height, width = shape
+    check_square_fits(spec.frequencies, shape, f"{where}.frequencies", "block of frequencies", 1)
+    pattern = low_frequency_pattern(channels, height, width, spec.frequencies, spec.seed)
+    pattern = spec.eps * pattern / pattern.abs().max()
+    return AdditiveSignal(pattern.float()[None])

@@ -8,40 +8,32 @@ from pathlib import Path
 from typing import Literal
 
 import torch
-from pydantic import Field, model_validator
 
+from triggerlab.catalogue.geometry import resolve_size
+from triggerlab.catalogue.triggers import (
+    BlendSpec,
+    FrameSpec,
+    ImageShape,
+    LinesSpec,
+)
 from triggerlab.errors import ConfigError
-from triggerlab.triggers.base import ImageShape, Overlay, SpecBase
+from triggerlab.triggers.base import Overlay
 from triggerlab.triggers.colors import color_tensor, rgb_to_channels
-from triggerlab.triggers.geometry import resolve_size
-from triggerlab.triggers.stamp import COLOR_HELP, OPACITY_HELP, SIZE_HELP, Color, Size, load_rgba
+from triggerlab.triggers.stamp import load_rgba
 
 
-class StrokeSpec(SpecBase):
-    """Fields shared by triggers drawn as solid strokes across the image."""
-
-    thickness: Size = Field(1, description=SIZE_HELP)
-    color: Color = Field("white", description=COLOR_HELP)
-    opacity: float = Field(1.0, gt=0.0, le=1.0, description=OPACITY_HELP)
-
-
-class FrameSpec(StrokeSpec):
-    """A border around the whole image (reference 000: 5, 10 and 40 px on 448 px)."""
-
-    kind: Literal["frame"] = "frame"
-
-    def build(self, shape: ImageShape, where: str = "trigger") -> Overlay:
-        channels, height, width = shape
-        t = resolve_size(self.thickness, height, width)
-        limit = (min(height, width) - 1) // 2
-        if t > limit:
-            raise ConfigError(
-                f"{where}.thickness: a {t}-pixel frame covers the whole {height}x{width} image "
-                f"(expected 1 to {limit} pixels)"
-            )
-        mask = torch.ones(1, height, width)
-        mask[:, t : height - t, t : width - t] = 0.0
-        return Overlay(color_tensor(self.color, channels), mask, self.opacity)
+def build_frame(spec: FrameSpec, shape: ImageShape, where: str = "trigger") -> Overlay:
+    channels, height, width = shape
+    t = resolve_size(spec.thickness, height, width)
+    limit = (min(height, width) - 1) // 2
+    if t > limit:
+        raise ConfigError(
+            f"{where}.thickness: a {t}-pixel frame covers the whole {height}x{width} image "
+            f"(expected 1 to {limit} pixels)"
+        )
+    mask = torch.ones(1, height, width)
+    mask[:, t : height - t, t : width - t] = 0.0
+    return Overlay(color_tensor(spec.color, channels), mask, spec.opacity)
 
 
 def line_starts(count: int, thickness: int, length: int) -> list[int]:
@@ -71,69 +63,39 @@ def bands(profile: torch.Tensor) -> int:
     return int(drawn[0]) + int((drawn[1:] & ~drawn[:-1]).sum())
 
 
-class LinesSpec(StrokeSpec):
-    """Evenly spaced lines (reference 000: 10, 20 and 40, vertical or horizontal)."""
-
-    kind: Literal["lines"] = "lines"
-    count: int = Field(10, ge=1, description="number of lines")
-    orientation: Literal["vertical", "horizontal"] = Field(
-        "vertical", description="vertical lines are columns, horizontal lines are rows"
+def build_lines(spec: LinesSpec, shape: ImageShape, where: str = "trigger") -> Overlay:
+    channels, height, width = shape
+    t = resolve_size(spec.thickness, height, width)
+    across = width if spec.orientation == "vertical" else height
+    if spec.count * t >= across:
+        raise ConfigError(
+            f"{where}.count: {spec.count} lines {t} pixel(s) thick do not fit across "
+            f"{across} pixels (expected count x thickness < {across})"
+        )
+    profile = torch.zeros(across)
+    for start in line_starts(spec.count, t, across):
+        profile[start : start + t] = 1.0
+    if not lines_stay_apart(spec.count, t, across):
+        fitting = max(n for n in range(1, spec.count) if lines_stay_apart(n, t, across))
+        raise ConfigError(
+            f"{where}.count: {spec.count} lines {t} pixel(s) thick merge into "
+            f"{bands(profile)} bands across {across} pixels; at most {fitting} stay "
+            "separate at this resolution (each needs its thickness and a gap)"
+        )
+    mask = (
+        profile.view(1, 1, width) if spec.orientation == "vertical" else profile.view(1, height, 1)
+    )
+    return Overlay(
+        color_tensor(spec.color, channels),
+        mask.expand(1, height, width).contiguous(),
+        spec.opacity,
     )
 
-    def build(self, shape: ImageShape, where: str = "trigger") -> Overlay:
-        channels, height, width = shape
-        t = resolve_size(self.thickness, height, width)
-        across = width if self.orientation == "vertical" else height
-        if self.count * t >= across:
-            raise ConfigError(
-                f"{where}.count: {self.count} lines {t} pixel(s) thick do not fit across "
-                f"{across} pixels (expected count x thickness < {across})"
-            )
-        profile = torch.zeros(across)
-        for start in line_starts(self.count, t, across):
-            profile[start : start + t] = 1.0
-        if not lines_stay_apart(self.count, t, across):
-            fitting = max(n for n in range(1, self.count) if lines_stay_apart(n, t, across))
-            raise ConfigError(
-                f"{where}.count: {self.count} lines {t} pixel(s) thick merge into "
-                f"{bands(profile)} bands across {across} pixels; at most {fitting} stay "
-                "separate at this resolution (each needs its thickness and a gap)"
-            )
-        mask = (
-            profile.view(1, 1, width)
-            if self.orientation == "vertical"
-            else profile.view(1, height, 1)
-        )
-        return Overlay(
-            color_tensor(self.color, channels),
-            mask.expand(1, height, width).contiguous(),
-            self.opacity,
-        )
 
-
-class BlendSpec(SpecBase):
-    """Blend the whole image with a fixed pattern: seeded uniform noise or an image."""
-
-    kind: Literal["blend"] = "blend"
-    pattern: Literal["noise", "image"] = Field(
-        "noise", description="uniform noise, or the image at path"
-    )
-    path: Path | None = Field(None, description="image resized to the input (pattern: image)")
-    opacity: float = Field(0.1, gt=0.0, le=1.0, description=OPACITY_HELP)
-    seed: int = Field(0, ge=0, description="seed of the noise pattern, fixed for the whole attack")
-
-    @model_validator(mode="after")
-    def _path_for_image(self) -> BlendSpec:
-        if self.pattern == "image" and self.path is None:
-            raise ValueError("pattern 'image' needs a path")
-        if self.pattern == "noise" and self.path is not None:
-            raise ValueError("path is only used with pattern 'image'")
-        return self
-
-    def build(self, shape: ImageShape, where: str = "trigger") -> Overlay:
-        _, height, width = shape
-        pattern = blend_pattern(self.pattern, self.path, self.seed, shape, where)
-        return Overlay(pattern, torch.ones(1, height, width), self.opacity)
+def build_blend(spec: BlendSpec, shape: ImageShape, where: str = "trigger") -> Overlay:
+    _, height, width = shape
+    pattern = blend_pattern(spec.pattern, spec.path, spec.seed, shape, where)
+    return Overlay(pattern, torch.ones(1, height, width), spec.opacity)
 
 
 def blend_pattern(

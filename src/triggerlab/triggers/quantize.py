@@ -16,12 +16,10 @@ anti-diagonal is computed at once, over the whole batch and all channels, in
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
 
 import torch
-from pydantic import Field
 
-from triggerlab.triggers.base import ImageShape, SpecBase
+from triggerlab.catalogue.triggers import ImageShape, QuantizeSpec
 
 # (row offset, column offset, weight) of the pixels that pass error to (i, j).
 _INCOMING = ((0, -1, 7 / 16), (-1, 1, 3 / 16), (-1, 0, 5 / 16), (-1, -1, 1 / 16))
@@ -60,12 +58,5 @@ class Quantize:
         return floyd_steinberg(x, self.levels) if self.dither else quantize(x, self.levels)
 
 
-class QuantizeSpec(SpecBase):
-    """BppAttack: colour depth cut to `bits` per channel, optionally dithered (Wang et al. 2022)."""
-
-    kind: Literal["quantize"] = "quantize"
-    bits: int = Field(3, ge=1, le=8, description="bits per channel kept, 1 to 8 (BppAttack: 3)")
-    dither: bool = Field(False, description="Floyd-Steinberg error diffusion (BppAttack: on)")
-
-    def build(self, shape: ImageShape, where: str = "trigger") -> Quantize:
-        return Quantize(2**self.bits, self.dither)
+def build_quantize(spec: QuantizeSpec, shape: ImageShape, where: str = "trigger") -> Quantize:
+    return Quantize(2**spec.bits, spec.dither)

@@ -7,24 +7,16 @@ so the same seed gives the same triggers, while samples in a batch differ.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
 
 import torch
-from pydantic import Field, model_validator
 
-from triggerlab.errors import ConfigError
-from triggerlab.triggers.base import ImageShape, SpecBase
-from triggerlab.triggers.colors import color_tensor
-from triggerlab.triggers.stamp import (
-    COLOR_HELP,
-    OPACITY_HELP,
-    SIZE_HELP,
-    Color,
-    Position,
-    Size,
-    fit_position,
-    fit_side,
+from triggerlab.catalogue.geometry import fit_position
+from triggerlab.catalogue.triggers import (
+    ImageShape,
+    RandomPatchSpec,
 )
+from triggerlab.errors import ConfigError
+from triggerlab.triggers.colors import color_tensor
 
 
 @dataclass(frozen=True)
@@ -65,54 +57,22 @@ class RandomPatch:
         return (1.0 - weight) * x + weight * pattern
 
 
-class RandomPatchSpec(SpecBase):
-    """A square patch with colour, size and position drawn per sample from choices or ranges."""
-
-    kind: Literal["random"] = "random"
-    colors: list[Color] = Field(
-        ["red", "green", "blue"], min_length=1, description=f"choices; {COLOR_HELP}"
-    )
-    sizes: list[Size] | None = Field(None, min_length=1, description=f"choices; {SIZE_HELP}")
-    size_range: tuple[int, int] | None = Field(
-        None, description="[min, max] pixels, inclusive, instead of sizes"
-    )
-    positions: Literal["anywhere"] | list[Position] = Field(
-        "anywhere", description="'anywhere' (uniform over the image) or a list of positions"
-    )
-    opacity: float = Field(1.0, gt=0.0, le=1.0, description=OPACITY_HELP)
-    margin: int = Field(0, ge=0, description="pixels kept free along the border")
-
-    @model_validator(mode="after")
-    def _one_size_rule(self) -> RandomPatchSpec:
-        if self.sizes is not None and self.size_range is not None:
-            raise ValueError("set either sizes or size_range, not both")
-        if self.size_range is not None and not 1 <= self.size_range[0] <= self.size_range[1]:
-            raise ValueError(f"size_range {list(self.size_range)} must satisfy 1 <= min <= max")
-        return self
-
-    def side_choices(self, shape: ImageShape, where: str) -> list[int]:
-        if self.size_range is not None:
-            low, high = self.size_range
-            fit_side(high, shape, f"{where}.size_range")
-            return list(range(low, high + 1))
-        return [fit_side(s, shape, f"{where}.sizes") for s in (self.sizes or [3])]
-
-    def build(self, shape: ImageShape, where: str = "trigger") -> RandomPatch:
-        channels, height, width = shape
-        sides = self.side_choices(shape, where)
-        if max(sides) + 2 * self.margin > min(height, width):
-            raise ConfigError(
-                f"{where}.margin: a margin of {self.margin} leaves no room for a "
-                f"{max(sides)}-pixel "
-                f"patch on a {height}x{width} image"
-            )
-        colors = torch.stack([color_tensor(c, channels).flatten() for c in self.colors])
-        tops = lefts = None
-        if self.positions != "anywhere":
-            table = [
-                [fit_position(p, s, self.margin, shape, f"{where}.positions") for s in sides]
-                for p in self.positions
-            ]
-            tops = torch.tensor([[t for t, _ in row] for row in table])
-            lefts = torch.tensor([[left for _, left in row] for row in table])
-        return RandomPatch(colors, torch.tensor(sides), tops, lefts, self.margin, self.opacity)
+def build_random(spec: RandomPatchSpec, shape: ImageShape, where: str = "trigger") -> RandomPatch:
+    channels, height, width = shape
+    sides = spec.side_choices(shape, where)
+    if max(sides) + 2 * spec.margin > min(height, width):
+        raise ConfigError(
+            f"{where}.margin: a margin of {spec.margin} leaves no room for a "
+            f"{max(sides)}-pixel "
+            f"patch on a {height}x{width} image"
+        )
+    colors = torch.stack([color_tensor(c, channels).flatten() for c in spec.colors])
+    tops = lefts = None
+    if spec.positions != "anywhere":
+        table = [
+            [fit_position(p, s, spec.margin, shape, f"{where}.positions") for s in sides]
+            for p in spec.positions
+        ]
+        tops = torch.tensor([[t for t, _ in row] for row in table])
+        lefts = torch.tensor([[left for _, left in row] for row in table])
+    return RandomPatch(colors, torch.tensor(sides), tops, lefts, spec.margin, spec.opacity)

@@ -22,14 +22,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Literal
 
 import torch
-from pydantic import Field, model_validator
 
+from triggerlab.catalogue.triggers import ImageShape, ReflectionSpec
 from triggerlab.errors import ConfigError
-from triggerlab.triggers.base import ImageShape, SpecBase
 from triggerlab.triggers.colors import rgb_to_channels
 from triggerlab.triggers.stamp import load_rgba
 
@@ -76,55 +73,29 @@ class Reflection:
         return linear.clamp(0, 1).pow(1 / GAMMA)
 
 
-class ReflectionSpec(SpecBase):
-    """Refool: a reflection blurred (focal) or doubled (ghost) and blended in (Liu et al. 2020)."""
-
-    kind: Literal["reflection"] = "reflection"
-    mode: Literal["focal", "ghost"] = Field(
-        "focal", description="focal: out-of-focus blur; ghost: a shifted double image"
-    )
-    strength: float = Field(
-        0.3, gt=0.0, le=1.0, description="w, the reflection's weight (authors: 0.05-0.45)"
-    )
-    path: Path | None = Field(None, description="reflection image file (default: built-in scene)")
-    sigma: float = Field(2.0, gt=0.0, le=10.0, description="focal blur width in pixels (1-5)")
-    offset: tuple[int, int] = Field(
-        (3, 3), description="ghost: [rows, columns] the second copy is shifted by"
-    )
-    ghost_alpha: float = Field(
-        0.35, ge=0.0, le=1.0, description="ghost: weight a of the unshifted copy"
-    )
-    seed: int = Field(0, ge=0, description="seed of the built-in scene")
-
-    @model_validator(mode="after")
-    def _offset(self) -> ReflectionSpec:
-        if min(self.offset) < 0:
-            raise ValueError(f"offset {list(self.offset)} must be >= 0 pixels")
-        return self
-
-    def build(self, shape: ImageShape, where: str = "trigger") -> Reflection:
-        channels, height, width = shape
-        if self.path is None:
-            rgb = procedural_scene(height, width, self.seed)
-        else:
-            rgb = load_rgba(self.path, (height, width), f"{where}.path")[:3]
-        reflection = rgb_to_channels(rgb, channels).clamp(0, 1).pow(GAMMA)
-        if self.mode == "ghost":
-            if self.offset[0] >= height or self.offset[1] >= width:
-                raise ConfigError(
-                    f"{where}.offset: a shift of {list(self.offset)} leaves nothing of a "
-                    f"{height}x{width} image (expected below [{height}, {width}])"
-                )
-            layer = self.strength * ghost(reflection, self.offset, self.ghost_alpha)
-            return Reflection(layer[None], 1.0 - self.strength)
-        side = blur_kernel_side(self.sigma)
-        if side // 2 >= min(height, width):
+def build_reflection(spec: ReflectionSpec, shape: ImageShape, where: str = "trigger") -> Reflection:
+    channels, height, width = shape
+    if spec.path is None:
+        rgb = procedural_scene(height, width, spec.seed)
+    else:
+        rgb = load_rgba(spec.path, (height, width), f"{where}.path")[:3]
+    reflection = rgb_to_channels(rgb, channels).clamp(0, 1).pow(GAMMA)
+    if spec.mode == "ghost":
+        if spec.offset[0] >= height or spec.offset[1] >= width:
             raise ConfigError(
-                f"{where}.sigma: a blur of {self.sigma:g} px needs a {side}-pixel kernel, too "
-                f"large for a {height}x{width} image (expected sigma up to "
-                f"{(min(height, width) - 1) / 4:g})"
+                f"{where}.offset: a shift of {list(spec.offset)} leaves nothing of a "
+                f"{height}x{width} image (expected below [{height}, {width}])"
             )
-        from torchvision.transforms.functional import gaussian_blur  # slow import: only here
+        layer = spec.strength * ghost(reflection, spec.offset, spec.ghost_alpha)
+        return Reflection(layer[None], 1.0 - spec.strength)
+    side = blur_kernel_side(spec.sigma)
+    if side // 2 >= min(height, width):
+        raise ConfigError(
+            f"{where}.sigma: a blur of {spec.sigma:g} px needs a {side}-pixel kernel, too "
+            f"large for a {height}x{width} image (expected sigma up to "
+            f"{(min(height, width) - 1) / 4:g})"
+        )
+    from torchvision.transforms.functional import gaussian_blur  # slow import: only here
 
-        blurred = gaussian_blur(reflection[None], [side, side], [self.sigma, self.sigma])
-        return Reflection(self.strength * blurred, 1.0)
+    blurred = gaussian_blur(reflection[None], [side, side], [spec.sigma, spec.sigma])
+    return Reflection(spec.strength * blurred, 1.0)

@@ -22,12 +22,10 @@ differ in one pixel value get unrelated noise. Integer arithmetic stays below
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
 
 import torch
-from pydantic import Field
 
-from triggerlab.triggers.base import ImageShape, SpecBase
+from triggerlab.catalogue.triggers import ImageShape, SampleSpecificSpec
 
 PRIME = 2**31 - 1
 CHUNK_VALUES = 2**24  # int64 values per chunk of images, to bound memory on large inputs
@@ -71,15 +69,8 @@ class SampleSpecificNoise:
         return (flat + self.eps * noise.to(x.dtype)).clamp_(0, 1).view_as(x)
 
 
-class SampleSpecificSpec(SpecBase):
-    """Per-image noise seeded by a keyed hash of the image itself (a stand-in, not ISSBA)."""
-
-    kind: Literal["sample_specific"] = "sample_specific"
-    eps: float = Field(
-        0.05, gt=0.0, le=1.0, description="L-infinity budget: the largest change of any pixel"
-    )
-    key: int = Field(0, ge=0, description="the attacker's key: seeds the hash and the noise")
-
-    def build(self, shape: ImageShape, where: str = "trigger") -> SampleSpecificNoise:
-        channels, height, width = shape
-        return SampleSpecificNoise(keyed_integers(self.key, channels * height * width), self.eps)
+def build_sample_specific(
+    spec: SampleSpecificSpec, shape: ImageShape, where: str = "trigger"
+) -> SampleSpecificNoise:
+    channels, height, width = shape
+    return SampleSpecificNoise(keyed_integers(spec.key, channels * height * width), spec.eps)

@@ -18,9 +18,8 @@ from dataclasses import dataclass
 from typing import Literal
 
 import torch
-from pydantic import Field
 
-from triggerlab.triggers.base import ImageShape, SpecBase
+from triggerlab.catalogue.triggers import ImageShape, SignalSpec
 
 
 @dataclass(frozen=True)
@@ -66,30 +65,15 @@ def signal_profile(
     return delta * torch.sin(2 * math.pi * j * frequency / m)
 
 
-class SignalSpec(SpecBase):
-    """SIG signal of strength delta (reference 003), added to every channel and clipped."""
-
-    kind: Literal["signal"] = "signal"
-    shape: Literal["ramp", "triangle", "sine"] = Field("sine", description="ramp, triangle or sine")
-    delta: float = Field(
-        0.05, ge=0.0, le=1.0, description="strength, a fraction of the full range [0, 1]"
+def build_signal(spec: SignalSpec, shape: ImageShape, where: str = "trigger") -> AdditiveSignal:
+    _, height, width = shape
+    m = width if spec.orientation == "horizontal" else height
+    if spec.shape == "sine" and spec.frequency >= m / 2:
+        warn_aliasing(spec.frequency, m, where)
+    profile = signal_profile(spec.shape, spec.delta, spec.frequency, m).float()
+    view = (
+        profile.view(1, 1, 1, width)
+        if spec.orientation == "horizontal"
+        else profile.view(1, 1, height, 1)
     )
-    frequency: float = Field(
-        6.0, gt=0.0, description="sine periods across the image (f; sine only)"
-    )
-    orientation: Literal["horizontal", "vertical"] = Field(
-        "horizontal", description="horizontal: varies with the column j as in reference 003"
-    )
-
-    def build(self, shape: ImageShape, where: str = "trigger") -> AdditiveSignal:
-        _, height, width = shape
-        m = width if self.orientation == "horizontal" else height
-        if self.shape == "sine" and self.frequency >= m / 2:
-            warn_aliasing(self.frequency, m, where)
-        profile = signal_profile(self.shape, self.delta, self.frequency, m).float()
-        view = (
-            profile.view(1, 1, 1, width)
-            if self.orientation == "horizontal"
-            else profile.view(1, 1, height, 1)
-        )
-        return AdditiveSignal(view.expand(1, 1, height, width).contiguous())
+    return AdditiveSignal(view.expand(1, 1, height, width).contiguous())

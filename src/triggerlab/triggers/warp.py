@@ -17,13 +17,12 @@ and keeps their true labels, so the model learns this one field, not warps in ge
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
 
 import torch
 import torch.nn.functional as F
-from pydantic import Field
 
-from triggerlab.triggers.base import ImageShape, SpecBase, check_square_fits
+from triggerlab.catalogue.triggers import ImageShape, WarpSpec
+from triggerlab.triggers.base import check_square_fits
 
 
 def control_field(k: int, seed: int) -> torch.Tensor:
@@ -73,28 +72,9 @@ class Warp:
         return sample(x, (self.grid + noise / height).clamp(-1, 1))
 
 
-class WarpSpec(SpecBase):
-    """WaNet: a fixed smooth warp of strength s on a k x k control grid (Nguyen & Tran 2021)."""
-
-    kind: Literal["warp"] = "warp"
-    strength: float = Field(
-        0.5, gt=0.0, le=8.0, description="s, the warp's strength (WaNet: 0.5 on CIFAR-10)"
-    )
-    grid: int = Field(4, ge=2, description="k, the control grid's side (WaNet: 4)")
-    grid_rescale: float = Field(
-        1.0, gt=0.0, le=2.0, description="scale of the warped grid before clipping (WaNet: 1)"
-    )
-    noise_mode: bool = Field(
-        False, description="also warp cross_ratio x as many training samples with a noisy field"
-    )
-    cross_ratio: float = Field(
-        2.0, ge=0.0, le=10.0, description="noise-mode samples per poisoned sample (WaNet: 2)"
-    )
-    seed: int = Field(0, ge=0, description="seed of the control field, fixed for the whole attack")
-
-    def build(self, shape: ImageShape, where: str = "trigger") -> Warp:
-        _, height, width = shape
-        check_square_fits(self.grid, shape, f"{where}.grid", "control grid", 2)
-        field = control_field(self.grid, self.seed)
-        grid = warp_grid(field, height, width, self.strength, self.grid_rescale)
-        return Warp(grid, self.cross_ratio if self.noise_mode else 0.0)
+def build_warp(spec: WarpSpec, shape: ImageShape, where: str = "trigger") -> Warp:
+    _, height, width = shape
+    check_square_fits(spec.grid, shape, f"{where}.grid", "control grid", 2)
+    field = control_field(spec.grid, spec.seed)
+    grid = warp_grid(field, height, width, spec.strength, spec.grid_rescale)
+    return Warp(grid, spec.cross_ratio if spec.noise_mode else 0.0)

@@ -23,8 +23,8 @@ from triggerlab.analysis.report.sections import (
 )
 from triggerlab.analysis.results import collect, summarize
 from triggerlab.files import write_text_atomic
-from triggerlab.grid import SPEC_COPY, plan_grid, read_manifest
-from triggerlab.grid.store import read_spec_copy
+from triggerlab.grid.plan import plan_grid
+from triggerlab.grid.store import SPEC_COPY, read_manifest, read_spec_copy
 
 __all__ = ["build_report", "checklist"]
 
@@ -62,7 +62,7 @@ def build_report(grid_dir: Path | str, out: Path | str | None = None) -> Path:
 {figures}
 <h2>Triggers used</h2>
 <p class="note">The first non-target test image under each trigger of the study.</p>
-{trigger_gallery(plan)}
+{trigger_gallery(plan, grid_dir)}
 <h2>Reporting checklist</h2>
 <p class="note">The BadNets reporting checklist of reference 004, filled from the configs of
 this grid.</p>

@@ -8,9 +8,9 @@ from typing import Any
 
 import pandas as pd
 
+from triggerlab.catalogue.triggers import describe_spec
 from triggerlab.config import ExperimentConfig
-from triggerlab.grid import PlannedRun
-from triggerlab.tools.preview import describe_spec
+from triggerlab.grid.plan import PlannedRun
 
 
 def _values(plan: list[PlannedRun], getter: Any) -> str:

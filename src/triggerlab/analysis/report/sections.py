@@ -4,25 +4,21 @@ from __future__ import annotations
 
 import base64
 import html
-import io
 import json
 import math
 from pathlib import Path
 
 import pandas as pd
-import torch
 from PIL import Image
 
 from triggerlab.analysis.cell_labels import short_labels
 from triggerlab.analysis.defense_tables import defense_table
 from triggerlab.analysis.plots.axes import axis_label
 from triggerlab.catalogue.metrics import decimals, metric_label
-from triggerlab.config import ExperimentConfig
-from triggerlab.data import DataSplit, prepare_data
-from triggerlab.grid import PlannedRun
-from triggerlab.run.experiment import derive_seeds
-from triggerlab.tools.preview import describe_spec
-from triggerlab.triggers import apply_to_uint8
+from triggerlab.catalogue.triggers import describe_spec
+from triggerlab.grid.plan import PlannedRun
+from triggerlab.grid.store import run_dir
+from triggerlab.run.rundir import TRIGGER_PREVIEW
 
 STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1100px; color: #222; }
@@ -163,40 +159,24 @@ defender's own clean data, never on the test set.</p>
 <table><tr>{head}</tr>{rows}</table>"""
 
 
-def _triggered_png(cfg: ExperimentConfig, data: DataSplit) -> bytes:
-    """The first non-target test image under the run's trigger, enlarged for display."""
-    labels = data.test.targets
-    index = int(torch.nonzero(labels != cfg.poison.target).flatten()[0]) if labels.ndim == 1 else 0
-    trigger = cfg.trigger.build(data.shape)
-    generator = torch.Generator().manual_seed(derive_seeds(cfg.train.seed)["test_trigger"])
-    image = apply_to_uint8(trigger, data.test.images[index : index + 1], generator)[0]
-    array = image.permute(1, 2, 0).numpy()
-    pil = Image.fromarray(array[:, :, 0] if array.shape[2] == 1 else array)
-    scale = max(1, 112 // max(pil.size))
-    buffer = io.BytesIO()
-    pil.resize((pil.width * scale, pil.height * scale), Image.Resampling.NEAREST).save(
-        buffer, format="PNG"
-    )
-    return buffer.getvalue()
-
-
-def trigger_gallery(plan: list[PlannedRun]) -> str:
-    datasets: dict[str, DataSplit] = {}
-    figures = []
-    seen: set[str] = set()
+def trigger_gallery(plan: list[PlannedRun], grid_dir: Path) -> str:
+    """Each distinct trigger of the study as its runs drew it (``trigger.png``: the first
+    attacked test image under the trigger), from the first run of it that wrote one."""
+    previews: dict[str, Path | None] = {}
+    captions: dict[str, str] = {}
     for run in plan:
-        key = (
-            json.dumps(run.config.trigger.model_dump(mode="json"), sort_keys=True)
-            + run.config.data.model_dump_json()
-        )
-        if key in seen:
-            continue
-        seen.add(key)
-        data_key = run.config.data.model_dump_json()
-        if data_key not in datasets:
-            datasets[data_key] = prepare_data(run.config.data, run.config.split_seed)
-        png = _triggered_png(run.config, datasets[data_key])
-        caption = html.escape(describe_spec(run.config.trigger))
-        image = f'<img src="{data_uri(png)}" alt="{caption}">'
+        key = json.dumps(run.config.trigger.model_dump(mode="json"), sort_keys=True)
+        key += run.config.data.model_dump_json()
+        captions.setdefault(key, describe_spec(run.config.trigger))
+        path = run_dir(grid_dir, run.run_id) / TRIGGER_PREVIEW
+        if previews.get(key) is None:
+            previews[key] = path if path.is_file() else None
+    figures = []
+    for key, path in previews.items():
+        caption = html.escape(captions[key])
+        if path is None:
+            image = '<p class="note">no finished run of this trigger drew it yet</p>'
+        else:
+            image = f'<img src="{data_uri(path.read_bytes())}" alt="{caption}">'
         figures.append(f"<figure>{image}<figcaption>{caption}</figcaption></figure>")
     return '<div class="gallery">' + "".join(figures) + "</div>"

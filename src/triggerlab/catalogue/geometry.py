@@ -23,6 +23,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from triggerlab.errors import ConfigError
+
 CORNERS = ("top_left", "top_right", "bottom_left", "bottom_right")
 NAMED_POSITIONS = (*CORNERS, "center", *(f"{c}_center" for c in CORNERS))
 POSITION_ALIASES = {
@@ -111,3 +113,28 @@ def resolve_position(
     if position == corner_name:
         return (top, left)
     return ((center[0] + top) // 2, (center[1] + left) // 2)
+
+
+def fit_side(size: SizeValue, shape: tuple[int, int, int], where: str) -> int:
+    """Side in pixels of a square trigger; ConfigError naming ``where`` if it exceeds the image."""
+    _, height, width = shape
+    side = resolve_size(size, height, width)
+    if side > min(height, width):
+        raise ConfigError(
+            f"{where}: a {side}-pixel trigger does not fit a {height}x{width} image "
+            f"(expected 1 to {min(height, width)} pixels)"
+        )
+    return side
+
+
+def fit_position(
+    position: PositionValue, side: int, margin: int, shape: tuple[int, int, int], where: str
+) -> tuple[int, int]:
+    _, height, width = shape
+    top, left = resolve_position(position, (side, side), (height, width), margin)
+    if top < 0 or left < 0 or top + side > height or left + side > width:
+        raise ConfigError(
+            f"{where}: a {side}x{side} trigger at {position} with margin {margin} "
+            f"falls outside the {height}x{width} image"
+        )
+    return top, left

@@ -1,35 +1,46 @@
-"""Dataset names, their loaders and the file layout each expects."""
+"""Dataset declarations: each dataset's name, what it holds, the files it expects and the
+keyword options of its loader.
+
+A loader is named by import path (``module:function``, called as
+``loader(root, size, **options)`` and returning uint8 images) and imported only when a
+dataset is loaded, so validating a config or listing the datasets never imports torch.
+Adding a dataset is one loader module in ``triggerlab/data/`` and one entry here.
+"""
 
 from __future__ import annotations
 
-import inspect
-from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from triggerlab.data.biwi import load_biwi
-from triggerlab.data.cifar10 import load_cifar10, load_cifar100
-from triggerlab.data.dataset import SourceData
-from triggerlab.data.digits import load_digits
-from triggerlab.data.gtsrb import load_gtsrb
-from triggerlab.data.imagefolder import load_imagefolder
-from triggerlab.data.mnist import load_mnist
-from triggerlab.data.mpiifacegaze import load_mpiifacegaze_source
-from triggerlab.data.synthetic import load_synthetic_gaze, load_synthetic_headpose
-from triggerlab.data.tinyimagenet import load_tinyimagenet
+from triggerlab.catalogue.implementation import implementation_of
 
 
 @dataclass(frozen=True)
 class DatasetInfo:
     name: str
-    loader: Callable[..., SourceData]
+    loader: str  # "module:function" of the loader
     summary: str
     layout: str
     needs_root: bool = True
+    options: dict[str, object] = field(default_factory=dict)  # data.options and defaults
 
-    def options(self) -> dict[str, object]:
-        """Loader-specific keyword options (``data.options``) and their defaults."""
-        params = inspect.signature(self.loader).parameters
-        return {n: p.default for n, p in params.items() if n not in ("root", "size")}
+    def load(self, *args: object, **kwargs: object) -> object:
+        """Call the loader (imports it and what it needs)."""
+        return implementation_of(self.loader)(*args, **kwargs)
+
+
+def _synthetic(
+    head_yaw: float, head_pitch: float, head_roll: float, gaze_range: float
+) -> dict[str, object]:
+    """The procedural faces' options: the two labellings differ in their angle ranges."""
+    return {
+        "count": 6000,
+        "subjects": 15,
+        "head_yaw": head_yaw,
+        "head_pitch": head_pitch,
+        "head_roll": head_roll,
+        "gaze_range": gaze_range,
+        "seed": 0,
+    }
 
 
 DATASETS: dict[str, DatasetInfo] = {
@@ -37,7 +48,7 @@ DATASETS: dict[str, DatasetInfo] = {
     for info in (
         DatasetInfo(
             "digits",
-            load_digits,
+            "triggerlab.data.digits:load_digits",
             "scikit-learn's bundled handwritten digits, 1,797 grey 8x8 images, 10 classes "
             "(offline default; seeded split)",
             "no files: shipped inside scikit-learn",
@@ -45,71 +56,74 @@ DATASETS: dict[str, DatasetInfo] = {
         ),
         DatasetInfo(
             "mnist",
-            load_mnist,
+            "triggerlab.data.mnist:load_mnist",
             "MNIST, 70,000 grey 28x28 digits, official 60,000/10,000 split",
             "<root>/train-images-idx3-ubyte, train-labels-idx1-ubyte, t10k-images-idx3-ubyte, "
             "t10k-labels-idx1-ubyte (each optionally .gz; also <root>/MNIST/raw/)",
         ),
         DatasetInfo(
             "cifar10",
-            load_cifar10,
+            "triggerlab.data.cifar10:load_cifar10",
             "CIFAR-10, 60,000 RGB 32x32 images, 10 classes, official 50,000/10,000 split",
             "<root>/cifar-10-batches-py/data_batch_1..5, test_batch, batches.meta "
             "(python pickles; only trusted files)",
         ),
         DatasetInfo(
             "cifar100",
-            load_cifar100,
+            "triggerlab.data.cifar10:load_cifar100",
             "CIFAR-100, 60,000 RGB 32x32 images, 100 classes, official 50,000/10,000 split",
             "<root>/cifar-100-python/train, test, meta (python pickles; only trusted files)",
         ),
         DatasetInfo(
             "tinyimagenet",
-            load_tinyimagenet,
+            "triggerlab.data.tinyimagenet:load_tinyimagenet",
             "TinyImageNet-200, RGB 64x64, 200 classes; val/ is the test part",
             "<root>/tiny-imagenet-200/wnids.txt, train/<wnid>/images/*.JPEG, "
             "val/images/*.JPEG, val/val_annotations.txt (words.txt optional)",
         ),
         DatasetInfo(
             "gtsrb",
-            load_gtsrb,
+            "triggerlab.data.gtsrb:load_gtsrb",
             "German traffic signs, 43 classes, images of varying size (set data.resize)",
             "<root>/Final_Training/Images/000CC/*.ppm + GT-000CC.csv; "
             "<root>/Final_Test/Images/*.ppm with GT-final_test.csv (labels)",
+            options={"crop_roi": False},
         ),
         DatasetInfo(
             "synthetic_gaze",
-            load_synthetic_gaze,
+            "triggerlab.data.synthetic:load_synthetic_gaze",
             "procedural 3-D faces (offline default for regression): gaze (pitch, yaw) in radians, "
             "15 subjects; split by subject",
             "no files: rendered from the seed",
             needs_root=False,
+            options=_synthetic(20.0, 15.0, 5.0, 25.0),
         ),
         DatasetInfo(
             "synthetic_headpose",
-            load_synthetic_headpose,
+            "triggerlab.data.synthetic:load_synthetic_headpose",
             "the same renderer labelled with head pose (yaw, pitch, roll) in degrees; "
             "split by subject",
             "no files: rendered from the seed",
             needs_root=False,
+            options=_synthetic(60.0, 40.0, 20.0, 10.0),
         ),
         DatasetInfo(
             "mpiifacegaze",
-            load_mpiifacegaze_source,
+            "triggerlab.data.mpiifacegaze:load_mpiifacegaze_source",
             "MPIIFaceGaze, gaze (pitch, yaw) in radians, 15 subjects; split by subject",
             "<root>/p00.mat ... p14.mat (normalised release, HDF5, BGR), or <root>/pXX/pXX.txt "
             "with the images it lists (raw release); set data.resize",
         ),
         DatasetInfo(
             "biwi",
-            load_biwi,
+            "triggerlab.data.biwi:load_biwi",
             "Biwi Kinect Head Pose, (yaw, pitch, roll) in degrees; raw sequences split by person",
             "<root>/hpdb/01 ... 24/frame_NNNNN_rgb.png + frame_NNNNN_pose.txt, or a folder with "
             "BIWI_train.npz and BIWI_test.npz (official split), or one .npz file",
         ),
         DatasetInfo(
             "imagefolder",
-            load_imagefolder,
+            "triggerlab.data.imagefolder:load_imagefolder",
             "any folder of images, one sub-folder per class (seeded split)",
             "<root>/<class_name>/*.{png,jpg,jpeg,ppm,bmp}; classes sorted by name",
         ),

@@ -1,4 +1,6 @@
-"""Figures of one run (written into its directory) and of one trigger (previews)."""
+"""Figures of image tensors: one run's samples and confusion matrices, trigger previews and a
+defence's reversed triggers, as PNG bytes or files. Figures of a whole grid, drawn from its
+results table, are in ``triggerlab.analysis.plots``."""
 
 from __future__ import annotations
 

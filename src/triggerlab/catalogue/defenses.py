@@ -1,0 +1,279 @@
+"""Defence declarations: every kind's validated parameters and what it needs, without its
+implementation.
+
+A spec names the function that runs it (``implementation``, ``module:function``
+taking the spec and a ``DefenseInputs``), so validating a config or listing the
+defences never imports torch. Families: repairs (``finetune``, ``fine_pruning``,
+``nad``, ``anp``, ``clp``, ``ibau``), training-time (``abl``), input detectors
+(``strip``, ``scale_up``), training-sample detectors (``spectral_signatures``,
+``activation_clustering``) and model inspection with repair (``neural_cleanse``).
+Adding a defence is one implementation module in ``triggerlab/defenses/`` and one
+spec class here, added to ``DefenseKind``.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, ClassVar, Literal, get_args
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from triggerlab.catalogue.implementation import implementation_of
+from triggerlab.errors import ConfigError
+
+
+class DefenseSpec(BaseModel):
+    """A validated defence description; subclasses add their parameters and ``run``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    needs_classes: ClassVar[bool] = False  # it reads class probabilities or class labels
+    holds_back_data: ClassVar[bool] = False  # it uses clean training samples set aside
+
+    implementation: ClassVar[str]  # "module:function" running the defence on its inputs
+
+    def run(self, inputs: Any) -> Any:
+        """Run the defence on a ``DefenseInputs``; returns its ``DefenseOutcome``."""
+        return implementation_of(self.implementation)(self, inputs)
+
+
+class NoDefenseSpec(DefenseSpec):
+    """No defence: the model is evaluated as trained."""
+
+    kind: Literal["none"] = "none"
+    implementation: ClassVar[str] = "triggerlab.defenses.base:run_none"
+
+
+class HeldBackSpec(DefenseSpec):
+    """A defence that works from clean samples the defender holds back from training."""
+
+    holds_back_data: ClassVar[bool] = True
+    clean_fraction: float = Field(
+        0.05,
+        gt=0.0,
+        lt=1.0,
+        description="share of the training split the defender holds back, clean (never poisoned)",
+    )
+    clean_samples: int | None = Field(
+        None,
+        ge=1,
+        le=100_000_000,
+        description="hold back about this many clean samples instead (stratified by class)",
+    )
+
+    def held_back_share(self, training_size: int) -> float:
+        """The share of a training split of ``training_size`` samples to hold back."""
+        if self.clean_samples is None:
+            return self.clean_fraction
+        if self.clean_samples >= training_size:
+            raise ConfigError(
+                f"defense.clean_samples: {self.clean_samples} is not less than the "
+                f"{training_size} samples of the training split; expected at most "
+                f"{training_size - 1}, so that some remain to train on"
+            )
+        return self.clean_samples / training_size
+
+
+class RetrainingSpec(HeldBackSpec):
+    """A defence that fine-tunes on the held-back data with the run's optimiser."""
+
+    epochs: int = Field(5, ge=1, description="fine-tuning epochs on the clean data")
+    lr: float = Field(1e-3, gt=0.0, description="fine-tuning learning rate (the run's optimiser)")
+
+
+class FinetuneSpec(RetrainingSpec):
+    """Train on the held-back clean data alone."""
+
+    kind: Literal["finetune"] = "finetune"
+    implementation: ClassVar[str] = "triggerlab.defenses.finetune:run_finetune"
+
+
+class FinePruningSpec(RetrainingSpec):
+    """Prune the last convolution's least active channels on clean data, then fine-tune."""
+
+    kind: Literal["fine_pruning"] = "fine_pruning"
+    implementation: ClassVar[str] = "triggerlab.defenses.fine_pruning:run_fine_pruning"
+    prune_ratio: float = Field(
+        0.5, ge=0.0, lt=1.0, description="share of the last convolution's channels pruned"
+    )
+
+
+class StripSpec(HeldBackSpec):
+    """Flag test inputs whose predictions stay confident under superimposed clean images."""
+
+    kind: Literal["strip"] = "strip"
+    implementation: ClassVar[str] = "triggerlab.defenses.strip:run_strip"
+    needs_classes: ClassVar[bool] = True
+    overlays: int = Field(20, ge=1, description="clean images blended with each input")
+    blend: float = Field(
+        1.0, gt=0.0, le=1.0, description="overlay weight b in x' = clip(x + b o, 0, 1)"
+    )
+    false_rejection: float = Field(
+        0.05, gt=0.0, lt=1.0, description="share of the defender's clean inputs flagged"
+    )
+
+
+class SpectralSignaturesSpec(DefenseSpec):
+    """Flag the training samples furthest along their class's top singular direction."""
+
+    kind: Literal["spectral_signatures"] = "spectral_signatures"
+    implementation: ClassVar[str] = (
+        "triggerlab.defenses.spectral_signatures:run_spectral_signatures"
+    )
+    expected_fraction: float = Field(
+        0.1,
+        gt=0.0,
+        lt=1.0,
+        description="assumed poisoned share; 1.5 x it is flagged per class",
+    )
+
+
+class ActivationClusteringSpec(DefenseSpec):
+    """Flag the smaller of two activation clusters in each class."""
+
+    kind: Literal["activation_clustering"] = "activation_clustering"
+    implementation: ClassVar[str] = (
+        "triggerlab.defenses.activation_clustering:run_activation_clustering"
+    )
+    cluster_share: float = Field(
+        0.35,
+        gt=0.0,
+        lt=0.5,
+        description="a class's smaller cluster is flagged up to this share",
+    )
+
+
+class NeuralCleanseSpec(RetrainingSpec):
+    """Reverse-engineer a trigger per class, flag outliers, and unlearn their triggers."""
+
+    kind: Literal["neural_cleanse"] = "neural_cleanse"
+    implementation: ClassVar[str] = "triggerlab.defenses.neural_cleanse:run_neural_cleanse"
+    needs_classes: ClassVar[bool] = True
+    steps: int = Field(200, ge=1, le=100_000, description="most optimisation steps per class")
+    batches_per_step: int = Field(10, ge=1, le=10_000, description="mini-batches of 32 per step")
+    init_cost: float = Field(
+        1e-3, gt=0.0, le=1e3, description="mask-norm weight once the trigger first succeeds"
+    )
+    attack_success: float = Field(
+        0.99, gt=0.0, le=1.0, description="success a reversed trigger must reach to count"
+    )
+    anomaly_threshold: float = Field(2.0, gt=0.0, le=100.0, description="flag above this index")
+    max_norm_ratio: float = Field(
+        0.5,
+        gt=0.0,
+        le=1.0,
+        description="and only a mask at most this share of the median's (1: the paper's rule)",
+    )
+    unlearn: bool = Field(True, description="fine-tune with the flagged classes' reversed triggers")
+
+
+class NadSpec(RetrainingSpec):
+    """Fine-tune a teacher on clean data, then distil its attention into the backdoored model."""
+
+    kind: Literal["nad"] = "nad"
+    implementation: ClassVar[str] = "triggerlab.defenses.nad:run_nad"
+    teacher_epochs: int = Field(10, ge=1, le=10_000, description="the teacher's fine-tuning epochs")
+    betas: list[float] = Field(
+        [500.0, 1000.0, 1000.0],
+        min_length=1,
+        max_length=8,
+        description="attention-loss weight of each of the last stages, earliest first",
+    )
+    p: float = Field(2.0, gt=0.0, le=8.0, description="power of the attention maps")
+
+
+class AnpSpec(HeldBackSpec):
+    """Prune the neurons that adversarial perturbation shows to be backdoor-sensitive."""
+
+    kind: Literal["anp"] = "anp"
+    implementation: ClassVar[str] = "triggerlab.defenses.anp:run_anp"
+    needs_classes: ClassVar[bool] = True
+    iterations: int = Field(2000, ge=1, le=1_000_000, description="mask optimisation steps")
+    batch_size: int = Field(128, ge=1, le=65536, description="clean images per step")
+    eps: float = Field(0.4, gt=0.0, le=1.0, description="bound of the neuron perturbations")
+    alpha: float = Field(0.2, ge=0.0, le=1.0, description="weight of the unperturbed loss")
+    mask_lr: float = Field(0.2, gt=0.0, le=100.0, description="learning rate of the masks")
+    threshold: float = Field(0.2, ge=0.0, lt=1.0, description="prune neurons whose mask is below")
+
+
+class ClpSpec(DefenseSpec):
+    """Prune the channels with an outlying Lipschitz bound, without any data."""
+
+    kind: Literal["clp"] = "clp"
+    implementation: ClassVar[str] = "triggerlab.defenses.clp:run_clp"
+    u: float = Field(3.0, gt=0.0, le=100.0, description="prune above mean + u x std per layer")
+
+
+class IbauSpec(HeldBackSpec):
+    """Unlearn the universal adversarial perturbation a backdoor creates, by implicit
+    hypergradient on the defender's clean data."""
+
+    kind: Literal["ibau"] = "ibau"
+    implementation: ClassVar[str] = "triggerlab.defenses.ibau:run_ibau"
+    needs_classes: ClassVar[bool] = True
+    rounds: int = Field(5, ge=1, le=10_000, description="perturbation-and-unlearning rounds")
+    fixed_point_iterations: int = Field(5, ge=1, le=1000, description="K of the hypergradient")
+    batch_size: int = Field(100, ge=1, le=65536, description="clean images per batch")
+    lr: float = Field(1e-4, gt=0.0, le=10.0, description="Adam learning rate of the outer steps")
+    bound: float = Field(
+        0.18, gt=0.0, le=10.0, description="L2 bound of the perturbation, x the all-ones norm"
+    )
+    portion: float = Field(
+        0.01, gt=0.0, le=1.0, description="share of each batch carrying the perturbation"
+    )
+
+
+class AblSpec(DefenseSpec):
+    """Train afresh on the poisoned set, isolating and then unlearning the easiest samples."""
+
+    kind: Literal["abl"] = "abl"
+    implementation: ClassVar[str] = "triggerlab.defenses.abl:run_abl"
+    needs_classes: ClassVar[bool] = True
+    isolation_epochs: int = Field(20, ge=1, le=10_000, description="epochs of LGA training")
+    isolation_ratio: float = Field(
+        0.01, gt=0.0, lt=1.0, description="share of training samples isolated"
+    )
+    gamma: float = Field(0.5, gt=0.0, le=100.0, description="LGA's loss floor")
+    finetune_epochs: int = Field(
+        20, ge=0, le=10_000, description="epochs on the other samples before unlearning"
+    )
+    lr: float | None = Field(
+        None, gt=0.0, le=10.0, description="learning rate of isolation and fine-tuning (the run's)"
+    )
+    unlearn_epochs: int = Field(20, ge=1, le=10_000, description="epochs of gradient ascent")
+    unlearn_lr: float = Field(5e-4, gt=0.0, le=10.0, description="SGD learning rate of unlearning")
+
+
+class ScaleUpSpec(HeldBackSpec):
+    """Flag test inputs whose prediction survives amplifying their pixel values."""
+
+    kind: Literal["scale_up"] = "scale_up"
+    implementation: ClassVar[str] = "triggerlab.defenses.scale_up:run_scale_up"
+    needs_classes: ClassVar[bool] = True
+    scales: list[float] = Field(
+        [3.0, 5.0, 7.0, 9.0, 11.0], min_length=1, max_length=64, description="amplification factors"
+    )
+    false_rejection: float = Field(
+        0.05, gt=0.0, lt=1.0, description="share of the defender's clean inputs flagged"
+    )
+
+
+DefenseKind = Annotated[
+    NoDefenseSpec
+    | FinetuneSpec
+    | FinePruningSpec
+    | StripSpec
+    | SpectralSignaturesSpec
+    | ActivationClusteringSpec
+    | NeuralCleanseSpec
+    | NadSpec
+    | AnpSpec
+    | ClpSpec
+    | IbauSpec
+    | AblSpec
+    | ScaleUpSpec,
+    Field(discriminator="kind"),
+]
+
+DEFENSE_KINDS: dict[str, type[DefenseSpec]] = {
+    spec.model_fields["kind"].default: spec for spec in get_args(get_args(DefenseKind)[0])
+}

@@ -1,0 +1,357 @@
+"""Trigger declarations: every kind's validated parameters, without its implementation.
+
+A spec names its implementation by import path (``implementation``, a
+``module:function`` taking the spec, the image shape and the spec's config path),
+so validating a config or listing the kinds never imports torch. ``build(shape)``
+imports the implementation and returns the trigger: an object whose
+``apply(x, generator)`` is a pure, batched function on float images in [0, 1].
+Adding a kind is one implementation module in ``triggerlab/triggers/`` and one
+spec class here, added to ``TriggerSpec``.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Annotated, Any, ClassVar, Literal, get_args
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+
+from triggerlab.catalogue.colors import ColorValue, parse_color
+from triggerlab.catalogue.geometry import (
+    PositionValue,
+    SizeValue,
+    fit_position,
+    fit_side,
+    parse_position,
+    parse_size,
+)
+from triggerlab.catalogue.implementation import implementation_of
+
+ImageShape = tuple[int, int, int]  # (C, H, W)
+
+Color = Annotated[ColorValue, BeforeValidator(parse_color)]
+Size = Annotated[SizeValue, BeforeValidator(parse_size)]
+Position = Annotated[PositionValue, BeforeValidator(parse_position)]
+
+SIZE_HELP = "pixels (integer) or fraction of the shorter side (float in (0, 1])"
+OPACITY_HELP = "blend weight a in (0, 1]: x' = (1 - a) x + a c"
+COLOR_HELP = "name, grey level 0-255 or [R, G, B] 0-255; luminance on 1-channel images"
+
+
+class SpecBase(BaseModel):
+    """A validated trigger description; ``build(shape, where)`` makes the trigger for one size.
+
+    ``where`` is the config path of the spec (``trigger``, ``trigger.triggers[1]``),
+    used in error messages.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    implementation: ClassVar[str]  # "module:function" building the trigger from the spec
+
+    def build(self, shape: ImageShape, where: str = "trigger") -> Any:
+        """The trigger for images of ``shape``: an object with a pure, batched
+        ``apply(x, generator)`` (``triggerlab.triggers.Trigger``)."""
+        return implementation_of(self.implementation)(self, shape, where)
+
+
+class PlacedSpec(SpecBase):
+    """Fields shared by triggers stamped into a square of the image."""
+
+    size: Size = Field(3, description=SIZE_HELP)
+    position: Position = Field(
+        "bottom_right", description="named position or [x, y] pixels of the top-left corner"
+    )
+    opacity: float = Field(1.0, gt=0.0, le=1.0, description=OPACITY_HELP)
+    margin: int = Field(0, ge=0, description="pixels between a corner trigger and the border")
+
+    def placement(self, shape: ImageShape, where: str = "trigger") -> tuple[int, int, int]:
+        """``(side, top, left)`` on an image of ``shape``; ConfigError when it does not fit."""
+        side = fit_side(self.size, shape, f"{where}.size")
+        top, left = fit_position(self.position, side, self.margin, shape, f"{where}.position")
+        return side, top, left
+
+
+class PatchSpec(PlacedSpec):
+    """BadNets square patch of one colour."""
+
+    kind: Literal["patch"] = "patch"
+    implementation: ClassVar[str] = "triggerlab.triggers.stamp:build_patch"
+    color: Color = Field("white", description=COLOR_HELP)
+
+
+class ImageSpec(PlacedSpec):
+    """An image (PNG alpha respected) resized to a square patch; the built-in flower by default."""
+
+    kind: Literal["image"] = "image"
+    implementation: ClassVar[str] = "triggerlab.triggers.stamp:build_image"
+    path: Path | None = Field(None, description="image file (PNG, JPEG, ...); alpha is respected")
+    builtin: Literal["flower"] | None = Field(
+        None, description="a procedurally drawn image shipped with triggerlab (used without path)"
+    )
+
+    @model_validator(mode="after")
+    def _one_source(self) -> ImageSpec:
+        if self.path is not None and self.builtin is not None:
+            raise ValueError("set either path or builtin, not both")
+        return self
+
+
+class StrokeSpec(SpecBase):
+    """Fields shared by triggers drawn as solid strokes across the image."""
+
+    thickness: Size = Field(1, description=SIZE_HELP)
+    color: Color = Field("white", description=COLOR_HELP)
+    opacity: float = Field(1.0, gt=0.0, le=1.0, description=OPACITY_HELP)
+
+
+class FrameSpec(StrokeSpec):
+    """A border around the whole image (reference 000: 5, 10 and 40 px on 448 px)."""
+
+    kind: Literal["frame"] = "frame"
+    implementation: ClassVar[str] = "triggerlab.triggers.overlay:build_frame"
+
+
+class LinesSpec(StrokeSpec):
+    """Evenly spaced lines (reference 000: 10, 20 and 40, vertical or horizontal)."""
+
+    kind: Literal["lines"] = "lines"
+    implementation: ClassVar[str] = "triggerlab.triggers.overlay:build_lines"
+    count: int = Field(10, ge=1, description="number of lines")
+    orientation: Literal["vertical", "horizontal"] = Field(
+        "vertical", description="vertical lines are columns, horizontal lines are rows"
+    )
+
+
+class BlendSpec(SpecBase):
+    """Blend the whole image with a fixed pattern: seeded uniform noise or an image."""
+
+    kind: Literal["blend"] = "blend"
+    implementation: ClassVar[str] = "triggerlab.triggers.overlay:build_blend"
+    pattern: Literal["noise", "image"] = Field(
+        "noise", description="uniform noise, or the image at path"
+    )
+    path: Path | None = Field(None, description="image resized to the input (pattern: image)")
+    opacity: float = Field(0.1, gt=0.0, le=1.0, description=OPACITY_HELP)
+    seed: int = Field(0, ge=0, description="seed of the noise pattern, fixed for the whole attack")
+
+    @model_validator(mode="after")
+    def _path_for_image(self) -> BlendSpec:
+        if self.pattern == "image" and self.path is None:
+            raise ValueError("pattern 'image' needs a path")
+        if self.pattern == "noise" and self.path is not None:
+            raise ValueError("path is only used with pattern 'image'")
+        return self
+
+
+class SignalSpec(SpecBase):
+    """SIG signal of strength delta (reference 003), added to every channel and clipped."""
+
+    kind: Literal["signal"] = "signal"
+    implementation: ClassVar[str] = "triggerlab.triggers.signal:build_signal"
+    shape: Literal["ramp", "triangle", "sine"] = Field("sine", description="ramp, triangle or sine")
+    delta: float = Field(
+        0.05, ge=0.0, le=1.0, description="strength, a fraction of the full range [0, 1]"
+    )
+    frequency: float = Field(
+        6.0, gt=0.0, description="sine periods across the image (f; sine only)"
+    )
+    orientation: Literal["horizontal", "vertical"] = Field(
+        "horizontal", description="horizontal: varies with the column j as in reference 003"
+    )
+
+
+class RandomPatchSpec(SpecBase):
+    """A square patch with colour, size and position drawn per sample from choices or ranges."""
+
+    kind: Literal["random"] = "random"
+    implementation: ClassVar[str] = "triggerlab.triggers.random_patch:build_random"
+    colors: list[Color] = Field(
+        ["red", "green", "blue"], min_length=1, description=f"choices; {COLOR_HELP}"
+    )
+    sizes: list[Size] | None = Field(None, min_length=1, description=f"choices; {SIZE_HELP}")
+    size_range: tuple[int, int] | None = Field(
+        None, description="[min, max] pixels, inclusive, instead of sizes"
+    )
+    positions: Literal["anywhere"] | list[Position] = Field(
+        "anywhere", description="'anywhere' (uniform over the image) or a list of positions"
+    )
+    opacity: float = Field(1.0, gt=0.0, le=1.0, description=OPACITY_HELP)
+    margin: int = Field(0, ge=0, description="pixels kept free along the border")
+
+    @model_validator(mode="after")
+    def _one_size_rule(self) -> RandomPatchSpec:
+        if self.sizes is not None and self.size_range is not None:
+            raise ValueError("set either sizes or size_range, not both")
+        if self.size_range is not None and not 1 <= self.size_range[0] <= self.size_range[1]:
+            raise ValueError(f"size_range {list(self.size_range)} must satisfy 1 <= min <= max")
+        return self
+
+    def side_choices(self, shape: ImageShape, where: str) -> list[int]:
+        if self.size_range is not None:
+            low, high = self.size_range
+            fit_side(high, shape, f"{where}.size_range")
+            return list(range(low, high + 1))
+        return [fit_side(s, shape, f"{where}.sizes") for s in (self.sizes or [3])]
+
+
+class WarpSpec(SpecBase):
+    """WaNet: a fixed smooth warp of strength s on a k x k control grid (Nguyen & Tran 2021)."""
+
+    kind: Literal["warp"] = "warp"
+    implementation: ClassVar[str] = "triggerlab.triggers.warp:build_warp"
+    strength: float = Field(
+        0.5, gt=0.0, le=8.0, description="s, the warp's strength (WaNet: 0.5 on CIFAR-10)"
+    )
+    grid: int = Field(4, ge=2, description="k, the control grid's side (WaNet: 4)")
+    grid_rescale: float = Field(
+        1.0, gt=0.0, le=2.0, description="scale of the warped grid before clipping (WaNet: 1)"
+    )
+    noise_mode: bool = Field(
+        False, description="also warp cross_ratio x as many training samples with a noisy field"
+    )
+    cross_ratio: float = Field(
+        2.0, ge=0.0, le=10.0, description="noise-mode samples per poisoned sample (WaNet: 2)"
+    )
+    seed: int = Field(0, ge=0, description="seed of the control field, fixed for the whole attack")
+
+
+class QuantizeSpec(SpecBase):
+    """BppAttack: colour depth cut to `bits` per channel, optionally dithered (Wang et al. 2022)."""
+
+    kind: Literal["quantize"] = "quantize"
+    implementation: ClassVar[str] = "triggerlab.triggers.quantize:build_quantize"
+    bits: int = Field(3, ge=1, le=8, description="bits per channel kept, 1 to 8 (BppAttack: 3)")
+    dither: bool = Field(False, description="Floyd-Steinberg error diffusion (BppAttack: on)")
+
+
+class LowFrequencySpec(SpecBase):
+    """Low-frequency (LF) trigger: the lowest k x k DCT terms, scaled to eps (Zeng et al. 2021)."""
+
+    kind: Literal["low_frequency"] = "low_frequency"
+    implementation: ClassVar[str] = "triggerlab.triggers.low_frequency:build_low_frequency"
+    eps: float = Field(
+        0.05, gt=0.0, le=1.0, description="L-infinity budget: the largest change of any pixel"
+    )
+    frequencies: int = Field(
+        3, ge=1, description="k: the lowest k x k DCT frequencies carry the pattern"
+    )
+    seed: int = Field(0, ge=0, description="seed of the coefficients, fixed for the whole attack")
+
+
+class ReflectionSpec(SpecBase):
+    """Refool: a reflection blurred (focal) or doubled (ghost) and blended in (Liu et al. 2020)."""
+
+    kind: Literal["reflection"] = "reflection"
+    implementation: ClassVar[str] = "triggerlab.triggers.reflection:build_reflection"
+    mode: Literal["focal", "ghost"] = Field(
+        "focal", description="focal: out-of-focus blur; ghost: a shifted double image"
+    )
+    strength: float = Field(
+        0.3, gt=0.0, le=1.0, description="w, the reflection's weight (authors: 0.05-0.45)"
+    )
+    path: Path | None = Field(None, description="reflection image file (default: built-in scene)")
+    sigma: float = Field(2.0, gt=0.0, le=10.0, description="focal blur width in pixels (1-5)")
+    offset: tuple[int, int] = Field(
+        (3, 3), description="ghost: [rows, columns] the second copy is shifted by"
+    )
+    ghost_alpha: float = Field(
+        0.35, ge=0.0, le=1.0, description="ghost: weight a of the unshifted copy"
+    )
+    seed: int = Field(0, ge=0, description="seed of the built-in scene")
+
+    @model_validator(mode="after")
+    def _offset(self) -> ReflectionSpec:
+        if min(self.offset) < 0:
+            raise ValueError(f"offset {list(self.offset)} must be >= 0 pixels")
+        return self
+
+
+class AdaptiveBlendSpec(SpecBase):
+    """Adaptive-Blend: a blend shown in random pieces, with cover samples (Qi et al. 2023)."""
+
+    kind: Literal["adaptive_blend"] = "adaptive_blend"
+    implementation: ClassVar[str] = "triggerlab.triggers.adaptive_blend:build_adaptive_blend"
+    pattern: Literal["noise", "image"] = Field(
+        "noise", description="uniform noise, or the image at path"
+    )
+    path: Path | None = Field(None, description="image resized to the input (pattern: image)")
+    opacity: float = Field(0.2, gt=0.0, le=1.0, description=f"at test time; {OPACITY_HELP}")
+    train_opacity: float | None = Field(
+        None,
+        gt=0.0,
+        le=1.0,
+        description="on poisoned training samples (default: opacity; "
+        "authors: 0.15 against 0.2 at test)",
+    )
+    pieces: int = Field(16, ge=4, description="tiles of the mask, a square number (paper: 16)")
+    masked_pieces: int = Field(
+        8, ge=0, description="tiles off on each poisoned training sample (paper: 8)"
+    )
+    conservatism: float = Field(
+        0.5, ge=0.0, le=0.9, description="share of triggered training samples keeping their label"
+    )
+    seed: int = Field(0, ge=0, description="seed of the noise pattern, fixed for the whole attack")
+
+    @model_validator(mode="after")
+    def _pieces(self) -> AdaptiveBlendSpec:
+        if math.isqrt(self.pieces) ** 2 != self.pieces:
+            raise ValueError(f"pieces {self.pieces} must be a square number (4, 9, 16, ...)")
+        if self.masked_pieces >= self.pieces:
+            raise ValueError(
+                f"masked_pieces {self.masked_pieces} must be below pieces {self.pieces}"
+            )
+        if (self.pattern == "image") != (self.path is not None):
+            raise ValueError("pattern 'image' needs a path, and only it takes one")
+        return self
+
+
+class SampleSpecificSpec(SpecBase):
+    """Per-image noise seeded by a keyed hash of the image itself (a stand-in, not ISSBA)."""
+
+    kind: Literal["sample_specific"] = "sample_specific"
+    implementation: ClassVar[str] = "triggerlab.triggers.sample_specific:build_sample_specific"
+    eps: float = Field(
+        0.05, gt=0.0, le=1.0, description="L-infinity budget: the largest change of any pixel"
+    )
+    key: int = Field(0, ge=0, description="the attacker's key: seeds the hash and the noise")
+
+
+class ComposeSpec(SpecBase):
+    """A list of triggers applied in order (each sees the previous one's output)."""
+
+    kind: Literal["compose"] = "compose"
+    implementation: ClassVar[str] = "triggerlab.triggers.compose:build_compose"
+    triggers: list[TriggerSpec] = Field(min_length=1, description="trigger specs, applied in order")
+
+
+def describe_spec(spec: SpecBase) -> str:
+    """``kind: key=value, ...`` of a trigger spec, for titles and captions."""
+    fields = spec.model_dump(mode="json", exclude_defaults=False)
+    kind = fields.pop("kind")
+    return f"{kind}: " + ", ".join(f"{k}={v}" for k, v in fields.items() if v is not None)
+
+
+TriggerSpec = Annotated[
+    PatchSpec
+    | ImageSpec
+    | FrameSpec
+    | LinesSpec
+    | BlendSpec
+    | SignalSpec
+    | RandomPatchSpec
+    | WarpSpec
+    | QuantizeSpec
+    | LowFrequencySpec
+    | ReflectionSpec
+    | AdaptiveBlendSpec
+    | SampleSpecificSpec
+    | ComposeSpec,
+    Field(discriminator="kind"),
+]
+ComposeSpec.model_rebuild(_types_namespace={"TriggerSpec": TriggerSpec})
+
+TRIGGER_KINDS: dict[str, type[SpecBase]] = {
+    spec.model_fields["kind"].default: spec for spec in get_args(get_args(TriggerSpec)[0])
+}
