@@ -2,18 +2,20 @@
 
 Each command parses its flags, calls the library and prints; library errors
 become one message and exit status 2 (``common.fail``), with a library
-argument shown as the flag that set it.
+argument shown as the flag that set it. A full disk, wherever it strikes, ends
+the command here in one message (``common.disk_full``).
 """
 
 from __future__ import annotations
 
+import errno
 import sys
 import warnings
 
 import typer
 
 from triggerlab.cli import data, experiments, inspection, triggers
-from triggerlab.cli.common import err_console, show_warning
+from triggerlab.cli.common import disk_full, err_console, show_warning
 
 app = typer.Typer(
     name="triggerlab",
@@ -37,6 +39,10 @@ def main() -> None:
     except KeyboardInterrupt:
         err_console.print("interrupted")
         sys.exit(130)
+    except OSError as exc:
+        if exc.errno != errno.ENOSPC:
+            raise
+        raise disk_full(exc) from None
 
 
 if __name__ == "__main__":

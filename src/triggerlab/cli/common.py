@@ -60,6 +60,27 @@ def fail(error: TriggerlabError | str) -> typer.Exit:
     return typer.Exit(code=2)
 
 
+def disk_full(error: OSError) -> SystemExit:
+    """A full disk: one message saying so, and that nothing was corrupted; exit status 2.
+
+    True of every command: files are written under a temporary name and renamed into place
+    only once whole (a download stays a ``.part`` until verified), so a file in place is
+    always complete, and an unfinished run resumes from its last checkpoint.
+    """
+    where = f" while writing {error.filename}" if error.filename else ""
+    err_console.print(
+        Text("error: ", style="bold red")
+        + Text(
+            f"the disk is full{where} ({error.strerror or error}). Nothing was corrupted: "
+            "every file in place is whole, as files are written under a temporary name and "
+            "renamed only once complete; an unfinished run or download continues where it "
+            "stopped. Free some space and run the command again."
+        ),
+        soft_wrap=True,
+    )
+    return SystemExit(2)
+
+
 def failed_run(error: RunFailed) -> typer.Exit:
     """A run that started and could not finish: one message, exit status 1."""
     err_console.print(Text("run failed: ", style="bold red") + Text(str(error)), soft_wrap=True)

@@ -54,7 +54,7 @@ def fetch(
             raise typer.Exit(code=2)
         already = not src.missing(where)
         with ConsoleProgress(quiet) as progress:
-            path = fetch_dataset(name, where, mirror=mirror, progress=progress)
+            path = fetch_dataset(name, root, mirror=mirror, progress=progress)
     except TriggerlabError as exc:
         raise fail(exc) from None
     state = "already complete" if already else "fetched and verified"

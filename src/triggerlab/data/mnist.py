@@ -12,11 +12,12 @@ import numpy as np
 import torch
 
 from triggerlab.data.dataset import ImageDataset, SourceData
+from triggerlab.data.fetch.sources import IDX_FOLDERS, idx_places
 from triggerlab.errors import DataFormatError
 
 IMAGES_MAGIC = 2051  # 0x00000803: unsigned bytes, 3 dimensions
 LABELS_MAGIC = 2049  # 0x00000801: unsigned bytes, 1 dimension
-SUBDIRS = (".", "MNIST/raw", "raw", "MNIST")
+SUBDIRS = IDX_FOLDERS
 
 
 def read_idx(path: Path, expected_magic: int) -> np.ndarray:
@@ -48,14 +49,12 @@ def read_idx(path: Path, expected_magic: int) -> np.ndarray:
 
 
 def find_idx(root: Path, stem: str) -> Path:
-    """The file for ``stem`` under root or torchvision's ``MNIST/raw``, gzipped or not."""
-    names = [stem, stem.replace("-idx", ".idx")]
-    for sub in SUBDIRS:
-        for name in names:
-            for suffix in ("", ".gz"):
-                candidate = root / sub / f"{name}{suffix}"
-                if candidate.is_file():
-                    return candidate
+    """The file for ``stem`` under root or torchvision's ``MNIST/raw``, gzipped or not (the
+    places ``data fetch`` and ``data check`` also accept as complete)."""
+    for place in idx_places(stem):
+        candidate = root / place
+        if candidate.is_file():
+            return candidate
     raise DataFormatError(
         f"{root}: cannot find {stem}[.gz] (looked in {', '.join(SUBDIRS)} under the root)"
     )

@@ -18,9 +18,11 @@ never trusted, and never silently replaced.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
+import tempfile
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -32,7 +34,7 @@ import torch
 from torch import nn
 
 from triggerlab.data.dataset import ImageDataset
-from triggerlab.errors import DataFormatError
+from triggerlab.errors import ConfigError, DataFormatError
 from triggerlab.files import file_digest, waiting_lock, write_bytes_atomic, write_json_atomic
 from triggerlab.progress import Reporter, Update, report
 from triggerlab.train.devices import model_memory_format, to_input
@@ -139,8 +141,10 @@ class FeatureStore:
             meta = json.loads(self.meta_path.read_text())
             features = np.load(self.features_path, mmap_mode="r")
             digest = file_digest(self.features_path)
-        except (OSError, ValueError) as exc:
-            self._refuse(f"unreadable ({exc})")
+        except (OSError, ValueError, EOFError) as exc:  # EOFError: an empty features file
+            self._refuse(f"unreadable ({exc or type(exc).__name__})")
+        if not isinstance(meta, dict):
+            self._refuse(f"{self.meta_path.name} holds a JSON {type(meta).__name__}, not an object")
         checks = {
             "key": meta.get("key") == json.loads(json.dumps(self.key, default=str)),
             "shape": features.shape[0] == size and list(features.shape) == meta.get("shape"),
@@ -181,7 +185,26 @@ class FeatureStore:
 
     def building(self) -> contextlib.AbstractContextManager[None]:
         """One process builds a cache at a time; the others wait, then read it."""
+        usable_folder(self.folder)
         return waiting_lock(self.folder / f"{self.name}.lock")
+
+
+def usable_folder(folder: Path) -> None:
+    """ConfigError naming the folder when the cache cannot live there (a file, no rights)."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as exc:
+        if exc.errno == errno.ENOSPC:
+            raise
+        where = f" ({exc.filename})" if exc.filename and Path(exc.filename) != folder else ""
+        named = " (under TRIGGERLAB_CACHE)" if os.environ.get("TRIGGERLAB_CACHE") else ""
+        raise ConfigError(
+            f"feature cache folder {folder}{named}: {exc.strerror or exc}{where}; expected a "
+            "folder this user can write in: set TRIGGERLAB_CACHE to one, or "
+            "model.feature_cache: false"
+        ) from None
 
 
 def _npy_bytes(array: np.ndarray) -> bytes:

@@ -34,11 +34,10 @@ def check_dataset(name: str, root: Path | str) -> str:
     src = source(name)
     root = Path(root)
     if not root.is_dir():
-        raise ConfigError(f"{root}: no such folder")
-    missing = src.missing(root)
-    if missing:
-        shown = ", ".join(missing[:6]) + (" ..." if len(missing) > 6 else "")
-        raise ConfigError(f"{name} under {root} lacks {shown}")
+        raise ConfigError(f"{root}: {'not a folder' if root.exists() else 'no such folder'}")
+    lacking = src.lacking(root)
+    if lacking:
+        raise ConfigError(f"{name}: {lacking}")
     if name == "mpiifacegaze" and (root / "p00.mat").exists():
         return f"{name}: {_probe_mat_files(root)}"
     from triggerlab.config import DataConfig

@@ -3,8 +3,25 @@ complete copy has, and, for datasets behind a licence form, how to request them.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+
+# Where the MNIST loader looks for each IDX file under its root: the root itself or
+# torchvision's layout, gzipped or not; a copy in any of them is complete.
+IDX_FOLDERS = (".", "MNIST/raw", "raw", "MNIST")
+
+
+def idx_places(stem: str) -> tuple[str, ...]:
+    """The paths under a root that hold the IDX file ``stem``, in the order the loader tries
+    them (``-idx`` or ``.idx`` spelling, plain or ``.gz``)."""
+    names = (stem, stem.replace("-idx", ".idx"))
+    return tuple(
+        str(Path(folder) / f"{name}{suffix}")
+        for folder in IDX_FOLDERS
+        for name in names
+        for suffix in ("", ".gz")
+    )
 
 
 @dataclass(frozen=True)
@@ -14,9 +31,16 @@ class RemoteFile:
     name: str
     urls: tuple[str, ...]
     md5: str
-    size: int | None = None  # bytes where published: the progress total until the server says
+    size: int | None = None  # exact bytes where published: the progress total, and a bound
+    most: int | None = None  # where the exact size is not published: at most this many bytes
+    unpacked: int | None = None  # at most this many bytes once unpacked (tens of % above it)
     extract: bool = True  # an archive to unpack; else the file is kept as it is
     strip: str = ""  # a leading folder of the archive's members dropped when unpacking
+
+    @property
+    def limit(self) -> int | None:
+        """No download of this file may be longer: a longer one is not this file."""
+        return self.size or self.most
 
 
 @dataclass(frozen=True)
@@ -29,6 +53,8 @@ class Source:
     licence: str = ""
     manual: str = ""  # where to request it and what to place where, when it cannot be fetched
     alternative: tuple[str, ...] = ()  # another complete layout (a raw or preprocessed release)
+    places: Callable[[str], tuple[str, ...]] | None = None  # paths that serve for a required one
+    where: str = ""  # where ``places`` looks, for messages
 
     @property
     def fetchable(self) -> bool:
@@ -36,11 +62,23 @@ class Source:
 
     def missing(self, root: Path) -> list[str]:
         """What a complete copy lacks under ``root`` (nothing when either layout is whole)."""
-        lacking = [path for path in self.required if not (root / path).exists()]
+        lacking = [path for path in self.required if not self._has(root, path)]
         if lacking and self.alternative:
             other = [path for path in self.alternative if not (root / path).exists()]
             return lacking if len(lacking) <= len(other) else other
         return lacking
+
+    def _has(self, root: Path, path: str) -> bool:
+        places = self.places(path) if self.places else (path,)
+        return any((root / place).exists() for place in places)
+
+    def lacking(self, root: Path) -> str:
+        """What a copy under ``root`` lacks, in words (empty when it is complete)."""
+        missing = self.missing(root)
+        if not missing:
+            return ""
+        shown = ", ".join(missing[:6]) + (" ..." if len(missing) > 6 else "")
+        return f"{root} lacks {shown}" + (f" ({self.where})" if self.where else "")
 
 
 _MNIST_MIRRORS = (
@@ -63,8 +101,10 @@ SOURCES: dict[str, Source] = {
             RemoteFile(name, tuple(m + name for m in _MNIST_MIRRORS), md5, size, extract=False)
             for name, md5, size in _MNIST
         ),
-        tuple(name for name, _, _ in _MNIST),
+        tuple(name.removesuffix(".gz") for name, _, _ in _MNIST),
         licence="CC BY-SA 3.0 (Yann LeCun and Corinna Cortes)",
+        places=idx_places,
+        where=f"each gzipped or not, in the root or its {', '.join(IDX_FOLDERS[1:])} folder",
     ),
     "cifar10": Source(
         "cifar10",
@@ -74,6 +114,7 @@ SOURCES: dict[str, Source] = {
                 ("https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz",),
                 "c58f30108f718f92721af3b95e74349a",
                 170_498_071,
+                unpacked=200_000_000,  # six pickles of about 31 MB each
             ),
         ),
         (*_CIFAR10_BATCHES, "cifar-10-batches-py/test_batch", "cifar-10-batches-py/batches.meta"),
@@ -85,6 +126,8 @@ SOURCES: dict[str, Source] = {
                 "cifar-100-python.tar.gz",
                 ("https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz",),
                 "eb9058c3a382ffc7106e4002c42a8d85",
+                most=175_000_000,  # published as 161 MB
+                unpacked=200_000_000,  # two pickles of about 155 and 31 MB
             ),
         ),
         ("cifar-100-python/train", "cifar-100-python/test", "cifar-100-python/meta"),
@@ -96,18 +139,24 @@ SOURCES: dict[str, Source] = {
                 "GTSRB_Final_Training_Images.zip",
                 (_GTSRB + "GTSRB_Final_Training_Images.zip",),
                 "f33fd80ac59bff73c82d25ab499e03a3",
+                most=300_000_000,  # about 263 MB
+                unpacked=450_000_000,  # 39,209 PPM images of about 50x50 pixels: some 300 MB
                 strip="GTSRB/",
             ),
             RemoteFile(
                 "GTSRB_Final_Test_Images.zip",
                 (_GTSRB + "GTSRB_Final_Test_Images.zip",),
                 "c7e4e6327067d32654124b0fe9e82185",
+                most=100_000_000,  # about 84 MB
+                unpacked=150_000_000,  # 12,630 PPM images: some 100 MB
                 strip="GTSRB/",
             ),
             RemoteFile(
                 "GTSRB_Final_Test_GT.zip",
                 (_GTSRB + "GTSRB_Final_Test_GT.zip",),
                 "fe31e9c9270bbcd7b84b7f21a9d9d9e5",
+                most=1_000_000,  # about 99 kB
+                unpacked=2_000_000,  # one CSV of 12,630 lines
             ),
         ),
         ("Final_Training/Images", "Final_Test/Images", "GT-final_test.csv"),
@@ -121,6 +170,7 @@ SOURCES: dict[str, Source] = {
                 ("http://cs231n.stanford.edu/tiny-imagenet-200.zip",),
                 "90528d7ca1a48142e341f4ef8d21d0de",
                 248_100_043,
+                unpacked=400_000_000,  # 120,000 JPEGs (stored as they are) and text files
             ),
         ),
         (
