@@ -36,7 +36,7 @@ from triggerlab.config import ModelConfig, PoisonConfig
 from triggerlab.data.dataset import ImageDataset
 from triggerlab.models import build_configured, build_model
 from triggerlab.train.augment import Augment
-from triggerlab.train.devices import Precision, compiled, stage, synchronize
+from triggerlab.train.devices import Precision, compiled, resident, synchronize
 from triggerlab.train.loop import Step, train_epoch
 
 MEAN, STD = (0.4914, 0.4822, 0.4465), (0.247, 0.243, 0.261)
@@ -96,8 +96,8 @@ def cifar_main(args: argparse.Namespace, device: torch.device) -> dict:
     model, _ = build_configured(section, (3, 32, 32), 10)  # normalisation inside the model
     model = model.to(device=device, memory_format=torch.channels_last)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
-    train_images = stage(result.train.images[:used], device)
-    train_targets = stage(result.train.targets[:used], device)
+    train_images = resident(result.train.images[:used], device)
+    train_targets = resident(result.train.targets[:used], device)
     augment = Augment(("random_crop", "hflip"), 4, torch.Generator().manual_seed(0))
 
     def triggerlab_run(precision: str, compile_: bool) -> Callable[[], int]:

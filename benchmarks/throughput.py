@@ -47,7 +47,7 @@ from triggerlab.catalogue.triggers import PatchSpec
 from triggerlab.config import PoisonConfig
 from triggerlab.data.dataset import ImageDataset
 from triggerlab.models import build_model
-from triggerlab.train.devices import resolve_device, stage, synchronize, to_input
+from triggerlab.train.devices import resident, resolve_device, synchronize, to_input
 from triggerlab.train.loop import train_epoch
 
 
@@ -155,8 +155,8 @@ def main() -> None:
 
     # (a) the first `used` images of the poisoned set, as train_epoch slices them
     a_images, a_targets = (
-        stage(poisoned.images[:used], device),
-        stage(poisoned.targets[:used], device),
+        resident(poisoned.images[:used], device),
+        resident(poisoned.targets[:used], device),
     )
 
     def run_a() -> int:

@@ -56,7 +56,7 @@ def strip_threshold(clean_entropy: torch.Tensor, false_rejection: float) -> floa
     return float(torch.quantile(clean_entropy.double(), false_rejection))
 
 
-@dataclass
+@dataclass(frozen=True)
 class StripDetector:
     """Scores an input by its negated mean entropy: low entropy is suspicious."""
 
@@ -87,9 +87,12 @@ class StripDetector:
 def run_strip(spec: StripSpec, inputs: DefenseInputs) -> DefenseOutcome:
     assert inputs.clean is not None
     clean = inputs.clean.images
-    detector = StripDetector(
-        inputs.model, clean, spec.overlays, spec.blend, 0.0, inputs.device, inputs.generator
+    clean_entropy = strip_entropy(
+        inputs.model, clean, clean, spec.overlays, spec.blend, inputs.device, inputs.generator
     )
-    detector.threshold = strip_threshold(-detector.score(clean), spec.false_rejection)
-    report = {"clean_samples": len(inputs.clean), "threshold": detector.threshold}
+    threshold = strip_threshold(clean_entropy, spec.false_rejection)
+    detector = StripDetector(
+        inputs.model, clean, spec.overlays, spec.blend, threshold, inputs.device, inputs.generator
+    )
+    report = {"clean_samples": len(inputs.clean), "threshold": threshold}
     return DefenseOutcome(report, input_detector=detector)

@@ -13,7 +13,7 @@ import shutil
 import signal
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from multiprocessing.sharedctypes import Synchronized
@@ -28,7 +28,7 @@ from triggerlab.grid.store import run_dir
 from triggerlab.run.rundir import RunDir
 from triggerlab.run.shared_training import TRAINED
 
-Report = Callable[[PlannedRun, dict[str, Any]], None]
+Finished = Iterator[tuple[PlannedRun, dict[str, Any]]]  # each run and its result, as it ends
 
 
 def run_arguments(run: PlannedRun, grid_dir: Path, threads: int | None) -> tuple[Any, ...]:
@@ -92,14 +92,13 @@ def run_local(
     grid_dir: Path,
     workers: int,
     threads: int | None,
-    report: Report,
     share: GpuShare | None = None,
-) -> None:
+) -> Finished:
     """In this process (one worker) or in ``workers`` spawned processes, each pinned to a GPU
-    when ``share`` says runs share GPUs."""
+    when ``share`` says runs share GPUs; yields each run with its result as it ends."""
     if workers == 1:
         for run in todo:
-            report(run, execute_run(*run_arguments(run, grid_dir, threads)))
+            yield run, execute_run(*run_arguments(run, grid_dir, threads))
         return
     context = multiprocessing.get_context("spawn")  # torch and fork do not mix
     gpus = device_ids(share) if share is not None else None
@@ -118,7 +117,7 @@ def run_local(
                     outcome = future.result()
                 except BrokenProcessPool as exc:
                     outcome = {"ok": False, "error": "BrokenProcessPool", "message": str(exc)}
-                report(run, outcome)
+                yield run, outcome
 
 
 @contextlib.contextmanager
@@ -158,11 +157,11 @@ def run_ray(
     todo: list[PlannedRun],
     grid_dir: Path,
     threads: int | None,
-    report: Report,
     share: GpuShare | None = None,
-) -> None:
+) -> Finished:
     """One Ray task per run (inside ``ray_session``), asking for a GPU when the run trains on
-    CUDA, or for ``share.fraction`` of one when runs share GPUs."""
+    CUDA, or for ``share.fraction`` of one when runs share GPUs; yields each run with its
+    result as it ends."""
     import ray
 
     task = ray.remote(execute_run)
@@ -180,4 +179,4 @@ def run_ray(
             outcome = ray.get(done[0])
         except Exception as exc:  # the task itself died (node lost, out of memory)
             outcome = {"ok": False, "error": type(exc).__name__, "message": str(exc)}
-        report(run, outcome)
+        yield run, outcome

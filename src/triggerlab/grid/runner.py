@@ -140,21 +140,25 @@ def run_grid(
                 if force or not run_of(grid_dir, r.run_id).is_complete()
             ]
         )
-        outcome = GridOutcome(total=len(plan), skipped=len(plan) - len(todo))
-
-        def on_run(run: PlannedRun, result: dict[str, Any]) -> None:
+        report(progress, Update(spec.name or "grid", 0, len(todo)))
+        finished = (
+            run_ray(todo, grid_dir, threads, share)
+            if executor == "ray"
+            else run_local(todo, grid_dir, workers, threads, share)
+        )
+        completed: list[str] = []
+        failed: dict[str, str] = {}
+        for done, (run, result) in enumerate(finished, start=1):
             if result["ok"]:
-                outcome.completed.append(run.run_id)
+                completed.append(run.run_id)
             else:
-                outcome.failed[run.run_id] = f"{result['error']}: {result['message']}"
-            done = len(outcome.completed) + len(outcome.failed)
+                failed[run.run_id] = f"{result['error']}: {result['message']}"
             note = f"[{done}/{len(todo)}] {run_note(run, result)}"
             report(progress, Update(spec.name or "grid", done, len(todo), note, milestone=True))
-
-        report(progress, Update(spec.name or "grid", 0, len(todo)))
-        if executor == "ray":
-            run_ray(todo, grid_dir, threads, on_run, share)
-        else:
-            run_local(todo, grid_dir, workers, threads, on_run, share)
-    outcome.seconds = time.perf_counter() - start
-    return outcome
+    return GridOutcome(
+        total=len(plan),
+        skipped=len(plan) - len(todo),
+        completed=completed,
+        failed=failed,
+        seconds=time.perf_counter() - start,
+    )
