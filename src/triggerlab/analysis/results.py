@@ -34,6 +34,17 @@ from triggerlab.files import write_bytes_atomic, write_text_atomic
 from triggerlab.grid.store import read_manifest, run_of
 
 
+def cell_columns(cell: dict[str, Any], varied: list[str]) -> dict[str, Any]:
+    """A run's value of each varied key as a table cell; a whole tagged section varied (a
+    trigger, a defence) gets a column for its kind too."""
+    columns = {key: table_value(cell.get(key)) for key in varied}
+    for key in varied:
+        value = cell.get(key)
+        if key in UNION_SECTIONS and isinstance(value, dict) and "kind" in value:
+            columns[f"{key}.kind"] = value["kind"]
+    return columns
+
+
 def _run_row(grid_dir: Path, entry: dict[str, Any], varied: list[str]) -> dict[str, Any]:
     run = run_of(grid_dir, entry["id"])
     row: dict[str, Any] = {
@@ -43,11 +54,7 @@ def _run_row(grid_dir: Path, entry: dict[str, Any], varied: list[str]) -> dict[s
         "seed": entry["seed"],
         "baseline_id": entry.get("baseline_id"),
     }
-    row.update({key: table_value(entry["cell"].get(key)) for key in varied})
-    for key in varied:  # a whole tagged section varied: its kind gets a column too
-        value = entry["cell"].get(key)
-        if key in UNION_SECTIONS and isinstance(value, dict) and "kind" in value:
-            row[f"{key}.kind"] = value["kind"]
+    row.update(cell_columns(entry["cell"], varied))
     row["status"] = run.status()
     if row["status"] == "failed":
         row["error"] = run.read_failed()
