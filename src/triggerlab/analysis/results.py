@@ -4,7 +4,9 @@
 varied key as a column (its dotted name), the final metrics, the trigger's
 stealthiness and the timings. ``summary.csv``: one row per cell (the varied
 values), over the repeats: mean, standard deviation (n - 1), n, and the 95 %
-confidence interval ``mean +- t(0.975, n - 1) * std / sqrt(n)``.
+confidence interval ``mean +- t(0.975, n - 1) * std / sqrt(n)``; beside it, for a share
+of the test images (clean accuracy, ASR, ...), the Wilson interval of the test predictions
+pooled over the repeats (``binomial.py``), from the test-set sizes the runs record.
 
 The clean accuracy drop of a run is the clean accuracy of its clean baseline
 (same config and seed, poisoning rate 0) minus its own, so repeats are paired
@@ -19,6 +21,7 @@ from typing import Any
 
 import pandas as pd
 
+from triggerlab.analysis.binomial import binomial_columns
 from triggerlab.analysis.defense_tables import defense_markdown, defense_table
 from triggerlab.analysis.statistics import (
     adjust_p_values,
@@ -27,11 +30,32 @@ from triggerlab.analysis.statistics import (
     parse_comparison,
     table_value,
 )
-from triggerlab.analysis.tables import paper_tables
+from triggerlab.analysis.tables import interval_legend, paper_tables
 from triggerlab.catalogue.metrics import STEALTH, error_unit, metric_columns
 from triggerlab.config import UNION_SECTIONS
 from triggerlab.files import write_bytes_atomic, write_text_atomic
 from triggerlab.grid.store import read_manifest, run_of
+
+
+def cell_columns(cell: dict[str, Any], varied: list[str]) -> dict[str, Any]:
+    """A run's value of each varied key as a table cell; a whole tagged section varied (a
+    trigger, a defence) gets a column for its kind too."""
+    columns = {key: table_value(cell.get(key)) for key in varied}
+    for key in varied:
+        value = cell.get(key)
+        if key in UNION_SECTIONS and isinstance(value, dict) and "kind" in value:
+            columns[f"{key}.kind"] = value["kind"]
+    return columns
+
+
+def share_counts(data: dict[str, Any], task: str | None) -> dict[str, int | None]:
+    """The test images a run's shares count (``binomial.TRIALS``); None where the summary
+    does not say. A run written before ``attack_test_size`` was recorded still has it when
+    the attack is meant for every test image, as in regression."""
+    size, attack = data.get("test_size"), data.get("attack_test_size")
+    if attack is None and task == "regression":
+        attack = size
+    return {"test_size": size, "attack_test_size": attack}
 
 
 def _run_row(grid_dir: Path, entry: dict[str, Any], varied: list[str]) -> dict[str, Any]:
@@ -43,11 +67,7 @@ def _run_row(grid_dir: Path, entry: dict[str, Any], varied: list[str]) -> dict[s
         "seed": entry["seed"],
         "baseline_id": entry.get("baseline_id"),
     }
-    row.update({key: table_value(entry["cell"].get(key)) for key in varied})
-    for key in varied:  # a whole tagged section varied: its kind gets a column too
-        value = entry["cell"].get(key)
-        if key in UNION_SECTIONS and isinstance(value, dict) and "kind" in value:
-            row[f"{key}.kind"] = value["kind"]
+    row.update(cell_columns(entry["cell"], varied))
     row["status"] = run.status()
     if row["status"] == "failed":
         row["error"] = run.read_failed()
@@ -71,6 +91,7 @@ def _run_row(grid_dir: Path, entry: dict[str, Any], varied: list[str]) -> dict[s
     protocol = summary.protocol
     if protocol:  # reference 000's two stages: the metrics before fine-tuning beside the final
         row.update({f"pretuned_{k}": v for k, v in protocol.get("after_pretune", {}).items()})
+    row.update(share_counts(summary.data, summary.task))
     row["poison_count"] = summary.poison.count
     row["poison_fraction"] = summary.poison.fraction
     timings = summary.timings
@@ -115,6 +136,7 @@ def summarize(table: pd.DataFrame, varied: list[str]) -> pd.DataFrame:
         for metric in metrics:
             stats_ = interval(group[metric], metric)
             row.update({f"{metric}_{name}": v for name, v in stats_.items() if name != "n"})
+            row.update(binomial_columns(group, metric))
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -135,7 +157,8 @@ def write_results(
     table, varied = collect(grid_dir)
     tables = None
     if table_keys:  # checked before anything is written
-        tables = paper_tables(table, varied, table_keys, table_metrics or metric_columns(table))
+        shown = table_metrics or metric_columns(table)
+        tables = paper_tables(table, varied, table_keys, shown) + interval_legend(table, shown)
     paths = {"results.csv": grid_dir / "results.csv", "summary.csv": grid_dir / "summary.csv"}
     _write_csv(paths["results.csv"], table)
     parquet = grid_dir / "results.parquet"

@@ -2,25 +2,40 @@
 
 from __future__ import annotations
 
+import math
+
 import pandas as pd
 
+from triggerlab.analysis.binomial import pooled_binomial, trials_column
 from triggerlab.analysis.cell_labels import is_spec, short_labels
 from triggerlab.analysis.statistics import interval
 from triggerlab.catalogue.metrics import is_fraction, metric_columns
 from triggerlab.errors import ArgumentError
 
 
-def cell_text(values: pd.Series, metric: str) -> str:
-    """``mean ± half-width``, or ``mean [low, high]`` for a bounded share's asymmetric interval."""
+def cell_text(values: pd.Series, metric: str, trials: pd.Series | None = None) -> str:
+    """``mean ± half-width``, or ``mean [low, high]`` for a bounded share's asymmetric interval;
+    with the runs' test-image counts (``trials``), the binomial interval of their pooled
+    predictions after it: ``0.981 [0.014, 1.00]; binomial [0.970, 0.989]``."""
     stats_ = interval(values, metric)
     if stats_["n"] == 0:
         return ""
     mean = _significant(stats_["mean"])
     if stats_["n"] == 1:
-        return mean
-    if is_fraction(metric):
-        return f"{mean} [{_significant(stats_['ci_low'])}, {_significant(stats_['ci_high'])}]"
-    return f"{mean} ± {stats_['ci_high'] - stats_['mean']:.2g}"
+        text = mean
+    elif is_fraction(metric):
+        text = f"{mean} [{_significant(stats_['ci_low'])}, {_significant(stats_['ci_high'])}]"
+    else:
+        text = f"{mean} ± {stats_['ci_high'] - stats_['mean']:.2g}"
+    pooled = pooled_binomial(values, trials) if trials is not None else None
+    if pooled is not None and not math.isnan(pooled["low"]):
+        text += f"; binomial [{_significant(pooled['low'])}, {_significant(pooled['high'])}]"
+    return text
+
+
+def _trials(runs: pd.DataFrame, metric: str) -> pd.Series | None:
+    column = trials_column(metric)
+    return runs[column] if column is not None and column in runs else None
 
 
 def _significant(value: float) -> str:
@@ -77,10 +92,10 @@ def paper_tables(
     runs[row_key] = labels
     row_values = list(dict.fromkeys(labels))
     if len(keys) == 1:
-        rows = [
-            [v, *(cell_text(runs.loc[runs[row_key] == v, m], m) for m in metrics)]
-            for v in row_values
-        ]
+        rows = []
+        for v in row_values:
+            here = runs[runs[row_key] == v]
+            rows.append([v, *(cell_text(here[m], m, _trials(here, m)) for m in metrics)])
         return _markdown([row_key, *metrics], rows)
     column_key = keys[1]
     column_values = list(dict.fromkeys(runs[column_key]))
@@ -89,10 +104,25 @@ def paper_tables(
         rows = []
         for v in row_values:
             here = runs[runs[row_key] == v]
-            cells = (
-                cell_text(here.loc[here[column_key] == c, metric], metric) for c in column_values
-            )
+            cells = []
+            for c in column_values:
+                cell = here[here[column_key] == c]
+                cells.append(cell_text(cell[metric], metric, _trials(cell, metric)))
             rows.append([v, *cells])
         header = [f"{metric}: {row_key} \\ {column_key}", *(str(c) for c in column_values)]
         parts.append(_markdown(header, rows))
     return "\n".join(parts)
+
+
+def interval_legend(runs: pd.DataFrame, metrics: list[str]) -> str:
+    """What the intervals of ``paper_tables`` are, to print under them ('' for no share)."""
+    shares = [m for m in metrics if is_fraction(m)]
+    if not shares:
+        return ""
+    lines = ["", "[low, high]: 95 % interval over repeats (t on the logit scale)."]
+    if any(_trials(runs, m) is not None for m in shares):
+        lines.append(
+            "binomial [low, high]: Wilson 95 % interval of the test predictions pooled over "
+            "the repeats (the test-set sampling error alone, not the spread between trainings)."
+        )
+    return "\n".join(lines) + "\n"

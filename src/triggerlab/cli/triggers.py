@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Annotated
 
@@ -78,7 +79,7 @@ def triggers_preview(
 ) -> None:
     """Draw clean, triggered and amplified-residual images with the stealthiness metrics."""
     from triggerlab.config import load_config, split_assignments
-    from triggerlab.tools.preview import format_stealth, preview_trigger
+    from triggerlab.tools.preview import format_stealth, preview_trigger, run_default_size
 
     settings = [f"trigger.{item}" for value in trigger or [] for item in split_assignments(value)]
     if data is not None:
@@ -87,8 +88,8 @@ def triggers_preview(
         settings.append(f"data.root={root}")
     if resize is not None:
         settings.append(f"data.resize={resize}")
-    elif data is not None and config is None:  # the dataset's own size, not the digits' 16 px
-        settings.append("data.resize=null")
+    elif data is not None and config is None:  # the size a run of that dataset would use
+        settings.append(f"data.resize={json.dumps(run_default_size(data))}")
     settings += list(overrides or [])
     try:
         cfg = load_config(config, settings)

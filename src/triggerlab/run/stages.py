@@ -253,6 +253,8 @@ def summarise(
             "binned_output": None if data.train.bins is None else data.train.bins.name,
             "train_size": len(data.train),
             "test_size": len(test),
+            # the test images ASR and RA are shares of, for their binomial intervals
+            "attack_test_size": int(ctx.task.attack_mask(test.targets).sum()),
         },
         "trigger": cfg.trigger.model_dump(mode="json"),
         "stealth": {"sample": min(STEALTH_SAMPLE, len(test)), **stealth},

@@ -11,6 +11,7 @@ from matplotlib import colormaps
 
 from triggerlab.analysis.cell_labels import short_labels
 from triggerlab.catalogue.metrics import is_fraction, metric_text
+from triggerlab.text import wrapped
 
 AXIS_LABELS = {
     "poison.rate": "poisoning rate (fraction of the training set)",
@@ -112,6 +113,49 @@ def value_label(name: str, runs: pd.DataFrame | None = None) -> str:
         units = runs["label_unit"].dropna().unique()
         label_unit = str(units[0]) if len(units) == 1 else None
     return metric_text(name, label_unit)
+
+
+def split_varied(runs: pd.DataFrame, varied: list[str]) -> tuple[list[str], dict[str, Any]]:
+    """The keys that take more than one value among ``runs`` (axes, lines, panels), and the
+    single value of each other one (a caption): one x value makes no axis."""
+    shown = [k for k in varied if runs[k].nunique(dropna=False) > 1]
+    fixed = {k: runs[k].iloc[0] for k in varied if k not in shown and len(runs)}
+    return shown, fixed
+
+
+def nulls_named(runs: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
+    """``runs`` with a setting left null shown as the value ``null``, as the tables print it:
+    a gap would drop its runs from every axis, line and bar."""
+    named = runs.copy()
+    for key in keys:
+        column = named[key]
+        if column.isna().any():
+            named[key] = column.astype(object).where(column.notna(), "null")
+    return named
+
+
+def fixed_note(fixed: dict[str, Any]) -> str:
+    """``poison.rate = 0.05 in every run``: the settings a grid names but does not vary."""
+    if not fixed:
+        return ""
+    # the whole value: with nothing to tell it apart from, a short label would drop its knobs
+    shown = (f"{k} = {v:g}" if isinstance(v, float) else f"{k} = {v}" for k, v in fixed.items())
+    return ", ".join(shown) + " in every run"
+
+
+def add_title_line(fig: Any, note: str) -> None:
+    """``note`` on a line of its own under the figure's title, which the report's caption
+    repeats: the figure's suptitle when it has one, else its first panel's title."""
+    if not note:
+        return
+    line = wrapped(note, 80)
+    if fig.get_suptitle():
+        title = next(t for t in fig.texts if t.get_text() == fig.get_suptitle())
+    elif fig.axes:
+        title = fig.axes[0].title
+    else:
+        return
+    title.set_text(f"{title.get_text()}\n{line}" if title.get_text() else line)
 
 
 def pooled_note(varied: list[str], shown: list[str]) -> str:

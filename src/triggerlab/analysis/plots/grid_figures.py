@@ -27,16 +27,20 @@ from triggerlab.analysis.plots.axes import (
     MAX_CATEGORIES_ON_X,
     MAX_LINES,
     PREFERRED_X,
+    add_title_line,
     axis_label,
     band_values,
     cell_namer,
     error_lengths,
+    fixed_note,
     interval_note,
     is_numeric,
+    nulls_named,
     outside_legend,
     pooled_note,
     set_metric_limits,
     sorted_values,
+    split_varied,
     use_many_colours,
     value_label,
 )
@@ -193,14 +197,21 @@ def bars_figure(runs: pd.DataFrame, varied: list[str], key: str, metric: str) ->
 
 
 def _checked_metrics(
-    runs: pd.DataFrame, varied: list[str], metrics: tuple[str, ...] | None, keys: dict[str, Any]
+    runs: pd.DataFrame,
+    varied: list[str],
+    fixed: dict[str, Any],
+    metrics: tuple[str, ...] | None,
+    keys: dict[str, Any],
 ) -> list[str]:
-    """The metrics to draw; ArgumentError for an unknown metric or an unvaried axis key."""
+    """The metrics to draw; ArgumentError for an unknown metric or an axis key that does not
+    vary (a key of one value is a caption, not an axis)."""
     for name, key in keys.items():
         if key is not None and key not in varied:
+            held = f"{key!r} takes one value here ({fixed[key]})" if key in fixed else ""
             raise ArgumentError(
                 name,
-                f"{key!r} is not varied in this grid; varied keys: {', '.join(varied) or 'none'}",
+                f"{held or repr(key) + ' is not varied'} in this grid; "
+                f"varied keys: {', '.join(varied) or 'none'}",
             )
     if metrics is None:
         metrics = ("asr", "clean_acc") if "asr" in runs else ("attack_error", "clean_error")
@@ -241,9 +252,30 @@ def plot_grid(
     runs = table[(table["role"] == "grid") & (table["status"] == "complete")]
     if runs.empty:
         raise ConfigError(f"{grid_dir}: no finished runs to plot yet (run its grid first)")
-    known = _checked_metrics(runs, varied, metrics, {"x": x, "hue": hue})
+    figures = grid_figures(grid_dir, runs, varied, metrics, x, hue, stealth)
     folder = grid_dir / "figures"
     folder.mkdir(exist_ok=True)
+    return [path for name, figure in figures for path in _save(figure, folder, name)]
+
+
+def grid_figures(
+    grid_dir: Path,
+    runs: pd.DataFrame,
+    varied: list[str],
+    metrics: tuple[str, ...] | None = None,
+    x: str | None = None,
+    hue: str | None = None,
+    stealth: str = "psnr_db",
+) -> list[tuple[str, Figure]]:
+    """Every figure that fits the finished ``runs`` of a grid, by file name (no suffix).
+
+    Axes, lines and panels are drawn only for the keys that take more than one value
+    among the runs; a key "varied" over a single value (a zip of one rate beside a size
+    sweep) is named with its value under each title instead.
+    """
+    runs = nulls_named(runs, varied)
+    varied, fixed = split_varied(runs, varied)
+    known = _checked_metrics(runs, varied, fixed, metrics, {"x": x, "hue": hue})
     numeric = [k for k in varied if is_numeric(runs[k])]
     ordered = [k for k in PREFERRED_X if k in numeric] + [
         k for k in numeric if k not in PREFERRED_X
@@ -251,19 +283,22 @@ def plot_grid(
     x = x or (ordered[0] if ordered else (varied[0] if varied else None))
     if hue is None:
         hue = next((k for k in varied if k != x), None)
-    paths: list[Path] = []
+    figures: list[tuple[str, Figure]] = []
     for metric in known:
-        paths += _metric_figures(grid_dir, runs, varied, metric, x, hue, ordered, folder)
+        figures += _metric_figures(grid_dir, runs, varied, metric, x, hue, ordered)
     success = success_metric(runs)
     trigger_varies = any(k == "trigger" or k.startswith("trigger.") for k in varied)
     # a frontier needs a few stealth levels: two (a demo's two patch sizes) show no trade-off
     if trigger_varies and success and stealth in runs and runs[stealth].round(6).nunique() >= 3:
         figure = frontier_figure(runs, varied, stealth, success)
-        paths += _save(figure, folder, f"frontier_{success}_vs_{stealth}")
+        figures.append((f"frontier_{success}_vs_{stealth}", figure))
     roc = roc_figure(grid_dir, runs, varied)
     if roc is not None:
-        paths += _save(roc, folder, "detection_roc")
-    return paths
+        figures.append(("detection_roc", roc))
+    note = fixed_note(fixed)
+    for _, figure in figures:
+        add_title_line(figure, note)
+    return figures
 
 
 def _metric_figures(
@@ -274,29 +309,31 @@ def _metric_figures(
     x: str | None,
     hue: str | None,
     ordered: list[str],
-    folder: Path,
-) -> list[Path]:
+) -> list[tuple[str, Figure]]:
     """One metric's figures: before and after each defence, or against x (lines, or bars
-    for many categories); per epoch, heatmaps of two numeric keys, per position."""
-    paths: list[Path] = []
+    for categories without a second key); per epoch, heatmaps of two numeric keys, per
+    position."""
+    figures: list[tuple[str, Figure]] = []
     defended = defense_figure(runs, varied, metric)
+    barred = None
     if defended is not None:
-        paths += _save(defended, folder, f"{metric}_by_defense")
+        figures.append((f"{metric}_by_defense", defended))
     elif x is not None:
-        many = not is_numeric(runs[x]) and runs[x].nunique() > MAX_CATEGORIES_ON_X
-        if many and (hue is None or hue == x):
-            paths += _save(bars_figure(runs, varied, x, metric), folder, f"{metric}_by_{x}")
+        # categories alone are bars: a line through them would suggest an order between them
+        if not is_numeric(runs[x]) and (hue is None or hue == x):
+            barred = x
+            figures.append((f"{metric}_by_{x}", bars_figure(runs, varied, x, metric)))
         else:
             name = f"{metric}_vs_{x}" + (f"_by_{hue}" if hue else "")
-            paths += _save(line_figure(runs, varied, x, hue, metric), folder, name)
+            figures.append((name, line_figure(runs, varied, x, hue, metric)))
     per_epoch = epoch_figure(grid_dir, runs, varied, metric)
     if per_epoch is not None:
-        paths += _save(per_epoch, folder, f"{metric}_per_epoch")
+        figures.append((f"{metric}_per_epoch", per_epoch))
     if len(ordered) >= 2:
         hx, hy = _heatmap_axes(ordered)
         figure = heatmap_figure(runs, varied, hx, hy, metric)
-        paths += _save(figure, folder, f"{metric}_heatmap_{hx}_x_{hy}")
-    if "trigger.position" in varied:
+        figures.append((f"{metric}_heatmap_{hx}_x_{hy}", figure))
+    if "trigger.position" in varied and barred != "trigger.position":
         figure = bars_figure(runs, varied, "trigger.position", metric)
-        paths += _save(figure, folder, f"{metric}_by_position")
-    return paths
+        figures.append((f"{metric}_by_position", figure))
+    return figures

@@ -67,7 +67,8 @@ def heatmap_figure(runs: pd.DataFrame, varied: list[str], x: str, y: str, metric
         fig.colorbar(
             image,
             ax=axes[: len(panels)].tolist(),
-            label=f"{value_label(metric, runs)}; colours span {scale}",
+            # two lines: as one, a single row of panels is shorter than the label
+            label=f"{value_label(metric, runs)};\ncolours span {scale}",
             shrink=0.8,
         )
     fig.suptitle(f"{metric_label(metric)}: {x} x {y}{shown_note}", fontsize=10)

@@ -11,12 +11,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from triggerlab import __version__
+from triggerlab.analysis.plots.axes import split_varied
 from triggerlab.analysis.plots.grid_figures import axis_label, plot_grid
 from triggerlab.analysis.report.checklist import checklist
 from triggerlab.analysis.report.sections import (
     STYLE,
     defense_section,
     figure_html,
+    intervals_note,
     results_note,
     summary_table,
     trigger_gallery,
@@ -44,8 +46,15 @@ def build_report(grid_dir: Path | str, out: Path | str | None = None) -> Path:
     status = ", ".join(f"{n} {state}" for state, n in table["status"].value_counts().items())
     name = html.escape(manifest.get("name") or grid_dir.name)
     generated = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    grid_runs = table[table["role"] == "grid"]
+    _, fixed = split_varied(grid_runs, varied)
     varied_text = (
-        ", ".join(f"{html.escape(k)} ({html.escape(axis_label(k))})" for k in varied) or "none"
+        ", ".join(
+            f"{html.escape(k)} ({html.escape(axis_label(k))}"
+            + (f"; one value, {html.escape(str(fixed[k]))})" if k in fixed else ")")
+            for k in varied
+        )
+        or "none"
     )
     document = f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>triggerlab report: {name}</title>
@@ -56,6 +65,7 @@ def build_report(grid_dir: Path | str, out: Path | str | None = None) -> Path:
 {manifest.get("repeats", 1)} repeat(s) per cell.</p>
 <h2>Results per cell</h2>
 {results_note(table)}
+{intervals_note(summary)}
 {summary_table(summary, varied)}
 {defense_section(table, varied)}
 <h2>Figures</h2>

@@ -11,10 +11,11 @@ from pathlib import Path
 import pandas as pd
 from PIL import Image
 
+from triggerlab.analysis.binomial import LABEL, repeats_note
 from triggerlab.analysis.cell_labels import short_labels
 from triggerlab.analysis.defense_tables import defense_table
 from triggerlab.analysis.plots.axes import axis_label
-from triggerlab.catalogue.metrics import decimals, metric_label
+from triggerlab.catalogue.metrics import decimals, is_fraction, metric_label
 from triggerlab.catalogue.triggers import describe_spec
 from triggerlab.grid.plan import PlannedRun
 from triggerlab.grid.store import run_dir
@@ -34,6 +35,7 @@ figure img { max-width: 100%; border: 1px solid #eee; }
 .gallery figure img { width: 112px; image-rendering: pixelated; }
 figcaption { font-size: 0.75em; max-width: 700px; }
 .note { color: #555; font-size: 0.9em; }
+small.binomial { color: #555; }
 """
 TABLE_METRICS = (
     "clean_acc",
@@ -57,12 +59,13 @@ TABLE_METRICS = (
     "ssim",
 )
 CLASSIFICATION_NOTE = """Mean &plusmn; standard deviation over repeats, with the 95 % confidence
-interval below. The attack success rate (ASR) counts triggered test images whose true class is
-not the target."""
+interval over repeats below (t; on the logit scale for a share). The attack success rate (ASR)
+counts triggered test images whose true class is not the target."""
 REGRESSION_NOTE = """Mean &plusmn; standard deviation over repeats, with the 95 % confidence
-interval below. Errors are in {unit}: the clean error is the mean error on clean test images,
-the attack error the mean distance of triggered predictions to the attacker's target, and
-attack success within t the share of triggered predictions within t {unit} of the target."""
+interval over repeats below (t; on the logit scale for a share). Errors are in {unit}: the clean
+error is the mean error on clean test images, the attack error the mean distance of triggered
+predictions to the attacker's target, and attack success within t the share of triggered
+predictions within t {unit} of the target."""
 BASELINE_NOTES = {
     "clean_acc_drop": """ Clean accuracy drop = clean accuracy of the paired clean baseline (same
 config and seed, rate 0) minus the run's.""",
@@ -84,7 +87,19 @@ def _format(stats: dict[str, float], digits: int = 3) -> str:
         text += (
             f" &plusmn; {std:.{digits}f}<br><small>[{low:.{digits}f}, {high:.{digits}f}]</small>"
         )
-    return text
+    return text + _binomial_line(stats, digits)
+
+
+def _binomial_line(stats: dict[str, float], digits: int) -> str:
+    """The Wilson interval of the pooled test predictions, named, with its count as tooltip."""
+    low, high, n = (stats.get(f"binomial_{k}", math.nan) for k in ("low", "high", "n"))
+    if low is None or math.isnan(low):
+        return ""
+    tip = f"{LABEL}: {int(n):,} predictions"
+    return (
+        f'<br><small class="binomial" title="{html.escape(tip)}">binomial '
+        f"[{low:.{digits}f}, {high:.{digits}f}]</small>"
+    )
 
 
 def results_note(table: pd.DataFrame) -> str:
@@ -95,6 +110,25 @@ def results_note(table: pd.DataFrame) -> str:
     units = table["label_unit"].dropna().unique() if "label_unit" in table else []
     unit = str(units[0]) if len(units) == 1 else "label units"
     return f'<p class="note">{REGRESSION_NOTE.format(unit=html.escape(unit))}{paired}</p>'
+
+
+BINOMIAL_NOTE = """Under a share of the test images, <i>binomial</i> [low, high] is the {label}
+(k of n, n = test images &times; repeats): how precisely the test set measures these trained
+models, not how much another training would differ, which only the interval over repeats
+shows."""
+
+
+def intervals_note(summary: pd.DataFrame) -> str:
+    """What the binomial line is, when the table shows one, and why the interval over repeats
+    is wide (with how many repeats would narrow it), when the cells have repeats."""
+    parts = []
+    if any(str(c).endswith("_binomial_low") and summary[c].notna().any() for c in summary):
+        parts.append(BINOMIAL_NOTE.format(label=html.escape(LABEL)))
+    shares = [m for m in TABLE_METRICS if is_fraction(m) and f"{m}_std" in summary]
+    headline = "clean_acc" if "clean_acc" in shares else next(iter(shares), None)
+    if headline is not None and (line := repeats_note(summary, headline)):
+        parts.append(html.escape(line))
+    return f'<p class="note">{" ".join(parts)}</p>' if parts else ""
 
 
 def figure_html(path: Path) -> str:
@@ -127,7 +161,15 @@ def summary_table(summary: pd.DataFrame, varied: list[str]) -> str:
         for metric in metrics:
             stats = {
                 name: row.get(f"{metric}_{name}", math.nan)
-                for name in ("mean", "std", "ci_low", "ci_high")
+                for name in (
+                    "mean",
+                    "std",
+                    "ci_low",
+                    "ci_high",
+                    "binomial_low",
+                    "binomial_high",
+                    "binomial_n",
+                )
             }
             cells += f'<td class="num">{_format(stats, decimals(metric))}</td>'
         rows.append(f"<tr>{cells}</tr>")
