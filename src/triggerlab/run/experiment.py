@@ -92,7 +92,7 @@ def _run(
         ctx, attack, inputs, evaluate, run=run, progress=progress, resume=checkpoint, shared=shared
     )
     history = trained.record.history
-    final = evaluate(ctx.model)  # the trained model's predictions, for the figures
+    final = evaluate(inputs.model)  # the trained module's predictions, for the figures
     stages.draw(ctx, attack, final, run)
     if ctx.cfg.output.save_model:  # the attacked model, before any defence repairs it
         run.write_model(ctx.model)
