@@ -11,7 +11,7 @@ from triggerlab.catalogue.strict import MAX_SEED, StrictNumbers
 __all__ = ["MAX_EPOCHS", "MAX_LR", "MAX_SEED", "MAX_SIDE", "Section", "plain_name"]
 
 # Bounds on numbers that no experiment needs to exceed: they catch typos and overflows early
-# (the seed's bound is every declaration's: triggerlab.strict).
+# (the seed's bound is every declaration's: triggerlab.catalogue.strict).
 MAX_SIDE = 4096
 MAX_EPOCHS = 100_000
 MAX_LR = 10.0
