@@ -10,11 +10,13 @@ import io
 import json
 import os
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
+
+from triggerlab.errors import ArgumentError, ConfigError, TriggerlabError
 
 
 def _current_umask() -> int:
@@ -95,3 +97,72 @@ def file_digest(path: Path, algorithm: str = "sha256") -> str:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+# Output folders: checked before any work starts, and left as they were when work is refused.
+# A run or a grid creates its folder with every missing parent; when it is refused afterwards
+# (a bad config found only once the data is loaded), the folders it created are removed again.
+
+# Makes the error of a refused folder from what is wrong with it: the caller names its key.
+Refusal = Callable[[str], TriggerlabError]
+
+
+def config_key(key: str) -> Refusal:
+    """Refusals naming a config key (``output.directory: ...``)."""
+    return lambda message: ConfigError(f"{key}: {message}")
+
+
+def argument(name: str) -> Refusal:
+    """Refusals naming a library argument (``grid_dir: ...``), shown as its flag by the CLI."""
+    return lambda message: ArgumentError(name, message)
+
+
+def missing_folders(path: Path) -> list[Path]:
+    """The folders that creating ``path`` with its parents would make, innermost first."""
+    missing = []
+    current = path
+    while not os.path.lexists(current) and current != current.parent:
+        missing.append(current)
+        current = current.parent
+    return missing
+
+
+def check_folder(path: Path, refuse: Refusal) -> None:
+    """Refuse a ``path`` that cannot be a folder to write in: it is a file,
+    or the nearest part of it that exists is a file or not writable."""
+    missing = missing_folders(path)
+    existing = missing[-1].parent if missing else path
+    what = f"{path} is" if not missing else f"cannot create {path}: {existing} is"
+    if not existing.is_dir():
+        kind = "a file" if existing.exists() else "a broken link"
+        raise refuse(f"{what} {kind}, not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise refuse(f"{what} not writable")
+
+
+def remove_if_empty(folders: list[Path]) -> None:
+    """Remove ``folders`` (innermost first) where empty: what a refused command created."""
+    for folder in folders:
+        try:
+            folder.rmdir()
+        except FileNotFoundError:  # removed with its contents already
+            continue
+        except OSError:  # not empty: something else writes there now
+            return
+
+
+@contextlib.contextmanager
+def created_folder(path: Path, refuse: Refusal) -> Iterator[None]:
+    """Create ``path`` with its parents; when the block is refused (TriggerlabError), remove
+    the folders created here that are still empty. An OSError of creating is refused too."""
+    missing = missing_folders(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        remove_if_empty(missing)
+        raise refuse(f"cannot create {path} ({exc.strerror or exc})") from None
+    try:
+        yield
+    except TriggerlabError:
+        remove_if_empty(missing)
+        raise

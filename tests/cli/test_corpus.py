@@ -85,7 +85,7 @@ OVERRIDES = {
     ),
     "more poisoned samples than eligible": (
         ["poison.rate=null", "poison.count=1400"],
-        "poison: 1400 poisoned samples requested but only",
+        "poison.count: 1400 poisoned samples requested but only",
     ),
     "clean-label beyond the target class": (
         ["poison.label_mode=clean_label", "poison.rate=0.5"],

@@ -37,6 +37,7 @@ def test_overrides_coerce_types_and_create_sections():
             "poison.rate=0.05",
             "trigger.position=[3, 4]",
             "train.epochs=7",
+            "data.name=mnist",
             "data.root=/data/mnist",
             "output.save_model=true",
             "trigger.color=red",
@@ -74,7 +75,7 @@ def test_override_syntax_errors():
     with pytest.raises(ConfigError, match="expected KEY=VALUE"):
         load_config(None, ["poison.rate"])
     with pytest.raises(ConfigError, match="poison.rate is a value, not a section"):
-        load_config(None, ["poison.rate.x=1"])
+        load_config(None, ["poison.rate=0.1", "poison.rate.x=1"])
 
 
 def test_unknown_keys_are_errors_that_list_the_allowed_ones():
@@ -93,8 +94,9 @@ def test_rate_out_of_range_and_rate_with_count():
     ):
         load_config(None, ["poison.rate=1.5"])
     with pytest.raises(ConfigError, match="either poison.rate or poison.count"):
-        load_config(None, ["poison.count=10"])
+        load_config(None, ["poison.rate=0.1", "poison.count=10"])
     assert load_config(None, ["poison.rate=null", "poison.count=10"]).poison.count == 10
+    assert load_config(None, ["poison.count=10"]).poison.rate is None  # rate is 0.1 only alone
 
 
 def test_trigger_kind_defaults_to_patch(tmp_path):

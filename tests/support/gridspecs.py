@@ -9,7 +9,14 @@ BASE = {
     "trigger": {"kind": "patch", "size": 3},
     "poison": {"rate": 0.1, "target": 0},
     "model": {"name": "small_cnn", "options": {"width": 4, "hidden": 32}},
-    "train": {"epochs": 1, "batch_size": 64, "device": "cpu"},
+    # lr and schedule as these tests were tuned with (the defaults are 0.002 and cosine)
+    "train": {
+        "epochs": 1,
+        "batch_size": 64,
+        "lr": 0.001,
+        "lr_schedule": "constant",
+        "device": "cpu",
+    },
 }
 
 

@@ -56,6 +56,27 @@ def poison_count(cfg: PoisonConfig, train_size: int) -> int:
     return round(cfg.rate * train_size)
 
 
+def _limiting_key(cfg: PoisonConfig) -> str:
+    """The key that asked for more poisoned samples than there are: the source classes when
+    they narrow the draw, else the count or rate."""
+    if cfg.source_classes is not None:
+        return "poison.source_classes"
+    return "poison.count" if cfg.count is not None else "poison.rate"
+
+
+def _sources_note(cfg: PoisonConfig) -> str:
+    if cfg.source_classes is None:
+        return ""
+    note = f" from source classes {cfg.source_classes}"
+    if (
+        cfg.label_mode == "all_to_one"
+        and cfg.sources == "non_target"
+        and cfg.target in cfg.source_classes
+    ):
+        note += f" (the target class {cfg.target} is never a source with sources: non_target)"
+    return note
+
+
 def check_poison_count(
     task: Task, train: ImageDataset, where: str = "training set", cover: float = 0.0
 ) -> int:
@@ -66,8 +87,9 @@ def check_poison_count(
     eligible = int(task.poison_sources(train.targets).sum())
     if count > eligible:
         raise ConfigError(
-            f"poison: {count} poisoned samples requested but only {eligible} are eligible "
-            f"under label_mode={cfg.label_mode} (a {where} of {len(train)} samples)"
+            f"{_limiting_key(cfg)}: {count} poisoned samples requested but only {eligible} are "
+            f"eligible under label_mode={cfg.label_mode}{_sources_note(cfg)} (a {where} of "
+            f"{len(train)} samples)"
         )
     covers = round(cover * count)
     if covers > len(train) - count:

@@ -22,6 +22,7 @@ class DatasetInfo:
     layout: str
     needs_root: bool = True
     options: dict[str, object] = field(default_factory=dict)  # data.options and defaults
+    run_size: int | None = None  # the side a run resizes to when data.resize is left out
 
     def load(self, *args: object, **kwargs: object) -> object:
         """Call the loader (imports it and what it needs)."""
@@ -53,6 +54,7 @@ DATASETS: dict[str, DatasetInfo] = {
             "(offline default; seeded split)",
             "no files: shipped inside scikit-learn",
             needs_root=False,
+            run_size=16,  # small_cnn cannot take their native 8 px
         ),
         DatasetInfo(
             "mnist",

@@ -15,13 +15,14 @@ from __future__ import annotations
 
 from typing import Annotated, Any, ClassVar, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
 
 from triggerlab.catalogue.implementation import implementation_of
+from triggerlab.catalogue.strict import StrictNumbers
 from triggerlab.errors import ConfigError
 
 
-class DefenseSpec(BaseModel):
+class DefenseSpec(StrictNumbers):
     """A validated defence description; subclasses add their parameters and ``run``."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)

@@ -15,7 +15,7 @@ import math
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal, get_args
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+from pydantic import BeforeValidator, ConfigDict, Field, model_validator
 
 from triggerlab.catalogue.colors import ColorValue, parse_color
 from triggerlab.catalogue.geometry import (
@@ -27,6 +27,7 @@ from triggerlab.catalogue.geometry import (
     parse_size,
 )
 from triggerlab.catalogue.implementation import implementation_of
+from triggerlab.catalogue.strict import MAX_SEED, StrictNumbers
 
 ImageShape = tuple[int, int, int]  # (C, H, W)
 
@@ -39,7 +40,7 @@ OPACITY_HELP = "blend weight a in (0, 1]: x' = (1 - a) x + a c"
 COLOR_HELP = "name, grey level 0-255 or [R, G, B] 0-255; luminance on 1-channel images"
 
 
-class SpecBase(BaseModel):
+class SpecBase(StrictNumbers):
     """A validated trigger description; ``build(shape, where)`` makes the trigger for one size.
 
     ``where`` is the config path of the spec (``trigger``, ``trigger.triggers[1]``),
@@ -134,7 +135,9 @@ class BlendSpec(SpecBase):
     )
     path: Path | None = Field(None, description="image resized to the input (pattern: image)")
     opacity: float = Field(0.1, gt=0.0, le=1.0, description=OPACITY_HELP)
-    seed: int = Field(0, ge=0, description="seed of the noise pattern, fixed for the whole attack")
+    seed: int = Field(
+        0, ge=0, le=MAX_SEED, description="seed of the noise pattern, fixed for the whole attack"
+    )
 
     @model_validator(mode="after")
     def _path_for_image(self) -> BlendSpec:
@@ -214,7 +217,9 @@ class WarpSpec(SpecBase):
     cross_ratio: float = Field(
         2.0, ge=0.0, le=10.0, description="noise-mode samples per poisoned sample (WaNet: 2)"
     )
-    seed: int = Field(0, ge=0, description="seed of the control field, fixed for the whole attack")
+    seed: int = Field(
+        0, ge=0, le=MAX_SEED, description="seed of the control field, fixed for the whole attack"
+    )
 
 
 class QuantizeSpec(SpecBase):
@@ -237,7 +242,9 @@ class LowFrequencySpec(SpecBase):
     frequencies: int = Field(
         3, ge=1, description="k: the lowest k x k DCT frequencies carry the pattern"
     )
-    seed: int = Field(0, ge=0, description="seed of the coefficients, fixed for the whole attack")
+    seed: int = Field(
+        0, ge=0, le=MAX_SEED, description="seed of the coefficients, fixed for the whole attack"
+    )
 
 
 class ReflectionSpec(SpecBase):
@@ -259,7 +266,7 @@ class ReflectionSpec(SpecBase):
     ghost_alpha: float = Field(
         0.35, ge=0.0, le=1.0, description="ghost: weight a of the unshifted copy"
     )
-    seed: int = Field(0, ge=0, description="seed of the built-in scene")
+    seed: int = Field(0, ge=0, le=MAX_SEED, description="seed of the built-in scene")
 
     @model_validator(mode="after")
     def _offset(self) -> ReflectionSpec:
@@ -292,7 +299,9 @@ class AdaptiveBlendSpec(SpecBase):
     conservatism: float = Field(
         0.5, ge=0.0, le=0.9, description="share of triggered training samples keeping their label"
     )
-    seed: int = Field(0, ge=0, description="seed of the noise pattern, fixed for the whole attack")
+    seed: int = Field(
+        0, ge=0, le=MAX_SEED, description="seed of the noise pattern, fixed for the whole attack"
+    )
 
     @model_validator(mode="after")
     def _pieces(self) -> AdaptiveBlendSpec:
@@ -315,7 +324,9 @@ class SampleSpecificSpec(SpecBase):
     eps: float = Field(
         0.05, gt=0.0, le=1.0, description="L-infinity budget: the largest change of any pixel"
     )
-    key: int = Field(0, ge=0, description="the attacker's key: seeds the hash and the noise")
+    key: int = Field(
+        0, ge=0, le=MAX_SEED, description="the attacker's key: seeds the hash and the noise"
+    )
 
 
 class ComposeSpec(SpecBase):

@@ -10,11 +10,13 @@ import typer
 from triggerlab.cli.common import ConsoleProgress, console, err_console, fail, failed_run
 from triggerlab.cli.run_table import print_summary
 from triggerlab.errors import ArgumentError, Interrupted, RunFailed, TriggerlabError
+from triggerlab.files import argument, check_folder, config_key
 from triggerlab.progress import reporting
 
 if TYPE_CHECKING:
     from triggerlab.config import ExperimentConfig
     from triggerlab.grid.runner import GridOutcome
+    from triggerlab.grid.spec import GridSpec
     from triggerlab.run.experiment import RunResult
 
 app = typer.Typer()
@@ -26,6 +28,12 @@ Workers = Annotated[
 ThreadsPerWorker = Annotated[
     int | None,
     typer.Option("--threads-per-worker", help="torch threads per run (default: cores / workers)"),
+]
+MaxRuns = Annotated[
+    int,
+    typer.Option(
+        "--max-runs", help="refuse a spec of more runs than this, before planning it", min=1
+    ),
 ]
 GpusPerRun = Annotated[
     float | None,
@@ -91,6 +99,7 @@ def run(
         # imported once the config holds: a bad one is refused without loading the engine
         from triggerlab.run.experiment import run_experiment
 
+        check_folder(cfg.output.directory, config_key("output.directory"))  # before fetching
         with ConsoleProgress(quiet) as progress:
             prefetch([cfg], progress)
             result = run_experiment(cfg, progress=progress)
@@ -150,6 +159,7 @@ def grid(
         str | None, typer.Option(help="Ray cluster address (default: start a local one)")
     ] = None,
     gpus_per_run: GpusPerRun = None,
+    max_runs: MaxRuns = 100_000,
     force: Annotated[bool, typer.Option(help="rerun finished runs too")] = False,
     extend: Annotated[
         bool,
@@ -166,8 +176,6 @@ def grid(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress output")] = False,
 ) -> None:
     """Run every experiment of a grid; finished runs are skipped, so a killed grid resumes."""
-    from triggerlab.config import validate_config
-    from triggerlab.grid.plan import plan_grid
     from triggerlab.grid.runner import run_grid
     from triggerlab.grid.spec import load_grid_spec
 
@@ -176,12 +184,9 @@ def grid(
     try:
         loaded = load_grid_spec(spec, list(overrides or []))
         grid_dir = out or Path("grids") / (loaded.name or spec.stem)
+        check_folder(grid_dir, argument("grid_dir"))  # before fetching any data
         with ConsoleProgress(quiet) as progress, reporting(progress):
-            varied = [*loaded.grid, *(k for group in loaded.zip for k in group)]
-            if any(k.startswith("data") for k in varied):  # cells may name other datasets
-                prefetch([run.config for run in plan_grid(loaded)], progress)
-            else:  # one dataset for every cell: the base says it (a big grid is planned once)
-                prefetch([validate_config(loaded.base, "the grid's base")], progress)
+            prefetch_grid(loaded, max_runs, progress)
             outcome = run_grid(
                 loaded,
                 grid_dir,
@@ -192,6 +197,7 @@ def grid(
                 gpus_per_run=gpus_per_run,
                 force=force,
                 existing="extend" if extend else "replace" if replace else "refuse",
+                max_runs=max_runs,
                 progress=progress,
             )
     except TriggerlabError as exc:
@@ -222,6 +228,17 @@ def print_outcome(grid_dir: Path, outcome: GridOutcome) -> None:
         err_console.print(f"failed {identity}: {error}", highlight=False, markup=False)
     if not outcome.ok:
         raise typer.Exit(code=1)
+
+
+def prefetch_grid(spec: GridSpec, max_runs: int, progress: ConsoleProgress) -> None:
+    """Fetch a grid's datasets: its base's, or each cell's when cells vary the data."""
+    from triggerlab.config import validate_config
+    from triggerlab.grid.plan import one_config_per_dataset
+
+    if any(k.startswith("data") for k in spec.varied_keys()):  # cells may name other datasets
+        prefetch(one_config_per_dataset(spec, max_runs), progress)
+    else:  # one dataset for every cell: the base says it (a big grid is planned once)
+        prefetch([validate_config(spec.base, "the grid's base")], progress)
 
 
 def prefetch(configs: list[ExperimentConfig], progress: ConsoleProgress) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated
 
@@ -79,17 +78,15 @@ def triggers_preview(
 ) -> None:
     """Draw clean, triggered and amplified-residual images with the stealthiness metrics."""
     from triggerlab.config import load_config, split_assignments
-    from triggerlab.tools.preview import format_stealth, preview_trigger, run_default_size
+    from triggerlab.tools.preview import format_stealth, preview_trigger
 
     settings = [f"trigger.{item}" for value in trigger or [] for item in split_assignments(value)]
     if data is not None:
         settings.append(f"data.name={data}")
     if root is not None:
         settings.append(f"data.root={root}")
-    if resize is not None:
+    if resize is not None:  # else, as in a run, the dataset's run size (the digits' 16 px)
         settings.append(f"data.resize={resize}")
-    elif data is not None and config is None:  # the size a run of that dataset would use
-        settings.append(f"data.resize={json.dumps(run_default_size(data))}")
     settings += list(overrides or [])
     try:
         cfg = load_config(config, settings)

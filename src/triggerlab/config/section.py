@@ -4,16 +4,20 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import ConfigDict
 
-# Bounds on numbers that no experiment needs to exceed: they catch typos and overflows early.
-MAX_SEED = 2**32 - 1
+from triggerlab.catalogue.strict import MAX_SEED, StrictNumbers
+
+__all__ = ["MAX_EPOCHS", "MAX_LR", "MAX_SEED", "MAX_SIDE", "Section", "plain_name"]
+
+# Bounds on numbers that no experiment needs to exceed: they catch typos and overflows early
+# (the seed's bound is every declaration's: triggerlab.catalogue.strict).
 MAX_SIDE = 4096
 MAX_EPOCHS = 100_000
 MAX_LR = 10.0
 
 
-class Section(BaseModel):
+class Section(StrictNumbers):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False, validate_assignment=True)
 
 

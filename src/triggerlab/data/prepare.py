@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from triggerlab.catalogue.datasets import DATASETS
+from triggerlab.catalogue.strict import MAX_SEED
 from triggerlab.data.dataset import DataSplit, ImageDataset, SourceData
 from triggerlab.data.memory import check_fits
 from triggerlab.data.protocols import finetune_split, subject_split, subjects_of
@@ -79,6 +80,8 @@ def load_source(cfg: DataConfig) -> SourceData:
                 f"data.options.{key}: expected {expected.__name__} "
                 f"(default {default!r}), got {value!r}"
             )
+        if key == "seed" and not 0 <= value <= MAX_SEED:  # torch's generators overflow beyond
+            raise ConfigError(f"data.options.seed: expected 0 to {MAX_SEED}, got {value}")
     if info.needs_root and not cfg.root.exists():  # type: ignore[union-attr]
         raise ConfigError(f"data.root: {cfg.root} does not exist")
     try:

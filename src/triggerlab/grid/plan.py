@@ -12,6 +12,7 @@ import functools
 import hashlib
 import json
 import warnings
+from collections import Counter
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -19,13 +20,17 @@ import numpy as np
 from pydantic import BaseModel
 
 from triggerlab.config import ExperimentConfig, set_dotted, validate_config
-from triggerlab.errors import ConfigError, DataFormatError, TriggerlabError
+from triggerlab.errors import ArgumentError, ConfigError, DataFormatError, TriggerlabError
 from triggerlab.grid.spec import GridSpec
 
 if TYPE_CHECKING:
-    from triggerlab.data.dataset import SourceData
+    from triggerlab.data.dataset import DataSplit, SourceData
     from triggerlab.triggers import Trigger
+
 ID_LENGTH = 12
+# Runs a grid may plan unless told otherwise: far beyond any study so far (reference 001's
+# matrix plans 3,600), and planning holds every run's config in memory (about 7 kB each).
+MAX_RUNS = 100_000
 
 
 @dataclass(frozen=True)
@@ -52,6 +57,16 @@ class PlannedRun:
 
 # Settings that do not change what a run computes, or only where it is written.
 NOT_IDENTITY = {("output",), ("data", "root"), ("data", "download"), ("train", "threads")}
+# Defaults that changed after ids were first given (the schema took the embedded default's
+# values): ids still compare against the old ones, so an experiment keeps its id and a grid
+# folder its finished runs.
+ID_DEFAULTS: dict[tuple[str, ...], Any] = {
+    ("data", "resize"): None,
+    ("train", "lr"): 1e-3,
+    ("train", "lr_schedule"): "constant",
+    ("train", "epochs"): 10,
+    ("train", "batch_size"): 64,
+}
 
 
 @functools.cache
@@ -63,9 +78,13 @@ def _defaults(cls: type[BaseModel]) -> dict[str, Any]:
 
 @functools.cache
 def _default_identity(cls: type[BaseModel], name: str, path: tuple[str, ...]) -> Any:
-    """``non_default`` of the default of a nested section (None when it is not a model)."""
+    """``non_default`` of the default of a nested section (None when it is not a model), with
+    the defaults ids compare against (``ID_DEFAULTS``)."""
     default = _defaults(cls)[name]
-    return non_default(default, path) if isinstance(default, BaseModel) else None
+    if not isinstance(default, BaseModel):
+        return None
+    pinned = {where[-1]: value for where, value in ID_DEFAULTS.items() if where[:-1] == path}
+    return non_default(default.model_copy(update=pinned), path)
 
 
 def non_default(model: BaseModel, path: tuple[str, ...] = ()) -> dict[str, Any]:
@@ -88,7 +107,7 @@ def non_default(model: BaseModel, path: tuple[str, ...] = ()) -> dict[str, Any]:
                 result[name] = inner
         elif isinstance(value, list) and value and isinstance(value[0], BaseModel):
             result[name] = [non_default(v, where) for v in value]
-        elif value != defaults[name]:
+        elif value != ID_DEFAULTS.get(where, defaults[name]):
             result[name] = dumped[name]
     return result
 
@@ -120,7 +139,7 @@ def training_key(cfg: ExperimentConfig) -> str:
 def share_training(plan: list[PlannedRun]) -> list[PlannedRun]:
     """Give the runs whose models would be trained identically a common training key."""
     keys = [training_key(run.config) for run in plan]
-    shared = {key for key in keys if keys.count(key) > 1}
+    shared = {key for key, count in Counter(keys).items() if count > 1}  # linear in the runs
     return [
         replace(run, training_key=key) if key in shared else run
         for run, key in zip(plan, keys, strict=True)
@@ -163,8 +182,26 @@ def cell_config(base: dict[str, Any], cell: dict[str, Any], seed: int) -> Experi
     return validate_config(raw, f"in {cell_label(cell)}")
 
 
-def plan_grid(spec: GridSpec) -> list[PlannedRun]:
-    """Expand the spec into runs; every cell is validated before anything runs."""
+def check_run_count(spec: GridSpec, max_runs: int | None) -> None:
+    """Refuse a spec of more than ``max_runs`` runs (None: any number), counted before
+    anything is expanded: a typo can declare 10^12 runs in one line."""
+    count = spec.run_count()
+    if max_runs is None or count <= max_runs:
+        return
+    factors = [*map(str, spec.axis_lengths()), f"{spec.repeats} repeats"]
+    if spec.clean_baseline:
+        factors.append("2 for clean baselines")
+    raise ArgumentError(
+        "max_runs",
+        f"grid {spec.name or ''} plans up to {count:,} runs ({' x '.join(factors)}), more "
+        f"than the limit of {max_runs:,}; vary fewer values, or raise the limit",
+    )
+
+
+def plan_grid(spec: GridSpec, max_runs: int | None = MAX_RUNS) -> list[PlannedRun]:
+    """Expand the spec into runs; every cell is validated before anything runs. A spec of
+    more than ``max_runs`` runs (None: no limit) is refused before it is expanded."""
+    check_run_count(spec, max_runs)
     plan: dict[str, PlannedRun] = {}
     for repeat, seed in enumerate(repeat_seeds(spec.seed, spec.repeats)):
         for cell in spec.cells():
@@ -186,6 +223,19 @@ def plan_grid(spec: GridSpec) -> list[PlannedRun]:
     return share_training(list(plan.values()))
 
 
+def one_config_per_dataset(
+    spec: GridSpec, max_runs: int | None = MAX_RUNS
+) -> list[ExperimentConfig]:
+    """A config of each distinct ``data`` section among the spec's cells (what fetching the
+    data needs): cells are validated one at a time, once each, not once per repeat."""
+    check_run_count(spec, max_runs)
+    found: dict[str, ExperimentConfig] = {}
+    for cell in spec.cells():
+        cfg = cell_config(spec.base, cell, spec.seed)
+        found.setdefault(cfg.data.model_dump_json(), cfg)
+    return list(found.values())
+
+
 def preflight(plan: list[PlannedRun]) -> None:
     """Check what depends on the data before any run: each dataset is loaded once.
 
@@ -199,6 +249,7 @@ def preflight(plan: list[PlannedRun]) -> None:
     from triggerlab.train.devices import resolve_device
 
     sources: dict[str, SourceData] = {}
+    split: tuple[tuple[str, int], DataSplit] | None = None  # the last one: runs share it
     models: set[str] = set()
     twins = TriggerTwins()
     for run in plan:
@@ -208,7 +259,13 @@ def preflight(plan: list[PlannedRun]) -> None:
             source_key = cfg.data.model_dump_json(exclude={"seed"})
             if source_key not in sources:
                 sources[source_key] = load_source(cfg.data)
-            data = split_source(sources[source_key], cfg.data, cfg.split_seed)
+            if split is None or split[0] != (source_key, cfg.split_seed):
+                split = None  # resizing a whole dataset per run made preflight the slow part
+                split = (
+                    (source_key, cfg.split_seed),
+                    split_source(sources[source_key], cfg.data, cfg.split_seed),
+                )
+            data = split[1]
             checked = check_run(cfg, data, derive_seeds(cfg.train.seed)["defense"])
             model_key = json.dumps(
                 [cfg.model.model_dump(mode="json"), checked.data.shape, checked.data.num_outputs],
@@ -232,16 +289,20 @@ class TriggerTwins:
 
     def __init__(self) -> None:
         self.seen: dict[tuple[Any, ...], tuple[str, str]] = {}
-        self.pairs: list[tuple[str, str]] = []
+        self.drawn: set[tuple[str, tuple[int, int, int]]] = set()
+        self.pairs: dict[tuple[str, str], None] = {}  # ordered, and found in constant time
 
     def add(self, run: PlannedRun, trigger: Trigger, shape: tuple[int, int, int]) -> None:
         if run.role != "grid":
             return
+        spec = run.config.trigger.model_dump_json()
+        if (spec, shape) in self.drawn:  # the repeats and other cells of a trigger drawn already
+            return
+        self.drawn.add((spec, shape))
         import torch
 
         from triggerlab.triggers import training_forms
 
-        spec = run.config.trigger.model_dump_json()
         probe = torch.rand((self.PROBES, *shape), generator=torch.Generator().manual_seed(0))
         probe[0] = 0.5
         training = training_forms(trigger)  # training forms count too (Adaptive-Blend)
@@ -252,13 +313,13 @@ class TriggerTwins:
         key = (shape, digest.hexdigest())
         first = self.seen.setdefault(key, (spec, cell_label(run.cell)))
         pair = (first[1], cell_label(run.cell))
-        if first[0] != spec and pair not in self.pairs:
-            self.pairs.append(pair)
+        if first[0] != spec:
+            self.pairs.setdefault(pair)
 
     def warn(self) -> None:
         if not self.pairs:
             return
-        shown = "; ".join(f"{a} and {b}" for a, b in self.pairs[:3])
+        shown = "; ".join(f"{a} and {b}" for a, b in list(self.pairs)[:3])
         more = f" (and {len(self.pairs) - 3} more pairs)" if len(self.pairs) > 3 else ""
         warnings.warn(
             f"different trigger settings draw identical triggers at this resolution: {shown}"

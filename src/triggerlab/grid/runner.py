@@ -15,9 +15,11 @@ from typing import Any, Literal
 
 from triggerlab.config import ExperimentConfig
 from triggerlab.errors import ArgumentError, TriggerlabError
+from triggerlab.files import argument, check_folder, created_folder, missing_folders
 from triggerlab.grid.executors import ray_session, run_local, run_ray
-from triggerlab.grid.gpus import gpu_share, local_workers
+from triggerlab.grid.gpus import GpuShare, gpu_share, local_workers
 from triggerlab.grid.plan import (
+    MAX_RUNS,
     PlannedRun,
     plan_grid,
     preflight,
@@ -64,7 +66,9 @@ def run_note(run: PlannedRun, result: dict[str, Any]) -> str:
     return f"{run.run_id} ({run.role}, repeat {run.repeat}; {cell}) {status}"
 
 
-def _check_runs_use_gpus(plan: list[PlannedRun]) -> None:
+def _check_runs_use_gpus(plan: list[PlannedRun], share: GpuShare | None) -> None:
+    if share is None:
+        return
     on_cpu = [r.run_id for r in plan if r.config.train.device == "cpu"]
     if on_cpu:
         raise ArgumentError(
@@ -74,7 +78,10 @@ def _check_runs_use_gpus(plan: list[PlannedRun]) -> None:
         )
 
 
-def _check_arguments(workers: int | None, threads: int | None, executor: str) -> None:
+def _check_arguments(
+    workers: int | None, threads: int | None, executor: str, grid_dir: Path
+) -> None:
+    check_folder(grid_dir, argument("grid_dir"))  # a file, or not writable: before planning
     if workers is not None and workers < 1:
         raise ArgumentError("workers", f"expected at least 1, got {workers}")
     if threads is not None and threads < 1:
@@ -87,15 +94,17 @@ def _check_arguments(workers: int | None, threads: int | None, executor: str) ->
 
 @contextlib.contextmanager
 def _new_folder_cleaned_up(grid_dir: Path) -> Iterator[dict[str, bool]]:
-    """Remove ``grid_dir`` again when it was created here and a rejection came before any
-    manifest was written: a refused grid leaves nothing behind."""
-    state = {"created": not grid_dir.exists(), "written": False}
-    try:
-        yield state
-    except TriggerlabError:
-        if state["created"] and not state["written"]:
-            shutil.rmtree(grid_dir, ignore_errors=True)
-        raise
+    """Create ``grid_dir``; remove it again, with the parents created for it, when a rejection
+    came before any manifest was written: a refused grid leaves nothing behind."""
+    created = missing_folders(grid_dir)
+    state = {"written": False}
+    with created_folder(grid_dir, argument("grid_dir")):
+        try:
+            yield state
+        except TriggerlabError:
+            if created and not state["written"]:
+                shutil.rmtree(grid_dir, ignore_errors=True)
+            raise
 
 
 def run_grid(
@@ -109,22 +118,22 @@ def run_grid(
     gpus_per_run: float | None = None,
     force: bool = False,
     existing: Existing = "refuse",
+    max_runs: int | None = MAX_RUNS,
     progress: Reporter | None = None,
 ) -> GridOutcome:
     """Plan, check, then run every run that is not complete yet; return what happened.
 
     ``workers`` local processes (default: one, or one per GPU slot when sharing GPUs);
     ``threads`` torch threads per run (default: cores / workers); ``gpus_per_run`` the
-    fraction of a GPU each run gets (see ``grid.gpus``). A folder holding another spec's runs
-    is refused unless ``existing`` is ``extend`` or ``replace`` (see ``store.earlier_runs``).
-    """
+    fraction of a GPU each run gets (see ``grid.gpus``); ``max_runs`` (None: any) refuses a
+    larger spec before planning it. A folder holding another spec's runs is refused unless
+    ``existing`` is ``extend`` or ``replace`` (see ``store.earlier_runs``)."""
     grid_dir = Path(grid_dir)
-    _check_arguments(workers, threads, executor)
+    _check_arguments(workers, threads, executor, grid_dir)
     share = gpu_share(gpus_per_run, executor)
     workers = local_workers(share, workers) if executor == "local" else 1
-    plan = plan_grid(spec)
-    if share is not None:
-        _check_runs_use_gpus(plan)
+    plan = plan_grid(spec, max_runs)
+    _check_runs_use_gpus(plan, share)
     threads = threads or max(1, (os.cpu_count() or 1) // workers)
     start = time.perf_counter()
     session = ray_session(address, share) if executor == "ray" else contextlib.nullcontext()

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import itertools
+import math
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from triggerlab.catalogue.strict import StrictNumbers
 from triggerlab.config import (
     UNION_SECTIONS,
     ExperimentConfig,
@@ -24,7 +26,7 @@ from triggerlab.config.schema import MAX_SEED, plain_name
 from triggerlab.errors import ConfigError
 
 
-class GridSpec(BaseModel):
+class GridSpec(StrictNumbers):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     name: str | None = Field(
@@ -82,6 +84,17 @@ class GridSpec(BaseModel):
     def varied_keys(self) -> list[str]:
         return [*self.grid, *(key for group in self.zip for key in group)]
 
+    def axis_lengths(self) -> list[int]:
+        """The number of values of each axis: a ``grid`` key, or a ``zip`` group."""
+        return [len(values) for values in self.grid.values()] + [
+            len(next(iter(group.values()))) for group in self.zip
+        ]
+
+    def run_count(self) -> int:
+        """The runs the spec plans at most, counted without expanding it: cells x repeats,
+        twice that with clean baselines (fewer where a baseline is shared or is a cell)."""
+        return math.prod(self.axis_lengths()) * self.repeats * (2 if self.clean_baseline else 1)
+
     def cells(self) -> Iterator[dict[str, Any]]:
         """Every combination of varied values, in spec order."""
         axes: list[list[dict[str, Any]]] = [
@@ -103,7 +116,13 @@ def _with_base(path: Path) -> dict[str, Any]:
     if not isinstance(raw, dict):
         raise ConfigError(f"invalid grid spec {path}: expected a mapping, got {type(raw).__name__}")
     if isinstance(raw.get("base"), str):
-        base_path = (path.parent / raw["base"]).resolve()
+        base_path = path.parent / raw["base"]
+        try:
+            base_path = base_path.resolve()
+        except (OSError, RuntimeError) as exc:  # RuntimeError: a symlink loop
+            raise ConfigError(
+                f"grid spec {path}: base {raw['base']!r} cannot be resolved to a file ({exc})"
+            ) from None
         base = read_yaml(base_path)
         if not isinstance(base, dict):
             raise ConfigError(f"invalid base config {base_path}: expected a mapping")

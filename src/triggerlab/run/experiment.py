@@ -22,6 +22,7 @@ import torch
 
 from triggerlab.config import ExperimentConfig
 from triggerlab.errors import ConfigError, Interrupted, RunFailed, TriggerlabError
+from triggerlab.files import argument, check_folder, config_key, missing_folders, remove_if_empty
 from triggerlab.progress import Reporter, reporting
 from triggerlab.run import stages
 from triggerlab.run.context import RunContext
@@ -59,9 +60,20 @@ def run_experiment(
     and saved there otherwise (``shared_training``: train once, defend many).
     """
     started = time.perf_counter()
+    run_dir = None if run_dir is None else Path(run_dir)
+    parent = cfg.output.directory if run_dir is None else run_dir.parent
+    if not resume:  # a folder that cannot be written is refused before the data is loaded
+        check_folder(
+            parent, config_key("output.directory") if run_dir is None else argument("run_dir")
+        )
     with torch_threads(cfg.train.threads), reporting(progress):
         ctx = prepare(cfg)
-        run, checkpoint = open_run(cfg, None if run_dir is None else Path(run_dir), resume)
+        created = [] if resume else missing_folders(parent)
+        try:
+            run, checkpoint = open_run(cfg, run_dir, resume)
+        except TriggerlabError:
+            remove_if_empty(created)
+            raise
         run.write_config(cfg)
         try:
             return _run(ctx, run, checkpoint, shared, progress, started)
@@ -74,6 +86,7 @@ def run_experiment(
         except TriggerlabError:
             if checkpoint is None and not resume:  # refused input: leave no half-written run
                 shutil.rmtree(run.path, ignore_errors=True)
+                remove_if_empty(created)  # nor the folders made for it
             raise
 
 

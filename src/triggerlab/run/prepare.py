@@ -177,8 +177,26 @@ def hold_back(
     try:
         train, defender = stratified_split(data.train, fraction, generator)
     except ValueError as exc:
-        raise ConfigError(f"defense.clean_fraction: {exc}") from None
+        raise _held_back_problem(cfg, data.train, exc) from None
     return replace(data, train=train), defender
+
+
+def _held_back_problem(cfg: ExperimentConfig, train: ImageDataset, exc: ValueError) -> ConfigError:
+    """The held-back share is empty (or takes everything), named by the key that set it."""
+    samples = cfg.defense.clean_samples  # type: ignore[union-attr]
+    if samples is None:
+        return ConfigError(f"defense.clean_fraction: {exc}")
+    targets = train.targets
+    if targets.ndim != 1 or targets.is_floating_point() or 2 * samples > len(train):
+        return ConfigError(f"defense.clean_samples: {samples} samples: {exc}")
+    # Each class gives round(share x its size): the largest class must give at least one.
+    largest = int(torch.bincount(targets).max())
+    least = len(train) // (2 * largest) + 1
+    return ConfigError(
+        f"defense.clean_samples: {samples} held-back samples, set aside from each class in "
+        f"proportion, round to none of the {len(train)} training samples; expected at least "
+        f"{least}"
+    )
 
 
 def check_augmentation(cfg: ExperimentConfig, data: DataSplit) -> None:

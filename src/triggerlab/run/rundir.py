@@ -173,8 +173,11 @@ class RunDir:
                         stacklevel=3,
                     )
                 return cls(path)
-        except (NotADirectoryError, FileExistsError, PermissionError) as exc:
-            raise ConfigError(f"output.directory: cannot create a run folder ({exc})") from None
+        except OSError as exc:  # a file in the way, no permission, a full or read-only disk
+            raise ConfigError(
+                f"output.directory: cannot create a run folder in {directory} "
+                f"({exc.strerror or exc})"
+            ) from None
         raise ConfigError(f"output.directory: cannot find a free run name under {directory}")
 
     def prepare_resume(self) -> Checkpoint | None:

@@ -8,23 +8,12 @@ import torch
 
 from triggerlab.attack.stealth import STEALTH_SAMPLE, stealth_of_uint8
 from triggerlab.catalogue.triggers import describe_spec
-from triggerlab.config import DEFAULT_EXPERIMENT, ExperimentConfig
+from triggerlab.config import ExperimentConfig
 from triggerlab.data.prepare import prepare_data
 from triggerlab.errors import ArgumentError
 from triggerlab.figures import save_trigger_preview
 from triggerlab.seeds import derive_seeds
 from triggerlab.triggers import apply_to_uint8
-
-
-def run_default_size(dataset: str) -> list[int] | None:
-    """``data.resize`` of a run of ``dataset`` that sets no size: the embedded default's for its
-    own dataset (digits upsampled to 16 px, as ``triggerlab run`` draws them), else the native
-    one (null), as a config that names the dataset and no size."""
-    default = DEFAULT_EXPERIMENT["data"]
-    if dataset != default["name"] or default.get("resize") is None:
-        return None
-    size = default["resize"]
-    return [size, size] if isinstance(size, int) else list(size)
 
 
 def format_stealth(metrics: dict[str, float | None]) -> str:
