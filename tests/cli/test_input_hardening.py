@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from support import REPO
 from typer.testing import CliRunner
 
 from triggerlab.cli import app
@@ -22,7 +23,6 @@ from triggerlab.grid.plan import MAX_RUNS, plan_grid, preflight, run_id
 from triggerlab.grid.runner import run_grid
 from triggerlab.grid.spec import GridSpec, load_grid_spec
 
-REPO = Path(__file__).resolve().parents[1]
 runner = CliRunner()
 
 
