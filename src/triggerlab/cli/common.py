@@ -43,6 +43,7 @@ FLAGS = {
     "overrides": "--set",
     "factory": "--model",
     "existing": "--extend / --replace",
+    "wait": "--no-wait",
 }
 
 
