@@ -44,6 +44,7 @@ FLAGS = {
     "factory": "--model",
     "existing": "--extend / --replace",
     "grid_dir": "--out",
+    "wait": "--no-wait",
 }
 
 

@@ -7,15 +7,27 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from triggerlab.cli.cluster import (
+    Gpus,
+    Memory,
+    Parallel,
+    Partition,
+    Retries,
+    SbatchOption,
+    TimeLimit,
+    Wait,
+    print_outcome,
+    slurm_options,
+    with_ray_hint,
+)
 from triggerlab.cli.common import ConsoleProgress, console, err_console, fail, failed_run
 from triggerlab.cli.run_table import print_summary
-from triggerlab.errors import ArgumentError, Interrupted, RunFailed, TriggerlabError
+from triggerlab.errors import Interrupted, RunFailed, TriggerlabError
 from triggerlab.files import argument, check_folder, config_key
 from triggerlab.progress import reporting
 
 if TYPE_CHECKING:
     from triggerlab.config import ExperimentConfig
-    from triggerlab.grid.runner import GridOutcome
     from triggerlab.grid.spec import GridSpec
     from triggerlab.run.experiment import RunResult
 
@@ -40,6 +52,25 @@ GpusPerRun = Annotated[
     typer.Option(
         "--gpus-per-run", help="share GPUs: the fraction of one GPU per run (0.25: four per GPU)"
     ),
+]
+SpecPath = Annotated[
+    Path, typer.Argument(help="grid spec YAML (base, grid, zip, repeats, seed, clean_baseline)")
+]
+GridOut = Annotated[
+    Path | None, typer.Option("--out", "-o", help="grid directory (default: grids/<name>)")
+]
+Address = Annotated[
+    str | None, typer.Option(help="Ray cluster address (default: start a local one)")
+]
+Extend = Annotated[
+    bool, typer.Option(help="the folder holds another spec's runs: keep them beside this spec's")
+]
+Replace = Annotated[
+    bool, typer.Option(help="the folder holds another spec's runs: delete those this spec lacks")
+]
+SpecOverrides = Annotated[
+    list[str] | None,
+    typer.Option("--set", "-s", help="override a spec key, e.g. base.train.epochs=5"),
 ]
 
 
@@ -142,38 +173,33 @@ def interrupted(exc: Interrupted) -> typer.Exit:
         "  triggerlab grid configs/ref002_poisoning_rate.yaml --set base.data.name=mnist "
         "--set base.data.root=/data/mnist\n\n"
         "  triggerlab grid study.yaml --gpus-per-run 0.25\n\n"
-        "  triggerlab grid study.yaml --executor ray --address auto"
+        "  triggerlab grid study.yaml --executor ray --address auto\n\n"
+        "  triggerlab grid study.yaml --executor slurm --slurm-partition gpu --slurm-gpus 1 "
+        "--slurm-time 2:00:00 --no-wait"
     )
 )
 def grid(
-    spec: Annotated[
-        Path, typer.Argument(help="grid spec YAML (base, grid, zip, repeats, seed, clean_baseline)")
-    ],
-    out: Annotated[
-        Path | None, typer.Option("--out", "-o", help="grid directory (default: grids/<name>)")
-    ] = None,
+    spec: SpecPath,
+    out: GridOut = None,
     workers: Workers = None,
     threads_per_worker: ThreadsPerWorker = None,
-    executor: Annotated[str, typer.Option(help="local or ray")] = "local",
-    address: Annotated[
-        str | None, typer.Option(help="Ray cluster address (default: start a local one)")
-    ] = None,
+    executor: Annotated[str, typer.Option(help="local, ray or slurm")] = "local",
+    address: Address = None,
     gpus_per_run: GpusPerRun = None,
     max_runs: MaxRuns = 100_000,
     force: Annotated[bool, typer.Option(help="rerun finished runs too")] = False,
-    extend: Annotated[
-        bool,
-        typer.Option(help="the folder holds another spec's runs: keep them beside this spec's"),
-    ] = False,
-    replace: Annotated[
-        bool,
-        typer.Option(help="the folder holds another spec's runs: delete those this spec lacks"),
-    ] = False,
-    overrides: Annotated[
-        list[str] | None,
-        typer.Option("--set", "-s", help="override a spec key, e.g. base.train.epochs=5"),
-    ] = None,
+    extend: Extend = False,
+    replace: Replace = False,
+    overrides: SpecOverrides = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress output")] = False,
+    retries: Retries = 2,
+    wait: Wait = True,
+    slurm_partition: Partition = None,
+    slurm_time: TimeLimit = "60",
+    slurm_mem: Memory = None,
+    slurm_gpus: Gpus = 0,
+    slurm_parallel: Parallel = None,
+    slurm_option: SbatchOption = None,
 ) -> None:
     """Run every experiment of a grid; finished runs are skipped, so a killed grid resumes."""
     from triggerlab.grid.runner import run_grid
@@ -182,6 +208,9 @@ def grid(
     if extend and replace:
         raise fail("--extend and --replace: choose one")
     try:
+        options = slurm_options(
+            slurm_partition, slurm_time, slurm_mem, slurm_gpus, slurm_parallel, slurm_option
+        )
         loaded = load_grid_spec(spec, list(overrides or []))
         grid_dir = out or Path("grids") / (loaded.name or spec.stem)
         check_folder(grid_dir, argument("grid_dir"))  # before fetching any data
@@ -199,35 +228,13 @@ def grid(
                 existing="extend" if extend else "replace" if replace else "refuse",
                 max_runs=max_runs,
                 progress=progress,
+                retries=retries,
+                slurm=options,
+                wait=wait,
             )
     except TriggerlabError as exc:
         raise fail(with_ray_hint(exc)) from None
     print_outcome(grid_dir, outcome)
-
-
-def with_ray_hint(exc: TriggerlabError) -> TriggerlabError:
-    """An unreachable Ray cluster, with how to start one in the command line's terms."""
-    if not isinstance(exc, ArgumentError) or exc.argument != "address":
-        return exc
-    return ArgumentError(
-        "address",
-        f"{exc.message} (`ray start --head` starts one; without --address, triggerlab starts "
-        "Ray itself)",
-    )
-
-
-def print_outcome(grid_dir: Path, outcome: GridOutcome) -> None:
-    """One line for the grid, one per failed run; exit status 1 when any run failed."""
-    console.print(
-        f"grid {grid_dir}: {outcome.total} runs, {outcome.skipped} already finished, "
-        f"{len(outcome.completed)} run now, {len(outcome.failed)} failed ({outcome.seconds:.1f} s)",
-        highlight=False,
-        soft_wrap=True,
-    )
-    for identity, error in outcome.failed.items():
-        err_console.print(f"failed {identity}: {error}", highlight=False, markup=False)
-    if not outcome.ok:
-        raise typer.Exit(code=1)
 
 
 def prefetch_grid(spec: GridSpec, max_runs: int, progress: ConsoleProgress) -> None:

@@ -1,5 +1,7 @@
 """Running planned runs: in this process, in local worker processes, or as Ray tasks.
 
+(Slurm job arrays: ``grid.slurm``.)
+
 Every executor calls ``execute_run`` for each run and hands its outcome to a
 ``report`` callback as soon as the run ends, in whatever order runs end.
 """
@@ -9,10 +11,8 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import multiprocessing
-import shutil
 import signal
 import sys
-import time
 from collections.abc import Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
@@ -20,55 +20,18 @@ from multiprocessing.sharedctypes import Synchronized
 from pathlib import Path
 from typing import Any
 
-from triggerlab.config import ExperimentConfig
 from triggerlab.errors import ArgumentError
+from triggerlab.grid.execute import Finished, execute_run, run_arguments
+from triggerlab.grid.failures import (
+    CANCELLED,
+    DEFAULT_RETRIES,
+    NODE_LOST,
+    OUT_OF_MEMORY,
+    RUN_ERROR,
+)
 from triggerlab.grid.gpus import GpuShare, device_ids, pin_worker
 from triggerlab.grid.plan import PlannedRun
-from triggerlab.grid.store import run_dir
-from triggerlab.run.rundir import RunDir
-from triggerlab.run.shared_training import TRAINED
-
-Finished = Iterator[tuple[PlannedRun, dict[str, Any]]]  # each run and its result, as it ends
-
-
-def run_arguments(run: PlannedRun, grid_dir: Path, threads: int | None) -> tuple[Any, ...]:
-    """``execute_run``'s arguments for one planned run."""
-    trained = None
-    if run.training_key is not None:
-        trained = (str(grid_dir / TRAINED), run.training_key)
-    config = run.config.model_dump(mode="json")
-    return (config, str(run_dir(grid_dir, run.run_id)), threads, trained)
-
-
-def execute_run(
-    config: dict[str, Any],
-    directory: str,
-    threads: int | None = None,
-    trained: tuple[str, str] | None = None,
-) -> dict[str, Any]:
-    """Run one experiment into ``directory``: continued from its checkpoint when a killed run
-    left one, else from scratch; with ``trained`` (folder, key), its trained model is shared
-    with the grid's other runs of that key. Failures are recorded, not raised."""
-    import torch
-
-    from triggerlab.run.experiment import run_experiment
-    from triggerlab.run.shared_training import SharedTraining
-
-    if threads:
-        torch.set_num_threads(threads)
-    path = Path(directory)
-    start = time.perf_counter()
-    try:
-        cfg = ExperimentConfig.model_validate(config)
-        resume = RunDir(path).continues(cfg)
-        if not resume:
-            shutil.rmtree(path, ignore_errors=True)
-        shared = None if trained is None else SharedTraining(Path(trained[0]), trained[1])
-        result = run_experiment(cfg, run_dir=path, resume=resume, shared=shared)
-    except Exception as exc:  # a failed run must not stop the grid: record it and go on
-        error = RunDir(path).write_failed(exc)
-        return {"ok": False, "seconds": time.perf_counter() - start, **error}
-    return {"ok": True, "seconds": time.perf_counter() - start, "final": result.summary["final"]}
+from triggerlab.grid.shipping import SHIPPED, clear_staging, execute_on_node, mark_session, unpack
 
 
 def _start_worker(
@@ -158,25 +121,78 @@ def run_ray(
     grid_dir: Path,
     threads: int | None,
     share: GpuShare | None = None,
+    retries: int = DEFAULT_RETRIES,
 ) -> Finished:
     """One Ray task per run (inside ``ray_session``), asking for a GPU when the run trains on
     CUDA, or for ``share.fraction`` of one when runs share GPUs; yields each run with its
-    result as it ends."""
+    result as it ends.
+
+    A task lost with its worker or node is started again elsewhere, up to ``retries`` times
+    (Ray retries system failures only; a run's own errors are recorded, not raised). Nodes
+    that do not share the grid folder ship their run folders back (``grid.shipping``).
+    """
     import ray
 
-    task = ray.remote(execute_run)
+    token = mark_session(grid_dir)
+    task = ray.remote(execute_on_node)
     pending = {}
     for run in todo:
         gpus = 1 if run.config.train.device == "cuda" else 0
         gpus = share.fraction if share is not None else gpus
-        options = task.options(num_cpus=threads or 1, num_gpus=gpus, max_retries=0)
-        ref = options.remote(*run_arguments(run, grid_dir, threads))
-        pending[ref] = run
-    while pending:
-        done, _ = ray.wait(list(pending), num_returns=1)
-        run = pending.pop(done[0])
-        try:
-            outcome = ray.get(done[0])
-        except Exception as exc:  # the task itself died (node lost, out of memory)
-            outcome = {"ok": False, "error": type(exc).__name__, "message": str(exc)}
-        yield run, outcome
+        options = task.options(
+            num_cpus=threads or 1, num_gpus=gpus, max_retries=retries, retry_exceptions=False
+        )
+        arguments = run_arguments(run, grid_dir, threads)
+        pending[options.remote(arguments, str(grid_dir), run.run_id, token)] = run
+    staged = False
+    try:
+        while pending:
+            done, _ = ray.wait(list(pending), num_returns=1)
+            run = pending.pop(done[0])
+            try:
+                outcome = ray.get(done[0])
+            except Exception as exc:  # the task itself died, and so did its retries
+                outcome = {"ok": False, "error": type(exc).__name__, "message": str(exc)}
+                outcome["cause"] = ray_cause(exc)
+            shipped = outcome.pop(SHIPPED, None)
+            if shipped is not None:
+                staged = True
+                unpack(grid_dir, run.run_id, shipped)
+            yield run, outcome
+    finally:
+        if staged:  # some node ran runs in its own staging folder: clear those folders
+            _clear_nodes(token)
+
+
+def ray_cause(exc: BaseException) -> str:
+    """What a Ray exception says about a lost task: its node or worker died, it was killed
+    for memory or cancelled, or (anything else raised by the task) the run itself failed."""
+    from ray import exceptions as rx
+
+    if isinstance(exc, rx.OutOfMemoryError):
+        return OUT_OF_MEMORY
+    if isinstance(exc, rx.TaskCancelledError):
+        return CANCELLED
+    lost = (rx.NodeDiedError, rx.WorkerCrashedError, rx.LocalRayletDiedError, rx.ObjectLostError)
+    if isinstance(exc, lost) or not isinstance(exc, rx.RayTaskError):
+        return NODE_LOST
+    return RUN_ERROR
+
+
+def _clear_nodes(token: str) -> None:
+    """Remove the session's staging folders on every live node (best effort: a node that does
+    not answer within a minute keeps its temporary files)."""
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    clear = ray.remote(clear_staging)
+    refs = [
+        clear.options(
+            num_cpus=0,
+            scheduling_strategy=NodeAffinitySchedulingStrategy(node["NodeID"], soft=False),
+        ).remote(token)
+        for node in ray.nodes()
+        if node.get("Alive")
+    ]
+    with contextlib.suppress(Exception):
+        ray.wait(refs, num_returns=len(refs), timeout=60)
