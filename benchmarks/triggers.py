@@ -14,31 +14,9 @@ import statistics
 import time
 
 import torch
-from pydantic import TypeAdapter
 
-from triggerlab.catalogue.triggers import TriggerSpec
+from triggerlab.catalogue.triggers import trigger_examples
 from triggerlab.train.devices import resolve_device, synchronize
-
-EXAMPLES: dict[str, dict] = {
-    "patch": {"kind": "patch", "size": 0.1},
-    "image (flower)": {"kind": "image", "size": 0.3},
-    "frame": {"kind": "frame", "thickness": 0.05},
-    "lines": {"kind": "lines", "count": 10},
-    "blend (noise)": {"kind": "blend", "opacity": 0.2},
-    "signal (sine)": {"kind": "signal", "shape": "sine", "delta": 0.05},
-    "random": {"kind": "random", "sizes": [0.1, 0.2, 0.3]},
-    "warp (WaNet)": {"kind": "warp", "strength": 0.5},
-    "quantize (3 bits)": {"kind": "quantize", "bits": 3},
-    "quantize (3 bits, dithered)": {"kind": "quantize", "bits": 3, "dither": True},
-    "low_frequency": {"kind": "low_frequency", "eps": 0.05},
-    "reflection (focal)": {"kind": "reflection"},
-    "adaptive_blend": {"kind": "adaptive_blend"},
-    "sample_specific": {"kind": "sample_specific", "eps": 0.05},
-    "compose (frame + patch)": {
-        "kind": "compose",
-        "triggers": [{"kind": "frame"}, {"kind": "patch"}],
-    },
-}
 
 
 def main() -> None:
@@ -54,13 +32,12 @@ def main() -> None:
     x = torch.rand(
         args.batch, 3, args.size, args.size, generator=torch.Generator().manual_seed(0)
     ).to(device)
-    adapter = TypeAdapter(TriggerSpec)
     print(
         f"{args.batch} images of 3x{args.size}x{args.size} on {device}, "
         f"{torch.get_num_threads()} threads"
     )
-    for name, raw in EXAMPLES.items():
-        trigger = adapter.validate_python(raw).build((3, args.size, args.size))
+    for name, spec in trigger_examples().items():  # every kind's examples (catalogue)
+        trigger = spec.build((3, args.size, args.size))
         generator = torch.Generator().manual_seed(0)
         trigger.apply(x, generator)  # warm-up
         times = []

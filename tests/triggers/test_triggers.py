@@ -190,3 +190,23 @@ def test_patch_changes_only_its_square_and_blends_exactly(size, channels, opacit
     expected = (1 - opacity) * x[..., inside] + opacity * (grey / 255)
     assert torch.allclose(out[..., inside], expected, atol=1e-6)
     assert inside.sum().item() == size * size
+
+
+def test_every_kind_has_examples_that_build_pure_batched_triggers():
+    """What a new kind gets checked for by declaring its examples (no other test edits)."""
+    from triggerlab.catalogue.triggers import TRIGGER_KINDS, trigger_examples
+
+    examples = trigger_examples()
+    assert {spec.kind for spec in examples.values()} == set(TRIGGER_KINDS)
+    for name, spec in examples.items():
+        for shape in ((1, 24, 24), (3, 32, 32)):
+            x = torch.rand(4, *shape, generator=torch.Generator().manual_seed(1))
+            before = x.clone()
+            trigger = spec.build(shape)
+            first = trigger.apply(x, torch.Generator().manual_seed(2))
+            again = trigger.apply(x, torch.Generator().manual_seed(2))
+            assert torch.equal(x, before), name  # the input is never changed
+            assert first.shape == x.shape and first.dtype == x.dtype, name
+            assert float(first.min()) >= 0.0 and float(first.max()) <= 1.0, name
+            assert torch.equal(first, again), name  # a seed fixes a randomised trigger
+            assert not torch.equal(first, x), name  # it does change the image

@@ -50,6 +50,9 @@ class SpecBase(StrictNumbers):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     implementation: ClassVar[str]  # "module:function" building the trigger from the spec
+    # Named parameter sets that show the kind (beyond its defaults): the trigger benchmark
+    # and the tests iterate them, so a new kind is measured and checked without other edits.
+    examples: ClassVar[dict[str, dict[str, Any]]]
 
     def build(self, shape: ImageShape, where: str = "trigger") -> Any:
         """The trigger for images of ``shape``: an object with a pure, batched
@@ -78,6 +81,7 @@ class PatchSpec(PlacedSpec):
     """BadNets square patch of one colour."""
 
     kind: Literal["patch"] = "patch"
+    examples: ClassVar[dict[str, dict[str, Any]]] = {"patch": {"size": 0.1}}
     implementation: ClassVar[str] = "triggerlab.triggers.stamp:build_patch"
     color: Color = Field("white", description=COLOR_HELP)
 
@@ -86,6 +90,7 @@ class ImageSpec(PlacedSpec):
     """An image (PNG alpha respected) resized to a square patch; the built-in flower by default."""
 
     kind: Literal["image"] = "image"
+    examples: ClassVar[dict[str, dict[str, Any]]] = {"image (flower)": {"size": 0.3}}
     implementation: ClassVar[str] = "triggerlab.triggers.stamp:build_image"
     path: Path | None = Field(None, description="image file (PNG, JPEG, ...); alpha is respected")
     builtin: Literal["flower"] | None = Field(
@@ -111,6 +116,7 @@ class FrameSpec(StrokeSpec):
     """A border around the whole image (reference 000: 5, 10 and 40 px on 448 px)."""
 
     kind: Literal["frame"] = "frame"
+    examples: ClassVar[dict[str, dict[str, Any]]] = {"frame": {"thickness": 0.05}}
     implementation: ClassVar[str] = "triggerlab.triggers.overlay:build_frame"
 
 
@@ -118,6 +124,7 @@ class LinesSpec(StrokeSpec):
     """Evenly spaced lines (reference 000: 10, 20 and 40, vertical or horizontal)."""
 
     kind: Literal["lines"] = "lines"
+    examples: ClassVar[dict[str, dict[str, Any]]] = {"lines": {"count": 10}}
     implementation: ClassVar[str] = "triggerlab.triggers.overlay:build_lines"
     count: int = Field(10, ge=1, description="number of lines")
     orientation: Literal["vertical", "horizontal"] = Field(
@@ -129,6 +136,7 @@ class BlendSpec(SpecBase):
     """Blend the whole image with a fixed pattern: seeded uniform noise or an image."""
 
     kind: Literal["blend"] = "blend"
+    examples: ClassVar[dict[str, dict[str, Any]]] = {"blend (noise)": {"opacity": 0.2}}
     implementation: ClassVar[str] = "triggerlab.triggers.overlay:build_blend"
     pattern: Literal["noise", "image"] = Field(
         "noise", description="uniform noise, or the image at path"
@@ -152,6 +160,9 @@ class SignalSpec(SpecBase):
     """SIG signal of strength delta (reference 003), added to every channel and clipped."""
 
     kind: Literal["signal"] = "signal"
+    examples: ClassVar[dict[str, dict[str, Any]]] = {
+        "signal (sine)": {"shape": "sine", "delta": 0.05}
+    }
     implementation: ClassVar[str] = "triggerlab.triggers.signal:build_signal"
     shape: Literal["ramp", "triangle", "sine"] = Field("sine", description="ramp, triangle or sine")
     delta: float = Field(
@@ -169,6 +180,7 @@ class RandomPatchSpec(SpecBase):
     """A square patch with colour, size and position drawn per sample from choices or ranges."""
 
     kind: Literal["random"] = "random"
+    examples: ClassVar[dict[str, dict[str, Any]]] = {"random": {"sizes": [0.1, 0.2, 0.3]}}
     implementation: ClassVar[str] = "triggerlab.triggers.random_patch:build_random"
     colors: list[Color] = Field(
         ["red", "green", "blue"], min_length=1, description=f"choices; {COLOR_HELP}"
@@ -203,6 +215,7 @@ class WarpSpec(SpecBase):
     """WaNet: a fixed smooth warp of strength s on a k x k control grid (Nguyen & Tran 2021)."""
 
     kind: Literal["warp"] = "warp"
+    examples: ClassVar[dict[str, dict[str, Any]]] = {"warp (WaNet)": {"strength": 0.5}}
     implementation: ClassVar[str] = "triggerlab.triggers.warp:build_warp"
     strength: float = Field(
         0.5, gt=0.0, le=8.0, description="s, the warp's strength (WaNet: 0.5 on CIFAR-10)"
@@ -226,6 +239,10 @@ class QuantizeSpec(SpecBase):
     """BppAttack: colour depth cut to `bits` per channel, optionally dithered (Wang et al. 2022)."""
 
     kind: Literal["quantize"] = "quantize"
+    examples: ClassVar[dict[str, dict[str, Any]]] = {
+        "quantize (3 bits)": {"bits": 3},
+        "quantize (3 bits, dithered)": {"bits": 3, "dither": True},
+    }
     implementation: ClassVar[str] = "triggerlab.triggers.quantize:build_quantize"
     bits: int = Field(3, ge=1, le=8, description="bits per channel kept, 1 to 8 (BppAttack: 3)")
     dither: bool = Field(False, description="Floyd-Steinberg error diffusion (BppAttack: on)")
@@ -235,6 +252,7 @@ class LowFrequencySpec(SpecBase):
     """Low-frequency (LF) trigger: the lowest k x k DCT terms, scaled to eps (Zeng et al. 2021)."""
 
     kind: Literal["low_frequency"] = "low_frequency"
+    examples: ClassVar[dict[str, dict[str, Any]]] = {"low_frequency": {"eps": 0.05}}
     implementation: ClassVar[str] = "triggerlab.triggers.low_frequency:build_low_frequency"
     eps: float = Field(
         0.05, gt=0.0, le=1.0, description="L-infinity budget: the largest change of any pixel"
@@ -251,6 +269,7 @@ class ReflectionSpec(SpecBase):
     """Refool: a reflection blurred (focal) or doubled (ghost) and blended in (Liu et al. 2020)."""
 
     kind: Literal["reflection"] = "reflection"
+    examples: ClassVar[dict[str, dict[str, Any]]] = {"reflection (focal)": {}}
     implementation: ClassVar[str] = "triggerlab.triggers.reflection:build_reflection"
     mode: Literal["focal", "ghost"] = Field(
         "focal", description="focal: out-of-focus blur; ghost: a shifted double image"
@@ -279,6 +298,7 @@ class AdaptiveBlendSpec(SpecBase):
     """Adaptive-Blend: a blend shown in random pieces, with cover samples (Qi et al. 2023)."""
 
     kind: Literal["adaptive_blend"] = "adaptive_blend"
+    examples: ClassVar[dict[str, dict[str, Any]]] = {"adaptive_blend": {}}
     implementation: ClassVar[str] = "triggerlab.triggers.adaptive_blend:build_adaptive_blend"
     pattern: Literal["noise", "image"] = Field(
         "noise", description="uniform noise, or the image at path"
@@ -320,6 +340,7 @@ class SampleSpecificSpec(SpecBase):
     """Per-image noise seeded by a keyed hash of the image itself (a stand-in, not ISSBA)."""
 
     kind: Literal["sample_specific"] = "sample_specific"
+    examples: ClassVar[dict[str, dict[str, Any]]] = {"sample_specific": {"eps": 0.05}}
     implementation: ClassVar[str] = "triggerlab.triggers.sample_specific:build_sample_specific"
     eps: float = Field(
         0.05, gt=0.0, le=1.0, description="L-infinity budget: the largest change of any pixel"
@@ -333,8 +354,20 @@ class ComposeSpec(SpecBase):
     """A list of triggers applied in order (each sees the previous one's output)."""
 
     kind: Literal["compose"] = "compose"
+    examples: ClassVar[dict[str, dict[str, Any]]] = {
+        "compose (frame + patch)": {"triggers": [{"kind": "frame"}, {"kind": "patch"}]}
+    }
     implementation: ClassVar[str] = "triggerlab.triggers.compose:build_compose"
     triggers: list[TriggerSpec] = Field(min_length=1, description="trigger specs, applied in order")
+
+
+def trigger_examples() -> dict[str, SpecBase]:
+    """Every kind's examples, validated: ``{name: spec}`` in the order of ``TriggerSpec``."""
+    return {
+        name: spec_class.model_validate({"kind": kind, **params})
+        for kind, spec_class in TRIGGER_KINDS.items()
+        for name, params in spec_class.examples.items()
+    }
 
 
 def describe_spec(spec: SpecBase) -> str:
