@@ -3,7 +3,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench docs clean
+.PHONY: demo test check lint bench docs clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || python3 -m venv $(VENV)
@@ -22,6 +22,13 @@ test: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks docs examples
 	$(BIN)/ruff format --check src tests benchmarks docs examples
 	$(BIN)/python -m pytest -q
+
+# The fast lane (under 3 minutes on the 2-core machine): no test that trains for seconds or
+# starts a cluster; `make test` (what CI runs) runs everything.
+check: $(STAMP)
+	$(BIN)/ruff check src tests benchmarks docs examples
+	$(BIN)/ruff format --check src tests benchmarks docs examples
+	$(BIN)/python -m pytest -q -m "not slow and not cluster"
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks docs examples

@@ -1,6 +1,7 @@
 """`triggerlab audit` end to end on a model the test defines, backdoors and saves two ways."""
 
 import json
+import shutil
 
 import pytest
 import torch
@@ -11,20 +12,15 @@ from typer.testing import CliRunner
 
 from triggerlab.cli import app
 from triggerlab.config import load_config
-from triggerlab.run.experiment import run_experiment
 
 runner = CliRunner()
 
 
 @pytest.fixture(scope="module")
-def weights(tmp_path_factory):
-    """A BadNets digits model (target 0) saved as safetensors and as a .pt state dict."""
+def weights(tmp_path_factory, backdoored_run):
+    """The session's BadNets digits model (target 0) as ``run/`` and as a .pt state dict."""
     folder = tmp_path_factory.mktemp("audit")
-    cfg = load_config(
-        None, ["output.save_model=true", f"output.directory={folder}", "output.name=run"]
-    )
-    run = run_experiment(cfg)
-    assert run.summary["final"]["asr"] > 0.9
+    shutil.copytree(backdoored_run, folder / "run")
     state = load_file(str(folder / "run" / "model.safetensors"))
     torch.save(state, folder / "model.pt")
     return folder

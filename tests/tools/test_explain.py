@@ -23,10 +23,10 @@ def saved_run(folder, name, *settings):
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory):
+def runs(tmp_path_factory, backdoored_run):
     folder = tmp_path_factory.mktemp("explain")
     return {
-        "backdoored": saved_run(folder, "backdoored", "train.epochs=3"),
+        "backdoored": backdoored_run,
         "clean": saved_run(folder, "clean", "train.epochs=3", "poison.rate=0"),
         "gaze": saved_run(
             folder,
