@@ -15,6 +15,7 @@ def python_blocks(section: str) -> list[str]:
     return re.findall(r"```python\n(.*?)```", body, flags=re.S)
 
 
+@pytest.mark.slow
 def test_the_python_api_example_runs(tmp_path, monkeypatch, capsys):
     (block,) = python_blocks("Python API")
     shutil.copytree(ROOT / "configs", tmp_path / "configs")

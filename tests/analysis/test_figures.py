@@ -212,6 +212,7 @@ def defense_runs() -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+@pytest.mark.slow
 def test_defence_studies_show_each_defence_before_and_after():
     from triggerlab.analysis.plots.defense_figures import defense_figure
 

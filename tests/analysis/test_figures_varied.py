@@ -22,7 +22,10 @@ from triggerlab.grid.spec import is_grid_spec, load_grid_spec
 from triggerlab.grid.store import manifest_of
 
 # the made-up runs have no per-epoch logs: their epoch figures have no curve to name
-pytestmark = pytest.mark.filterwarnings("ignore:No artists with labels:UserWarning")
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.filterwarnings("ignore:No artists with labels:UserWarning"),
+]  # every test here runs a pipeline
 CONFIGS = REPO / "configs"
 GRID_CONFIGS = sorted(p.name for p in CONFIGS.glob("*.yaml") if is_grid_spec(p))
 

@@ -106,6 +106,7 @@ def made_up_table() -> pd.DataFrame:
     )
 
 
+@pytest.mark.slow
 def test_summary_has_the_binomial_interval_beside_the_one_over_repeats():
     summary = summarize(made_up_table(), ["trigger.size"])
     first = summary.iloc[0]
@@ -118,6 +119,7 @@ def test_summary_has_the_binomial_interval_beside_the_one_over_repeats():
     assert not math.isnan(summary.iloc[1]["clean_acc_binomial_low"])
 
 
+@pytest.mark.slow
 def test_a_regression_share_counts_every_test_image():
     table = pd.DataFrame(
         {
@@ -137,6 +139,7 @@ def test_a_regression_share_counts_every_test_image():
     assert "attack_error_binomial_low" not in row  # an error in degrees is not a share
 
 
+@pytest.mark.slow
 def test_tables_label_both_intervals():
     table = made_up_table()
     first = table[table["trigger.size"] == 1]
@@ -162,6 +165,7 @@ def grid_dir(tmp_path_factory) -> Path:
     return folder / "grid"
 
 
+@pytest.mark.slow
 def test_runs_record_the_test_images_asr_counts(grid_dir):
     from sklearn.datasets import load_digits
 
@@ -177,6 +181,7 @@ def test_runs_record_the_test_images_asr_counts(grid_dir):
     assert set(table["attack_test_size"]) == {data["attack_test_size"]}
 
 
+@pytest.mark.slow
 def test_report_shows_both_intervals_labelled(grid_dir):
     html = build_report(grid_dir).read_text()
     assert html.count('<small class="binomial"') >= 2 * 2  # two cells, clean accuracy and ASR
@@ -187,6 +192,7 @@ def test_report_shows_both_intervals_labelled(grid_dir):
     assert "t(0.975, 1) = 12.71" in html and "repeats would narrow it to roughly ±0.01" in html
 
 
+@pytest.mark.slow
 def test_summary_csv_and_tables_md_carry_the_binomial_interval(grid_dir):
     paths = write_results(grid_dir, table_keys=["trigger.size"], table_metrics=["clean_acc"])
     summary = pd.read_csv(paths["summary.csv"])
@@ -196,6 +202,7 @@ def test_summary_csv_and_tables_md_carry_the_binomial_interval(grid_dir):
     assert tables.count("; binomial [") == 2 and "Wilson 95 % interval" in tables
 
 
+@pytest.mark.slow
 def test_the_report_names_a_key_of_one_value_and_plots_without_it(grid_dir):
     html = build_report(grid_dir).read_text()
     assert "poison.rate (poisoning rate (fraction of the training set); one value, 0.1)" in html

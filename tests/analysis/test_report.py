@@ -33,6 +33,7 @@ def grid_dir(tmp_path_factory) -> Path:
     return folder / "grid"
 
 
+@pytest.mark.slow
 def test_plot_writes_every_figure_kind(grid_dir):
     result = runner.invoke(app, ["plot", str(grid_dir)])
     assert result.exit_code == 0, result.output
@@ -48,6 +49,7 @@ def test_plot_writes_every_figure_kind(grid_dir):
     assert (grid_dir / "figures" / "asr_per_epoch.svg").read_text().lstrip().startswith("<?xml")
 
 
+@pytest.mark.slow
 def test_plot_rejects_unknown_keys_and_metrics(grid_dir):
     bad_key = runner.invoke(app, ["plot", str(grid_dir), "--x", "train.lr"])
     assert bad_key.exit_code == 2 and "'train.lr' is not varied" in bad_key.stderr
@@ -55,6 +57,7 @@ def test_plot_rejects_unknown_keys_and_metrics(grid_dir):
     assert bad_metric.exit_code == 2 and "unknown metric(s) accuracy" in bad_metric.stderr
 
 
+@pytest.mark.slow
 def test_results_cli(grid_dir):
     result = runner.invoke(
         app, ["results", str(grid_dir), "--compare", "trigger.position=bottom_right,center"]
@@ -69,6 +72,7 @@ def test_results_cli(grid_dir):
     assert "clean_acc_drop_mean" in summary and "asr_ci_high" in summary
 
 
+@pytest.mark.slow
 def test_report_is_self_contained(grid_dir):
     result = runner.invoke(app, ["report", str(grid_dir)])
     assert result.exit_code == 0, result.output
@@ -107,6 +111,7 @@ print(" ".join(m for m in heavy if m in sys.modules))
 """
 
 
+@pytest.mark.slow
 def test_results_plot_and_report_read_artefacts_only(grid_dir):
     """No torch, no dataset loaded, no engine: what the runs wrote is all they read."""
     import subprocess
@@ -119,6 +124,7 @@ def test_results_plot_and_report_read_artefacts_only(grid_dir):
     assert done.stdout.strip() == ""
 
 
+@pytest.mark.slow
 def test_plot_draws_the_frontier_with_the_chosen_stealth_metric(grid_dir):
     result = runner.invoke(app, ["plot", str(grid_dir), "--stealth", "ssim"])
     assert result.exit_code == 0, result.output
@@ -154,6 +160,7 @@ def test_the_report_text_and_columns_follow_the_task_and_the_defence():
     assert "td.num { white-space: nowrap; }" in STYLE and ".wide { overflow-x: auto; }" in STYLE
 
 
+@pytest.mark.slow
 def test_report_renders_in_headless_chromium(grid_dir, tmp_path):
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
     driver_path = shutil.which("chromedriver")
@@ -204,6 +211,7 @@ def test_report_renders_in_headless_chromium(grid_dir, tmp_path):
     assert not errors, f"console errors: {errors}"
 
 
+@pytest.mark.slow
 def test_checklist_describes_reference_000s_two_stages(tmp_path):
     import pandas as pd
     import yaml

@@ -82,6 +82,7 @@ def table() -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+@pytest.mark.slow
 def test_summary_rows_per_cell_exclude_baselines_and_failures():
     summary = summarize(table(), ["trigger.size", "poison.rate"])
     assert list(summary["trigger.size"]) == [2, 4]
@@ -102,6 +103,7 @@ def logit_interval(values: list[float]) -> tuple[float, float]:
     return tuple(1 / (1 + math.exp(-(mean + d))) for d in (-half, half))
 
 
+@pytest.mark.slow
 def test_paper_tables_by_hand():
     keys = ["poison.rate", "trigger.size"]
     tables = paper_tables(table(), keys, keys, ["asr"])
@@ -155,6 +157,7 @@ def test_long_cell_values_stay_on_one_line():
     assert text.startswith("{colors: [red, green, blue], kind: random")
 
 
+@pytest.mark.slow
 def test_welch_t_test_by_hand():
     result = compare(table(), ["trigger.size", "poison.rate"], "trigger.size", 2, 4)
     row = result[result["metric"] == "asr"].iloc[0]
@@ -169,6 +172,7 @@ def test_welch_t_test_by_hand():
     )
 
 
+@pytest.mark.slow
 def test_comparison_arguments_are_checked():
     assert parse_comparison("trigger.size=2,4", ["trigger.size"]) == ("trigger.size", 2, 4)
     with pytest.raises(ConfigError, match="expected KEY=A,B"):
@@ -204,6 +208,7 @@ def write_run(grid_dir, identity, clean_acc, asr):
     (folder / "summary.json").write_text(json.dumps(summary))
 
 
+@pytest.mark.slow
 def test_clean_accuracy_drop_pairs_each_run_with_its_baseline(tmp_path):
     runs = [
         {
@@ -272,6 +277,7 @@ def test_clean_accuracy_drop_pairs_each_run_with_its_baseline(tmp_path):
     assert "| 0.0 | 0.955 [" in (tmp_path / "tables.md").read_text()
 
 
+@pytest.mark.slow
 def test_missing_and_failed_runs_are_listed(tmp_path):
     runs = [
         {"id": "a", "cell": {}, "repeat": 0, "seed": 1, "role": "grid", "baseline_id": None},
@@ -285,6 +291,7 @@ def test_missing_and_failed_runs_are_listed(tmp_path):
     assert frame.set_index("run_id").loc["f", "error"] == "boom"
 
 
+@pytest.mark.slow
 def test_two_stage_runs_report_their_pre_tuned_metrics(tmp_path):
     runs = [
         {"id": f"r{i}", "cell": {"trigger.size": size}, "repeat": 0, "seed": 1, "role": "grid"}
@@ -304,6 +311,7 @@ def test_two_stage_runs_report_their_pre_tuned_metrics(tmp_path):
     assert tables.splitlines()[2:] == ["| 2 | 0.900 | 0.800 |", "| 4 | 0.700 | 0.750 |"]
 
 
+@pytest.mark.slow
 def test_a_null_setting_is_a_column_of_its_own():
     """A varied key left null (fresh weights: model.pretrained null) is a value like any other."""
     rows = [

@@ -16,6 +16,8 @@ from triggerlab.data.gaze import angular_error
 from triggerlab.data.prepare import prepare_data
 from triggerlab.run.experiment import run_experiment
 
+pytestmark = pytest.mark.slow  # every test here trains or runs a pipeline
+
 RATIO = 0.5
 COMMON = [
     "data.resize=48",

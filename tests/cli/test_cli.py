@@ -19,6 +19,7 @@ def invoke(*args: str):
     return runner.invoke(app, list(args))
 
 
+@pytest.mark.slow
 def test_run_prints_the_summary_table_and_writes_a_run(tmp_path):
     result = invoke("run", "--out", str(tmp_path), "--set", "train.epochs=1", "-q")
     assert result.exit_code == 0, result.output
@@ -29,6 +30,7 @@ def test_run_prints_the_summary_table_and_writes_a_run(tmp_path):
     assert str(run_dir) in result.output.replace("\n", "")
 
 
+@pytest.mark.slow
 def test_run_from_a_config_file_with_progress_lines(tmp_path):
     config = REPO / "configs" / "default.yaml"
     result = invoke(
@@ -62,6 +64,7 @@ print(" ".join(m for m in heavy if m in sys.modules))
 """
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("command", [["datasets"], ["models"], ["defenses"], ["triggers", "list"]])
 def test_listings_import_no_heavy_library(command):
     """What keeps a listing fast (benchmarks/startup.py times them): not even torch, whose
@@ -72,6 +75,7 @@ def test_listings_import_no_heavy_library(command):
     assert done.stdout.strip() == ""
 
 
+@pytest.mark.slow
 def test_a_bad_config_is_refused_before_the_engine_loads():
     """Exit 2 without importing the experiment engine (plots, scipy, pandas): 2.2 s, not 3.4."""
     probe = (
@@ -147,6 +151,7 @@ BAD_SETTINGS = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", sorted(BAD_SETTINGS))
 def test_bad_config_exits_2_with_one_message_and_no_run_directory(tmp_path, case):
     settings, message = BAD_SETTINGS[case]
@@ -160,6 +165,7 @@ def test_bad_config_exits_2_with_one_message_and_no_run_directory(tmp_path, case
     assert not (tmp_path / "runs").exists()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("damage", "message"),
     [
@@ -185,12 +191,14 @@ def test_bad_data_file_exits_2_naming_the_file(tmp_path, damage, message):
     assert not (tmp_path / "runs").exists()
 
 
+@pytest.mark.slow
 def test_missing_config_file(tmp_path):
     result = invoke("run", str(tmp_path / "nope.yaml"))
     assert result.exit_code == 2
     assert "not found" in result.stderr
 
 
+@pytest.mark.slow
 def test_console_script_entry_point(tmp_path):
     """The installed `triggerlab` command, as a user runs it."""
     exe = Path(sys.executable).with_name("triggerlab")

@@ -47,6 +47,7 @@ PREVIEWS = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", sorted(PREVIEWS))
 def test_preview_writes_a_png_for_every_kind(tmp_path, kind):
     assert set(PREVIEWS) == set(TRIGGER_KINDS)
@@ -60,6 +61,7 @@ def test_preview_writes_a_png_for_every_kind(tmp_path, kind):
     assert "PSNR" in result.output and "SSIM" in result.output
 
 
+@pytest.mark.slow
 def test_preview_from_a_config_file(tmp_path):
     config = tmp_path / "c.yaml"
     config.write_text("trigger: {kind: frame, thickness: 1}\ndata: {name: digits, resize: 16}\n")
@@ -110,6 +112,7 @@ BAD = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", sorted(BAD))
 @pytest.mark.parametrize("command", ["run", "preview"])
 def test_bad_trigger_exits_2_naming_the_field(tmp_path, case, command):
@@ -133,6 +136,7 @@ def test_bad_trigger_exits_2_naming_the_field(tmp_path, case, command):
     assert not (tmp_path / "runs").exists()
 
 
+@pytest.mark.slow
 def test_run_summary_holds_the_stealth_metrics(tmp_path):
     result = invoke(
         "run",
@@ -162,6 +166,7 @@ def test_run_summary_holds_the_stealth_metrics(tmp_path):
     assert 0.09 <= stealth["linf_mean"] <= 0.11
 
 
+@pytest.mark.slow
 def test_preview_of_another_dataset_uses_that_datasets_own_size(tmp_path, monkeypatch):
     import triggerlab.tools.preview as module
 

@@ -31,6 +31,8 @@ from typer.testing import CliRunner
 
 from triggerlab.cli import app
 
+pytestmark = pytest.mark.slow  # every test here trains or runs a pipeline
+
 runner = CliRunner()
 QUICK = ["train.epochs=1", "model.options={width: 4, hidden: 16}"]
 

@@ -24,6 +24,7 @@ from triggerlab.run.rundir import read_metrics
 from triggerlab.triggers.overlay import bands
 
 
+@pytest.mark.slow
 def test_rerunning_a_grid_runs_config_reproduces_it_exactly(tmp_path):
     """The grid records its thread count in each run's config.yaml, so the run alone, in a
     process with another thread count, gives the same numbers."""
@@ -77,6 +78,7 @@ def test_holm_and_benjamini_hochberg_by_hand():
     assert math.isnan(frame["p_holm"].iloc[4])
 
 
+@pytest.mark.slow
 def test_comparisons_report_adjusted_p_values(tmp_path):
     spec = write_spec(tmp_path, grid={"trigger.size": [2, 3]}, repeats=2)
     run_grid(load_grid_spec(spec), tmp_path / "g")

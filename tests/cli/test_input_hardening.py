@@ -43,6 +43,7 @@ def write(path: Path, text: str) -> Path:
 # --- output folders (issue 28 item 1; issue 29: a refused config leaves no empty folder) ---
 
 
+@pytest.mark.slow
 def test_run_out_naming_a_file_is_refused_before_any_work(tmp_path):
     taken = write(tmp_path / "taken", "")
     message = refused("run", "-q", "--out", str(taken))
@@ -50,6 +51,7 @@ def test_run_out_naming_a_file_is_refused_before_any_work(tmp_path):
     assert sorted(tmp_path.iterdir()) == [taken] and taken.read_text() == ""
 
 
+@pytest.mark.slow
 def test_run_out_below_a_file_or_where_nothing_can_be_created(tmp_path):
     below = tmp_path / "taken" / "runs"
     write(tmp_path / "taken", "")
@@ -60,6 +62,7 @@ def test_run_out_below_a_file_or_where_nothing_can_be_created(tmp_path):
     assert not os.path.lexists("/proc/triggerlab")
 
 
+@pytest.mark.slow
 def test_grid_out_naming_a_file_or_below_one(tmp_path):
     spec = REPO / "configs" / "demo_study.yaml"
     taken = write(tmp_path / "taken", "")
@@ -73,6 +76,7 @@ def test_grid_out_naming_a_file_or_below_one(tmp_path):
     assert sorted(tmp_path.iterdir()) == [taken]
 
 
+@pytest.mark.slow
 def test_a_config_refused_once_the_data_is_loaded_leaves_no_folders(tmp_path):
     """WaNet's noise mode with more cover samples than the training set holds is found only
     after the data is loaded: neither the run folder nor the parents made for it remain."""
@@ -86,6 +90,7 @@ def test_a_config_refused_once_the_data_is_loaded_leaves_no_folders(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.slow
 def test_a_grid_refused_in_preflight_leaves_no_folders(tmp_path):
     spec = write(
         tmp_path / "spec.yaml",
@@ -99,6 +104,7 @@ def test_a_grid_refused_in_preflight_leaves_no_folders(tmp_path):
 # --- YAML (issue 28 item 3) ---
 
 
+@pytest.mark.slow
 def test_a_key_given_twice_in_a_section_is_refused_naming_it_and_both_lines(tmp_path):
     config = write(tmp_path / "c.yaml", "poison:\n  rate: 0.05\n  target: 1\n  rate: 0.2\n")
     message = refused("run", str(config), "--out", str(tmp_path / "runs"))
@@ -106,6 +112,7 @@ def test_a_key_given_twice_in_a_section_is_refused_naming_it_and_both_lines(tmp_
     assert str(config) in message and not (tmp_path / "runs").exists()
 
 
+@pytest.mark.slow
 def test_a_section_given_twice_at_the_top_is_refused(tmp_path):
     config = write(tmp_path / "c.yaml", "poison:\n  rate: 0.05\ntrain:\n  epochs: 1\npoison: {}\n")
     assert "key 'poison' is given twice, on lines 1 and 5" in refused("run", str(config))
@@ -118,6 +125,7 @@ def test_merge_keys_may_still_be_overridden(tmp_path):
     assert (train.epochs, train.lr) == (2, 0.01)
 
 
+@pytest.mark.slow
 def test_a_duplicate_inside_a_grid_spec_and_a_set_value(tmp_path):
     spec = write(
         tmp_path / "s.yaml", "base: {}\ngrid:\n  poison.rate: [0.1]\n  poison.rate: [0.2]\n"
@@ -130,12 +138,14 @@ def test_a_duplicate_inside_a_grid_spec_and_a_set_value(tmp_path):
     assert "key 'count' is given twice" in message
 
 
+@pytest.mark.slow
 def test_a_binary_value_is_refused(tmp_path):
     config = write(tmp_path / "c.yaml", "output:\n  name: !!binary aGVsbG8=\n")
     message = refused("run", str(config))
     assert f"config file {config}, line 2: a !!binary value" in message
 
 
+@pytest.mark.slow
 def test_an_integer_of_100000_digits_is_refused_with_a_message(tmp_path):
     config = write(tmp_path / "c.yaml", "train:\n  seed: " + "9" * 100_000 + "\n")
     message = refused("run", str(config))
@@ -146,6 +156,7 @@ def test_an_integer_of_100000_digits_is_refused_with_a_message(tmp_path):
 # --- config files that are not regular files (issue 29 item 5) ---
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("device", ["/dev/zero", "/dev/urandom"])
 def test_a_device_as_config_is_refused_without_reading_it(device):
     started = time.perf_counter()
@@ -154,6 +165,7 @@ def test_a_device_as_config_is_refused_without_reading_it(device):
     assert time.perf_counter() - started < 30
 
 
+@pytest.mark.slow
 def test_a_named_pipe_as_config_is_refused_instead_of_waiting(tmp_path):
     pipe = tmp_path / "config.yaml"
     os.mkfifo(pipe)
@@ -168,6 +180,7 @@ def test_a_named_pipe_as_config_is_refused_instead_of_waiting(tmp_path):
     assert "is a named pipe; expected a regular YAML file" in done.stderr
 
 
+@pytest.mark.slow
 def test_a_config_file_over_the_size_limit(tmp_path):
     big = write(tmp_path / "big.yaml", "# padding\n" * 110_000)
     assert "has more than 1000000 bytes" in refused("run", str(big))
@@ -187,6 +200,7 @@ def big_spec(folder: Path, **fields) -> Path:
     return write(folder / "big.yaml", yaml.safe_dump(spec))
 
 
+@pytest.mark.slow
 def test_a_grid_of_ten_million_runs_is_refused_in_under_a_second(tmp_path):
     spec = load_grid_spec(big_spec(tmp_path))
     started = time.perf_counter()
@@ -195,6 +209,7 @@ def test_a_grid_of_ten_million_runs_is_refused_in_under_a_second(tmp_path):
     assert time.perf_counter() - started < 1.0
 
 
+@pytest.mark.slow
 def test_the_command_line_names_the_count_and_the_flag_that_raises_the_limit(tmp_path):
     message = refused(
         "grid", str(big_spec(tmp_path, clean_baseline=True)), "--out", str(tmp_path / "g")
@@ -204,6 +219,7 @@ def test_the_command_line_names_the_count_and_the_flag_that_raises_the_limit(tmp
     assert not (tmp_path / "g").exists()
 
 
+@pytest.mark.slow
 def test_the_limit_can_be_raised_or_lowered(tmp_path):
     spec = GridSpec.model_validate({"base": {}, "grid": {"trigger.size": [2, 3, 4]}, "repeats": 2})
     assert spec.run_count() == 6
@@ -242,6 +258,7 @@ def planning_seconds(runs: int) -> float:
     return time.process_time() - started
 
 
+@pytest.mark.slow
 def test_planning_and_checking_a_grid_takes_linear_time():
     """Ten times the runs take about ten times as long (a generous bound of 25), and a run
     costs a few config validations, not a pass over the dataset (which made 10^4 runs take
@@ -257,6 +274,7 @@ def test_planning_and_checking_a_grid_takes_linear_time():
     assert per_run < 100 * validation, (per_run, validation)
 
 
+@pytest.mark.slow
 def test_preflight_splits_the_data_once_for_runs_that_share_a_seed(monkeypatch):
     from triggerlab.data import prepare
 
@@ -302,6 +320,7 @@ def test_a_seed_at_the_bound_is_accepted():
     assert cfg.trigger.seed == 2**32 - 1
 
 
+@pytest.mark.slow
 def test_a_dataset_option_seed_beyond_the_range_names_the_option():
     message = refused(
         "run", "--set", "data.name=synthetic_gaze", "--set", f"data.options.seed={HUGE}",
@@ -310,6 +329,7 @@ def test_a_dataset_option_seed_beyond_the_range_names_the_option():
     assert "data.options.seed: expected 0 to 4294967295" in message
 
 
+@pytest.mark.slow
 def test_a_grid_base_that_is_a_symlink_loop(tmp_path):
     (tmp_path / "a.yaml").symlink_to(tmp_path / "b.yaml")
     (tmp_path / "b.yaml").symlink_to(tmp_path / "a.yaml")
@@ -349,6 +369,7 @@ def test_a_grid_spec_refuses_yes_no_repeats(tmp_path):
         load_grid_spec(write(tmp_path / "s.yaml", "base: {}\nrepeats: true\n"))
 
 
+@pytest.mark.slow
 def test_source_classes_that_leave_nothing_to_poison_are_named(tmp_path):
     message = refused("run", "--out", str(tmp_path), "--set", "poison.source_classes=[0]")
     assert message.startswith(
@@ -357,6 +378,7 @@ def test_source_classes_that_leave_nothing_to_poison_are_named(tmp_path):
     assert "the target class 0 is never a source" in message
 
 
+@pytest.mark.slow
 def test_too_few_clean_samples_name_clean_samples_and_the_least_that_works(tmp_path):
     settings = ["--set", "defense.kind=finetune", "--set", "defense.clean_samples=1"]
     message = refused("run", "--out", str(tmp_path), *settings)
@@ -364,6 +386,7 @@ def test_too_few_clean_samples_name_clean_samples_and_the_least_that_works(tmp_p
     assert "expected at least 5" in message and "clean_fraction" not in message
 
 
+@pytest.mark.slow
 def test_a_root_for_a_dataset_without_files_is_refused():
     message = refused("run", "--set", "data.root=/data/digits")
     assert "data.root: dataset 'digits' reads no files" in message
@@ -389,6 +412,7 @@ def test_resize_left_out_is_the_datasets_run_size_and_null_is_native():
     assert validate_config({"data": {"name": "synthetic_gaze"}}).data.resize is None
 
 
+@pytest.mark.slow
 def test_a_partial_config_file_runs(tmp_path):
     config = write(tmp_path / "c.yaml", "poison:\n  rate: 0.05\ntrain:\n  epochs: 1\n")
     result = runner.invoke(app, ["run", str(config), "-q", "--out", str(tmp_path / "runs")])

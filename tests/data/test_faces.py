@@ -131,12 +131,13 @@ def test_synthetic_dataset_labels_and_subjects():
 
 
 def test_faces_render_fast_enough_for_ten_thousand_in_seconds():
-    """Measured: 10,000 faces of 64x64 take about 14 s on one thread (benchmarks/faces.py)."""
-    start = time.perf_counter()
+    """Measured: 10,000 faces of 64x64 take about 14 s on one thread (benchmarks/faces.py).
+    Timed in this process's CPU seconds, which other work on the machine does not inflate."""
+    start = time.process_time()
     data = synthetic_faces("gaze", count=1000, resolution=64)
-    elapsed = time.perf_counter() - start
+    elapsed = time.process_time() - start
     assert data.images.shape == (1000, 3, 64, 64)
-    assert elapsed < 5.0, f"1,000 faces took {elapsed:.1f} s (about 1.3 s expected)"
+    assert elapsed < 5.0, f"1,000 faces took {elapsed:.1f} CPU s (about 1.3 s expected)"
 
 
 def test_rendering_reports_progress_to_the_reporter_of_the_call():

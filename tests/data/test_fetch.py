@@ -157,6 +157,7 @@ def test_fetch_refuses_an_unknown_dataset(tmp_path):
         fetch_dataset("imagenet", tmp_path)
 
 
+@pytest.mark.slow
 def test_a_run_with_data_download_fetches_first(server, tmp_path):
     url, served = server
     served.files.update(mnist_files(tmp_path / "made"))

@@ -431,6 +431,7 @@ def test_a_full_disk_during_a_download_is_one_message_saying_nothing_is_corrupte
     assert not list(root.glob("*.gz"))  # nothing in place
 
 
+@pytest.mark.slow
 def test_a_full_disk_ends_any_command_in_the_same_message(tmp_path, monkeypatch, capsys):
     def fsync(fd: int) -> None:
         raise _disk_full(os.readlink(f"/proc/self/fd/{fd}"))
@@ -501,6 +502,7 @@ def test_a_damaged_feature_cache_file_is_refused_naming_it(tmp_path, spoil, why)
         store.load(4, "print")
 
 
+@pytest.mark.slow
 def test_a_run_whose_feature_cache_folder_is_a_file_exits_2_naming_it(tmp_path):
     blocker = tmp_path / "cache"
     blocker.write_text("")

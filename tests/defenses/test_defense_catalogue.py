@@ -63,6 +63,7 @@ def _row(outcomes: pd.DataFrame, kind: str, rate: float) -> pd.Series:
     return outcomes.loc[(kind, rate)]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("kind", "asr_share", "ca_drop", "clean_ca_drop"),
     [
@@ -86,6 +87,7 @@ def test_repairs_lower_the_planted_backdoor(outcomes, kind, asr_share, ca_drop, 
     assert clean["clean_acc"] - clean["clean_acc_after"] < clean_ca_drop
 
 
+@pytest.mark.slow
 def test_abl_isolates_poisoned_samples_and_records_no_clean_data(outcomes):
     attacked, clean = _row(outcomes, "abl", 0.1), _row(outcomes, "abl", 0.0)
     # 14 samples isolated of 1,438, of which 10 % are poisoned: they rank far above chance
@@ -96,11 +98,13 @@ def test_abl_isolates_poisoned_samples_and_records_no_clean_data(outcomes):
     assert clean["clean_acc_after"] > clean["clean_acc"] - 0.05 and clean["asr_after"] < 0.05
 
 
+@pytest.mark.slow
 def test_every_detector_reports_tpr_at_low_fpr(outcomes):
     attacked = _row(outcomes, "abl", 0.1)
     assert 0 <= attacked["detection_tpr_at_1pct_fpr"] <= attacked["detection_tpr_at_5pct_fpr"]
 
 
+@pytest.mark.slow
 def test_scale_up_flags_triggered_inputs_and_not_a_clean_models(tmp_path):
     """Grey-background digits with a black patch: amplification washes out a clean digit
     but keeps the black patch (0 stays 0), so triggered predictions stay consistent."""
@@ -172,6 +176,7 @@ def test_ibau_hypergradient_matches_the_closed_form():
     assert grads[0].item() == pytest.approx(2.0, rel=1e-3)
 
 
+@pytest.mark.slow
 def test_results_and_report_show_the_defence_by_attack_table_and_roc_curves(grid_dir):
     paths = write_results(grid_dir)
     lines = paths["defenses.md"].read_text().splitlines()
@@ -185,6 +190,7 @@ def test_results_and_report_show_the_defence_by_attack_table_and_roc_curves(grid
     assert "Defences against each attack" in page and "TPR@5%FPR" in page
 
 
+@pytest.mark.slow
 def test_the_defence_table_gives_each_cell_its_mean_and_interval():
     table = pd.DataFrame(
         {

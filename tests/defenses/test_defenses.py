@@ -49,6 +49,7 @@ def test_masked_channels_output_zero():
 QUICK = ["train.epochs=8", "defense.clean_fraction=0.1", "defense.epochs=2"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["finetune", "fine_pruning"])
 def test_defense_runs_report_before_and_after_on_held_back_data(tmp_path, kind):
     cfg = load_config(None, [f"defense.kind={kind}", *QUICK, f"output.directory={tmp_path}"])
@@ -75,6 +76,7 @@ def test_defense_runs_report_before_and_after_on_held_back_data(tmp_path, kind):
     assert again.summary["defense"]["after"] == defense["after"]  # seeded like everything else
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["finetune", "fine_pruning"])
 def test_regression_repairs(tmp_path, kind):
     settings = [
@@ -94,6 +96,7 @@ def test_regression_repairs(tmp_path, kind):
     ] == 18
 
 
+@pytest.mark.slow
 def test_results_gain_the_repaired_metrics(tmp_path):
     spec = write_spec(
         tmp_path, grid={"defense": [{"kind": "none"}, {"kind": "finetune", "epochs": 1}]}
@@ -106,6 +109,7 @@ def test_results_gain_the_repaired_metrics(tmp_path):
     assert untouched.isna()["asr_after"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("setting", "message"),
     [
@@ -135,6 +139,7 @@ def test_bad_defense_settings(tmp_path, setting, message):
     assert not (tmp_path / "runs").exists()
 
 
+@pytest.mark.slow
 def test_summary_json_is_strict_json(tmp_path):
     cfg = load_config(
         None,
@@ -210,6 +215,7 @@ def test_strip_entropy_of_known_predictions_and_threshold():
     assert strip_threshold(torch.arange(101, dtype=torch.float32), 0.05) == pytest.approx(5.0)
 
 
+@pytest.mark.slow
 def test_strip_separates_triggered_from_clean_inputs(tmp_path):
     """Issue 6's bar on the BadNets digits model: AUROC >= 0.9 (0.98 measured)."""
     cfg = load_config(
@@ -254,6 +260,7 @@ def test_activation_clustering_flags_the_small_cluster_only():
     assert detection_metrics(truth, scores, flagged)["auroc"] > 0.9
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["spectral_signatures", "activation_clustering"])
 def test_sample_detectors_report_against_the_true_poisoned_indices(tmp_path, kind):
     cfg = load_config(
@@ -275,6 +282,7 @@ def test_sample_detectors_report_against_the_true_poisoned_indices(tmp_path, kin
     assert 0 < defense["flagged"] < defense["training_samples"]
 
 
+@pytest.mark.slow
 def test_sample_detectors_work_on_regression_features(tmp_path):
     settings = [
         "data.name=synthetic_gaze",
@@ -315,6 +323,7 @@ def test_unlearning_set_stamps_the_chosen_share():
     assert int((stamped[:, 0, 0, 0] == 255).sum()) == 2 and int(stamped[:, 0, 1:].sum()) == 0
 
 
+@pytest.mark.slow
 def test_neural_cleanse_flags_the_backdoor_and_unlearning_removes_it(tmp_path):
     """Issue 6's bar on the digits model (seed 0): target flagged, index > 2, clean model lower."""
     settings = [
@@ -346,6 +355,7 @@ def test_neural_cleanse_flags_the_backdoor_and_unlearning_removes_it(tmp_path):
     )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["strip", "neural_cleanse", "anp", "ibau", "abl", "scale_up"])
 def test_class_based_defences_are_refused_for_regression(tmp_path, kind):
     args = ["run", "--out", str(tmp_path / "r")]
@@ -363,6 +373,7 @@ def test_class_based_defences_are_refused_for_regression(tmp_path, kind):
     assert not (tmp_path / "r").exists()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("settings", "message"),
     [
@@ -385,6 +396,7 @@ def test_bad_defence_settings_are_refused_before_training(tmp_path, settings, me
     assert "Traceback" not in result.stderr and not (tmp_path / "r").exists()
 
 
+@pytest.mark.slow
 def test_a_clean_sample_budget_holds_back_that_many(tmp_path):
     settings = ["defense.kind=finetune", "defense.clean_samples=200", "defense.epochs=1"]
     summary = run_experiment(
@@ -404,6 +416,7 @@ def test_the_defence_listing_names_every_kind_and_its_parameters():
     assert "isolation_ratio (0.01)" in result.stdout and "scales ([3.0, 5.0" in result.stdout
 
 
+@pytest.mark.slow
 def test_the_run_table_shows_what_the_defence_did(tmp_path, monkeypatch):
     from triggerlab.cli.common import console
 

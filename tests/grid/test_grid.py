@@ -48,6 +48,7 @@ def test_product_zip_and_repeats():
     assert all(r.config.poison.rate == r.cell["poison.rate"] for r in plan)
 
 
+@pytest.mark.slow
 def test_clean_baselines_are_added_once_per_cell_and_repeat():
     spec = spec_of(
         grid={"poison.rate": [0.05, 0.1], "trigger.size": [2, 3]}, repeats=2, clean_baseline=True
@@ -66,6 +67,7 @@ def test_clean_baselines_are_added_once_per_cell_and_repeat():
         assert base.config.trigger == run.config.trigger
 
 
+@pytest.mark.slow
 def test_rate_zero_cell_is_its_own_baseline():
     plan = plan_grid(spec_of(grid={"poison.rate": [0.0, 0.1]}, clean_baseline=True))
     assert len(plan) == 2
@@ -73,6 +75,7 @@ def test_rate_zero_cell_is_its_own_baseline():
     assert zero.role == "grid" and zero.baseline_id == zero.run_id
 
 
+@pytest.mark.slow
 def test_run_id_ignores_paths_and_key_order_and_is_stable_across_processes(tmp_path):
     a = validate_config({**BASE, "output": {"directory": "x"}})
     shuffled = {k: BASE[k] for k in reversed(list(BASE))}
@@ -105,6 +108,7 @@ def test_spec_key_order_does_not_change_ids(tmp_path):
     assert ids[0] == ids[1]
 
 
+@pytest.mark.slow
 def test_run_resume_and_force(tmp_path):
     spec = load_grid_spec(write_spec(tmp_path))
     grid_dir = tmp_path / "grid"
@@ -126,6 +130,7 @@ def test_run_resume_and_force(tmp_path):
     assert len(forced.completed) == 4
 
 
+@pytest.mark.slow
 def test_parallel_workers_give_the_serial_numbers(tmp_path):
     spec = load_grid_spec(write_spec(tmp_path, grid={"trigger.size": [2, 3]}))
     run_grid(spec, tmp_path / "serial", threads=1)  # numbers depend on threads at the last digits
@@ -138,6 +143,7 @@ def test_parallel_workers_give_the_serial_numbers(tmp_path):
         assert a == b
 
 
+@pytest.mark.slow
 def test_failed_run_is_recorded_and_the_grid_goes_on(tmp_path, monkeypatch):
     spec = load_grid_spec(write_spec(tmp_path, grid={"trigger.size": [2, 3]}))
     import triggerlab.run.experiment as experiment
@@ -157,6 +163,7 @@ def test_failed_run_is_recorded_and_the_grid_goes_on(tmp_path, monkeypatch):
     assert record["error"] == "RuntimeError" and "simulated out of memory" in record["traceback"]
 
 
+@pytest.mark.slow
 def test_cli_exit_status_says_whether_all_runs_succeeded(tmp_path, monkeypatch):
     spec = write_spec(tmp_path, grid={"trigger.size": [2, 3]})
     ok = runner.invoke(app, ["grid", str(spec), "--out", str(tmp_path / "ok"), "-q"])
@@ -174,6 +181,7 @@ def test_cli_exit_status_says_whether_all_runs_succeeded(tmp_path, monkeypatch):
     assert "2 failed" in bad.output and "RuntimeError: disk full" in bad.stderr
 
 
+@pytest.mark.slow
 def test_second_process_on_the_same_grid_is_refused(tmp_path):
     import fcntl
 
@@ -242,6 +250,7 @@ BAD_SPECS = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", sorted(BAD_SPECS))
 def test_bad_specs_exit_2_before_any_run(tmp_path, case):
     fields, message = BAD_SPECS[case]
@@ -259,6 +268,7 @@ def test_a_directory_that_is_not_a_grid(tmp_path, command):
     assert "is not a grid directory" in result.stderr
 
 
+@pytest.mark.slow
 def test_base_path_is_relative_to_the_spec_and_set_reaches_it(tmp_path):
     (tmp_path / "base.yaml").write_text(yaml.safe_dump(BASE))
     spec_path = tmp_path / "spec.yaml"
@@ -285,6 +295,7 @@ def _grid_process(spec: Path, grid_dir: Path) -> subprocess.Popen:
     )
 
 
+@pytest.mark.slow
 def test_sigkill_at_random_moments_then_resume_leaves_every_run_once(tmp_path):
     spec = write_spec(
         tmp_path,
@@ -313,6 +324,7 @@ def test_sigkill_at_random_moments_then_resume_leaves_every_run_once(tmp_path):
         assert len(rows) == 3  # header + one row per epoch, never duplicated
 
 
+@pytest.mark.slow
 def test_a_regression_grid_runs_and_reports(tmp_path):
     base = {
         "data": {"name": "synthetic_gaze", "resize": 16, "options": {"count": 60, "subjects": 4}},

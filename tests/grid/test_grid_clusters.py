@@ -64,6 +64,7 @@ CLI_REFUSALS = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", sorted(CLI_REFUSALS))
 def test_bad_cluster_flags_exit_2_and_write_nothing(tmp_path, case):
     flags, message = CLI_REFUSALS[case]
@@ -74,6 +75,7 @@ def test_bad_cluster_flags_exit_2_and_write_nothing(tmp_path, case):
     assert not (tmp_path / "g").exists()
 
 
+@pytest.mark.slow
 def test_slurm_without_slurm_on_the_path_says_so(tmp_path, monkeypatch):
     monkeypatch.setenv("PATH", str(tmp_path / "bin"))  # no sbatch, squeue, scancel here
     spec = write_spec(tmp_path)
@@ -133,6 +135,7 @@ def test_a_lost_jobs_cause_comes_from_its_state_or_its_log(tmp_path):
     assert ended_cause(tmp_path, "7_1", None) == PREEMPTED
 
 
+@pytest.mark.slow
 def test_ray_exceptions_name_their_cause():
     ray = pytest.importorskip("ray", reason="Ray is the optional extra triggerlab[ray]")
     from triggerlab.grid.executors import ray_cause
@@ -146,6 +149,7 @@ def test_ray_exceptions_name_their_cause():
     assert ray_cause(rx.RayTaskError("f", "tb", ValueError("bad"))) == RUN_ERROR
 
 
+@pytest.mark.slow
 def test_failures_are_counted_by_cause_and_status_says_where_each_run_stands(tmp_path, monkeypatch):
     spec = write_spec(tmp_path, grid={"trigger.size": [2, 3, 4]})
     import triggerlab.run.experiment as experiment

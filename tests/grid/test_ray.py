@@ -8,6 +8,8 @@ from support.gridspecs import write_spec
 from triggerlab.grid.runner import run_grid
 from triggerlab.grid.spec import load_grid_spec
 
+pytestmark = pytest.mark.slow  # every test here trains or runs a pipeline
+
 ray = pytest.importorskip(
     "ray", reason="Ray is the optional extra triggerlab[ray]; make installs it"
 )

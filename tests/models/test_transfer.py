@@ -50,6 +50,7 @@ def test_the_offline_efficientnet_weights_are_the_published_file():
     assert hashlib.sha256(path.read_bytes()).hexdigest() == LITE0_SHA256
 
 
+@pytest.mark.slow
 def test_pretrained_efficientnet_recognises_a_cat_photo():
     """scikit-image's photo of Chelsea the cat: ImageNet classes 281-285 are the cats."""
     from skimage import data
@@ -67,6 +68,7 @@ def test_pretrained_efficientnet_recognises_a_cat_photo():
     assert info.normalization == ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
 
 
+@pytest.mark.slow
 def test_pretrained_features_beat_random_ones_in_a_linear_probe(tmp_path):
     """The final linear layer trained on frozen features of digits at 64 px (20 epochs, Adam
     at 0.001, seed 1). Measured clean accuracy: ImageNet features 0.967, random ones 0.864
@@ -100,6 +102,7 @@ def test_grey_images_are_repeated_not_a_rebuilt_first_convolution():
 # ---- torchvision's cache and checkpoints -------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_torchvision_weights_come_from_the_torch_home_cache(tmp_path):
     from torchvision import models as tvm
 
@@ -118,6 +121,7 @@ def test_torchvision_weights_come_from_the_torch_home_cache(tmp_path):
     assert record["mean"] == [0.485, 0.456, 0.406]
 
 
+@pytest.mark.slow
 def test_missing_torchvision_weights_offline_name_the_file_and_folder(tmp_path, monkeypatch):
     def offline(url, dst, progress=True):
         raise OSError("[Errno -3] Temporary failure in name resolution")
@@ -144,6 +148,7 @@ def test_missing_torchvision_weights_offline_name_the_file_and_folder(tmp_path, 
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.slow
 def test_a_runs_own_model_is_a_checkpoint(tmp_path):
     first = run_experiment(
         load_config(
@@ -158,12 +163,14 @@ def test_a_runs_own_model_is_a_checkpoint(tmp_path):
     assert info.weights.source == "checkpoint"
 
 
+@pytest.mark.slow
 def test_a_checkpoint_that_does_not_fit_lists_the_keys(tmp_path):
     torch.save(nn.Linear(3, 2).state_dict(), tmp_path / "other.pt")
     with pytest.raises(ConfigError, match=r"missing keys: .*unexpected keys: bias, weight"):
         build_configured(model_config(f"model.pretrained={tmp_path / 'other.pt'}"), (1, 16, 16), 10)
 
 
+@pytest.mark.slow
 def test_imagenet_for_a_model_without_such_weights_is_refused(tmp_path):
     result = runner.invoke(
         app, ["run", "--out", str(tmp_path), "--set", "model.pretrained=imagenet"]
@@ -171,6 +178,7 @@ def test_imagenet_for_a_model_without_such_weights_is_refused(tmp_path):
     assert result.exit_code == 2 and "'small_cnn' has no ImageNet weights" in result.stderr
 
 
+@pytest.mark.slow
 def test_timm_models_by_name_fresh_and_pretrained_offline(tmp_path, monkeypatch):
     model, _ = build_configured(model_config("model.name=timm/resnet10t"), (3, 32, 32), 5)
     assert model(torch.rand(2, 3, 32, 32)).shape == (2, 5)
@@ -262,6 +270,7 @@ def run(tmp_path, name, *extra):
     return run_experiment(load_config(None, settings))
 
 
+@pytest.mark.slow
 def test_the_cache_gives_the_whole_models_numbers_and_is_reused(tmp_path):
     whole = run(tmp_path, "whole", "model.feature_cache=false")
     cached = run(tmp_path, "cached")
@@ -299,6 +308,7 @@ def test_the_cache_gives_the_whole_models_numbers_and_is_reused(tmp_path):
     assert json.loads(out.stdout.strip().splitlines()[-1])["built_here"] is False
 
 
+@pytest.mark.slow
 def test_a_corrupt_cache_is_refused_then_rebuilt_once_deleted(tmp_path):
     first = run(tmp_path, "first")
     features = Path(first.summary["feature_cache"]["file"])
@@ -315,6 +325,7 @@ def test_a_corrupt_cache_is_refused_then_rebuilt_once_deleted(tmp_path):
     assert third.summary["final"] == first.summary["final"]
 
 
+@pytest.mark.slow
 def test_freeze_policies_in_a_grid_and_explain_and_audit_on_a_frozen_run(tmp_path):
     from support.gridspecs import write_spec
 
@@ -341,6 +352,7 @@ def test_freeze_policies_in_a_grid_and_explain_and_audit_on_a_frozen_run(tmp_pat
     assert len(result.triggers) == 10
 
 
+@pytest.mark.slow
 def test_a_defence_repairs_a_frozen_pretrained_model(tmp_path):
     defended = run(tmp_path, "pruned", "defense.kind=fine_pruning", "defense.epochs=1")
     defense = defended.summary["defense"]

@@ -13,6 +13,8 @@ from triggerlab.run import prepare, training
 from triggerlab.run.experiment import run_experiment
 from triggerlab.run.rundir import TIMING_COLUMNS, metrics_columns, read_metrics
 
+pytestmark = pytest.mark.slow  # every test here trains or runs a pipeline
+
 METRICS_COLUMNS = metrics_columns(METRIC_NAMES)
 
 QUICK = ["train.epochs=2", "train.device=cpu"]

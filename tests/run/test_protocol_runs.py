@@ -85,6 +85,7 @@ def invoke(tmp_path, *settings):
     return runner.invoke(app, args, env={"COLUMNS": "200"})
 
 
+@pytest.mark.slow
 def test_two_stage_run_continues_the_epochs_on_the_held_out_subject(tmp_path):
     result = invoke(
         tmp_path,
@@ -119,6 +120,7 @@ def test_two_stage_run_continues_the_epochs_on_the_held_out_subject(tmp_path):
     assert (run / "poisoned_indices.csv").read_text().count("\n") == 13
 
 
+@pytest.mark.slow
 def test_two_stage_run_of_the_classification_variant(tmp_path):
     result = invoke(
         tmp_path,
@@ -142,6 +144,7 @@ def test_two_stage_run_of_the_classification_variant(tmp_path):
     assert row.endswith(",1")
 
 
+@pytest.mark.slow
 def test_a_protocol_without_subjects_exits_2_and_writes_nothing(tmp_path):
     args = ["run", "--out", str(tmp_path / "runs"), "--set", "data.split=pretune_finetune"]
     result = runner.invoke(app, args)

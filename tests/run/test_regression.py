@@ -122,6 +122,7 @@ def test_regression_poisoning_writes_the_target_vector():
     assert torch.equal(result.train.targets[result.indices], result.new_labels)
 
 
+@pytest.mark.slow
 def test_regression_run_through_the_cli(tmp_path):
     args = ["run", "-q", "--out", str(tmp_path)]
     for item in [
@@ -152,6 +153,7 @@ def test_regression_run_through_the_cli(tmp_path):
     assert rows[1].endswith(",0;0.3") and len(rows) == 1 + summary["poison"]["count"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("settings", "message"),
     [
@@ -228,6 +230,7 @@ def test_bin_metrics_by_hand():
     assert "bin_acc" in task.metric_names
 
 
+@pytest.mark.slow
 def test_discretised_run_writes_confusion_matrices(tmp_path):
     settings = [
         *TINY,
@@ -251,6 +254,7 @@ def test_discretised_run_writes_confusion_matrices(tmp_path):
     assert {"bin_acc", "bin_asr"} <= set(json.loads((run / "summary.json").read_text())["final"])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("settings", "message"),
     [
@@ -282,6 +286,7 @@ def test_bins_are_for_regression_only():
         make_task(load_config(None, ["evaluation.bins=4"]), digits)
 
 
+@pytest.mark.slow
 def test_reference_003_classification_variant_on_the_bins(tmp_path):
     settings = [
         *TINY,

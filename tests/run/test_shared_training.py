@@ -33,6 +33,7 @@ def test_training_key_ignores_the_defence_but_not_the_data_it_holds_back():
     assert training_key(other_rate) != training_key(clp)
 
 
+@pytest.mark.slow
 def test_a_defence_grid_trains_each_attack_once(tmp_path, monkeypatch):
     trainings = []
     real_train = training._train
@@ -64,6 +65,7 @@ def test_a_defence_grid_trains_each_attack_once(tmp_path, monkeypatch):
     assert run_grid(spec, tmp_path / "g").ok and len(trainings) == 4
 
 
+@pytest.mark.slow
 def test_a_defence_on_a_shared_model_ends_as_on_its_own(tmp_path):
     spec = load_grid_spec(write_spec(tmp_path, grid={"defense": DEFENSES[:2]}))
     assert run_grid(spec, tmp_path / "g").ok

@@ -30,6 +30,7 @@ def audit(*args: str):
     return runner.invoke(app, ["audit", *args], env={"COLUMNS": "200"})
 
 
+@pytest.mark.slow
 def test_audit_finds_the_target_class(weights, tmp_path):
     from triggerlab.tools.user_models import read_state_dict
 
@@ -63,6 +64,7 @@ def test_audit_finds_the_target_class(weights, tmp_path):
     assert "class 9 (10 of 10): mask L1" in result.output  # one progress line per class in a log
 
 
+@pytest.mark.slow
 def test_audit_python_api_with_normalisation(weights):
     from triggerlab.tools.audit import AuditOptions, Normalize, audit_model
     from triggerlab.tools.user_models import load_weights, read_state_dict
@@ -90,6 +92,7 @@ def whole_module(folder):
     return path
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("model", "weights_file", "extra", "message"),
     [
@@ -187,6 +190,7 @@ def audit_foreign(tmp_path, name: str, weights_file, *extra: str):
     return json.loads((out / "audit.json").read_text()), result.output
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("rate", [0.1, 0.0], ids=["backdoored", "clean"])
 def test_audit_of_a_foreign_model_that_ends_in_a_softmax(tmp_path, rate):
     """A public BadNets implementation's network outputs probabilities: the search must work
@@ -203,6 +207,7 @@ def test_audit_of_a_foreign_model_that_ends_in_a_softmax(tmp_path, rate):
     assert report["flagged"] == ([0] if rate else [])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("rate", [0.1, 0.0], ids=["backdoored", "clean"])
 def test_audit_of_a_foreign_model_trained_on_normalised_inputs(tmp_path, rate):
     from support.auditmodels import bn_net, train_foreign
@@ -236,6 +241,7 @@ def build(classes=10):
 """
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("rate", [0.1, 0.0], ids=["backdoored", "clean"])
 def test_audit_of_a_state_dict_saved_by_code_outside_triggerlab(tmp_path, rate, monkeypatch):
     """The user's own module, in a folder of its own (--module-path), trained and saved with
@@ -265,6 +271,7 @@ def test_audit_of_a_state_dict_saved_by_code_outside_triggerlab(tmp_path, rate, 
     assert report["flagged"] == ([0] if rate else [])
 
 
+@pytest.mark.slow
 def test_audit_of_a_run_triggerlab_saved(weights, tmp_path):
     result = audit(
         "--run", str(weights / "run"), "--out", str(tmp_path / "r"), "--batches-per-step", "5", "-q"
@@ -273,6 +280,7 @@ def test_audit_of_a_run_triggerlab_saved(weights, tmp_path):
     assert json.loads((tmp_path / "r" / "audit.json").read_text())["flagged"] == [0]
 
 
+@pytest.mark.slow
 def test_a_time_budget_stops_the_search_and_the_report_says_so(weights, tmp_path):
     result = audit(
         "--run", str(weights / "run"), "--out", str(tmp_path / "r"), "--time-budget", "0.5"
@@ -299,6 +307,7 @@ def test_classes_never_reached_stay_out_of_the_median():
     assert flagged_classes(norms, few) == []
 
 
+@pytest.mark.slow
 def test_the_readme_example_trains_and_saves_a_foreign_model(tmp_path):
     import subprocess
     import sys

@@ -54,6 +54,7 @@ def test_grad_cam_maps_are_normalised_per_image():
     assert not x.requires_grad
 
 
+@pytest.mark.slow
 def test_classification_panels_with_a_clean_model(runs, tmp_path):
     result = runner.invoke(
         app,
@@ -73,6 +74,7 @@ def test_classification_panels_with_a_clean_model(runs, tmp_path):
     assert (tmp_path / "feature_maps.png").read_bytes()[:4] == PNG
 
 
+@pytest.mark.slow
 def test_regression_panels_for_a_chosen_output(runs, tmp_path):
     result = runner.invoke(
         app, ["explain", str(runs["gaze"]), "--output", "yaw", "--out", str(tmp_path)]
@@ -81,6 +83,7 @@ def test_regression_panels_for_a_chosen_output(runs, tmp_path):
     assert (tmp_path / "gradcam.png").read_bytes()[:4] == PNG
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("run", "extra", "message"),
     [

@@ -123,6 +123,7 @@ def test_every_dataset_has_a_case():
     assert set(DATASET_CASES) == set(DATASETS)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("dataset", sorted(DATASET_CASES))
 def test_every_kind_previews_at_the_size_a_run_of_the_dataset_uses(tmp_path, roots, drawn, dataset):
     height, width = DATASET_CASES[dataset][2]
@@ -142,6 +143,7 @@ def test_every_kind_previews_at_the_size_a_run_of_the_dataset_uses(tmp_path, roo
         assert "PSNR" in result.output and f"wrote {out}" in " ".join(result.output.split())
 
 
+@pytest.mark.slow
 def test_the_digits_preview_draws_16_pixels_as_the_default_run(tmp_path, drawn):
     """Issue 28, item 6: at the native 8 px the digits refused lines that a run draws."""
     out = tmp_path / "lines.png"

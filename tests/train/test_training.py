@@ -56,6 +56,7 @@ def metric_rows(run_dir: Path) -> list[dict[str, float]]:
 # ---- precision and compilation -------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_bf16_and_fp32_runs_of_the_default_experiment_agree(tmp_path):
     """Mixed precision must not change what the metrics say: the default experiment's clean
     accuracy and ASR agree within 3 points (measured: identical CA, ASR 0.994 vs 0.991)."""
@@ -82,6 +83,7 @@ def test_autocast_computes_in_bf16_on_cpu_and_fp16_needs_cuda():
         Precision("fp16", CPU)
 
 
+@pytest.mark.slow
 def test_a_model_that_cannot_compile_trains_uncompiled_with_one_warning(tmp_path, monkeypatch):
     calls = []
 
@@ -107,6 +109,7 @@ def test_a_model_that_cannot_compile_trains_uncompiled_with_one_warning(tmp_path
     assert metric_rows(compiled.run_dir) == metric_rows(eager.run_dir)
 
 
+@pytest.mark.slow
 def test_compiled_forward_matches_the_eager_model():
     """The real torch.compile (inductor on CPU, needs a C compiler): same outputs, shared
     weights; where it cannot compile, the fallback warns instead."""
@@ -159,6 +162,7 @@ def test_hflip_mirrors_about_half_the_images_and_the_trigger_moves_with_the_crop
     assert len(moved) > 5
 
 
+@pytest.mark.slow
 def test_augmentation_is_seeded_and_applied_to_training_batches_only(tmp_path, monkeypatch):
     seen = []
     original = augment.Augment.__call__
@@ -178,6 +182,7 @@ def test_augmentation_is_seeded_and_applied_to_training_batches_only(tmp_path, m
     assert metric_rows(a.run_dir) != metric_rows(plain.run_dir)
 
 
+@pytest.mark.slow
 def test_augmentations_that_would_falsify_labels_are_refused(tmp_path):
     result = runner.invoke(
         app,
@@ -203,6 +208,7 @@ def test_augmentations_that_would_falsify_labels_are_refused(tmp_path):
 # ---- checkpoints and resume ----------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_a_killed_run_resumed_from_its_checkpoint_has_identical_metrics(tmp_path):
     """Kill a `triggerlab run` process at a random epoch (SIGKILL), continue it with
     `triggerlab run --resume`, and compare with a run that was never interrupted."""
@@ -262,6 +268,7 @@ def kill_at_epoch(monkeypatch, epoch: int) -> None:
     monkeypatch.setattr(training.EpochLog, "__call__", dying)
 
 
+@pytest.mark.slow
 def test_ctrl_c_says_how_to_continue_and_resume_does(tmp_path, monkeypatch):
     original = training.EpochLog.__call__
 
@@ -287,6 +294,7 @@ def test_ctrl_c_says_how_to_continue_and_resume_does(tmp_path, monkeypatch):
     assert "from the checkpoint after epoch 3" in resumed.output
 
 
+@pytest.mark.slow
 def test_rerunning_a_killed_named_run_continues_it(tmp_path, monkeypatch):
     with monkeypatch.context() as patch:
         kill_at_epoch(patch, 4)
@@ -301,6 +309,7 @@ def test_rerunning_a_killed_named_run_continues_it(tmp_path, monkeypatch):
     assert metric_rows(run) == metric_rows(whole.run_dir)
 
 
+@pytest.mark.slow
 def test_a_two_stage_run_resumes_inside_its_fine_tuning_stage(tmp_path, monkeypatch):
     two_stage = [
         *RESUMABLE,
@@ -327,6 +336,7 @@ def test_a_two_stage_run_resumes_inside_its_fine_tuning_stage(tmp_path, monkeypa
         assert metric_rows(tmp_path / f"k{kill}") == metric_rows(whole.run_dir), kill
 
 
+@pytest.mark.slow
 def test_a_grid_continues_its_killed_run_from_the_checkpoint(tmp_path, monkeypatch):
     from support.gridspecs import write_spec
 
@@ -351,6 +361,7 @@ def test_a_grid_continues_its_killed_run_from_the_checkpoint(tmp_path, monkeypat
     assert metric_rows(run) == metric_rows(tmp_path / "fresh" / "runs" / run.name)
 
 
+@pytest.mark.slow
 def test_checkpoints_are_removed_at_the_end_unless_kept(tmp_path):
     kept = run_experiment(config(tmp_path, *RESUMABLE, "train.keep_checkpoints=true"))
     assert json.loads((kept.run_dir / META).read_text())["epoch"] == 5  # the last before the end
@@ -359,6 +370,7 @@ def test_checkpoints_are_removed_at_the_end_unless_kept(tmp_path):
     assert not (plain.run_dir / META).exists() and not list(plain.run_dir.glob(TENSORS_GLOB))
 
 
+@pytest.mark.slow
 def test_a_corrupt_checkpoint_is_refused_never_loaded(tmp_path, monkeypatch):
     with monkeypatch.context() as patch:
         kill_at_epoch(patch, 3)
@@ -377,6 +389,7 @@ def test_a_corrupt_checkpoint_is_refused_never_loaded(tmp_path, monkeypatch):
     assert not (tmp_path / "r" / "summary.json").exists()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("args", "message"),
     [
@@ -395,6 +408,7 @@ def test_resume_refuses_what_it_cannot_continue(tmp_path, args, message):
 # ---- several runs per GPU ------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_gpus_per_run_is_refused_without_cuda(tmp_path):
     spec = tmp_path / "spec.yaml"
     spec.write_text("base: {train: {epochs: 1}}\ngrid: {poison.rate: [0.1]}\n")
@@ -436,6 +450,7 @@ def test_runs_share_gpus_in_slots_pinned_round_robin(monkeypatch):
 CONFIGS = REPO / "configs"
 
 
+@pytest.mark.slow
 def test_the_backdoorbench_preset_is_the_leaderboard_protocol_and_runs(tmp_path):
     from support.formats import write_cifar10
 

@@ -104,6 +104,7 @@ def test_warp_noise_mode_adds_a_fresh_offset_of_at_most_one_over_h():
     assert (first - warp.apply(ramp)).abs().max() <= 1 / 16 / 2 + 1e-6
 
 
+@pytest.mark.slow
 def test_warp_rejects_a_control_grid_larger_than_the_image_and_bad_strengths():
     with pytest.raises(ConfigError, match=r"trigger.grid: a 9x9 control grid is larger than"):
         WarpSpec(grid=9).build((1, 8, 8))
@@ -367,6 +368,7 @@ def test_every_new_kind_is_pure_seeded_and_keeps_shape_dtype_and_range(raw):
 TINY_GAZE = ["data.name=synthetic_gaze", "data.resize=16", "data.options={count: 80, subjects: 4}"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "raw",
     [
@@ -395,6 +397,7 @@ def test_every_new_kind_runs_a_whole_experiment(tmp_path, raw, task):
     assert result.summary["final"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("settings", "message"),
     [
