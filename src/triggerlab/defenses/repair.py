@@ -12,7 +12,7 @@ from triggerlab.train.loop import make_optimizer, train_epoch
 
 if TYPE_CHECKING:
     from triggerlab.config import TrainConfig
-    from triggerlab.train.loop import Task
+    from triggerlab.train.loop import Objective
 
 
 @dataclass
@@ -27,7 +27,7 @@ class RepairResult:
 
 def fine_tune(
     model: nn.Module,
-    task: Task,
+    task: Objective,
     images: torch.Tensor,
     targets: torch.Tensor,
     *,
