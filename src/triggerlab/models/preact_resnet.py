@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from triggerlab.models.resnet_cifar import resnet18_stages
+from triggerlab.models.resnet_cifar import StagedResNet, resnet18_stages
 
 
 class PreActBlock(nn.Module):
@@ -35,16 +35,17 @@ class PreActBlock(nn.Module):
         return out + shortcut
 
 
-class PreActResNet18(nn.Module):
+class PreActResNet18(StagedResNet):
     def __init__(
         self, in_channels: int, image_size: tuple[int, int], num_outputs: int, width: int = 64
     ) -> None:
         super().__init__()
         self.conv1 = nn.Conv2d(in_channels, width, 3, stride=1, padding=1, bias=False)
-        self.layers, in_planes = resnet18_stages(PreActBlock, width)
+        stages, in_planes = resnet18_stages(PreActBlock, width)
+        self.add_stages(stages)
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.fc = nn.Linear(in_planes, num_outputs)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.layers(self.conv1(x))
+        out = self.stages(self.conv1(x))
         return self.fc(torch.flatten(self.pool(out), 1))

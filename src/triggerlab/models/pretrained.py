@@ -75,7 +75,13 @@ def read_state(path: Path) -> dict[str, torch.Tensor]:
 
 
 def load_matching(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
-    """Load ``state`` strictly; ConfigError listing missing, unexpected and misshapen keys."""
+    """Load ``state`` strictly; ConfigError listing missing, unexpected and misshapen keys.
+
+    A CIFAR ResNet saved before it had named stages loads too (its keys are renamed)."""
+    from triggerlab.models.resnet_cifar import StagedResNet, renamed_flat_blocks
+
+    if isinstance(model, StagedResNet):
+        state = renamed_flat_blocks(state)
     expected = model.state_dict()
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
