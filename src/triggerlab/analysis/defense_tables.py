@@ -2,7 +2,8 @@
 column per attack setting (trigger kind, rate, ...), each cell what the defence achieved.
 
 A repair's cell gives the attack metric and the clean metric after it (ASR and
-clean accuracy, or the regression errors); a detector's, its detection AUROC,
+clean accuracy, or the regression errors) and, for classification, its DER
+(``der``); a detector's, its detection AUROC,
 TPR at 5 % FPR and the FPR of its own threshold; a model inspection's, in how
 many runs it flagged a class and the target; no defence, the metrics as
 trained. Values are means over
@@ -11,12 +12,34 @@ the repeats with their 95 % interval (``statistics.interval``), and their count.
 
 from __future__ import annotations
 
+import math
+
 import pandas as pd
 
 from triggerlab.analysis.statistics import interval
 from triggerlab.catalogue.metrics import metric
 
 DEFENSE_KEYS = ("defense", "defense.kind")
+
+
+def der(asr_before: float, asr_after: float, ca_before: float, ca_after: float) -> float:
+    """BackdoorBench's defence effectiveness rating as its docstring defines it
+    (SCLBD/BackdoorBench ``utils/metric.py:60``): ``[max(0, ASR drop) - max(0, CA drop) + 1]
+    / 2``, in [0, 1]; 0.5 is a defence that changed neither, 1 one that removed the backdoor
+    at no cost in accuracy. Its code adds the accuracy drop instead (``metric.py:64`` and
+    ``:74``); its ``defense_effectiveness_rate_simplied`` (``:94``) subtracts it, as here."""
+    return (max(0.0, asr_before - asr_after) - max(0.0, ca_before - ca_after) + 1.0) / 2.0
+
+
+def defense_rating(before: dict[str, float], after: dict[str, float]) -> float | None:
+    """The DER of a repair from its metrics before and after; None without ASR and CA (a
+    detector, a regression task) or where one of them is not a number (no attacked sample)."""
+    names = ("asr", "clean_acc")
+    values = [d.get(n) for d in (before, after) for n in names]
+    if any(not isinstance(v, int | float) or math.isnan(v) for v in values):
+        return None
+    asr_before, ca_before, asr_after, ca_after = (float(v) for v in values)  # type: ignore[arg-type]
+    return der(asr_before, asr_after, ca_before, ca_after)
 
 
 def _interval_text(values: pd.Series, name: str) -> str:
@@ -55,7 +78,7 @@ def defense_cell(runs: pd.DataFrame, task_metrics: tuple[str, str]) -> str:
     attack, clean = task_metrics
     parts = [
         _flagged(runs),
-        _values(runs, (f"{attack}_after", f"{clean}_after")),
+        _values(runs, (f"{attack}_after", f"{clean}_after", "der")),
         _values(runs, ("detection_auroc", "detection_tpr_at_5pct_fpr", "detection_fpr")),
     ]
     if not any(parts):  # no defence, or one that reports neither (flagged classes only)

@@ -22,7 +22,7 @@ from typing import Any
 import pandas as pd
 
 from triggerlab.analysis.binomial import binomial_columns
-from triggerlab.analysis.defense_tables import defense_markdown, defense_table
+from triggerlab.analysis.defense_tables import defense_markdown, defense_rating, defense_table
 from triggerlab.analysis.statistics import (
     adjust_p_values,
     compare,
@@ -83,6 +83,7 @@ def _run_row(grid_dir: Path, entry: dict[str, Any], varied: list[str]) -> dict[s
     if defense:  # the repaired model's metrics, or the detector's, beside the attack's
         row.update({f"{metric}_after": value for metric, value in defense.get("after", {}).items()})
         row.update({f"detection_{k}": value for k, value in defense.get("detection", {}).items()})
+        row["der"] = defense_rating(defense.get("before", {}), defense.get("after", {}))
         row["defense_clean_samples"] = defense.get("clean_samples")
         if "target_flagged" in defense:  # a model inspection: did it name the target?
             row["defense_target_flagged"] = defense["target_flagged"]

@@ -67,6 +67,7 @@ _CATALOGUE = (
     Metric("total_s", "run time", "time", unit="s"),
     Metric("train_s", "training time", "train time", unit="s"),
     Metric("train_images_per_s", "training throughput", "img/s", unit="images/s"),
+    Metric("der", "defence effectiveness rating (DER)", "DER", fraction=True),
     Metric("tpr", "true positive rate", "TPR", fraction=True),
     Metric("fpr", "false positive rate", "FPR", fraction=True),
     Metric("precision", "precision", "precision", fraction=True),
@@ -155,7 +156,9 @@ def metric_columns(columns: Iterable[str]) -> list[str]:
         for c in present
         if c.startswith(("attack_success_", "clean_mae_", "bin_")) and not c.endswith("_after")
     )
-    after = sorted(c for c in present if c.endswith("_after"))
+    after = sorted(c for c in present if c.endswith("_after")) + [
+        c for c in ("der",) if c in present
+    ]
     detection = sorted(c for c in present if c.startswith("detection_"))
     pretuned = sorted(c for c in present if c.startswith("pretuned_"))
     return named + extra + after + detection + pretuned
