@@ -9,17 +9,24 @@ defences never imports torch. Families: repairs (``finetune``, ``fine_pruning``,
 ``activation_clustering``) and model inspection with repair (``neural_cleanse``).
 Adding a defence is one implementation module in ``triggerlab/defenses/`` and one
 spec class here, added to ``DefenseKind``.
+
+A kind may offer named presets (``defense.preset``): the settings its authors ran,
+filled in for every setting the config leaves out. A kind marked ``oracle`` is handed
+the test set and the poisoned samples (``defenses/leakage.py``): a bound for
+comparison, never a defence, so its name must start with ``oracle_``.
 """
 
 from __future__ import annotations
 
 from typing import Annotated, Any, ClassVar, Literal, get_args
 
-from pydantic import ConfigDict, Field
+from pydantic import ConfigDict, Field, model_validator
 
 from triggerlab.catalogue.implementation import implementation_of
 from triggerlab.catalogue.strict import StrictNumbers
 from triggerlab.errors import ConfigError
+
+Augmentation = Literal["random_crop", "hflip"]  # train.augment's operations
 
 
 class DefenseSpec(StrictNumbers):
@@ -31,6 +38,33 @@ class DefenseSpec(StrictNumbers):
     holds_back_data: ClassVar[bool] = False  # it uses clean training samples set aside
 
     implementation: ClassVar[str]  # "module:function" running the defence on its inputs
+    # It is handed the test set and the poisoned indices (OracleInputs): a bound for
+    # comparison. Such a kind must be named ``oracle_...`` so no table mistakes it for a defence.
+    oracle: ClassVar[bool] = False
+    # Named settings (the authors' protocol): a preset fills every setting the config omits.
+    presets: ClassVar[dict[str, dict[str, Any]]] = {}
+
+    @classmethod
+    def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
+        super().__pydantic_init_subclass__(**kwargs)
+        field = cls.model_fields.get("kind")
+        kind = field.default if field is not None else None
+        if cls.oracle and not (isinstance(kind, str) and kind.startswith("oracle_")):
+            raise TypeError(
+                f"{cls.__name__} is an oracle (it sees the test set or the poisoned samples); "
+                f"its kind must be named oracle_..., not {kind!r}"
+            )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _fill_from_preset(cls, data: Any) -> Any:
+        """The preset's settings under those given: what the config says wins."""
+        if not isinstance(data, dict) or data.get("preset") is None:
+            return data
+        values = cls.presets.get(data["preset"])
+        if values is None:  # the preset field's own validation names the presets there are
+            return data
+        return {**values, **data}
 
     def run(self, inputs: Any) -> Any:
         """Run the defence on a ``DefenseInputs``; returns its ``DefenseOutcome``."""
@@ -75,10 +109,48 @@ class HeldBackSpec(DefenseSpec):
 
 
 class RetrainingSpec(HeldBackSpec):
-    """A defence that fine-tunes on the held-back data with the run's optimiser."""
+    """A defence that fine-tunes on the held-back data: by default with the run's optimiser,
+    batch size and augmentation at a constant ``lr``; each can be set apart."""
 
     epochs: int = Field(5, ge=1, description="fine-tuning epochs on the clean data")
     lr: float = Field(1e-3, gt=0.0, description="fine-tuning learning rate (the run's optimiser)")
+    optimizer: Literal["run", "sgd"] = Field(
+        "run", description="run: the run's optimiser; sgd: SGD with momentum (the authors')"
+    )
+    momentum: float = Field(0.9, ge=0.0, lt=1.0, description="optimizer sgd: its momentum")
+    nesterov: bool = Field(False, description="optimizer sgd: Nesterov momentum")
+    weight_decay: float | None = Field(
+        None, ge=0.0, le=1.0, description="fine-tuning weight decay (null: the run's)"
+    )
+    batch_size: int | None = Field(
+        None, ge=1, le=1_000_000, description="fine-tuning batch size (null: the run's)"
+    )
+    lr_schedule: Literal["constant", "cosine"] = Field(
+        "constant", description="cosine anneals lr to 0 over the fine-tuning epochs"
+    )
+    lr_steps: list[tuple[int, float]] = Field(
+        default_factory=list,
+        max_length=16,
+        description="[[epoch, lr], ...]: from that epoch (counted from 0) on, that rate",
+    )
+    augment: list[Augmentation] | None = Field(
+        None,
+        description="augmentation while fine-tuning (null: the run's train.augment, "
+        "with its crop_padding)",
+    )
+
+    @model_validator(mode="after")
+    def _one_schedule(self) -> RetrainingSpec:
+        if self.lr_steps and self.lr_schedule != "constant":
+            raise ValueError("lr_steps and lr_schedule cosine exclude each other; choose one")
+        epochs = [epoch for epoch, _ in self.lr_steps]
+        if epochs != sorted(set(epochs)) or any(e < 0 for e in epochs):
+            raise ValueError(f"lr_steps: epochs must rise and be at least 0, got {epochs}")
+        if any(lr <= 0 for _, lr in self.lr_steps):
+            raise ValueError("lr_steps: every rate must be positive")
+        if self.augment is not None and len(set(self.augment)) != len(self.augment):
+            raise ValueError(f"augment: each augmentation at most once, got {self.augment}")
+        return self
 
 
 class FinetuneSpec(RetrainingSpec):
@@ -88,13 +160,45 @@ class FinetuneSpec(RetrainingSpec):
     implementation: ClassVar[str] = "triggerlab.defenses.finetune:run_finetune"
 
 
+# SCLBD/BackdoorBench config/defense/fp/config.yaml: its pruning and its fine-tuning. It
+# fine-tunes with its dataset's training transform (crop, and flip on CIFAR-10): the run's.
+FINE_PRUNING_BACKDOORBENCH: dict[str, Any] = {
+    "acc_ratio": 0.1,
+    "step_ratio": 0.01,
+    "clean_fraction": 0.05,
+    "epochs": 100,
+    "lr": 0.01,
+    "optimizer": "sgd",
+    "momentum": 0.9,
+    "weight_decay": 5e-4,
+    "batch_size": 256,
+    "lr_schedule": "cosine",
+}
+
+
 class FinePruningSpec(RetrainingSpec):
-    """Prune the last convolution's least active channels on clean data, then fine-tune."""
+    """Prune the least active channels of the classifier's input on clean data, then fine-tune."""
 
     kind: Literal["fine_pruning"] = "fine_pruning"
     implementation: ClassVar[str] = "triggerlab.defenses.fine_pruning:run_fine_pruning"
+    presets: ClassVar[dict[str, dict[str, Any]]] = {"backdoorbench": FINE_PRUNING_BACKDOORBENCH}
+    preset: Literal["backdoorbench"] | None = Field(
+        None,
+        description="backdoorbench: its progressive pruning (acc_ratio 0.1, steps of 1 %) "
+        "and fine-tuning (SGD 0.01, cosine, 100 epochs, batch 256)",
+    )
     prune_ratio: float = Field(
-        0.5, ge=0.0, lt=1.0, description="share of the last convolution's channels pruned"
+        0.5, ge=0.0, lt=1.0, description="share of the classifier's input channels pruned"
+    )
+    acc_ratio: float | None = Field(
+        None,
+        gt=0.0,
+        lt=1.0,
+        description="prune progressively instead, until the defender's clean accuracy falls by "
+        "this share of its unpruned value (BackdoorBench: 0.1)",
+    )
+    step_ratio: float = Field(
+        0.01, gt=0.0, le=1.0, description="acc_ratio: share of the channels pruned per step"
     )
 
 
@@ -167,11 +271,37 @@ class NeuralCleanseSpec(RetrainingSpec):
     unlearn: bool = Field(True, description="fine-tune with the flagged classes' reversed triggers")
 
 
+# bboylyg/NAD: config.py:15-25 (epochs, batch, lr, momentum, weight decay, ratio, betas, p),
+# main.py:143-147 (Nesterov SGD), utils/util.py:68-79 (0.1, then 0.01 from epoch 2),
+# data_loader.py:10-16 (crop with padding 4, flip); the teacher: README, BackdoorBench te_epochs.
+NAD_AUTHORS: dict[str, Any] = {
+    "clean_fraction": 0.05,
+    "epochs": 20,
+    "teacher_epochs": 10,
+    "lr": 0.1,
+    "lr_steps": [(2, 0.01)],
+    "optimizer": "sgd",
+    "momentum": 0.9,
+    "nesterov": True,
+    "weight_decay": 1e-4,
+    "batch_size": 64,
+    "augment": ["random_crop", "hflip"],
+    "betas": [500.0, 1000.0, 1000.0],
+    "p": 2.0,
+}
+
+
 class NadSpec(RetrainingSpec):
     """Fine-tune a teacher on clean data, then distil its attention into the backdoored model."""
 
     kind: Literal["nad"] = "nad"
     implementation: ClassVar[str] = "triggerlab.defenses.nad:run_nad"
+    presets: ClassVar[dict[str, dict[str, Any]]] = {"authors": NAD_AUTHORS}
+    preset: Literal["authors"] | None = Field(
+        None,
+        description="authors: NAD's own schedule (20 epochs, SGD 0.1 then 0.01 from epoch 2, "
+        "crop and flip, batch 64; teacher 10 epochs)",
+    )
     teacher_epochs: int = Field(10, ge=1, le=10_000, description="the teacher's fine-tuning epochs")
     betas: list[float] = Field(
         [500.0, 1000.0, 1000.0],

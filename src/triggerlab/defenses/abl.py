@@ -18,13 +18,19 @@ Isolation and fine-tuning use the run's optimiser and batch size at a
 constant rate, ``lr`` (the run's unless set). The rate matters: the authors
 isolate with SGD at 0.1, fast enough that the backdoor is learnt before the
 clean task; on the digits, Adam at the default 0.002 learns the clean digits
-first and isolates no poisoned sample, at 0.01 most of them.
+first and isolates no poisoned sample, at 0.01 most of them. Fine-tuning
+augments its batches with the run's ``train.augment``; isolation and unlearning
+do not, as in the authors' code (bboylyg/ABL: isolation reads the poisoned set
+through ``ToTensor`` only, ``data_loader.py:54-56``; ``backdoor_unlearning.py:
+159-169`` crops and flips the other samples and not the isolated ones).
 
 The isolated samples are also reported as a poisoned-sample detector (score:
 minus the isolation loss).
 """
 
 from __future__ import annotations
+
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
@@ -35,6 +41,9 @@ from triggerlab.defenses.base import DefenseInputs, DefenseOutcome, shuffled_bat
 from triggerlab.errors import ConfigError
 from triggerlab.train.devices import model_memory_format, to_input
 from triggerlab.train.loop import EVAL_BATCH_SIZE, make_optimizer
+
+if TYPE_CHECKING:
+    from triggerlab.train.augment import Augment
 
 
 def lga_loss(loss: torch.Tensor, gamma: float) -> torch.Tensor:
@@ -51,6 +60,7 @@ def train_epochs(
     inputs: DefenseInputs,
     objective: str,
     gamma: float = 0.0,
+    augment: Augment | None = None,
 ) -> None:
     """``epochs`` passes minimising CE (``descend``), LGA (``lga``) or -CE (``ascend``)."""
     layout = model_memory_format(model)
@@ -59,6 +69,7 @@ def train_epochs(
         for x, y in shuffled_batches(
             images, targets, inputs.train.batch_size, inputs.device, inputs.generator, layout
         ):
+            x = augment(x) if augment is not None else x
             loss = F.cross_entropy(model(x).float(), y)
             if objective == "lga":
                 loss = lga_loss(loss, gamma)
@@ -100,7 +111,8 @@ def run_abl(spec: AblSpec, inputs: DefenseInputs) -> DefenseOutcome:
     isolated, others = order[:isolated_count], order[isolated_count:]
     if spec.finetune_epochs:
         x, y, epochs = images[others], targets[others], spec.finetune_epochs
-        train_epochs(model, optimizer, x, y, epochs, inputs, "descend")
+        augment = inputs.augment()
+        train_epochs(model, optimizer, x, y, epochs, inputs, "descend", augment=augment)
     unlearner = torch.optim.SGD(model.parameters(), lr=spec.unlearn_lr, momentum=0.9)
     x, y, epochs = images[isolated], targets[isolated], spec.unlearn_epochs
     train_epochs(model, unlearner, x, y, epochs, inputs, "ascend")

@@ -4,9 +4,11 @@ A defence sees the trained model, the task, the training set as the model saw
 it, and, when its kind holds data back, clean samples set aside before
 poisoning. It never sees the test set or which samples were poisoned: the
 shared evaluation (``defenses/evaluation.py``) measures what it produced
-against those. What it produces is one ``DefenseOutcome``: a repaired model,
-an input detector, scores for the training samples, suspect classes, or
-several of these.
+against those, and ``defenses/leakage.py`` builds and checks what it is handed.
+Only a kind marked ``oracle`` (and named ``oracle_...``) is handed those too,
+as ``OracleInputs``: a bound for comparison, never a defence. What it produces
+is one ``DefenseOutcome``: a repaired model, an input detector, scores for the
+training samples, suspect classes, or several of these.
 """
 
 from __future__ import annotations
@@ -25,7 +27,8 @@ if TYPE_CHECKING:
     from triggerlab.attack.tasks import Task
     from triggerlab.config import TrainConfig
     from triggerlab.data.dataset import ImageDataset
-    from triggerlab.defenses.repair import RepairResult
+    from triggerlab.defenses.repair import RepairResult, Retraining
+    from triggerlab.train.augment import Augment
 
 
 class InputDetector(Protocol):
@@ -53,6 +56,26 @@ class DefenseInputs:
     generator: torch.Generator
     seed: int
     fresh_model: Callable[[], nn.Module] | None = None  # the architecture at its initial weights
+
+    def augment(self, operations: list[str] | None = None) -> Augment | None:
+        """The run's augmentation (``train.augment``), or ``operations`` instead, drawing from
+        the defence's generator; None when there is none."""
+        from triggerlab.train.augment import Augment
+
+        operations = self.train.augment if operations is None else operations
+        if not operations:
+            return None
+        return Augment(operations, self.train.crop_padding, self.generator)
+
+
+@dataclass
+class OracleInputs(DefenseInputs):
+    """What only an oracle baseline is handed besides: the test sets and the poisoned samples.
+    Never a defence's: it marks an upper bound that no defender could reach."""
+
+    test: ImageDataset | None = None
+    triggered_test: torch.Tensor | None = None
+    poisoned: torch.Tensor | None = None  # [N] bool over ``training``
 
 
 @contextlib.contextmanager
@@ -99,10 +122,35 @@ class DefenseOutcome:
     figures: dict[str, bytes] = field(default_factory=dict)  # file name -> PNG
 
 
+def retraining(
+    spec: RetrainingSpec, inputs: DefenseInputs, epochs: int | None = None
+) -> Retraining:
+    """How ``spec`` retrains, the run's settings filled in where it leaves them (for
+    ``epochs`` epochs when given, else the spec's)."""
+    from triggerlab.defenses.repair import Retraining
+
+    return Retraining(
+        epochs=spec.epochs if epochs is None else epochs,
+        lr=spec.lr,
+        optimizer=spec.optimizer,
+        momentum=spec.momentum,
+        nesterov=spec.nesterov,
+        weight_decay=spec.weight_decay,
+        batch_size=spec.batch_size or inputs.train.batch_size,
+        lr_schedule=spec.lr_schedule,
+        lr_steps=tuple(spec.lr_steps),
+        augment=inputs.augment(spec.augment),
+    )
+
+
 def retrain(
-    spec: RetrainingSpec, inputs: DefenseInputs, images: torch.Tensor, targets: torch.Tensor
+    spec: RetrainingSpec,
+    inputs: DefenseInputs,
+    images: torch.Tensor,
+    targets: torch.Tensor,
+    epochs: int | None = None,
 ) -> RepairResult:
-    """Fine-tune the model on ``images`` for the spec's ``epochs`` at its ``lr``."""
+    """Fine-tune the model on ``images`` as ``spec`` says (for ``epochs`` when given)."""
     from triggerlab.defenses.repair import fine_tune
 
     return fine_tune(
@@ -111,8 +159,7 @@ def retrain(
         images,
         targets,
         train=inputs.train,
-        epochs=spec.epochs,
-        lr=spec.lr,
+        recipe=retraining(spec, inputs, epochs),
         device=inputs.device,
         generator=inputs.generator,
     )

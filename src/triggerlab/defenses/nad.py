@@ -6,12 +6,24 @@ same clean data with cross-entropy plus, for each attention layer i,
 ``beta_i * AT(student_i, teacher_i)``. The attention map of a feature map F is
 ``A(F) = sum_c |F_c| ** p`` (p = 2), divided by its L2 norm over the spatial
 positions, and AT is the mean squared difference of the two maps, as in the
-authors' code. Their layers are the outputs of a ResNet's last three residual
-groups with betas 500, 1000 and 1000 (BackdoorBench's CIFAR-10 setting); here
-the attention layers are the model's last ``len(betas)`` stages that contain
-convolutions (``attention_stages``), so the same rule picks a ResNet's last
-groups and a small CNN's last convolutions; a model with fewer such stages
-uses the last betas.
+authors' code (bboylyg/NAD ``at.py:22-33``). Their layers are the outputs of
+their WideResNet's three residual groups (``models/wresnet.py:86-97``) with
+betas 500, 1000 and 1000 (``config.py:22-24``); here the attention layers are
+the model's last ``len(betas)`` stages (``attention_stages``): a ResNet's last
+groups (``layer2`` to ``layer4``), a small CNN's last convolutions; a model with
+fewer stages uses the last betas. (BackdoorBench's PreAct-ResNet18 takes the
+outputs of ``layer3``, ``layer4`` and the average pooling, ``defense/nad.py:
+292-305``, whose 1x1 attention map is constant.)
+
+Retraining follows ``RetrainingSpec``: by default the run's optimiser and
+augmentation at ``lr``. The preset ``authors`` is NAD's own schedule
+(``main.py:143-147``, ``utils/util.py:68-79``, ``config.py:15-19``,
+``data_loader.py:10-16``): 20 epochs of SGD (momentum 0.9, Nesterov, weight
+decay 1e-4, batch 64) at 0.1 for two epochs and 0.01 after, with random crop
+(padding 4) and horizontal flip, on 5 % clean data; the teacher is fine-tuned
+for 10 epochs the same way (the README's "5~10 epochs"; BackdoorBench's
+``te_epochs: 10``). Its ``Cutout(1, 3)`` is not reproduced, and NAD's README
+table was measured without it.
 """
 
 from __future__ import annotations
@@ -23,7 +35,8 @@ import torch
 from torch import nn
 
 from triggerlab.catalogue.defenses import NadSpec
-from triggerlab.defenses.base import DefenseInputs, DefenseOutcome
+from triggerlab.defenses.base import DefenseInputs, DefenseOutcome, retrain, retraining
+from triggerlab.defenses.repair import Retraining
 from triggerlab.errors import ConfigError
 from triggerlab.train.devices import model_memory_format
 
@@ -33,17 +46,20 @@ def _has_conv(module: nn.Module) -> bool:
 
 
 def attention_stages(model: nn.Module, count: int) -> list[nn.Module]:
-    """The last ``count`` direct children holding convolutions, descending through a single
-    container (``features``) until there are enough, or the convolutions themselves."""
+    """A model's stages, the last ``count`` of them: the children holding convolutions of the
+    first module, from the model down, with more than one container among them.
+
+    A wrapper (an input adapter, a ``features`` sequence) is passed through, and so is a
+    container beside a bare stem or head convolution (timm's ``blocks`` between
+    ``conv_stem`` and ``conv_head``); a ResNet's stages are its ``layer1`` to ``layer4``; a
+    small CNN, whose one container holds bare convolutions, gives those convolutions."""
     module = model
     while True:
         holders = [child for child in module.children() if _has_conv(child)]
-        if len(holders) >= count or not holders:
+        containers = [child for child in holders if not isinstance(child, nn.Conv2d)]
+        if len(containers) != 1:
             break
-        if len(holders) == 1 and not isinstance(holders[0], nn.Conv2d):
-            module = holders[0]
-            continue
-        break
+        module = containers[0]
     if not holders:
         raise ConfigError("defense.kind: nad needs a model with convolution layers")
     return holders[-count:]
@@ -86,25 +102,24 @@ def distil(
     *,
     betas: list[float],
     p: float,
-    epochs: int,
-    lr: float,
+    recipe: Retraining,
 ) -> None:
     """Train ``student`` on the clean data with the task loss plus the attention losses."""
     from triggerlab.defenses.base import shuffled_batches
-    from triggerlab.train.loop import make_optimizer
 
-    optimizer = make_optimizer(inputs.train.model_copy(update={"lr": lr}), student)
+    optimizer = recipe.make_optimizer(student, inputs.train)
     student_tap = FeatureTap(attention_stages(student, len(betas)))
     teacher_tap = FeatureTap(attention_stages(teacher, len(betas)))
     betas = betas[len(betas) - len(student_tap.outputs) :]  # a shallower model: the last ones
     teacher.eval()
     layout = model_memory_format(student)
     try:
-        for _ in range(epochs):
+        for _ in recipe.epochs_with_rate(optimizer):
             student.train()
             for x, y in shuffled_batches(
-                images, targets, inputs.train.batch_size, inputs.device, inputs.generator, layout
+                images, targets, recipe.batch_size, inputs.device, inputs.generator, layout
             ):
+                x = recipe.augment(x) if recipe.augment is not None else x
                 with torch.no_grad():
                     teacher(x)
                 loss = inputs.task.loss(student(x).float(), y)
@@ -125,9 +140,7 @@ def run_nad(spec: NadSpec, inputs: DefenseInputs) -> DefenseOutcome:
     teacher = copy.deepcopy(inputs.model)
     teacher_inputs = copy.copy(inputs)
     teacher_inputs.model = teacher
-    spec.model_copy(update={"epochs": spec.teacher_epochs}).retrain(
-        teacher_inputs, clean.images, clean.targets
-    )
+    retrain(spec, teacher_inputs, clean.images, clean.targets, spec.teacher_epochs)
     distil(
         inputs.model,
         teacher,
@@ -136,14 +149,14 @@ def run_nad(spec: NadSpec, inputs: DefenseInputs) -> DefenseOutcome:
         clean.targets,
         betas=spec.betas,
         p=spec.p,
-        epochs=spec.epochs,
-        lr=spec.lr,
+        recipe=retraining(spec, inputs),
     )
+    names = {module: name for name, module in inputs.model.named_modules()}
     report = {
         "clean_samples": len(clean),
         "teacher_epochs": spec.teacher_epochs,
         "epochs": spec.epochs,
         "lr": spec.lr,
-        "attention_layers": len(attention_stages(inputs.model, len(spec.betas))),
+        "attention_layers": [names[m] for m in attention_stages(inputs.model, len(spec.betas))],
     }
     return DefenseOutcome(report, repaired=True)

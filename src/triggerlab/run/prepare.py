@@ -200,14 +200,20 @@ def _held_back_problem(cfg: ExperimentConfig, train: ImageDataset, exc: ValueErr
 
 
 def check_augmentation(cfg: ExperimentConfig, data: DataSplit) -> None:
-    """Augmentations must leave labels true: a mirrored face looks the other way."""
-    if data.is_regression and "hflip" in cfg.train.augment:
-        raise ConfigError(
-            "train.augment: hflip mirrors images but not their continuous labels (a mirrored "
-            "face's gaze and head yaw change sign); use [random_crop] for regression"
-        )
+    """Augmentations must leave labels true: a mirrored face looks the other way. A retraining
+    defence's own ``augment`` is held to the same."""
+    settings = [("train.augment", cfg.train.augment)]
+    if getattr(cfg.defense, "augment", None) is not None:
+        settings.append(("defense.augment", cfg.defense.augment))  # type: ignore[union-attr]
+    for key, operations in settings:
+        if data.is_regression and "hflip" in operations:
+            raise ConfigError(
+                f"{key}: hflip mirrors images but not their continuous labels (a mirrored "
+                "face's gaze and head yaw change sign); use [random_crop] for regression"
+            )
     height, width = data.shape[1:]
-    if "random_crop" in cfg.train.augment and cfg.train.crop_padding >= min(height, width):
+    cropped = any("random_crop" in operations for _, operations in settings)
+    if cropped and cfg.train.crop_padding >= min(height, width):
         raise ConfigError(
             f"train.crop_padding: {cfg.train.crop_padding} pixels of padding would let a crop "
             f"miss the {height}x{width} image entirely; expected less than {min(height, width)}"

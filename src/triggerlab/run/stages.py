@@ -18,8 +18,8 @@ from torch import nn
 from triggerlab.attack.poison import PoisonResult, poison_dataset
 from triggerlab.attack.stealth import STEALTH_SAMPLE, stealth_of_uint8
 from triggerlab.attack.tasks import Task, confusion_counts
-from triggerlab.defenses.base import DefenseInputs
 from triggerlab.defenses.evaluation import measure_defense
+from triggerlab.defenses.leakage import defense_inputs
 from triggerlab.figures import confusions_png, samples_png
 from triggerlab.run.context import RunContext
 from triggerlab.run.inputs import TrainingInputs
@@ -185,23 +185,26 @@ def defend(
     spec = ctx.cfg.defense
     if spec.kind == "none":
         return None
-    inputs = DefenseInputs(
+    poisoned = torch.zeros(len(attack.train.train), dtype=torch.bool)
+    poisoned[attack.train.indices] = True
+    inputs = defense_inputs(  # checked: neither the test set nor the poisoned samples
+        spec,
         model=ctx.model,
         task=ctx.task,
         device=ctx.device,
         train=ctx.cfg.train,
         training=attack.train.train,
         clean=ctx.defender,
-        generator=torch.Generator().manual_seed(ctx.seeds["defense"]),
         seed=ctx.seeds["defense"],
         fresh_model=lambda: fresh_model(ctx),
+        test=ctx.data.test,
+        triggered_test=attack.triggered_test,
+        poisoned=poisoned,
     )
     torch.manual_seed(ctx.seeds["defense"])  # the same defence on a shared or own-trained model
     outcome = spec.run(inputs)
     for name, png in outcome.figures.items():
         run.write_png(name, png)
-    poisoned = torch.zeros(len(attack.train.train), dtype=torch.bool)
-    poisoned[attack.train.indices] = True
     return measure_defense(
         spec,
         outcome,
