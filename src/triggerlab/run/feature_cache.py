@@ -3,10 +3,11 @@
 When a freeze policy trains only a tail of the network (``classifier`` or ``head``) and
 everything below runs frozen in evaluation mode, the tail's input is a fixed function of
 the image. It is computed once for every image of the loaded dataset, stored (float16,
-memory-mapped) under a key of the dataset section, the weights and the cut point, and
-reused by every run and repeat of a grid and by other processes. A run then computes
-features only for the images it changes (poisoned training images, the triggered test
-set) and trains the tail on features.
+memory-mapped) under a key of the dataset section, the cut point and a digest of the frozen
+body's exact weights (fresh weights depend on the seed: each seed gets its own features), and
+reused by every run and repeat of a grid that share those weights, and by other processes.
+A run then computes features only for the images it changes (poisoned training images, the
+triggered test set) and trains the tail on features.
 
 Files are written atomically (features, then the meta file that marks them complete),
 checked on load (key, shape, a fingerprint of the images, the features' SHA-256). A cache
@@ -83,6 +84,23 @@ def body_features(
     finally:
         handle.remove()
     return torch.cat(parts) if parts else torch.empty(0)
+
+
+def body_digest(model: nn.Module, tail: nn.Module) -> str:
+    """SHA-256 of every tensor of ``model``'s state outside ``tail``: the frozen body's exact
+    parameters and buffers (batch-norm statistics included), whatever seed or file made them.
+
+    The tail is left out: it trains, and its input does not depend on it.
+    """
+    prefix = next(name for name, module in model.named_modules() if module is tail)
+    digest = hashlib.sha256()
+    for name, tensor in model.state_dict().items():
+        if prefix and (name == prefix or name.startswith(f"{prefix}.")):
+            continue
+        data = tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy()
+        digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)}:{data.nbytes};".encode())
+        digest.update(data)
+    return digest.hexdigest()
 
 
 def pool_of(parts: Sequence[ImageDataset]) -> int | None:

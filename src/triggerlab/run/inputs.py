@@ -19,6 +19,7 @@ from triggerlab.models.transfer import TransferModel
 from triggerlab.progress import Reporter
 from triggerlab.run.feature_cache import (
     FeatureStore,
+    body_digest,
     body_features,
     cache_root,
     pool_features,
@@ -117,6 +118,8 @@ def training_inputs(ctx: RunContext, progress: Reporter | None = None) -> Traini
         "model": ctx.cfg.model.name,
         "options": ctx.cfg.model.options,
         "weights": None if weights is None else weights.record()["sha256"] or weights.source,
+        # the body's exact weights: fresh ones differ from seed to seed, a file's are its own
+        "body": body_digest(model, cut),
         "normalization": ctx.model_info.normalization,
         "cut": model.plan.cut_name,
     }
