@@ -6,10 +6,13 @@ import json
 
 import pytest
 import yaml
+from typer.testing import CliRunner
 
+from triggerlab.cli import app
 from triggerlab.config import load_config
 from triggerlab.run.experiment import run_experiment
 
+runner = CliRunner()
 SMALL = [
     "train.device=cpu",
     "model.options={width: 4, hidden: 32}",
@@ -72,3 +75,97 @@ def test_a_grids_repeats_with_fresh_weights_match_uncached_runs(tmp_path):
     for seed, final in finals["true"].items():
         assert final["clean_acc"] == pytest.approx(finals["false"][seed]["clean_acc"], abs=0.006)
         assert final["train_loss"] == pytest.approx(finals["false"][seed]["train_loss"], rel=1e-3)
+
+
+# ---- defence parameters, element by element, before any work ------------------------------------
+
+QUICK = ["train.epochs=1", "output.name=r"]
+
+
+def refused(tmp_path, *settings: str) -> str:
+    """Run the CLI with ``settings``; assert exit 2, one message, nothing written; the message."""
+    args = ["run", "-q", "--out", str(tmp_path / "out")]
+    args += [a for s in [*SMALL, *QUICK, *settings] for a in ("--set", s)]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2, result.output
+    assert result.stderr.count("error:") == 1, result.stderr
+    assert not (tmp_path / "out").exists()
+    return " ".join(result.stderr.split())
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        (["defense.scales=[.nan]"], "defense.scales[0]: Input should be a finite number"),
+        (["defense.scales=[3, -1]"], "defense.scales[1]: Input should be greater than 1"),
+        (["defense.scales=[0]"], "defense.scales[0]: Input should be greater than 1"),
+        (["defense.scales=[1e300]"], "defense.scales[0]: Input should be less than or equal"),
+    ],
+)
+def test_scale_up_scales_are_checked_one_by_one(tmp_path, settings, message):
+    assert message in refused(tmp_path, "defense.kind=scale_up", *settings)
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        (["defense.betas=[.nan]"], "defense.betas[0]: Input should be a finite number"),
+        (["defense.betas=[1, .inf]"], "defense.betas[1]: Input should be a finite number"),
+        (["defense.betas=[1e300]"], "defense.betas[0]: Input should be less than or equal"),
+        (["defense.betas=[-1]"], "defense.betas[0]: Input should be greater than or equal to 0"),
+        (["defense.lr=1e300"], "defense.lr: Input should be less than or equal to 10"),
+        (["defense.lr=.inf"], "defense.lr: Input should be a finite number"),
+        (["defense.epochs=1000000000"], "defense.epochs: Input should be less than or equal"),
+        # small_cnn has two convolution stages: a third weight would be dropped
+        (["defense.betas=[1, 2, 3]"], "defense.betas: 3 weights, but the model has 2 stage(s)"),
+    ],
+)
+def test_nad_parameters_are_refused_before_any_work(tmp_path, settings, message):
+    text = refused(tmp_path, "defense.kind=nad", *settings)
+    assert message in text
+    assert "train.lr" not in text
+
+
+def test_strip_overlays_are_bounded(tmp_path):
+    text = refused(tmp_path, "defense.kind=strip", "defense.overlays=1000000000")
+    assert "defense.overlays: Input should be less than or equal to 1000" in text
+
+
+def test_nad_defaults_fit_a_shallower_model_and_say_which_betas(tmp_path):
+    from triggerlab.catalogue.defenses import NadSpec
+    from triggerlab.defenses.nad import stage_betas
+    from triggerlab.models import build_configured
+
+    model, _ = build_configured(load_config(None, SMALL).model, (1, 16, 16), 10)
+    assert stage_betas(NadSpec(kind="nad"), model) == [1000.0, 1000.0]
+    assert stage_betas(NadSpec(kind="nad", betas=[7.0]), model) == [7.0]
+
+
+def test_a_diverging_defence_fine_tune_names_defense_lr():
+    import torch
+    from torch import nn
+
+    from triggerlab.config import TrainConfig
+    from triggerlab.defenses.repair import Retraining, fine_tune
+    from triggerlab.errors import RunFailed
+
+    class Task:
+        metric_names = ("clean_acc",)
+
+        def loss(self, outputs, targets):
+            return nn.functional.cross_entropy(outputs, targets)
+
+    model = nn.Sequential(nn.Flatten(), nn.Linear(4, 2))
+    nn.init.constant_(model[1].weight, float("inf"))
+    images = torch.randint(1, 255, (8, 1, 2, 2), dtype=torch.uint8)
+    with pytest.raises(RunFailed, match=r"too high \(defense\.lr\)"):
+        fine_tune(
+            model,
+            Task(),
+            images,
+            torch.zeros(8, dtype=torch.long),
+            train=TrainConfig(batch_size=4),
+            recipe=Retraining(epochs=1, lr=1.0, batch_size=4),
+            device=torch.device("cpu"),
+            generator=torch.Generator().manual_seed(0),
+        )

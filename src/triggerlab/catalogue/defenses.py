@@ -32,7 +32,8 @@ Augmentation = Literal["random_crop", "hflip"]  # train.augment's operations
 class DefenseSpec(StrictNumbers):
     """A validated defence description; subclasses add their parameters and ``run``."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # every number, list elements included, is finite: NaN and infinity are refused by key
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     needs_classes: ClassVar[bool] = False  # it reads class probabilities or class labels
     holds_back_data: ClassVar[bool] = False  # it uses clean training samples set aside
@@ -65,6 +66,9 @@ class DefenseSpec(StrictNumbers):
         if values is None:  # the preset field's own validation names the presets there are
             return data
         return {**values, **data}
+
+    def check_model(self, model: Any) -> None:
+        """Refuse, before any work, parameters that do not fit the run's model (ConfigError)."""
 
     def run(self, inputs: Any) -> Any:
         """Run the defence on a ``DefenseInputs``; returns its ``DefenseOutcome``."""
@@ -112,8 +116,10 @@ class RetrainingSpec(HeldBackSpec):
     """A defence that fine-tunes on the held-back data: by default with the run's optimiser,
     batch size and augmentation at a constant ``lr``; each can be set apart."""
 
-    epochs: int = Field(5, ge=1, description="fine-tuning epochs on the clean data")
-    lr: float = Field(1e-3, gt=0.0, description="fine-tuning learning rate (the run's optimiser)")
+    epochs: int = Field(5, ge=1, le=10_000, description="fine-tuning epochs on the clean data")
+    lr: float = Field(
+        1e-3, gt=0.0, le=10.0, description="fine-tuning learning rate (the run's optimiser)"
+    )
     optimizer: Literal["run", "sgd"] = Field(
         "run", description="run: the run's optimiser; sgd: SGD with momentum (the authors')"
     )
@@ -128,10 +134,12 @@ class RetrainingSpec(HeldBackSpec):
     lr_schedule: Literal["constant", "cosine"] = Field(
         "constant", description="cosine anneals lr to 0 over the fine-tuning epochs"
     )
-    lr_steps: list[tuple[int, float]] = Field(
-        default_factory=list,
-        max_length=16,
-        description="[[epoch, lr], ...]: from that epoch (counted from 0) on, that rate",
+    lr_steps: list[tuple[Annotated[int, Field(le=10_000)], Annotated[float, Field(le=10.0)]]] = (
+        Field(
+            default_factory=list,
+            max_length=16,
+            description="[[epoch, lr], ...]: from that epoch (counted from 0) on, that rate",
+        )
     )
     augment: list[Augmentation] | None = Field(
         None,
@@ -208,7 +216,9 @@ class StripSpec(HeldBackSpec):
     kind: Literal["strip"] = "strip"
     implementation: ClassVar[str] = "triggerlab.defenses.strip:run_strip"
     needs_classes: ClassVar[bool] = True
-    overlays: int = Field(20, ge=1, description="clean images blended with each input")
+    overlays: int = Field(
+        20, ge=1, le=1000, description="clean images blended with each input (paper: 100)"
+    )
     blend: float = Field(
         1.0, gt=0.0, le=1.0, description="overlay weight b in x' = clip(x + b o, 0, 1)"
     )
@@ -286,9 +296,14 @@ NAD_AUTHORS: dict[str, Any] = {
     "weight_decay": 1e-4,
     "batch_size": 64,
     "augment": ["random_crop", "hflip"],
-    "betas": [500.0, 1000.0, 1000.0],
+    # betas: the default (null) is the authors' 500, 1000, 1000, the last of them on a model
+    # with fewer stages
     "p": 2.0,
 }
+
+
+# A NAD weight far above the authors' (500, 1000) makes the attention term swamp the task loss.
+Beta = Annotated[float, Field(ge=0.0, le=1e5)]
 
 
 class NadSpec(RetrainingSpec):
@@ -303,13 +318,16 @@ class NadSpec(RetrainingSpec):
         "crop and flip, batch 64; teacher 10 epochs)",
     )
     teacher_epochs: int = Field(10, ge=1, le=10_000, description="the teacher's fine-tuning epochs")
-    betas: list[float] = Field(
-        [500.0, 1000.0, 1000.0],
-        min_length=1,
-        max_length=8,
-        description="attention-loss weight of each of the last stages, earliest first",
+    betas: Annotated[list[Beta], Field(min_length=1, max_length=8)] | None = Field(
+        None,
+        description="attention-loss weight (0 to 1e5) of each of the model's last stages, "
+        "earliest first, at most one per stage; null: the authors' 500, 1000, 1000 (the last "
+        "of them on a model with fewer stages)",
     )
     p: float = Field(2.0, gt=0.0, le=8.0, description="power of the attention maps")
+
+    def check_model(self, model: Any) -> None:
+        implementation_of("triggerlab.defenses.nad:stage_betas")(self, model)
 
 
 class AnpSpec(HeldBackSpec):
@@ -380,8 +398,12 @@ class ScaleUpSpec(HeldBackSpec):
     kind: Literal["scale_up"] = "scale_up"
     implementation: ClassVar[str] = "triggerlab.defenses.scale_up:run_scale_up"
     needs_classes: ClassVar[bool] = True
-    scales: list[float] = Field(
-        [3.0, 5.0, 7.0, 9.0, 11.0], min_length=1, max_length=64, description="amplification factors"
+    # above 255 every nonzero pixel of a uint8 image saturates, as at 255 itself
+    scales: list[Annotated[float, Field(gt=1.0, le=255.0)]] = Field(
+        [3.0, 5.0, 7.0, 9.0, 11.0],
+        min_length=1,
+        max_length=64,
+        description="amplification factors, each above 1 and at most 255",
     )
     false_rejection: float = Field(
         0.05, gt=0.0, lt=1.0, description="share of the defender's clean inputs flagged"

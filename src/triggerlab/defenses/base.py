@@ -162,6 +162,7 @@ def retrain(
         recipe=retraining(spec, inputs, epochs),
         device=inputs.device,
         generator=inputs.generator,
+        lr_key="defense.lr",
     )
 
 

@@ -10,10 +10,12 @@ authors' code (bboylyg/NAD ``at.py:22-33``). Their layers are the outputs of
 their WideResNet's three residual groups (``models/wresnet.py:86-97``) with
 betas 500, 1000 and 1000 (``config.py:22-24``); here the attention layers are
 the model's last ``len(betas)`` stages (``attention_stages``): a ResNet's last
-groups (``layer2`` to ``layer4``), a small CNN's last convolutions; a model with
-fewer stages uses the last betas. (BackdoorBench's PreAct-ResNet18 takes the
-outputs of ``layer3``, ``layer4`` and the average pooling, ``defense/nad.py:
-292-305``, whose 1x1 attention map is constant.)
+groups (``layer2`` to ``layer4``), a small CNN's last convolutions. The default betas
+are the authors' three, and a model with fewer stages takes the last of them (the
+report records the betas used); a list given in the config must have at most as many
+weights as the model has stages, or the run is refused before any work.
+(BackdoorBench's PreAct-ResNet18 takes the outputs of ``layer3``, ``layer4`` and the
+average pooling, ``defense/nad.py: 292-305``, whose 1x1 attention map is constant.)
 
 Retraining follows ``RetrainingSpec``: by default the run's optimiser and
 augmentation at ``lr``. The preset ``authors`` is NAD's own schedule
@@ -39,6 +41,9 @@ from triggerlab.defenses.base import DefenseInputs, DefenseOutcome, retrain, ret
 from triggerlab.defenses.repair import Retraining
 from triggerlab.errors import ConfigError
 from triggerlab.train.devices import model_memory_format
+
+# The authors' weights of their WideResNet's three groups (bboylyg/NAD config.py:22-24).
+DEFAULT_BETAS = (500.0, 1000.0, 1000.0)
 
 
 def _has_conv(module: nn.Module) -> bool:
@@ -110,7 +115,6 @@ def distil(
     optimizer = recipe.make_optimizer(student, inputs.train)
     student_tap = FeatureTap(attention_stages(student, len(betas)))
     teacher_tap = FeatureTap(attention_stages(teacher, len(betas)))
-    betas = betas[len(betas) - len(student_tap.outputs) :]  # a shallower model: the last ones
     teacher.eval()
     layout = model_memory_format(student)
     try:
@@ -133,10 +137,26 @@ def distil(
         teacher_tap.remove()
 
 
+def stage_betas(spec: NadSpec, model: nn.Module) -> list[float]:
+    """One weight per attention stage of ``model``; ConfigError when the configured weights
+    outnumber its stages (none is ever dropped silently)."""
+    wanted = list(spec.betas if spec.betas is not None else DEFAULT_BETAS)
+    stages = len(attention_stages(model, len(wanted)))  # refuses a model without convolutions
+    if spec.betas is None:
+        return wanted[len(wanted) - stages :]
+    if len(wanted) > stages:
+        raise ConfigError(
+            f"defense.betas: {len(wanted)} weights, but the model has {stages} stage(s) "
+            f"with convolutions; expected at most {stages} (one per stage, for the last "
+            "stages, earliest first)"
+        )
+    return wanted
+
+
 def run_nad(spec: NadSpec, inputs: DefenseInputs) -> DefenseOutcome:
     assert inputs.clean is not None
     clean = inputs.clean
-    attention_stages(inputs.model, len(spec.betas))  # refuse a model without convolutions
+    betas = stage_betas(spec, inputs.model)
     teacher = copy.deepcopy(inputs.model)
     teacher_inputs = copy.copy(inputs)
     teacher_inputs.model = teacher
@@ -147,7 +167,7 @@ def run_nad(spec: NadSpec, inputs: DefenseInputs) -> DefenseOutcome:
         inputs,
         clean.images,
         clean.targets,
-        betas=spec.betas,
+        betas=betas,
         p=spec.p,
         recipe=retraining(spec, inputs),
     )
@@ -157,6 +177,7 @@ def run_nad(spec: NadSpec, inputs: DefenseInputs) -> DefenseOutcome:
         "teacher_epochs": spec.teacher_epochs,
         "epochs": spec.epochs,
         "lr": spec.lr,
-        "attention_layers": [names[m] for m in attention_stages(inputs.model, len(spec.betas))],
+        "attention_layers": [names[m] for m in attention_stages(inputs.model, len(betas))],
+        "betas": betas,
     }
     return DefenseOutcome(report, repaired=True)

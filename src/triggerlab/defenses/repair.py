@@ -94,8 +94,10 @@ def fine_tune(
     recipe: Retraining,
     device: torch.device,
     generator: torch.Generator,
+    lr_key: str = "defense.lr",
 ) -> RepairResult:
-    """Train on the clean data alone as ``recipe`` says."""
+    """Train on the clean data alone as ``recipe`` says (the config key ``lr_key`` sets its
+    rate: a diverging loss names it)."""
     optimizer = recipe.make_optimizer(model, train)
     images, targets = images.to(device), targets.to(device)
     step = Step(augment=recipe.augment)
@@ -110,5 +112,6 @@ def fine_tune(
             device=device,
             generator=generator,
             step=step,
+            lr_key=lr_key,
         )
     return RepairResult(clean_samples=int(images.shape[0]), epochs=recipe.epochs)

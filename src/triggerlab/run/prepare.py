@@ -234,8 +234,10 @@ def check_run(cfg: ExperimentConfig, data: DataSplit, defense_seed: int) -> Chec
 
 def check_model(cfg: ExperimentConfig, data: DataSplit) -> tuple[nn.Module, ModelInfo]:
     """The configured model for this data: weights loaded, adapter and freeze policy applied,
-    one dry forward pass on the input size."""
-    return build_configured(cfg.model, data.shape, data.num_outputs)
+    one dry forward pass on the input size; the defence's parameters checked against it."""
+    model, info = build_configured(cfg.model, data.shape, data.num_outputs)
+    cfg.defense.check_model(model)
+    return model, info
 
 
 def prepare(cfg: ExperimentConfig) -> RunContext:

@@ -112,10 +112,12 @@ def train_epoch(
     generator: torch.Generator,
     on_batch: Callable[[], None] | None = None,
     step: Step | None = None,
+    lr_key: str = "train.lr",
 ) -> tuple[float, int]:
     """One pass in a seeded random order; returns (mean loss, images seen).
 
-    RunFailed when a batch's loss is not finite: the weights are garbage from then on.
+    RunFailed when a batch's loss is not finite: the weights are garbage from then on
+    (the message names ``lr_key``, the key that set this training's rate).
     """
     step = step or Step()
     model.train()
@@ -139,7 +141,7 @@ def train_epoch(
     if not math.isfinite(mean):
         raise RunFailed(
             f"the training loss is not finite ({mean}) from batch {int(first_bad) + 1} of "
-            f"{len(starts)}; a learning rate that is too high (train.lr) or non-finite inputs "
+            f"{len(starts)}; a learning rate that is too high ({lr_key}) or non-finite inputs "
             "cause this"
         )
     return mean, seen
