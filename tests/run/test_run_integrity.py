@@ -3,6 +3,8 @@ cache across seeds, checkpoints read back on resume, defence parameters, sizes t
 two processes on one run, and audits of models that misbehave."""
 
 import json
+import shutil
+from pathlib import Path
 
 import pytest
 import yaml
@@ -169,3 +171,169 @@ def test_a_diverging_defence_fine_tune_names_defense_lr():
             device=torch.device("cpu"),
             generator=torch.Generator().manual_seed(0),
         )
+
+
+# ---- what resume reads from a checkpoint ---------------------------------------------------------
+
+KILLABLE = [
+    *SMALL,
+    "train.epochs=4",
+    "train.optimizer=sgd",
+    "train.lr=0.05",
+    "train.lr_schedule=cosine",
+    "train.checkpoint_every=1",
+]
+
+
+@pytest.fixture(scope="module")
+def killed_run(tmp_path_factory) -> Path:
+    """A run that died after epoch 3's metrics, before its checkpoint: it holds epoch 2's."""
+    from triggerlab.run import training
+
+    folder = tmp_path_factory.mktemp("killed")
+    original = training.EpochLog.__call__
+
+    def dying(self, record):
+        original(self, record)
+        if record["epoch"] == 3:
+            raise RuntimeError("killed")
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(training.EpochLog, "__call__", dying)
+        with pytest.raises(RuntimeError, match="killed"):
+            run_experiment(load_config(None, [*KILLABLE, f"output.directory={folder}"]))
+    (run,) = folder.iterdir()
+    return run
+
+
+@pytest.fixture
+def killed(killed_run, tmp_path) -> Path:
+    """A copy of the killed run of this test's own."""
+    copy = tmp_path / "killed"
+    shutil.copytree(killed_run, copy)
+    return copy
+
+
+def resume_refused(run: Path) -> str:
+    result = runner.invoke(app, ["run", "-q", "--resume", str(run)])
+    assert result.exit_code == 2, result.output
+    assert result.stderr.count("error:") == 1 and "Traceback" not in result.stderr, result.stderr
+    assert not (run / "summary.json").exists()
+    return " ".join(result.stderr.split())
+
+
+def edit_checkpoint(run: Path, change, redigest: bool = False) -> None:
+    from triggerlab.train.checkpoint import META, meta_digest
+
+    meta = json.loads((run / META).read_text())
+    change(meta)
+    if redigest:
+        meta["digest"] = meta_digest(meta)
+    (run / META).write_text(json.dumps(meta))
+
+
+def _set(key, value):
+    def change(meta):
+        meta[key] = value
+
+    change.name = f"{key}={value}"
+    return change
+
+
+def _history_value(meta):
+    meta["history"][0]["clean_acc"] = 0.999
+
+
+def _shorter_history(meta):
+    meta["history"] = meta["history"][:-1]
+
+
+def _scheduler(meta):
+    meta["scheduler"]["last_epoch"] = 0
+
+
+def _learning_rate(meta):
+    meta["param_groups"][0]["lr"] = 0.5
+
+
+def _renumbered(meta):
+    meta["history"][1]["epoch"] = 7
+
+
+CHANGED = "checkpoint.json: changed or damaged since it was written (its digest does not match"
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        _history_value,
+        _shorter_history,
+        _scheduler,
+        _learning_rate,
+        _set("history", "forged"),
+        _set("history", 5),
+        _set("epoch", "three"),
+        _set("stage", "warmup"),
+        _set("digest", None),
+    ],
+    ids=lambda change: getattr(change, "name", change.__name__),
+)
+def test_a_changed_checkpoint_is_refused_on_resume(killed, change):
+    edit_checkpoint(killed, change)
+    assert CHANGED in resume_refused(killed)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (
+            _set("history", "forged"),
+            "not a valid checkpoint (history: Input should be a valid list",
+        ),
+        (_set("epoch", "three"), "not a valid checkpoint (epoch: Input should be a valid integer"),
+        (_set("stage", "warmup"), "not a valid checkpoint (stage: Input should be 'train' or"),
+        (_set("tensors", "../model.safetensors"), "not a valid checkpoint (tensors: String should"),
+        (_set("stage", "finetune"), "stage 'finetune' is not a stage of this run (train)"),
+        (_set("epoch", 7), "epoch 7 of stage 'train' is outside 1-3"),
+        (_shorter_history, "its history holds 1 epochs; epoch 2 of stage 'train' needs 2"),
+        (_renumbered, "history record 2 is not epoch 2 of stage 'train'"),
+    ],
+)
+def test_every_field_resume_reads_is_validated(killed, change, message):
+    """Even with a digest that matches (a checkpoint written wrongly), no field is trusted."""
+    edit_checkpoint(killed, change, redigest=True)
+    assert message in resume_refused(killed)
+
+
+def test_a_config_changed_after_the_kill_is_refused(killed):
+    config = killed / "config.yaml"
+    config.write_text(config.read_text().replace("epochs: 4", "epochs: 5"))
+    text = resume_refused(killed)
+    assert "config.yaml: changed since the checkpoint was written" in text
+
+
+def test_a_resumed_run_leaves_no_temporary_files_and_continues_exactly(killed, tmp_path):
+    # what a SIGKILL in the middle of an atomic write leaves behind
+    (killed / ".metrics.csv.k2x8q1ab.tmp").write_text("epoch,train_loss\n1,")
+    (killed / ".checkpoint.json.p0o9i8uy.tmp").write_text("{")
+    result = runner.invoke(app, ["run", "-q", "--resume", str(killed)])
+    assert result.exit_code == 0, result.output
+    assert not list(killed.glob(".*"))
+    whole = run_experiment(load_config(None, [*KILLABLE, f"output.directory={tmp_path / 'w'}"]))
+    assert _rows(killed) == _rows(whole.run_dir)
+
+
+def _rows(run: Path) -> list[dict[str, float]]:
+    from triggerlab.run.rundir import TIMING_COLUMNS, read_metrics
+
+    rows = read_metrics(run / "metrics.csv")
+    return [{k: v for k, v in row.items() if k not in TIMING_COLUMNS} for row in rows]
+
+
+def test_a_run_is_resumed_by_one_process_at_a_time(killed):
+    from triggerlab.run.rundir import RunDir
+
+    with RunDir(killed).lock():  # another process, running it now
+        text = resume_refused(killed)
+    assert f"{killed}: another triggerlab process is running this run now" in text
+    assert runner.invoke(app, ["run", "-q", "--resume", str(killed)]).exit_code == 0

@@ -28,10 +28,15 @@ from triggerlab.run import stages
 from triggerlab.run.context import RunContext
 from triggerlab.run.inputs import training_inputs
 from triggerlab.run.prepare import prepare
-from triggerlab.run.rundir import CONFIG, RunDir
+from triggerlab.run.rundir import CONFIG, RunDir, metrics_columns
 from triggerlab.run.shared_training import SharedTraining
-from triggerlab.run.training import forward_counts, train
-from triggerlab.train.checkpoint import Checkpoint, read_checkpoint, remove_checkpoint
+from triggerlab.run.training import forward_counts, stage_epochs, train
+from triggerlab.train.checkpoint import (
+    Checkpoint,
+    read_checkpoint,
+    remove_checkpoint,
+    remove_stale_tensors,
+)
 
 
 @dataclass(frozen=True)
@@ -66,14 +71,16 @@ def run_experiment(
         check_folder(
             parent, config_key("output.directory") if run_dir is None else argument("run_dir")
         )
-    with torch_threads(cfg.train.threads), reporting(progress):
+    with torch_threads(cfg.train.threads), reporting(progress), contextlib.ExitStack() as held:
         ctx = prepare(cfg)
         created = [] if resume else missing_folders(parent)
         try:
-            run, checkpoint = open_run(cfg, run_dir, resume)
+            run, checkpoint = open_run(cfg, run_dir, resume, held)
         except TriggerlabError:
             remove_if_empty(created)
             raise
+        if checkpoint is not None:  # it must be one this config can have written
+            checkpoint.check_plan(stage_epochs(ctx), metrics_columns(ctx.task.metric_names))
         run.write_config(cfg)
         try:
             return _run(ctx, run, checkpoint, shared, progress, started)
@@ -81,7 +88,9 @@ def run_experiment(
             run.write_failed(exc)
             raise RunFailed(f"{exc} (recorded in {run.path / 'failed.json'})") from None
         except KeyboardInterrupt:
-            saved = read_checkpoint(run.path)
+            saved = None
+            with contextlib.suppress(TriggerlabError):  # only to say where the run can go on
+                saved = read_checkpoint(run.path)
             raise Interrupted(run.path, None if saved is None else len(saved.history)) from None
         except TriggerlabError:
             if checkpoint is None and not resume:  # refused input: leave no half-written run
@@ -129,8 +138,11 @@ def _run(
     summary = stages.summarise(ctx, run, attack, history, sections)
     if checkpoint is not None:
         summary["resumed_from_epoch"] = len(checkpoint.history)
+    run.remove_temporaries()  # a finished run holds only its own files
     run.write_summary(summary)
-    if not ctx.cfg.train.keep_checkpoints:
+    if ctx.cfg.train.keep_checkpoints:
+        remove_stale_tensors(run.path)
+    else:
         remove_checkpoint(run.path)
     return RunResult(run.path, summary, history)
 
@@ -144,19 +156,24 @@ def resume_run(run_dir: Path | str, progress: Reporter | None = None) -> RunResu
 
 
 def open_run(
-    cfg: ExperimentConfig, run_dir: Path | None, resume: bool
+    cfg: ExperimentConfig, run_dir: Path | None, resume: bool, held: contextlib.ExitStack
 ) -> tuple[RunDir, Checkpoint | None]:
-    """The run's folder, and the checkpoint it continues from (None: from the start)."""
+    """The run's folder, locked for this process until ``held`` closes, and the checkpoint
+    it continues from (None: from the start)."""
     if resume:
         assert run_dir is not None, "resume needs the run's folder"
         run = RunDir(run_dir)
+        held.enter_context(run.lock())
         return run, run.prepare_resume()
     stem = f"{cfg.data.name}-{cfg.model.name}-{cfg.trigger.kind}"
     if run_dir is not None:
-        return RunDir.allocate(run_dir.parent, run_dir.name, stem, exact=True), None
+        run = RunDir.allocate(run_dir.parent, run_dir.name, stem, exact=True)
+        held.enter_context(run.lock())
+        return run, None
     if cfg.output.name is not None:
         named = RunDir(cfg.output.directory / cfg.output.name)
         if named.continues(cfg):  # rerunning a killed run continues it
+            held.enter_context(named.lock())
             checkpoint = named.prepare_resume()
             assert checkpoint is not None
             warnings.warn(
@@ -165,7 +182,9 @@ def open_run(
                 stacklevel=3,
             )
             return named, checkpoint
-    return RunDir.allocate(cfg.output.directory, cfg.output.name, stem), None
+    run = RunDir.allocate(cfg.output.directory, cfg.output.name, stem)
+    held.enter_context(run.lock())
+    return run, None
 
 
 @contextlib.contextmanager

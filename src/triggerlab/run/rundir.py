@@ -11,18 +11,23 @@
 | ``summary.json`` | final metrics and provenance, written last: its presence marks a finished run |
 | ``failed.json`` | the error of a run that failed inside a grid |
 
-Every file is written to a temporary name and renamed.
+Every file is written to a temporary name and renamed; a temporary file that a kill left
+behind is removed when the run resumes and when it finishes, so a finished run holds only
+its own files. One process at a time works in a run folder (``RunDir.lock``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import fcntl
 import json
+import os
 import platform
 import subprocess
 import traceback
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError, version
@@ -57,6 +62,7 @@ MODEL = "model.safetensors"
 SAMPLES = "samples.png"
 TRIGGER_PREVIEW = "trigger.png"  # the first attacked test image under the trigger, enlarged
 TIMING_COLUMNS = ("epoch_time_s", "train_time_s", "train_images_per_s")
+TEMPORARY_GLOB = ".*.tmp"  # files.write_bytes_atomic's names: .<file>.<random>.tmp
 
 
 def metrics_columns(metric_names: Sequence[str]) -> tuple[str, ...]:
@@ -180,9 +186,38 @@ class RunDir:
             ) from None
         raise ConfigError(f"output.directory: cannot find a free run name under {directory}")
 
+    @contextlib.contextmanager
+    def lock(self) -> Iterator[None]:
+        """Hold the run folder for this process (ConfigError when another holds it): two
+        processes must never train into one run. The lock is on the folder itself, so it adds
+        no file, and it dies with its process, even on SIGKILL."""
+        try:
+            handle = os.open(self.path, os.O_RDONLY | os.O_DIRECTORY)
+        except OSError as exc:
+            raise ConfigError(f"{self.path}: cannot open the run folder ({exc})") from None
+        try:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise ConfigError(
+                    f"{self.path}: another triggerlab process is running this run now; wait "
+                    "for it to end (or stop it) before resuming it"
+                ) from None
+            yield
+        finally:
+            os.close(handle)  # releases the lock
+
+    def remove_temporaries(self) -> None:
+        """Temporary files of atomic writes that a kill interrupted (never this process's own:
+        it holds the run's lock and finishes each write before the next)."""
+        for path in self.path.glob(TEMPORARY_GLOB):
+            if path.is_file():
+                path.unlink(missing_ok=True)
+
     def prepare_resume(self) -> Checkpoint | None:
         """The checkpoint to continue from (None: start again in place); ConfigError when the
-        folder is not an unfinished run."""
+        folder is not an unfinished run, DataFormatError when its checkpoint cannot be trusted.
+        Call it holding the run's lock."""
         from triggerlab.train.checkpoint import read_checkpoint
 
         if not (self.path / CONFIG).is_file():
@@ -190,6 +225,7 @@ class RunDir:
         if self.is_complete():
             raise ConfigError(f"{self.path}: the run is complete; there is nothing to resume")
         checkpoint = read_checkpoint(self.path)
+        self.remove_temporaries()
         (self.path / FAILED).unlink(missing_ok=True)
         return checkpoint
 

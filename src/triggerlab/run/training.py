@@ -52,6 +52,14 @@ def without_stage(record: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in record.items() if k != "stage"}
 
 
+def stage_epochs(ctx: RunContext) -> list[tuple[str, int]]:
+    """The run's training stages and their epochs, as checkpoints name them."""
+    stages = [("train", ctx.cfg.train.epochs)]
+    if ctx.data.finetune is not None:
+        stages.append(("finetune", ctx.cfg.train.finetune_epochs))
+    return stages
+
+
 def total_epochs(ctx: RunContext) -> int:
     epochs = ctx.cfg.train.epochs
     return epochs + (ctx.cfg.train.finetune_epochs if ctx.data.finetune is not None else 0)
