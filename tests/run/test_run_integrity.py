@@ -337,3 +337,97 @@ def test_a_run_is_resumed_by_one_process_at_a_time(killed):
         text = resume_refused(killed)
     assert f"{killed}: another triggerlab process is running this run now" in text
     assert runner.invoke(app, ["run", "-q", "--resume", str(killed)]).exit_code == 0
+
+
+# ---- audits of models that misbehave -------------------------------------------------------------
+
+USER_MODELS = """
+import sys
+
+import torch
+from torch import nn
+
+
+class Linear(nn.Module):
+    def __init__(self, scale: float = 1.0) -> None:
+        super().__init__()
+        self.fc = nn.Linear(64, 10)
+        self.scale = scale
+
+    def forward(self, x):
+        return self.fc(x.flatten(1)) * self.scale
+
+
+def plain():
+    return Linear()
+
+
+def nan_outputs():
+    return Linear(float("nan"))
+
+
+def exits():
+    sys.exit(0)
+
+
+class ExitingForward(Linear):
+    def forward(self, x):
+        sys.exit(0)
+
+
+def exits_in_forward():
+    return ExitingForward()
+"""
+
+
+@pytest.fixture
+def user_models(tmp_path) -> Path:
+    """A user's module (``usermodels_<test>.py``) and weights that fit its models."""
+    import torch
+    from torch import nn
+
+    folder = tmp_path / "code"
+    folder.mkdir()
+    (folder / f"usermodels_{tmp_path.name}.py").write_text(USER_MODELS)
+    (folder / f"exiting_{tmp_path.name}.py").write_text("import sys\nsys.exit(0)\n")
+    state = nn.Linear(64, 10).state_dict()
+    torch.save({f"fc.{k}": v for k, v in state.items()}, tmp_path / "model.pt")
+    return folder
+
+
+def audit_refused(tmp_path, folder: Path, model: str, *extra: str) -> str:
+    module = f"{model.partition(':')[0]}_{tmp_path.name}"
+    args = ["audit", "--model", f"{module}:{model.partition(':')[2] or 'plain'}"]
+    args += ["--module-path", str(folder), "--weights", str(tmp_path / "model.pt")]
+    args += ["--data", "digits", "--out", str(tmp_path / "report"), "-q", "--samples", "50"]
+    result = runner.invoke(app, [*args, *extra])
+    assert result.exit_code == 2, result.output
+    assert result.stderr.count("error:") == 1 and "Traceback" not in result.stderr
+    assert not (tmp_path / "report").exists()
+    return " ".join(result.stderr.split())
+
+
+@pytest.mark.parametrize(
+    ("model", "message"),
+    [
+        ("exiting:plain", "--model: importing 'exiting_"),
+        ("usermodels:exits", "calling usermodels_"),
+        ("usermodels:exits_in_forward", "--model: its forward pass called sys.exit(0)"),
+    ],
+)
+def test_an_audited_model_that_exits_is_an_error(tmp_path, user_models, model, message):
+    text = audit_refused(tmp_path, user_models, model)
+    assert message in text and "sys.exit(0)" in text
+
+
+def test_an_audited_model_that_outputs_nan_is_refused_naming_the_nan(tmp_path, user_models):
+    text = audit_refused(tmp_path, user_models, "usermodels:nan_outputs")
+    assert "--model: it outputs NaN or infinite values for 50 of 50 clean digits images" in text
+
+
+@pytest.mark.parametrize("normalization", ["nan,nan", "0.5,inf", "nan,0.5"])
+def test_a_non_finite_input_normalization_is_refused(tmp_path, user_models, normalization):
+    text = audit_refused(
+        tmp_path, user_models, "usermodels:plain", "--input-normalization", normalization
+    )
+    assert "--input-normalization: " in text and "must be finite numbers" in text

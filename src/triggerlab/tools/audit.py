@@ -31,6 +31,7 @@ from triggerlab.tools.user_models import (
     model_kwargs,
     parse_normalization,
     read_state_dict,
+    user_code,
 )
 from triggerlab.train.devices import resolve_device
 
@@ -112,7 +113,7 @@ def audit_model(
     device = resolve_device(cfg.train.device)
     model = model.to(device).eval()
     clean = data.test.subset(torch.arange(min(options.samples, len(data.test))))
-    with torch.no_grad():
+    with torch.no_grad(), user_code("model", "its forward pass"):
         try:
             probe = model(torch.zeros(1, *data.shape, device=device))
         except RuntimeError as exc:
@@ -127,19 +128,23 @@ def audit_model(
             f"it outputs {probe.shape[-1]} values per image but {cfg.data.name} has "
             f"{len(data.class_names)} classes",
         )
-    found = scan_and_flag(
-        model,
-        clean.images,
-        clean.targets,
-        len(data.class_names),
-        settings=ReversalSettings(steps=options.steps, batches_per_step=options.batches_per_step),
-        device=device,
-        generator=torch.Generator().manual_seed(cfg.train.seed),
-        anomaly_threshold=options.anomaly_threshold,
-        max_norm_ratio=options.max_norm_ratio,
-        time_budget=options.time_budget,
-        progress=progress,
-    )
+    _check_finite(model, clean.images, device, cfg.data.name)
+    with user_code("model", "its forward pass"):
+        found = scan_and_flag(
+            model,
+            clean.images,
+            clean.targets,
+            len(data.class_names),
+            settings=ReversalSettings(
+                steps=options.steps, batches_per_step=options.batches_per_step
+            ),
+            device=device,
+            generator=torch.Generator().manual_seed(cfg.train.seed),
+            anomaly_threshold=options.anomaly_threshold,
+            max_norm_ratio=options.max_norm_ratio,
+            time_budget=options.time_budget,
+            progress=progress,
+        )
     result = AuditResult(found, data.class_names)
     if out is not None:
         out = Path(out)
@@ -148,6 +153,27 @@ def audit_model(
         write_json_atomic(out / "audit.json", report)
         write_bytes_atomic(out / "reversed_triggers.png", found.figure(data.class_names))
     return result
+
+
+@torch.no_grad()
+def _check_finite(model: nn.Module, images: torch.Tensor, device: torch.device, name: str) -> None:
+    """A model whose outputs on clean images hold NaN or infinity cannot be audited: every
+    reversed trigger would be measured against garbage (it ended "inconclusive")."""
+    from triggerlab.devices import to_input
+    from triggerlab.train import EVAL_BATCH_SIZE
+
+    bad = 0
+    with user_code("model", "its forward pass"):
+        for start in range(0, images.shape[0], EVAL_BATCH_SIZE):
+            outputs = model(to_input(images[start : start + EVAL_BATCH_SIZE], device)).float()
+            bad += int((~torch.isfinite(outputs)).flatten(1).any(dim=1).sum())
+    if bad:
+        raise ArgumentError(
+            "model",
+            f"it outputs NaN or infinite values for {bad} of {images.shape[0]} clean {name} "
+            "images; an audit needs finite outputs (check the weights and "
+            "--input-normalization)",
+        )
 
 
 def audit_config(data: str | Path, overrides: list[str] | None = None) -> ExperimentConfig:

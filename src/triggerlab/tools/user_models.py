@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import importlib
 import json
+import math
 import pickle
 import sys
 from collections.abc import Callable, Iterator
@@ -53,6 +54,18 @@ def importable_from(folder: Path | str | None) -> Iterator[None]:
             sys.path.remove(entry)
 
 
+@contextlib.contextmanager
+def user_code(argument: str, doing: str) -> Iterator[None]:
+    """Run someone else's code: its ``sys.exit`` becomes an ArgumentError naming
+    ``argument``, never the end of the command with that exit status and no report."""
+    try:
+        yield
+    except SystemExit as exc:
+        raise ArgumentError(
+            argument, f"{doing} called sys.exit({exc.code!r}); expected code that returns"
+        ) from None
+
+
 def load_factory(path: str, module_path: Path | str | None = None) -> Callable[..., Any]:
     """``package.module:factory`` -> the callable, the module imported from ``module_path``
     (default: the current folder) or the installed packages; ArgumentError when it does not."""
@@ -64,6 +77,12 @@ def load_factory(path: str, module_path: Path | str | None = None) -> Callable[.
             module = importlib.import_module(module_name)
     except ArgumentError:
         raise
+    except SystemExit as exc:  # the module's own exit must not end the audit as a success
+        raise ArgumentError(
+            "model",
+            f"importing {module_name!r} called sys.exit({exc.code!r}); expected a module "
+            "that defines the model without exiting",
+        ) from None
     except Exception as exc:  # any error while importing the user's module is their input's fault
         raise ArgumentError(
             "model", f"cannot import {module_name!r} ({type(exc).__name__}: {exc})"
@@ -79,7 +98,8 @@ def build_user_model(
 ) -> nn.Module:
     factory = load_factory(path, module_path)
     try:
-        model = factory(**kwargs)
+        with user_code("model", f"calling {path}"):
+            model = factory(**kwargs)
     except TypeError as exc:
         raise ArgumentError("model_kwargs", f"{path} does not accept {kwargs} ({exc})") from None
     if not isinstance(model, nn.Module):
@@ -153,6 +173,11 @@ def parse_normalization(text: str, channels: int) -> tuple[list[float], list[flo
                 "input_normalization",
                 f"{name} has {len(values)} values; the data has {channels} "
                 "channel(s): expected 1 or one per channel",
+            )
+    for name, values in (("MEAN", mean), ("STD", std)):
+        if not all(math.isfinite(v) for v in values):
+            raise ArgumentError(
+                "input_normalization", f"{name} must be finite numbers, got {text!r}"
             )
     if any(s <= 0 for s in std):
         raise ArgumentError("input_normalization", f"STD must be positive, got {std}")
