@@ -399,7 +399,8 @@ def audit_refused(tmp_path, folder: Path, model: str, *extra: str) -> str:
     module = f"{model.partition(':')[0]}_{tmp_path.name}"
     args = ["audit", "--model", f"{module}:{model.partition(':')[2] or 'plain'}"]
     args += ["--module-path", str(folder), "--weights", str(tmp_path / "model.pt")]
-    args += ["--data", "digits", "--out", str(tmp_path / "report"), "-q", "--samples", "50"]
+    args += ["--data", "digits", "--set", "data.resize=8", "--samples", "50"]
+    args += ["--out", str(tmp_path / "report"), "-q"]
     result = runner.invoke(app, [*args, *extra])
     assert result.exit_code == 2, result.output
     assert result.stderr.count("error:") == 1 and "Traceback" not in result.stderr
@@ -431,3 +432,100 @@ def test_a_non_finite_input_normalization_is_refused(tmp_path, user_models, norm
         tmp_path, user_models, "usermodels:plain", "--input-normalization", normalization
     )
     assert "--input-normalization: " in text and "must be finite numbers" in text
+
+
+# ---- sizes that cannot fit: refused before any work ---------------------------------------------
+
+
+def test_a_model_that_cannot_fit_in_memory_is_refused_naming_the_key(tmp_path, monkeypatch):
+    """At 64x64 the small CNN, its gradients and Adam's state take 42 MB: with 40 MB free it
+    cannot train, and nothing is written (it trained and then died in the allocator)."""
+    from triggerlab.data import memory
+
+    monkeypatch.setattr(memory, "available_bytes", lambda: 40 * 2**20)
+    text = refused(tmp_path, "data.resize=64", "model.options={}")
+    assert text.startswith("error: data.resize: small_cnn on 1x64x64 images needs about")
+    assert "more than the 36 MB it can use (40 MB available)" in text
+    assert "choose a smaller data.resize" in text
+
+
+@pytest.mark.parametrize(
+    ("settings", "key"),
+    [
+        (["data.resize=2048", "model.options={}"], "data.resize"),
+        (["model.options={hidden: 10000000}"], "model.options"),
+    ],
+    ids=["resize", "hidden"],
+)
+def test_a_network_too_large_is_refused_before_loading_or_building(
+    tmp_path, monkeypatch, settings, key
+):
+    from triggerlab.data import memory
+    from triggerlab.run import prepare
+
+    def not_loaded(*_args, **_kwargs):
+        raise AssertionError("the images were loaded")
+
+    monkeypatch.setattr(memory, "available_bytes", lambda: 1 * 2**30)
+    monkeypatch.setattr(prepare, "prepare_data", not_loaded)
+    text = refused(tmp_path, *settings)
+    assert f"error: {key}: small_cnn on 1x" in text and "GB of CPU memory" in text
+
+
+@pytest.mark.parametrize(
+    ("files", "expected"),
+    [
+        ({"memory.max": "max", "memory.current": "10"}, None),
+        (
+            {"memory.max": "1000", "memory.current": "900", "memory.stat": "inactive_file 300"},
+            400,
+        ),
+        (
+            {
+                "memory/memory.limit_in_bytes": "2000",
+                "memory/memory.usage_in_bytes": "500",
+                "memory/memory.stat": "cache 9\ntotal_inactive_file 100",
+            },
+            1600,
+        ),
+        (
+            {
+                "memory/memory.limit_in_bytes": str(2**63 - 4096),
+                "memory/memory.usage_in_bytes": "1",
+            },
+            None,
+        ),
+    ],
+    ids=["v2-unlimited", "v2", "v1", "v1-unlimited"],
+)
+def test_a_containers_memory_limit_counts_as_the_memory_available(tmp_path, files, expected):
+    """Inside a container /proc/meminfo shows the host's memory; its cgroup limit is what the
+    run can really take."""
+    from triggerlab.data.memory import _cgroup_available
+
+    for name, text in files.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(text + "\n")
+    assert _cgroup_available(tmp_path) == expected
+
+
+def test_resizing_to_a_large_size_works_in_bounded_chunks(monkeypatch):
+    """Resizing took float copies of 2048 images at once (34 GB at 2048x2048): the chunks are
+    now bounded in bytes, and the images are the same."""
+    import torch
+
+    from triggerlab.data import transforms
+
+    images = torch.randint(0, 256, (10, 1, 8, 8), dtype=torch.uint8)
+    whole = transforms.resize_images(images, (64, 64))
+    seen = []
+    interpolate = transforms.F.interpolate
+
+    def recording(x, **kwargs):
+        seen.append(x.shape[0])
+        return interpolate(x, **kwargs)
+
+    monkeypatch.setattr(transforms, "_CHUNK_BYTES", 4 * 64 * 64 * 3)  # three images' floats
+    monkeypatch.setattr(transforms.F, "interpolate", recording)
+    assert torch.equal(transforms.resize_images(images, (64, 64)), whole)
+    assert seen == [3, 3, 3, 1]

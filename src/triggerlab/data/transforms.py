@@ -9,6 +9,7 @@ from triggerlab.catalogue.colors import LUMA_WEIGHTS
 from triggerlab.data.dataset import ImageDataset
 
 _CHUNK = 2048
+_CHUNK_BYTES = 256 * 2**20  # float32 working copies of one chunk: large images, fewer at once
 
 
 def resize_images(images: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -16,12 +17,14 @@ def resize_images(images: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     if tuple(images.shape[-2:]) == size:
         return images
     out = torch.empty((images.shape[0], images.shape[1], *size), dtype=torch.uint8)
-    for start in range(0, images.shape[0], _CHUNK):
-        chunk = images[start : start + _CHUNK].float()
+    pixels = images.shape[1] * max(images.shape[2] * images.shape[3], size[0] * size[1])
+    step = max(1, min(_CHUNK, _CHUNK_BYTES // (4 * pixels)))
+    for start in range(0, images.shape[0], step):
+        chunk = images[start : start + step].float()
         resized = F.interpolate(
             chunk, size=size, mode="bilinear", align_corners=False, antialias=True
         )
-        out[start : start + _CHUNK] = resized.round_().clamp_(0, 255).byte()
+        out[start : start + step] = resized.round_().clamp_(0, 255).byte()
     return out
 
 

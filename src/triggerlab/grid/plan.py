@@ -244,6 +244,7 @@ def preflight(plan: list[PlannedRun]) -> None:
     for every run; the first problem is reported with its cell.
     """
     from triggerlab.data.prepare import load_source, split_source
+    from triggerlab.run.footprint import check_before_loading, check_network
     from triggerlab.run.prepare import check_model, check_run
     from triggerlab.seeds import derive_seeds
     from triggerlab.train.devices import resolve_device
@@ -251,11 +252,27 @@ def preflight(plan: list[PlannedRun]) -> None:
     sources: dict[str, SourceData] = {}
     split: tuple[tuple[str, int], DataSplit] | None = None  # the last one: runs share it
     models: set[str] = set()
+    sizes: set[str] = set()  # what the memory estimate depends on, checked once each
     twins = TriggerTwins()
     for run in plan:
         cfg = run.config
         try:
-            resolve_device(cfg.train.device)
+            train = cfg.train
+            size_key = json.dumps(
+                [
+                    cfg.model.model_dump(mode="json"),
+                    cfg.data.resize,
+                    cfg.data.channels,
+                    train.device,
+                    train.batch_size,
+                    train.optimizer,
+                    train.momentum,
+                ],
+                default=str,
+            )
+            if size_key not in sizes:
+                check_before_loading(cfg, resolve_device(cfg.train.device))
+                sizes.add(size_key)
             source_key = cfg.data.model_dump_json(exclude={"seed"})
             if source_key not in sources:
                 sources[source_key] = load_source(cfg.data)
@@ -272,6 +289,8 @@ def preflight(plan: list[PlannedRun]) -> None:
                 default=str,
             )
             if model_key not in models:
+                shape, outputs = checked.data.shape, checked.data.num_outputs
+                check_network(cfg, shape, outputs, resolve_device(cfg.train.device))
                 check_model(cfg, checked.data)
                 models.add(model_key)
             twins.add(run, checked.trigger, checked.data.shape)

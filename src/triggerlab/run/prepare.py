@@ -28,6 +28,7 @@ from triggerlab.data.prepare import prepare_data
 from triggerlab.data.transforms import stratified_split
 from triggerlab.errors import ConfigError
 from triggerlab.models import ModelInfo, build_configured
+from triggerlab.run import footprint
 from triggerlab.run.context import RunContext
 from triggerlab.run.rundir import RunDir
 from triggerlab.seeds import derive_seeds
@@ -245,13 +246,18 @@ def prepare(cfg: ExperimentConfig) -> RunContext:
     bad input."""
     device = resolve_device(cfg.train.device)
     Precision(cfg.train.precision, device)  # fp16 needs CUDA: refused before anything is written
+    footprint.check_before_loading(cfg, device)  # a network too large for the memory
     start = time.perf_counter()
     data = prepare_data(cfg.data, cfg.split_seed)
     load_s = time.perf_counter() - start
     seeds = derive_seeds(cfg.train.seed)
     checked = check_run(cfg, data, seeds["defense"])
+    shape = checked.data.shape
+    footprint.check_network(cfg, shape, checked.data.num_outputs, device)
     torch.manual_seed(seeds["init"])  # weight init, and dropout draws during training
     model, info = check_model(cfg, checked.data)
+    staged = checked.data.train.images.numel() + 2 * checked.data.test.images.numel()
+    footprint.check_training(cfg, model, shape, device, staged)
     layout = torch.channels_last if cfg.train.channels_last else torch.contiguous_format
     model = model.to(device=device, memory_format=layout)
     return RunContext(

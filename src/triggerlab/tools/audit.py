@@ -159,8 +159,8 @@ def audit_model(
 def _check_finite(model: nn.Module, images: torch.Tensor, device: torch.device, name: str) -> None:
     """A model whose outputs on clean images hold NaN or infinity cannot be audited: every
     reversed trigger would be measured against garbage (it ended "inconclusive")."""
-    from triggerlab.devices import to_input
-    from triggerlab.train import EVAL_BATCH_SIZE
+    from triggerlab.train.devices import to_input
+    from triggerlab.train.loop import EVAL_BATCH_SIZE
 
     bad = 0
     with user_code("model", "its forward pass"):
@@ -171,8 +171,8 @@ def _check_finite(model: nn.Module, images: torch.Tensor, device: torch.device, 
         raise ArgumentError(
             "model",
             f"it outputs NaN or infinite values for {bad} of {images.shape[0]} clean {name} "
-            "images; an audit needs finite outputs (check the weights and "
-            "--input-normalization)",
+            "images; an audit needs finite outputs (check the weights and the input "
+            "normalisation)",
         )
 
 
