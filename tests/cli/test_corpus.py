@@ -440,9 +440,14 @@ def test_memory_is_known_before_any_work(tmp_path, monkeypatch):
 
     monkeypatch.setattr(memory, "available_bytes", lambda: 50_000_000)
     result = run_cli(tmp_path, "data.resize=512")
-    message = rejected(result, "data.resize: 1,438 images of 1x512x512 take 0.4 GB")
+    # the network at that size is counted before the images are loaded: it is the larger need
+    message = rejected(result, "data.resize: small_cnn on 1x512x512 images needs about 13.7 GB")
     assert "GB" in message and "available" in message
     assert nothing_in(tmp_path / "out")
+    from triggerlab.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="data.resize: 1,438 images of 1x512x512 take 0.4 GB"):
+        memory.check_fits(1438, 1, 512, 512, "data.resize")
 
 
 # ---- runs that start and cannot finish --------------------------------------------------------
