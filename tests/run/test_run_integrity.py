@@ -275,12 +275,21 @@ CHANGED = "checkpoint.json: changed or damaged since it was written (its digest 
         _set("epoch", "three"),
         _set("stage", "warmup"),
         _set("digest", None),
+        _set("digest", "0" * 64),
     ],
     ids=lambda change: getattr(change, "name", change.__name__),
 )
 def test_a_changed_checkpoint_is_refused_on_resume(killed, change):
     edit_checkpoint(killed, change)
     assert CHANGED in resume_refused(killed)
+
+
+def test_a_checkpoint_without_a_digest_is_not_trusted(killed):
+    edit_checkpoint(killed, lambda meta: meta.pop("digest"))
+    text = resume_refused(killed)
+    assert (
+        "checkpoint.json: has no digest (an older triggerlab wrote it, or it was changed)" in text
+    )
 
 
 @pytest.mark.parametrize(

@@ -235,10 +235,15 @@ def _read_meta(meta_path: Path) -> CheckpointMeta:
             f"{meta_path}: expected a checkpoint (a JSON object), got {type(meta).__name__}; "
             f"{delete}"
         )
-    if meta.get("digest") != meta_digest(meta):
+    if "digest" not in meta:
+        raise DataFormatError(
+            f"{meta_path}: has no digest (an older triggerlab wrote it, or it was changed), so "
+            f"its content cannot be trusted; {delete}"
+        )
+    if meta["digest"] != meta_digest(meta):
         raise DataFormatError(
             f"{meta_path}: changed or damaged since it was written (its digest does not match "
-            f"its content, or it has none); {delete}"
+            f"its content); {delete}"
         )
     try:
         return CheckpointMeta.model_validate(meta)
