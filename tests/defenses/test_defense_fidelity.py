@@ -28,7 +28,7 @@ from triggerlab.data.dataset import ImageDataset
 from triggerlab.defenses.base import DefenseInputs, OracleInputs, retraining
 from triggerlab.defenses.fine_pruning import progressive_count, pruned_features
 from triggerlab.defenses.leakage import DefenseLeak, check_no_leak, defense_inputs
-from triggerlab.defenses.nad import attention_stages
+from triggerlab.defenses.nad import DEFAULT_BETAS, attention_stages
 from triggerlab.defenses.neural_cleanse import CleanseScan
 from triggerlab.defenses.trigger_reversal import ReversedTrigger
 from triggerlab.models import factory_of
@@ -268,7 +268,8 @@ def test_the_nad_authors_preset_is_their_schedule():
         64,
         0.05,
     )
-    assert spec.augment == ["random_crop", "hflip"] and spec.betas == [500.0, 1000.0, 1000.0]
+    assert spec.augment == ["random_crop", "hflip"]
+    assert spec.betas is None and DEFAULT_BETAS == (500.0, 1000.0, 1000.0)  # the authors' default
     inputs = inputs_for(nn.Linear(2, 2), labelled(images(2)))
     recipe = retraining(spec, inputs)
     assert [recipe.lr_at(e) for e in range(20)] == [authors_lr(e, 0.1) for e in range(20)]

@@ -37,6 +37,7 @@ def config(tmp_path, *extra):
 FROZEN = ["model.freeze=classifier", "train.epochs=3"]
 
 
+@pytest.mark.slow  # trains models
 def test_fresh_weights_of_another_seed_get_their_own_features(tmp_path):
     """With fresh weights the frozen body depends on the seed: a second seed must not reuse
     the first seed's features (it did: clean accuracy 0.29 instead of 0.10)."""
@@ -52,6 +53,7 @@ def test_fresh_weights_of_another_seed_get_their_own_features(tmp_path):
         ), name
 
 
+@pytest.mark.slow  # trains models
 def test_a_grids_repeats_with_fresh_weights_match_uncached_runs(tmp_path):
     from support.gridspecs import write_spec
 
@@ -263,6 +265,7 @@ def _renumbered(meta):
 CHANGED = "checkpoint.json: changed or damaged since it was written (its digest does not match"
 
 
+@pytest.mark.slow  # trains models
 @pytest.mark.parametrize(
     "change",
     [
@@ -284,6 +287,7 @@ def test_a_changed_checkpoint_is_refused_on_resume(killed, change):
     assert CHANGED in resume_refused(killed)
 
 
+@pytest.mark.slow  # trains models
 def test_a_checkpoint_without_a_digest_is_not_trusted(killed):
     edit_checkpoint(killed, lambda meta: meta.pop("digest"))
     text = resume_refused(killed)
@@ -292,6 +296,7 @@ def test_a_checkpoint_without_a_digest_is_not_trusted(killed):
     )
 
 
+@pytest.mark.slow  # trains models
 @pytest.mark.parametrize(
     ("change", "message"),
     [
@@ -314,6 +319,7 @@ def test_every_field_resume_reads_is_validated(killed, change, message):
     assert message in resume_refused(killed)
 
 
+@pytest.mark.slow  # trains models
 def test_a_config_changed_after_the_kill_is_refused(killed):
     config = killed / "config.yaml"
     config.write_text(config.read_text().replace("epochs: 4", "epochs: 5"))
@@ -321,6 +327,7 @@ def test_a_config_changed_after_the_kill_is_refused(killed):
     assert "config.yaml: changed since the checkpoint was written" in text
 
 
+@pytest.mark.slow  # trains models
 def test_a_resumed_run_leaves_no_temporary_files_and_continues_exactly(killed, tmp_path):
     # what a SIGKILL in the middle of an atomic write leaves behind
     (killed / ".metrics.csv.k2x8q1ab.tmp").write_text("epoch,train_loss\n1,")
@@ -339,6 +346,7 @@ def _rows(run: Path) -> list[dict[str, float]]:
     return [{k: v for k, v in row.items() if k not in TIMING_COLUMNS} for row in rows]
 
 
+@pytest.mark.slow  # trains models
 def test_a_run_is_resumed_by_one_process_at_a_time(killed):
     from triggerlab.run.rundir import RunDir
 
