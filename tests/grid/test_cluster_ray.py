@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
-from support.clusters import deadline, ray_nodes, results_without_timings
+from support.clusters import deadline, kill_node, ray_nodes, results_without_timings
 from support.gridspecs import BASE, write_spec
 
 from triggerlab.grid.plan import plan_grid
@@ -77,8 +77,7 @@ def test_a_grid_across_two_nodes_loses_one_and_ends_complete_with_local_numbers(
             staging = tmp_path / "ray" / "worker-tmp" / "triggerlab-grid"
             killed = second_staged_run_training(staging, driver)
             if killed:  # the worker node dies mid-run: raylet, workers, everything
-                os.killpg(cluster.nodes[1].pid, signal.SIGKILL)
-                cluster.nodes[1].wait(timeout=30)
+                kill_node(cluster.nodes[1])
             output, _ = driver.communicate(timeout=600)
         finally:
             if driver.poll() is None:

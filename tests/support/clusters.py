@@ -323,6 +323,27 @@ def ray_nodes(folder: Path, hidden: Path) -> Iterator[RayNodes]:
         shutil.rmtree(short, ignore_errors=True)
 
 
+def kill_node(node: subprocess.Popen) -> None:
+    """SIGKILL every process of a Ray node started by ``ray_nodes`` (all that share its mount
+    namespace): killing its process group is not enough, as Ray's workers and raylet may live
+    in groups of their own and a worker finishes its task before it notices its raylet died."""
+    namespace = os.readlink(f"/proc/{node.pid}/ns/mnt")
+    for _ in range(50):
+        members = []
+        for entry in Path("/proc").iterdir():
+            if entry.name.isdigit():
+                with contextlib.suppress(OSError):
+                    if os.readlink(entry / "ns" / "mnt") == namespace:
+                        members.append(int(entry.name))
+        if not members:
+            break
+        for pid in members:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        time.sleep(0.1)
+    node.wait(timeout=30)
+
+
 @contextlib.contextmanager
 def deadline(seconds: int) -> Iterator[None]:
     """Fail the block (TimeoutError in the main thread) when it runs longer than ``seconds``:
