@@ -346,3 +346,17 @@ def test_a_regression_grid_runs_and_reports(tmp_path):
     assert grid_rows["clean_error_increase"].notna().all() and len(grid_rows) == 2
     assert (baselines["clean_error_increase"] == 0).all()  # a baseline is paired with itself
     assert "attack_error_mean" in summarize(table, varied)
+
+
+def test_lines_count_keeps_the_ids_it_had_when_10_was_the_default():
+    """The lines' default count fell from 10 to 8 (8 fit the 16 px digits): a run or a
+    composition part that sets 10 keeps its id; 8, new, is named in it."""
+    from triggerlab.grid.plan import non_default
+
+    lines = validate_config({**BASE, "trigger": {"kind": "lines", "count": 10}})
+    assert non_default(lines)["trigger"] == {"kind": "lines"}
+    eight = validate_config({**BASE, "trigger": {"kind": "lines"}})
+    assert eight.trigger.count == 8 and non_default(eight)["trigger"]["count"] == 8
+    parts = {"kind": "compose", "triggers": [{"kind": "frame"}, {"kind": "lines", "count": 10}]}
+    composed = validate_config({**BASE, "trigger": parts})
+    assert non_default(composed)["trigger"]["triggers"][1] == {"kind": "lines"}

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 from pydantic import BaseModel
 
+from triggerlab.catalogue.triggers import LinesSpec
 from triggerlab.config import ExperimentConfig, set_dotted, validate_config
 from triggerlab.errors import ArgumentError, ConfigError, DataFormatError, TriggerlabError
 from triggerlab.grid.spec import GridSpec
@@ -67,6 +68,11 @@ ID_DEFAULTS: dict[tuple[str, ...], Any] = {
     ("train", "epochs"): 10,
     ("train", "batch_size"): 64,
 }
+# The same for a field of a spec class wherever the spec sits (a trigger may be a part of a
+# composition, at any depth).
+CLASS_ID_DEFAULTS: dict[tuple[type[BaseModel], str], Any] = {
+    (LinesSpec, "count"): 10,  # was 10 before it had to fit the 16 px digits of the default run
+}
 
 
 @functools.cache
@@ -107,7 +113,9 @@ def non_default(model: BaseModel, path: tuple[str, ...] = ()) -> dict[str, Any]:
                 result[name] = inner
         elif isinstance(value, list) and value and isinstance(value[0], BaseModel):
             result[name] = [non_default(v, where) for v in value]
-        elif value != ID_DEFAULTS.get(where, defaults[name]):
+        elif value != ID_DEFAULTS.get(
+            where, CLASS_ID_DEFAULTS.get((type(model), name), defaults[name])
+        ):
             result[name] = dumped[name]
     return result
 
