@@ -75,6 +75,7 @@ DATASET_CASES = {
 KIND_SETTINGS = {kind: [f"kind={kind}"] for kind in TRIGGER_KINDS}
 KIND_SETTINGS["compose"] = ["kind=compose", "triggers=[{kind: frame}, {kind: patch}]"]
 
+
 @pytest.fixture(scope="module")
 def roots(tmp_path_factory):
     made = {}
