@@ -55,6 +55,13 @@ def test_normalized_release_errors(tmp_path):
         handle.create_dataset("Data/label", data=np.zeros((3, 4), np.float32))
     with pytest.raises(DataFormatError, match="2 images but 3 labels"):
         load_mpiifacegaze(tmp_path, size=(8, 8))
+    (tmp_path / "p02.mat").unlink()
+    _, label = write_mat(tmp_path / "p04.mat")
+    label[3, 1] = np.nan
+    with h5py.File(tmp_path / "p04.mat", "r+") as handle:
+        handle["Data/label"][...] = label
+    with pytest.raises(DataFormatError, match=r"p04.mat: Data/label holds 1 gaze label\(s\) that "):
+        load_mpiifacegaze(tmp_path, size=(8, 8))
 
 
 def raw_line(name, fc, gt):
@@ -91,6 +98,10 @@ def test_raw_release_gaze_from_target_minus_face_centre(tmp_path):
     assert data.targets[1, 1].item() == pytest.approx(
         math.pi / 4
     )  # g = (-100, 0, -100): yaw 45 degrees
+    lines[1] = raw_line("day01/0002.jpg", (0, 0, 500), (-100, "nan", 400))
+    (folder / "p05.txt").write_text("\n".join(lines) + "\n")
+    with pytest.raises(DataFormatError, match="p05.txt:2: the face centre and gaze target"):
+        load_mpiifacegaze(tmp_path, size=(12, 12))
     (folder / "p05.txt").write_text("day01/0001.jpg 1 2 3\n")
     with pytest.raises(DataFormatError, match="p05.txt:1: expected 28 tokens, found 4"):
         load_mpiifacegaze(tmp_path, size=(12, 12))

@@ -8,6 +8,7 @@ Gaze labels are (pitch, yaw) in radians in camera coordinates, with
 
 from __future__ import annotations
 
+import math
 import re
 from pathlib import Path
 
@@ -86,6 +87,12 @@ def load_normalized(root: Path, size: tuple[int, int] | None) -> ImageDataset:
                     )
                     images.append(resize_images(chunk.flip(1), size))  # BGR -> RGB
                 gaze.append(np.asarray(label[:, :2], dtype=np.float32))
+                bad = ~np.isfinite(gaze[-1]).all(axis=1)
+                if bad.any():  # named here: after loading only the folder would be known
+                    raise DataFormatError(
+                        f"{path}: Data/label holds {int(bad.sum())} gaze label(s) that are not "
+                        f"finite (NaN or infinite), the first in row {int(np.argmax(bad))}"
+                    )
         except (OSError, KeyError) as exc:
             raise DataFormatError(f"{path}: not a readable MPIIFaceGaze file ({exc})") from exc
         subjects.append(np.full(gaze[-1].shape[0], _subject_id(path)))
@@ -132,6 +139,11 @@ def load_raw(root: Path, size: tuple[int, int] | None) -> ImageDataset:
                 gt = [float(v) for v in tokens[24:27]]
             except ValueError as exc:
                 raise DataFormatError(f"{table}:{number}: {exc}") from exc
+            if not all(math.isfinite(v) for v in fc + gt):
+                raise DataFormatError(
+                    f"{table}:{number}: the face centre and gaze target (columns 22-27) must be "
+                    f"finite numbers, got {' '.join(tokens[21:27])}"
+                )
             paths.append(folder / tokens[0])
             vectors.append([g - f for g, f in zip(gt, fc, strict=True)])
             subjects.append(_subject_id(folder))
