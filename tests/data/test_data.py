@@ -299,3 +299,22 @@ def test_gzip_helper_roundtrip(tmp_path):
         gzip.decompress((tmp_path / "a" / "train-images-idx3-ubyte.gz").read_bytes())
         == (tmp_path / "b" / "train-images-idx3-ubyte").read_bytes()
     )
+
+
+def test_cifar_label_problems_name_the_batch_file_and_the_key(tmp_path):
+    write_cifar10(tmp_path / "ten")
+    path = tmp_path / "ten" / "cifar-10-batches-py" / "data_batch_3"
+    batch = pickle.loads(path.read_bytes())
+    batch["labels"] = [0, 1, 10, 2]
+    path.write_bytes(pickle.dumps(batch))
+    with pytest.raises(
+        DataFormatError, match=r"data_batch_3: 'labels' must lie in 0-9, found 0-10"
+    ):
+        load_cifar10(tmp_path / "ten")
+    write_cifar100(tmp_path / "hundred")
+    path = tmp_path / "hundred" / "cifar-100-python" / "test"
+    batch = pickle.loads(path.read_bytes())
+    batch[b"fine_labels"] = [0.5] * 4
+    path.write_bytes(pickle.dumps(batch))
+    with pytest.raises(DataFormatError, match=r"python/test: 'fine_labels' must be integer"):
+        load_cifar100(tmp_path / "hundred")

@@ -67,7 +67,7 @@ def _read_batch(
     data = np.asarray(batch["data"])
     raw = np.asarray(batch[labels_key])
     if raw.dtype.kind not in "iu":
-        raise DataFormatError(f"{path}: 'labels' must be integer class ids, got {raw.dtype}")
+        raise DataFormatError(f"{path}: {labels_key!r} must be integer class ids, got {raw.dtype}")
     labels = raw.astype(np.int64)
     if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072:
         raise DataFormatError(
@@ -76,7 +76,10 @@ def _read_batch(
     if labels.shape != (data.shape[0],):
         raise DataFormatError(f"{path}: {labels.shape[0]} labels for {data.shape[0]} images")
     if labels.size and (labels.min() < 0 or labels.max() >= num_classes):
-        raise DataFormatError(f"{path}: labels must lie in 0-{num_classes - 1}")
+        raise DataFormatError(
+            f"{path}: {labels_key!r} must lie in 0-{num_classes - 1}, "
+            f"found {labels.min()}-{labels.max()}"
+        )
     return data.reshape(-1, 3, 32, 32), labels
 
 
