@@ -103,7 +103,7 @@ ANALYSIS_PROBE = """
 import sys
 from typer.testing import CliRunner
 from triggerlab.cli import app
-for command in ("results", "plot", "report"):
+for command in ("results", "plot", "report", "leaderboard"):
     result = CliRunner().invoke(app, [command, sys.argv[1]])
     assert result.exit_code == 0, result.output
 heavy = ("torch", "sklearn", "triggerlab.data.prepare", "triggerlab.run.experiment")
