@@ -2,8 +2,11 @@
 
     .venv/bin/python docs/make_trigger_gallery.py      # writes docs/img/triggers_*.png
 
-The specs below are the ones shown in docs/triggers.md; sizes are fractions of
-the image side so the same spec reads well at 32 and 128 pixels.
+It draws every example of every trigger spec (``examples`` in
+``catalogue/triggers.py``, also what the benchmarks and the tests iterate): adding a kind
+with its examples adds it here. Sizes are fractions of the image side so the same spec reads
+well at 32 and 128 pixels. A trigger whose poisoned training samples look different from its
+test-time form (Adaptive-Blend's masked pieces) gets a second panel for its training form.
 """
 
 from __future__ import annotations
@@ -12,9 +15,8 @@ import argparse
 from pathlib import Path
 
 import torch
-from pydantic import TypeAdapter
 
-from triggerlab.catalogue.triggers import TriggerSpec
+from triggerlab.catalogue.triggers import trigger_examples
 from triggerlab.data.digits import load_digits
 from triggerlab.data.faces import Subjects, render
 from triggerlab.data.transforms import resize_images
@@ -22,59 +24,6 @@ from triggerlab.figures import save_catalogue
 from triggerlab.triggers import map_uint8
 
 OUT = Path(__file__).resolve().parent / "img"
-
-GALLERY: dict[str, dict] = {
-    "patch (white, 15 %)": {"kind": "patch", "size": 0.15, "color": "white"},
-    "patch (red, 50 % opacity)": {
-        "kind": "patch",
-        "size": 0.2,
-        "color": "red",
-        "opacity": 0.5,
-        "position": "center",
-    },
-    "image (flower)": {"kind": "image", "size": 0.35, "position": "top_right_center"},
-    "frame (5 %)": {"kind": "frame", "thickness": 0.05, "color": "yellow"},
-    "lines (8 vertical)": {"kind": "lines", "count": 8, "orientation": "vertical"},
-    "lines (8 horizontal)": {
-        "kind": "lines",
-        "count": 8,
-        "orientation": "horizontal",
-        "color": "green",
-    },
-    "blend (noise, a=0.2)": {"kind": "blend", "pattern": "noise", "opacity": 0.2},
-    "signal (ramp, d=0.2)": {"kind": "signal", "shape": "ramp", "delta": 0.2},
-    "signal (triangle, d=0.2)": {"kind": "signal", "shape": "triangle", "delta": 0.2},
-    "signal (sine, d=0.1, f=6)": {"kind": "signal", "shape": "sine", "delta": 0.1, "frequency": 6},
-    "random (colour/size/pos)": {
-        "kind": "random",
-        "colors": ["red", "green", "blue"],
-        "sizes": [0.1, 0.2, 0.3],
-    },
-    "warp (WaNet, s=1)": {"kind": "warp", "strength": 1.0},
-    "quantize (3 bits, dithered)": {"kind": "quantize", "bits": 3, "dither": True},
-    "low_frequency (eps=0.1)": {"kind": "low_frequency", "eps": 0.1},
-    "reflection (focal, w=0.3)": {"kind": "reflection", "strength": 0.3},
-    "reflection (ghost, w=0.4)": {
-        "kind": "reflection",
-        "mode": "ghost",
-        "strength": 0.4,
-        "offset": [4, 4],
-    },
-    "adaptive_blend (test)": {"kind": "adaptive_blend", "opacity": 0.2},
-    # a poisoned training sample: 8 of the 16 pieces (TRAINING_FORM draws it)
-    "adaptive_blend (training)": {"kind": "adaptive_blend", "opacity": 0.2},
-    "sample_specific (eps=0.1)": {"kind": "sample_specific", "eps": 0.1},
-    "compose (frame + patch)": {
-        "kind": "compose",
-        "triggers": [
-            {"kind": "frame", "thickness": 0.04, "color": "blue"},
-            {"kind": "patch", "size": 0.2},
-        ],
-    },
-}
-
-
-TRAINING_FORM = {"adaptive_blend (training)"}  # drawn as a poisoned training sample sees it
 
 
 def synthetic_face(side: int = 128) -> torch.Tensor:
@@ -86,13 +35,17 @@ def synthetic_face(side: int = 128) -> torch.Tensor:
 
 
 def gallery(image: torch.Tensor, path: Path) -> None:
-    adapter = TypeAdapter(TriggerSpec)
     shape = tuple(image.shape)
     triggered = {}
-    for label, raw in GALLERY.items():
-        trigger = adapter.validate_python(raw).build(shape)
-        form = trigger.apply_payload if label in TRAINING_FORM else trigger.apply
-        triggered[label] = map_uint8(form, image[None], torch.Generator().manual_seed(1))[0]
+    for label, spec in trigger_examples().items():
+        trigger = spec.build(shape)
+        drawn = map_uint8(trigger.apply, image[None], torch.Generator().manual_seed(1))[0]
+        triggered[label] = drawn
+        payload = getattr(trigger, "apply_payload", None)
+        if payload is not None:  # a poisoned training sample, where it differs
+            trained = map_uint8(payload, image[None], torch.Generator().manual_seed(1))[0]
+            if not torch.equal(trained, drawn):
+                triggered[f"{label} (training)"] = trained
     save_catalogue(path, image, triggered)
     print(f"wrote {path}")
 

@@ -81,7 +81,15 @@ class PatchSpec(PlacedSpec):
     """BadNets square patch of one colour."""
 
     kind: Literal["patch"] = "patch"
-    examples: ClassVar[dict[str, dict[str, Any]]] = {"patch": {"size": 0.1}}
+    examples: ClassVar[dict[str, dict[str, Any]]] = {
+        "patch (white, 15 %)": {"size": 0.15},
+        "patch (red, 50 % opacity)": {
+            "size": 0.2,
+            "color": "red",
+            "opacity": 0.5,
+            "position": "center",
+        },
+    }
     implementation: ClassVar[str] = "triggerlab.triggers.stamp:build_patch"
     color: Color = Field("white", description=COLOR_HELP)
 
@@ -90,7 +98,9 @@ class ImageSpec(PlacedSpec):
     """An image (PNG alpha respected) resized to a square patch; the built-in flower by default."""
 
     kind: Literal["image"] = "image"
-    examples: ClassVar[dict[str, dict[str, Any]]] = {"image (flower)": {"size": 0.3}}
+    examples: ClassVar[dict[str, dict[str, Any]]] = {
+        "image (flower)": {"size": 0.35, "position": "top_right_center"}
+    }
     implementation: ClassVar[str] = "triggerlab.triggers.stamp:build_image"
     path: Path | None = Field(None, description="image file (PNG, JPEG, ...); alpha is respected")
     builtin: Literal["flower"] | None = Field(
@@ -116,7 +126,9 @@ class FrameSpec(StrokeSpec):
     """A border around the whole image (reference 000: 5, 10 and 40 px on 448 px)."""
 
     kind: Literal["frame"] = "frame"
-    examples: ClassVar[dict[str, dict[str, Any]]] = {"frame": {"thickness": 0.05}}
+    examples: ClassVar[dict[str, dict[str, Any]]] = {
+        "frame (5 %)": {"thickness": 0.05, "color": "yellow"}
+    }
     implementation: ClassVar[str] = "triggerlab.triggers.overlay:build_frame"
 
 
@@ -124,7 +136,10 @@ class LinesSpec(StrokeSpec):
     """Evenly spaced lines (reference 000: 10, 20 and 40, vertical or horizontal)."""
 
     kind: Literal["lines"] = "lines"
-    examples: ClassVar[dict[str, dict[str, Any]]] = {"lines": {"count": 10}}
+    examples: ClassVar[dict[str, dict[str, Any]]] = {
+        "lines (8 vertical)": {"count": 8},
+        "lines (8 horizontal)": {"count": 8, "orientation": "horizontal", "color": "green"},
+    }
     implementation: ClassVar[str] = "triggerlab.triggers.overlay:build_lines"
     # 8, not reference 000's 10: eight 1-pixel lines are the most that stay apart on the 16 px
     # digits of the default run (the references' configs set their counts)
@@ -138,7 +153,7 @@ class BlendSpec(SpecBase):
     """Blend the whole image with a fixed pattern: seeded uniform noise or an image."""
 
     kind: Literal["blend"] = "blend"
-    examples: ClassVar[dict[str, dict[str, Any]]] = {"blend (noise)": {"opacity": 0.2}}
+    examples: ClassVar[dict[str, dict[str, Any]]] = {"blend (noise, a=0.2)": {"opacity": 0.2}}
     implementation: ClassVar[str] = "triggerlab.triggers.overlay:build_blend"
     pattern: Literal["noise", "image"] = Field(
         "noise", description="uniform noise, or the image at path"
@@ -163,7 +178,9 @@ class SignalSpec(SpecBase):
 
     kind: Literal["signal"] = "signal"
     examples: ClassVar[dict[str, dict[str, Any]]] = {
-        "signal (sine)": {"shape": "sine", "delta": 0.05}
+        "signal (ramp, d=0.2)": {"shape": "ramp", "delta": 0.2},
+        "signal (triangle, d=0.2)": {"shape": "triangle", "delta": 0.2},
+        "signal (sine, d=0.1, f=6)": {"shape": "sine", "delta": 0.1, "frequency": 6},
     }
     implementation: ClassVar[str] = "triggerlab.triggers.signal:build_signal"
     shape: Literal["ramp", "triangle", "sine"] = Field("sine", description="ramp, triangle or sine")
@@ -182,7 +199,9 @@ class RandomPatchSpec(SpecBase):
     """A square patch with colour, size and position drawn per sample from choices or ranges."""
 
     kind: Literal["random"] = "random"
-    examples: ClassVar[dict[str, dict[str, Any]]] = {"random": {"sizes": [0.1, 0.2, 0.3]}}
+    examples: ClassVar[dict[str, dict[str, Any]]] = {
+        "random (colour/size/pos)": {"sizes": [0.1, 0.2, 0.3]}
+    }
     implementation: ClassVar[str] = "triggerlab.triggers.random_patch:build_random"
     colors: list[Color] = Field(
         ["red", "green", "blue"], min_length=1, description=f"choices; {COLOR_HELP}"
@@ -217,7 +236,7 @@ class WarpSpec(SpecBase):
     """WaNet: a fixed smooth warp of strength s on a k x k control grid (Nguyen & Tran 2021)."""
 
     kind: Literal["warp"] = "warp"
-    examples: ClassVar[dict[str, dict[str, Any]]] = {"warp (WaNet)": {"strength": 0.5}}
+    examples: ClassVar[dict[str, dict[str, Any]]] = {"warp (WaNet, s=1)": {"strength": 1.0}}
     implementation: ClassVar[str] = "triggerlab.triggers.warp:build_warp"
     strength: float = Field(
         0.5, gt=0.0, le=8.0, description="s, the warp's strength (WaNet: 0.5 on CIFAR-10)"
@@ -254,7 +273,7 @@ class LowFrequencySpec(SpecBase):
     """Low-frequency (LF) trigger: the lowest k x k DCT terms, scaled to eps (Zeng et al. 2021)."""
 
     kind: Literal["low_frequency"] = "low_frequency"
-    examples: ClassVar[dict[str, dict[str, Any]]] = {"low_frequency": {"eps": 0.05}}
+    examples: ClassVar[dict[str, dict[str, Any]]] = {"low_frequency (eps=0.1)": {"eps": 0.1}}
     implementation: ClassVar[str] = "triggerlab.triggers.low_frequency:build_low_frequency"
     eps: float = Field(
         0.05, gt=0.0, le=1.0, description="L-infinity budget: the largest change of any pixel"
@@ -271,7 +290,10 @@ class ReflectionSpec(SpecBase):
     """Refool: a reflection blurred (focal) or doubled (ghost) and blended in (Liu et al. 2020)."""
 
     kind: Literal["reflection"] = "reflection"
-    examples: ClassVar[dict[str, dict[str, Any]]] = {"reflection (focal)": {}}
+    examples: ClassVar[dict[str, dict[str, Any]]] = {
+        "reflection (focal, w=0.3)": {"strength": 0.3},
+        "reflection (ghost, w=0.4)": {"mode": "ghost", "strength": 0.4, "offset": [4, 4]},
+    }
     implementation: ClassVar[str] = "triggerlab.triggers.reflection:build_reflection"
     mode: Literal["focal", "ghost"] = Field(
         "focal", description="focal: out-of-focus blur; ghost: a shifted double image"
@@ -300,7 +322,7 @@ class AdaptiveBlendSpec(SpecBase):
     """Adaptive-Blend: a blend shown in random pieces, with cover samples (Qi et al. 2023)."""
 
     kind: Literal["adaptive_blend"] = "adaptive_blend"
-    examples: ClassVar[dict[str, dict[str, Any]]] = {"adaptive_blend": {}}
+    examples: ClassVar[dict[str, dict[str, Any]]] = {"adaptive_blend": {"opacity": 0.2}}
     implementation: ClassVar[str] = "triggerlab.triggers.adaptive_blend:build_adaptive_blend"
     pattern: Literal["noise", "image"] = Field(
         "noise", description="uniform noise, or the image at path"
@@ -342,7 +364,7 @@ class SampleSpecificSpec(SpecBase):
     """Per-image noise seeded by a keyed hash of the image itself (a stand-in, not ISSBA)."""
 
     kind: Literal["sample_specific"] = "sample_specific"
-    examples: ClassVar[dict[str, dict[str, Any]]] = {"sample_specific": {"eps": 0.05}}
+    examples: ClassVar[dict[str, dict[str, Any]]] = {"sample_specific (eps=0.1)": {"eps": 0.1}}
     implementation: ClassVar[str] = "triggerlab.triggers.sample_specific:build_sample_specific"
     eps: float = Field(
         0.05, gt=0.0, le=1.0, description="L-infinity budget: the largest change of any pixel"
@@ -357,7 +379,12 @@ class ComposeSpec(SpecBase):
 
     kind: Literal["compose"] = "compose"
     examples: ClassVar[dict[str, dict[str, Any]]] = {
-        "compose (frame + patch)": {"triggers": [{"kind": "frame"}, {"kind": "patch"}]}
+        "compose (frame + patch)": {
+            "triggers": [
+                {"kind": "frame", "thickness": 0.04, "color": "blue"},
+                {"kind": "patch", "size": 0.2},
+            ]
+        }
     }
     implementation: ClassVar[str] = "triggerlab.triggers.compose:build_compose"
     triggers: list[TriggerSpec] = Field(min_length=1, description="trigger specs, applied in order")
