@@ -140,6 +140,13 @@ class PoisonConfig(Section):
         description="all_to_one: draw poisoned samples from non-target classes only (every one "
         "changes label), or from all classes, target included (as BackdoorBench does)",
     )
+    schedule: Literal["paper", "static", "per_batch"] = Field(
+        "paper",
+        description="static: poison a fixed set once, before training; per_batch: poison the "
+        "first int(rate x batch) eligible samples of every training batch anew (WaNet, "
+        "BppAttack); paper: the trigger kind's paper (per_batch for warp and quantize, static "
+        "for the others)",
+    )
 
     @field_validator("target", mode="before")
     @classmethod
@@ -319,6 +326,23 @@ class ExperimentConfig(Section):
         if isinstance(value, dict) and "kind" not in value:
             return {"kind": "patch" if info.field_name == "trigger" else "none", **value}
         return value
+
+    @model_validator(mode="after")
+    def _per_batch_replaces(self) -> ExperimentConfig:
+        if self.poison_schedule == "per_batch" and self.poison.mode == "append":
+            raise ValueError(
+                f"poison.mode: append adds triggered copies to the training set, but poisoning "
+                f"is per_batch (poison.schedule {self.poison.schedule}, trigger.kind "
+                f"{self.trigger.kind}), which poisons samples inside each batch; set "
+                "poison.schedule: static to append"
+            )
+        return self
+
+    @property
+    def poison_schedule(self) -> Literal["static", "per_batch"]:
+        """``poison.schedule`` with ``paper`` resolved by the trigger kind."""
+        schedule = self.poison.schedule
+        return self.trigger.paper_schedule if schedule == "paper" else schedule
 
     @property
     def split_seed(self) -> int:

@@ -15,9 +15,11 @@ import torch
 from PIL import Image
 from torch import nn
 
-from triggerlab.attack.poison import PoisonResult, poison_dataset
+from triggerlab.attack.per_batch import PerBatchPoison
+from triggerlab.attack.poison import PoisonResult, poison_count, poison_dataset
 from triggerlab.attack.stealth import STEALTH_SAMPLE, stealth_of_uint8
 from triggerlab.attack.tasks import Task, confusion_counts
+from triggerlab.data.dataset import ImageDataset
 from triggerlab.defenses.evaluation import measure_defense
 from triggerlab.defenses.leakage import defense_inputs
 from triggerlab.figures import confusions_png, samples_png
@@ -26,7 +28,7 @@ from triggerlab.run.inputs import TrainingInputs
 from triggerlab.run.prepare import fresh_model
 from triggerlab.run.rundir import TRIGGER_PREVIEW, RunDir, git_commit, library_versions
 from triggerlab.train.devices import Precision
-from triggerlab.train.loop import predict
+from triggerlab.train.loop import batch_starts, predict
 from triggerlab.triggers import Trigger, apply_to_uint8
 
 SAMPLE_COUNT = 8
@@ -36,12 +38,18 @@ PREVIEW_SIDE = 112  # the report's trigger gallery shows each run's preview at a
 @dataclass(frozen=True)
 class Attack:
     """The attack's data: the poisoned training set, the poisoned fine-tuning set (reference
-    000's protocol; None otherwise) and the triggered test set."""
+    000's protocol; None otherwise) and the triggered test set.
+
+    Under per-batch poisoning, ``per_batch`` (``finetune_per_batch``) poisons the clean
+    training (fine-tuning) set inside the loop, and ``train`` is the fixed poisoned set a
+    training-set defence is handed, as BackdoorBench saves one for WaNet's and BPP's."""
 
     train: PoisonResult
     finetune: PoisonResult | None
     triggered_test: torch.Tensor
     seconds: float
+    per_batch: PerBatchPoison | None = None
+    finetune_per_batch: PerBatchPoison | None = None
 
 
 def finetune_seeds(ctx: RunContext) -> tuple[int, int]:
@@ -53,6 +61,20 @@ def finetune_seeds(ctx: RunContext) -> tuple[int, int]:
 def trigger_test_images(trigger: Trigger, images: torch.Tensor, seed: int) -> torch.Tensor:
     """The test images as a run triggers them (``seed``: its ``test_trigger`` stream)."""
     return apply_to_uint8(trigger, images, torch.Generator().manual_seed(seed))
+
+
+def per_batch_poison(ctx: RunContext, part: ImageDataset, stage: int) -> PerBatchPoison | None:
+    """The loop's per-batch poisoning of ``part`` (None under static poisoning); ``stage`` 0
+    trains, 1 fine-tunes, each with its own stream. A ``poison.count`` becomes the rate
+    ``count / N``."""
+    if ctx.cfg.poison_schedule != "per_batch":
+        return None
+    seed = int(np.random.SeedSequence(ctx.seeds["per_batch"]).generate_state(2)[stage])
+    rate = ctx.poison.rate
+    if rate is None:  # a count: its share of this set
+        rate = poison_count(ctx.poison, len(part)) / len(part) if len(part) else 0.0
+    generator = torch.Generator().manual_seed(seed)
+    return PerBatchPoison(part, ctx.task, ctx.trigger, rate, generator)
 
 
 def poison(ctx: RunContext, run: RunDir) -> Attack:
@@ -69,7 +91,41 @@ def poison(ctx: RunContext, run: RunDir) -> Attack:
         )
         run.write_poisoned(finetune, "finetune")
     triggered = trigger_test_images(ctx.trigger, ctx.data.test.images, ctx.seeds["test_trigger"])
-    return Attack(train, finetune, triggered, time.perf_counter() - start)
+    per_batch = per_batch_poison(ctx, ctx.data.train, 0)
+    tuned = None if ctx.data.finetune is None else per_batch_poison(ctx, ctx.data.finetune, 1)
+    return Attack(train, finetune, triggered, time.perf_counter() - start, per_batch, tuned)
+
+
+def per_batch_record(
+    poisoning: PerBatchPoison, size: int, batch_size: int, epochs: int
+) -> dict[str, Any]:
+    """summary.json's account of per-batch poisoning over ``epochs`` of ``size`` samples."""
+    batches = [min(batch_size, size - start) for start in batch_starts(size, batch_size)]
+    return poisoning.record(batches, epochs)
+
+
+def poison_record(ctx: RunContext, attack: Attack) -> dict[str, Any]:
+    """How the training data was poisoned: the schedule, and under per_batch its counts."""
+    schedule = ctx.cfg.poison_schedule
+    record: dict[str, Any] = {"schedule": schedule}
+    if attack.per_batch is None:
+        return record
+    train = ctx.cfg.train
+    record["per_batch"] = per_batch_record(
+        attack.per_batch, len(ctx.data.train), train.batch_size, train.epochs
+    )
+    record["static_set"] = (
+        "count, cover_count and the index files describe the fixed poisoned set that "
+        "training-set defences are handed; training poisoned every batch anew (per_batch)"
+    )
+    if attack.finetune_per_batch is not None and ctx.data.finetune is not None:
+        record["finetune_per_batch"] = per_batch_record(
+            attack.finetune_per_batch,
+            len(ctx.data.finetune),
+            train.batch_size,
+            train.finetune_epochs,
+        )
+    return record
 
 
 @dataclass(frozen=True)
@@ -246,6 +302,7 @@ def summarise(
             "mode": cfg.poison.mode,
             "target": cfg.poison.target,
             "target_name": target_label(ctx.task, ctx.poison.target),
+            **poison_record(ctx, attack),
         },
         "data": {
             "name": cfg.data.name,
