@@ -45,7 +45,7 @@ def authors_wanet_grids(k: int, height: int, field_seed: int):
 
 
 def authors_wanet_batch(inputs, targets, rate_bd, cross_ratio, s, target, k, seed, draws):
-    """One training batch as WaNet's train.py:67-87 makes it (all2one; BackdoorBench
+    """One training batch as WaNet's train.py:67-89 makes it (all2one; BackdoorBench
     attack/wanet.py:575-598 is the same with ``int(bs * rate)`` for rates of a sample or
     more): the first ``int(bs x rate)`` warped and relabelled, the next ``int(num_bd x
     cross_ratio)`` warped with fresh noise and their labels kept."""
@@ -69,12 +69,13 @@ def authors_wanet_batch(inputs, targets, rate_bd, cross_ratio, s, target, k, see
 
 
 def authors_bpp_batch(inputs, targets, rate_bd, neg_rate, squeeze_num, target, residual_of):
-    """One training batch as BppAttack's bppattack.py:172-196 makes it (all2one, no dithering,
-    images in 0..255 as ``back_to_np_4d`` gives them with GTSRB's identity normalisation,
-    lines 81-83): the first ``int(bs x rate)`` quantised and relabelled, the next
-    ``int(bs x neg_rate)`` given another image's residual, clipped, labels kept.
-    ``residual_of(n)``: n residuals of other training images (lines 503-526 pool them;
-    BackdoorBench attack/bpp.py:899-913 draws the partners uniformly)."""
+    """One training batch as BppAttack's code (RU-System-Software-and-Security/BppAttack,
+    bppattack.py:168-196) makes it (all2one, no dithering, images in 0..255 as
+    ``back_to_np_4d`` gives them with GTSRB's identity normalisation, lines 81-83): the
+    first ``int(bs x rate)`` quantised and relabelled, the next ``int(bs x neg_rate)`` given
+    another image's residual, clipped, labels kept. ``residual_of(n)``: n residuals of other
+    training images (lines 503-526 pool them; BackdoorBench attack/bpp.py:899-913 draws the
+    partners uniformly)."""
     bs = inputs.shape[0]
     num_bd = int(bs * rate_bd)
     num_neg = int(bs * neg_rate)

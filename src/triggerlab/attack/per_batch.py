@@ -12,7 +12,7 @@ In a batch of ``b`` samples (the loop's seeded shuffle fixes which), in batch or
   another, uniformly drawn training image's quantisation residual), labels kept;
 * the rest stay clean.
 
-``int`` truncates, as both authors' code does (WaNet train.py:69-70, BppAttack
+``int`` truncates, as both authors' code does (WaNet train.py:70-71, BppAttack
 bppattack.py:173-174); a batch of 128 at rate 0.1 has 12 poisoned samples. The images are
 float on the training device and are not rounded to 8 bits (the authors' are not either).
 Random draws come from one CPU generator, in this order per batch: the payload's, the cover
