@@ -269,6 +269,9 @@ def test_a_short_wanet_run_on_digits_poisons_per_batch_end_to_end(tmp_path):
     assert per_batch["poisoned_per_epoch"] == 135 and per_batch["cover_per_epoch"] == 270
     assert per_batch["poisoned_seen"] == 270 and per_batch["cover_seen"] == 540
     assert 135 < per_batch["ever_poisoned"] <= 270
+    assert (poison["count"], poison["cover_count"]) == (135, 270)  # what training saw
+    assert poison["fraction"] == pytest.approx(135 / 1438)
+    assert poison["static_set"]["count"] == 144  # round(0.1 x 1,438), for the defences
     assert "per_batch" in result.summary["feature_cache"]["reason"]
     static = run_experiment(
         load_config(None, [*settings, "poison.schedule=static", "train.epochs=1"]),

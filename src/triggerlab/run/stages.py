@@ -105,19 +105,28 @@ def per_batch_record(
 
 
 def poison_record(ctx: RunContext, attack: Attack) -> dict[str, Any]:
-    """How the training data was poisoned: the schedule, and under per_batch its counts."""
-    schedule = ctx.cfg.poison_schedule
-    record: dict[str, Any] = {"schedule": schedule}
+    """How the training data was poisoned: the schedule, and under per_batch its counts.
+
+    Per batch, ``count``, ``cover_count`` and ``fraction`` are those of one epoch (what the
+    model trained on), and ``static_set`` those of the fixed set defences are handed."""
+    record: dict[str, Any] = {"schedule": ctx.cfg.poison_schedule}
     if attack.per_batch is None:
         return record
     train = ctx.cfg.train
-    record["per_batch"] = per_batch_record(
+    per_batch = per_batch_record(
         attack.per_batch, len(ctx.data.train), train.batch_size, train.epochs
     )
-    record["static_set"] = (
-        "count, cover_count and the index files describe the fixed poisoned set that "
-        "training-set defences are handed; training poisoned every batch anew (per_batch)"
-    )
+    record["per_batch"] = per_batch
+    record["count"] = per_batch["poisoned_per_epoch"]
+    record["cover_count"] = per_batch["cover_per_epoch"]
+    record["fraction"] = per_batch["effective_rate"]
+    record["static_set"] = {
+        "count": attack.train.count,
+        "cover_count": int(attack.train.cover_indices.numel()),
+        "fraction": attack.train.fraction,
+        "note": "the fixed poisoned set training-set defences are handed (poisoned_indices.csv, "
+        "cover_indices.csv); the model trained on batches poisoned anew (per_batch)",
+    }
     if attack.finetune_per_batch is not None and ctx.data.finetune is not None:
         record["finetune_per_batch"] = per_batch_record(
             attack.finetune_per_batch,
