@@ -58,3 +58,11 @@ def test_per_batch_poisoning_cannot_append():
     with pytest.raises(ConfigError, match="poison.mode: append .* poison.schedule: static"):
         config("trigger.kind=warp", "poison.mode=append")
     assert config("trigger.kind=warp", "poison.mode=append", "poison.schedule=static")
+
+
+def test_a_per_batch_rate_below_one_sample_a_batch_is_refused():
+    with pytest.raises(ConfigError, match=r"poison.rate: 0.01 of a batch of 32 .* truncates to 0"):
+        config("trigger.kind=warp", "poison.rate=0.01")
+    assert config("trigger.kind=warp", "poison.rate=0.01", "poison.schedule=static")
+    assert config("trigger.kind=warp", "poison.rate=0.01", "train.batch_size=128")
+    assert config("trigger.kind=warp", "poison.rate=0")  # the clean baseline

@@ -328,13 +328,24 @@ class ExperimentConfig(Section):
         return value
 
     @model_validator(mode="after")
-    def _per_batch_replaces(self) -> ExperimentConfig:
-        if self.poison_schedule == "per_batch" and self.poison.mode == "append":
+    def _per_batch_fits(self) -> ExperimentConfig:
+        """Per-batch poisoning rewrites samples in place, at least one in a full batch."""
+        if self.poison_schedule != "per_batch":
+            return self
+        why = f"(poison.schedule {self.poison.schedule}, trigger.kind {self.trigger.kind})"
+        if self.poison.mode == "append":
             raise ValueError(
-                f"poison.mode: append adds triggered copies to the training set, but poisoning "
-                f"is per_batch (poison.schedule {self.poison.schedule}, trigger.kind "
-                f"{self.trigger.kind}), which poisons samples inside each batch; set "
+                "poison.mode: append adds triggered copies to the training set, but poisoning "
+                f"is per_batch {why}, which poisons samples inside each batch; set "
                 "poison.schedule: static to append"
+            )
+        rate, batch = self.poison.rate, self.train.batch_size
+        if rate is not None and rate > 0 and int(batch * rate) == 0:
+            raise ValueError(
+                f"poison.rate: {rate:g} of a batch of {batch} (train.batch_size) is "
+                f"{batch * rate:g} samples, which per-batch poisoning {why} truncates to 0, "
+                "as its authors' code does: no sample would be poisoned; expected a rate of at "
+                f"least 1/{batch}, a larger batch, or poison.schedule: static"
             )
         return self
 

@@ -22,6 +22,7 @@ from triggerlab.attack.tasks import Task, confusion_counts
 from triggerlab.data.dataset import ImageDataset
 from triggerlab.defenses.evaluation import measure_defense
 from triggerlab.defenses.leakage import defense_inputs
+from triggerlab.errors import ConfigError
 from triggerlab.figures import confusions_png, samples_png
 from triggerlab.run.context import RunContext
 from triggerlab.run.inputs import TrainingInputs
@@ -72,7 +73,15 @@ def per_batch_poison(ctx: RunContext, part: ImageDataset, stage: int) -> PerBatc
     seed = int(np.random.SeedSequence(ctx.seeds["per_batch"]).generate_state(2)[stage])
     rate = ctx.poison.rate
     if rate is None:  # a count: its share of this set
-        rate = poison_count(ctx.poison, len(part)) / len(part) if len(part) else 0.0
+        count = poison_count(ctx.poison, len(part))
+        rate = count / len(part) if len(part) else 0.0
+        batch = ctx.cfg.train.batch_size
+        if count and int(min(batch, len(part)) * rate) == 0:
+            raise ConfigError(
+                f"poison.count: {count} of {len(part)} samples is a rate of {rate:.4g}, which "
+                f"per-batch poisoning truncates to 0 samples in a batch of {batch} "
+                "(train.batch_size); expected a larger count or batch, or poison.schedule: static"
+            )
     generator = torch.Generator().manual_seed(seed)
     return PerBatchPoison(part, ctx.task, ctx.trigger, rate, generator)
 
