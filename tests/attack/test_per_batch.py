@@ -279,3 +279,14 @@ def test_a_short_wanet_run_on_digits_poisons_per_batch_end_to_end(tmp_path):
     )
     assert static.summary["poison"]["schedule"] == "static"
     assert "per_batch" not in static.summary["poison"]
+
+
+@pytest.mark.slow  # loads the digits and builds two models
+def test_the_feature_cache_is_refused_for_per_batch_poisoning_with_the_reason():
+    from triggerlab.run.inputs import why_not_cached
+    from triggerlab.run.prepare import prepare
+
+    frozen = ["trigger.kind=warp", "model.freeze=classifier", "model.options={width: 4}"]
+    assert why_not_cached(prepare(load_config(None, [*frozen, "poison.schedule=static"]))) is None
+    reason = why_not_cached(prepare(load_config(None, frozen)))
+    assert reason is not None and reason.startswith("poison.schedule is per_batch")
