@@ -124,6 +124,14 @@ def test_bpp_per_batch_equals_the_authors_training_batch():
     assert poisoning.last is not None and poisoning.last.negative.tolist() == list(range(8, 16))
 
 
+def test_a_clean_baseline_gets_no_negative_samples():
+    data = dataset(n=40)
+    clean = hook(data, QuantizeSpec(bits=3).build((3, 8, 8)), rate=0.0, sources="all")
+    x = data.images.float() / 255
+    out, labels = clean(x, data.targets, torch.arange(40))
+    assert torch.equal(out, x) and torch.equal(labels, data.targets)
+
+
 def test_counts_truncate_per_batch_as_the_authors_code_does():
     assert batch_counts(128, 0.1, 2.0, 0.0) == (12, 24, 0)  # 12.8 -> 12: 9.4 % of the batch
     assert batch_counts(80, 0.1, 2.0, 0.0) == (8, 16, 0)  # CIFAR-10's last batch

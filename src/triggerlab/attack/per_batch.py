@@ -9,7 +9,8 @@ In a batch of ``b`` samples (the loop's seeded shuffle fixes which), in batch or
 * the next ``int(poisoned x cover_ratio)`` samples get the cover form (WaNet's noise mode: the
   warp plus fresh noise), labels kept;
 * the next ``int(b x negative_ratio)`` become negative samples (BppAttack: the image plus
-  another, uniformly drawn training image's quantisation residual), labels kept;
+  another, uniformly drawn training image's quantisation residual), labels kept; none at
+  rate 0 (a clean baseline);
 * the rest stay clean.
 
 ``int`` truncates, as both authors' code does (WaNet train.py:70-71, BppAttack
@@ -84,7 +85,9 @@ class PerBatchPoison:
         self.payload = forms.payload
         self.cover = forms.cover
         self.cover_ratio = forms.cover_ratio if forms.cover is not None else 0.0
-        self.negative = trigger if isinstance(trigger, NegativeTrigger) else None
+        # Negative samples belong to the attack: a clean model (rate 0, the grid's baseline)
+        # trains on clean images only.
+        self.negative = trigger if isinstance(trigger, NegativeTrigger) and rate > 0 else None
         self.negative_ratio = self.negative.negative_ratio if self.negative is not None else 0.0
         self.rate = rate
         self.generator = generator

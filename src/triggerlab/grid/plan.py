@@ -68,7 +68,7 @@ ID_DEFAULTS: dict[tuple[str, ...], Any] = {
     ("train", "batch_size"): 64,
     # Poisoning was static, and WaNet's noise mode off, before per-batch poisoning: a run that
     # asks for that (any kind but warp and quantize, by default) keeps its id; WaNet and
-    # BppAttack runs, now per-batch by default, get new ones (``identity``).
+    # BppAttack runs, now per-batch by default, get new ones (``identity_of``).
     ("poison", "schedule"): "static",
     ("trigger", "noise_mode"): False,
     ("trigger", "triggers", "noise_mode"): False,
@@ -118,7 +118,7 @@ def non_default(model: BaseModel, path: tuple[str, ...] = ()) -> dict[str, Any]:
     return result
 
 
-def identity(cfg: ExperimentConfig) -> dict[str, Any]:
+def identity_of(cfg: ExperimentConfig) -> dict[str, Any]:
     """``non_default`` of the config with ``poison.schedule: paper`` resolved by the trigger
     kind, so a run's id says which schedule it ran (per_batch for WaNet and BppAttack)."""
     if cfg.poison.schedule == "paper":
@@ -133,14 +133,14 @@ def run_id(cfg: ExperimentConfig) -> str:
     Paths and the thread count are left out, and so is every setting at its
     default, so adding a setting to triggerlab keeps the ids of existing runs.
     """
-    canonical = json.dumps(identity(cfg), sort_keys=True, separators=(",", ":"))
+    canonical = json.dumps(identity_of(cfg), sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()[:ID_LENGTH]
 
 
 def training_key(cfg: ExperimentConfig) -> str:
     """Hash of what the trained model depends on: everything but the defence, plus the share
     of the training split the defence holds back (the model trains without it)."""
-    key = identity(cfg)
+    key = identity_of(cfg)
     key.pop("defense", None)
     defense = cfg.defense
     if defense.holds_back_data:
