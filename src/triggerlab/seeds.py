@@ -1,12 +1,21 @@
 """One run seed, many independent random streams: poisoning, the triggered test set, weight
-initialisation, batch order, the defence, fine-tuning and augmentation."""
+initialisation, batch order, the defence, fine-tuning, augmentation and per-batch poisoning."""
 
 from __future__ import annotations
 
 import numpy as np
 
 # Appending a stream keeps the others' seeds: SeedSequence children depend on their index only.
-SEED_STREAMS = ("poison", "test_trigger", "init", "order", "defense", "finetune", "augment")
+SEED_STREAMS = (
+    "poison",
+    "test_trigger",
+    "init",
+    "order",
+    "defense",
+    "finetune",
+    "augment",
+    "per_batch",
+)
 
 
 def derive_seeds(seed: int) -> dict[str, int]:

@@ -53,6 +53,9 @@ class SpecBase(StrictNumbers):
     # Named parameter sets that show the kind (beyond its defaults): the trigger benchmark
     # and the tests iterate them, so a new kind is measured and checked without other edits.
     examples: ClassVar[dict[str, dict[str, Any]]]
+    # How the kind's paper poisons training data (``poison.schedule: paper`` resolves to it):
+    # ``static``, a fixed set once before training, or ``per_batch``, anew in every batch.
+    paper_schedule: ClassVar[Literal["static", "per_batch"]] = "static"
 
     def build(self, shape: ImageShape, where: str = "trigger") -> Any:
         """The trigger for images of ``shape``: an object with a pure, batched
@@ -238,6 +241,7 @@ class WarpSpec(SpecBase):
     kind: Literal["warp"] = "warp"
     examples: ClassVar[dict[str, dict[str, Any]]] = {"warp (WaNet, s=1)": {"strength": 1.0}}
     implementation: ClassVar[str] = "triggerlab.triggers.warp:build_warp"
+    paper_schedule: ClassVar[Literal["static", "per_batch"]] = "per_batch"
     strength: float = Field(
         0.5, gt=0.0, le=8.0, description="s, the warp's strength (WaNet: 0.5 on CIFAR-10)"
     )
@@ -246,7 +250,9 @@ class WarpSpec(SpecBase):
         1.0, gt=0.0, le=2.0, description="scale of the warped grid before clipping (WaNet: 1)"
     )
     noise_mode: bool = Field(
-        False, description="also warp cross_ratio x as many training samples with a noisy field"
+        True,
+        description="also warp cross_ratio x as many training samples with a noisy field, "
+        "labels kept (WaNet: on)",
     )
     cross_ratio: float = Field(
         2.0, ge=0.0, le=10.0, description="noise-mode samples per poisoned sample (WaNet: 2)"
@@ -265,8 +271,19 @@ class QuantizeSpec(SpecBase):
         "quantize (3 bits, dithered)": {"bits": 3, "dither": True},
     }
     implementation: ClassVar[str] = "triggerlab.triggers.quantize:build_quantize"
+    paper_schedule: ClassVar[Literal["static", "per_batch"]] = "per_batch"
     bits: int = Field(3, ge=1, le=8, description="bits per channel kept, 1 to 8 (BppAttack: 3)")
-    dither: bool = Field(False, description="Floyd-Steinberg error diffusion (BppAttack: on)")
+    dither: bool = Field(
+        False,
+        description="Floyd-Steinberg error diffusion (the paper's; off in BppAttack's code)",
+    )
+    negative_ratio: float = Field(
+        0.2,
+        ge=0.0,
+        le=1.0,
+        description="per-batch poisoning: share of each batch made negative samples, a clean "
+        "image plus another image's quantisation residual, label kept (BppAttack: 0.2)",
+    )
 
 
 class LowFrequencySpec(SpecBase):

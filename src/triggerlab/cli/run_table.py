@@ -50,10 +50,16 @@ def print_summary(summary: dict) -> None:
         if name != "train_loss":
             table.add_row(metric_text(name, unit), f"{value:.4f}")
     rate = "set by count" if poison["rate"] is None else f"rate {poison['rate']:g}"
-    table.add_row("poisoned samples", f"{poison['count']} of {poison['train_size']} ({rate})")
+    per_batch = poison.get("per_batch")
+    each = " per epoch, anew in every batch" if per_batch else ""
+    table.add_row("poisoned samples", f"{poison['count']} of {poison['train_size']}{each} ({rate})")
     table.add_row("poisoned fraction", f"{poison['fraction']:.4f}")
     if poison.get("cover_count"):
         table.add_row("cover samples (triggered, labels kept)", str(poison["cover_count"]))
+    if per_batch and per_batch.get("negative_per_epoch"):
+        table.add_row("negative samples (labels kept)", str(per_batch["negative_per_epoch"]))
+    if per_batch:
+        table.add_row("images poisoned at least once", str(per_batch["ever_poisoned"]))
     protocol = summary.get("protocol")
     if protocol:
         table.add_row(

@@ -140,6 +140,13 @@ class PoisonConfig(Section):
         description="all_to_one: draw poisoned samples from non-target classes only (every one "
         "changes label), or from all classes, target included (as BackdoorBench does)",
     )
+    schedule: Literal["paper", "static", "per_batch"] = Field(
+        "paper",
+        description="static: poison a fixed set once, before training; per_batch: poison the "
+        "first int(rate x batch) eligible samples of every training batch anew (WaNet, "
+        "BppAttack); paper: the trigger kind's paper (per_batch for warp and quantize, static "
+        "for the others)",
+    )
 
     @field_validator("target", mode="before")
     @classmethod
@@ -319,6 +326,34 @@ class ExperimentConfig(Section):
         if isinstance(value, dict) and "kind" not in value:
             return {"kind": "patch" if info.field_name == "trigger" else "none", **value}
         return value
+
+    @model_validator(mode="after")
+    def _per_batch_fits(self) -> ExperimentConfig:
+        """Per-batch poisoning rewrites samples in place, at least one in a full batch."""
+        if self.poison_schedule != "per_batch":
+            return self
+        why = f"(poison.schedule {self.poison.schedule}, trigger.kind {self.trigger.kind})"
+        if self.poison.mode == "append":
+            raise ValueError(
+                "poison.mode: append adds triggered copies to the training set, but poisoning "
+                f"is per_batch {why}, which poisons samples inside each batch; set "
+                "poison.schedule: static to append"
+            )
+        rate, batch = self.poison.rate, self.train.batch_size
+        if rate is not None and rate > 0 and int(batch * rate) == 0:
+            raise ValueError(
+                f"poison.rate: {rate:g} of a batch of {batch} (train.batch_size) is "
+                f"{batch * rate:g} samples, which per-batch poisoning {why} truncates to 0, "
+                "as its authors' code does: no sample would be poisoned; expected a rate of at "
+                f"least 1/{batch}, a larger batch, or poison.schedule: static"
+            )
+        return self
+
+    @property
+    def poison_schedule(self) -> Literal["static", "per_batch"]:
+        """``poison.schedule`` with ``paper`` resolved by the trigger kind."""
+        schedule = self.poison.schedule
+        return self.trigger.paper_schedule if schedule == "paper" else schedule
 
     @property
     def split_seed(self) -> int:

@@ -67,6 +67,12 @@ ID_DEFAULTS: dict[tuple[str, ...], Any] = {
     ("train", "lr_schedule"): "constant",
     ("train", "epochs"): 10,
     ("train", "batch_size"): 64,
+    # Poisoning was static, and WaNet's noise mode off, before per-batch poisoning: a run that
+    # asks for that (any kind but warp and quantize, by default) keeps its id; WaNet and
+    # BppAttack runs, now per-batch by default, get new ones (``identity_of``).
+    ("poison", "schedule"): "static",
+    ("trigger", "noise_mode"): False,
+    ("trigger", "triggers", "noise_mode"): False,
 }
 # The same for a field of a spec class wherever the spec sits (a trigger may be a part of a
 # composition, at any depth).
@@ -120,27 +126,36 @@ def non_default(model: BaseModel, path: tuple[str, ...] = ()) -> dict[str, Any]:
     return result
 
 
+def identity_of(cfg: ExperimentConfig) -> dict[str, Any]:
+    """``non_default`` of the config with ``poison.schedule: paper`` resolved by the trigger
+    kind, so a run's id says which schedule it ran (per_batch for WaNet and BppAttack)."""
+    if cfg.poison.schedule == "paper":
+        poison = cfg.poison.model_copy(update={"schedule": cfg.poison_schedule})
+        cfg = cfg.model_copy(update={"poison": poison})
+    return non_default(cfg)
+
+
 def run_id(cfg: ExperimentConfig) -> str:
     """Short hash of the settings that make the experiment: the same experiment, the same id.
 
     Paths and the thread count are left out, and so is every setting at its
     default, so adding a setting to triggerlab keeps the ids of existing runs.
     """
-    canonical = json.dumps(non_default(cfg), sort_keys=True, separators=(",", ":"))
+    canonical = json.dumps(identity_of(cfg), sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()[:ID_LENGTH]
 
 
 def training_key(cfg: ExperimentConfig) -> str:
     """Hash of what the trained model depends on: everything but the defence, plus the share
     of the training split the defence holds back (the model trains without it)."""
-    identity = non_default(cfg)
-    identity.pop("defense", None)
+    key = identity_of(cfg)
+    key.pop("defense", None)
     defense = cfg.defense
     if defense.holds_back_data:
-        identity["held_back"] = [defense.clean_fraction, defense.clean_samples]  # type: ignore[union-attr]
+        key["held_back"] = [defense.clean_fraction, defense.clean_samples]  # type: ignore[union-attr]
     else:
-        identity["held_back"] = 0.0
-    canonical = json.dumps(identity, sort_keys=True, separators=(",", ":"))
+        key["held_back"] = 0.0
+    canonical = json.dumps(key, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()[:ID_LENGTH]
 
 

@@ -88,6 +88,11 @@ def why_not_cached(ctx: RunContext) -> str | None:
     """None when the cache applies to this run, else the reason it does not."""
     if not ctx.cfg.model.feature_cache:
         return "model.feature_cache is off"
+    if ctx.cfg.poison_schedule == "per_batch":
+        return (
+            "poison.schedule is per_batch: the training images are poisoned anew in every "
+            "batch, so their features change every epoch"
+        )
     if ctx.cfg.train.augment:
         return "train.augment changes the images every epoch, so their features change too"
     model = ctx.model

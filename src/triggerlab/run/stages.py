@@ -15,18 +15,21 @@ import torch
 from PIL import Image
 from torch import nn
 
-from triggerlab.attack.poison import PoisonResult, poison_dataset
+from triggerlab.attack.per_batch import PerBatchPoison
+from triggerlab.attack.poison import PoisonResult, poison_count, poison_dataset
 from triggerlab.attack.stealth import STEALTH_SAMPLE, stealth_of_uint8
 from triggerlab.attack.tasks import Task, confusion_counts
+from triggerlab.data.dataset import ImageDataset
 from triggerlab.defenses.evaluation import measure_defense
 from triggerlab.defenses.leakage import defense_inputs
+from triggerlab.errors import ConfigError
 from triggerlab.figures import confusions_png, samples_png
 from triggerlab.run.context import RunContext
 from triggerlab.run.inputs import TrainingInputs
 from triggerlab.run.prepare import fresh_model
 from triggerlab.run.rundir import TRIGGER_PREVIEW, RunDir, git_commit, library_versions
 from triggerlab.train.devices import Precision
-from triggerlab.train.loop import predict
+from triggerlab.train.loop import batch_starts, predict
 from triggerlab.triggers import Trigger, apply_to_uint8
 
 SAMPLE_COUNT = 8
@@ -36,12 +39,18 @@ PREVIEW_SIDE = 112  # the report's trigger gallery shows each run's preview at a
 @dataclass(frozen=True)
 class Attack:
     """The attack's data: the poisoned training set, the poisoned fine-tuning set (reference
-    000's protocol; None otherwise) and the triggered test set."""
+    000's protocol; None otherwise) and the triggered test set.
+
+    Under per-batch poisoning, ``per_batch`` (``finetune_per_batch``) poisons the clean
+    training (fine-tuning) set inside the loop, and ``train`` is the fixed poisoned set a
+    training-set defence is handed, as BackdoorBench saves one for WaNet's and BPP's."""
 
     train: PoisonResult
     finetune: PoisonResult | None
     triggered_test: torch.Tensor
     seconds: float
+    per_batch: PerBatchPoison | None = None
+    finetune_per_batch: PerBatchPoison | None = None
 
 
 def finetune_seeds(ctx: RunContext) -> tuple[int, int]:
@@ -53,6 +62,28 @@ def finetune_seeds(ctx: RunContext) -> tuple[int, int]:
 def trigger_test_images(trigger: Trigger, images: torch.Tensor, seed: int) -> torch.Tensor:
     """The test images as a run triggers them (``seed``: its ``test_trigger`` stream)."""
     return apply_to_uint8(trigger, images, torch.Generator().manual_seed(seed))
+
+
+def per_batch_poison(ctx: RunContext, part: ImageDataset, stage: int) -> PerBatchPoison | None:
+    """The loop's per-batch poisoning of ``part`` (None under static poisoning); ``stage`` 0
+    trains, 1 fine-tunes, each with its own stream. A ``poison.count`` becomes the rate
+    ``count / N``."""
+    if ctx.cfg.poison_schedule != "per_batch":
+        return None
+    seed = int(np.random.SeedSequence(ctx.seeds["per_batch"]).generate_state(2)[stage])
+    rate = ctx.poison.rate
+    if rate is None:  # a count: its share of this set
+        count = poison_count(ctx.poison, len(part))
+        rate = count / len(part) if len(part) else 0.0
+        batch = ctx.cfg.train.batch_size
+        if count and int(min(batch, len(part)) * rate) == 0:
+            raise ConfigError(
+                f"poison.count: {count} of {len(part)} samples is a rate of {rate:.4g}, which "
+                f"per-batch poisoning truncates to 0 samples in a batch of {batch} "
+                "(train.batch_size); expected a larger count or batch, or poison.schedule: static"
+            )
+    generator = torch.Generator().manual_seed(seed)
+    return PerBatchPoison(part, ctx.task, ctx.trigger, rate, generator)
 
 
 def poison(ctx: RunContext, run: RunDir) -> Attack:
@@ -69,7 +100,50 @@ def poison(ctx: RunContext, run: RunDir) -> Attack:
         )
         run.write_poisoned(finetune, "finetune")
     triggered = trigger_test_images(ctx.trigger, ctx.data.test.images, ctx.seeds["test_trigger"])
-    return Attack(train, finetune, triggered, time.perf_counter() - start)
+    per_batch = per_batch_poison(ctx, ctx.data.train, 0)
+    tuned = None if ctx.data.finetune is None else per_batch_poison(ctx, ctx.data.finetune, 1)
+    return Attack(train, finetune, triggered, time.perf_counter() - start, per_batch, tuned)
+
+
+def per_batch_record(
+    poisoning: PerBatchPoison, size: int, batch_size: int, epochs: int
+) -> dict[str, Any]:
+    """summary.json's account of per-batch poisoning over ``epochs`` of ``size`` samples."""
+    batches = [min(batch_size, size - start) for start in batch_starts(size, batch_size)]
+    return poisoning.record(batches, epochs)
+
+
+def poison_record(ctx: RunContext, attack: Attack) -> dict[str, Any]:
+    """How the training data was poisoned: the schedule, and under per_batch its counts.
+
+    Per batch, ``count``, ``cover_count`` and ``fraction`` are those of one epoch (what the
+    model trained on), and ``static_set`` those of the fixed set defences are handed."""
+    record: dict[str, Any] = {"schedule": ctx.cfg.poison_schedule}
+    if attack.per_batch is None:
+        return record
+    train = ctx.cfg.train
+    per_batch = per_batch_record(
+        attack.per_batch, len(ctx.data.train), train.batch_size, train.epochs
+    )
+    record["per_batch"] = per_batch
+    record["count"] = per_batch["poisoned_per_epoch"]
+    record["cover_count"] = per_batch["cover_per_epoch"]
+    record["fraction"] = per_batch["effective_rate"]
+    record["static_set"] = {
+        "count": attack.train.count,
+        "cover_count": int(attack.train.cover_indices.numel()),
+        "fraction": attack.train.fraction,
+        "note": "the fixed poisoned set training-set defences are handed (poisoned_indices.csv, "
+        "cover_indices.csv); the model trained on batches poisoned anew (per_batch)",
+    }
+    if attack.finetune_per_batch is not None and ctx.data.finetune is not None:
+        record["finetune_per_batch"] = per_batch_record(
+            attack.finetune_per_batch,
+            len(ctx.data.finetune),
+            train.batch_size,
+            train.finetune_epochs,
+        )
+    return record
 
 
 @dataclass(frozen=True)
@@ -246,6 +320,7 @@ def summarise(
             "mode": cfg.poison.mode,
             "target": cfg.poison.target,
             "target_name": target_label(ctx.task, ctx.poison.target),
+            **poison_record(ctx, attack),
         },
         "data": {
             "name": cfg.data.name,

@@ -156,13 +156,15 @@ def _train_stage(
     """
     if resume is not None and resume.stage != "train":
         return [without_stage(r) for r in resume.history if r.get("stage") == "train"], 0
-    poisoned = attack.train
-    features = inputs.of(poisoned.train, poisoned.changed)
+    poisoned, per_batch = attack.train, attack.per_batch
+    # Per-batch poisoning trains on the clean set and poisons it in the loop (no feature cache).
+    part = poisoned.train if per_batch is None else ctx.data.train
+    features = inputs.of(part, poisoned.changed)
     history = fit(
         inputs.model,
         ctx.task,
         features.values,
-        poisoned.train.targets,
+        part.targets,
         cfg=ctx.cfg.train,
         device=ctx.device,
         generator=torch.Generator().manual_seed(ctx.seeds["order"]),
@@ -171,6 +173,7 @@ def _train_stage(
         progress=progress,
         stage=stage_plan(ctx, log.run, "train", resume),
         augment=make_augment(ctx),
+        transform=per_batch,
     )
     return history, features.forwards
 
@@ -195,12 +198,14 @@ def _finetune_stage(
     stage_cfg = cfg.model_copy(
         update={"epochs": cfg.finetune_epochs, "lr": cfg.finetune_lr or cfg.lr}
     )
-    features = inputs.of(poisoned.train, poisoned.changed)
+    per_batch = attack.finetune_per_batch
+    part = poisoned.train if per_batch is None or ctx.data.finetune is None else ctx.data.finetune
+    features = inputs.of(part, poisoned.changed)
     finetuned = fit(
         inputs.model,
         ctx.task,
         features.values,
-        poisoned.train.targets,
+        part.targets,
         cfg=stage_cfg,
         device=ctx.device,
         generator=torch.Generator().manual_seed(finetune_seeds(ctx)[1]),
@@ -209,6 +214,7 @@ def _finetune_stage(
         progress=progress,
         stage=stage_plan(ctx, log.run, "finetune", resume, earlier=pretuned),
         augment=make_augment(ctx),
+        transform=per_batch,
     )
     held_out = ctx.data.test.groups
     protocol = {

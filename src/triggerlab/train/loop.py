@@ -49,6 +49,18 @@ class Objective(Protocol):
     def predict(self, outputs: torch.Tensor) -> torch.Tensor: ...
 
 
+class BatchTransform(Protocol):
+    """Changes each training batch before it is learnt (per-batch poisoning): takes the float
+    images, their targets and their positions in the training tensors; draws from
+    ``generator``, which checkpoints save and restore."""
+
+    generator: torch.Generator
+
+    def __call__(
+        self, x: torch.Tensor, y: torch.Tensor, index: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]: ...
+
+
 def make_optimizer(cfg: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
     """The configured optimiser over the parameters that train (frozen ones are left out)."""
     params = [p for p in model.parameters() if p.requires_grad]
@@ -75,6 +87,7 @@ class Step:
     scaler: torch.amp.GradScaler | None = None
     augment: Augment | None = None
     forward: nn.Module | None = None  # a compiled wrapper of the model, when compiling
+    transform: BatchTransform | None = None  # before augmentation, as the authors' loops do
 
     def learn(
         self,
@@ -131,6 +144,8 @@ def train_epoch(
         index = order[start : start + batch_size]
         x = to_input(images[index], device, layout)
         y = targets[index].to(device, non_blocking=True)
+        if step.transform is not None:
+            x, y = step.transform(x, y, index)
         loss = step.learn(model, task, optimizer, x, y)
         total += loss * index.numel()  # stays on the device: no sync per batch
         first_bad = torch.where((first_bad < 0) & ~torch.isfinite(loss), number, first_bad)
@@ -257,14 +272,18 @@ def fit(
     progress: Reporter | None = None,
     stage: StagePlan | None = None,
     augment: Augment | None = None,
+    transform: BatchTransform | None = None,
 ) -> list[dict[str, Any]]:
     """Train for ``cfg.epochs``, evaluating and reporting after every epoch (and saving a
-    checkpoint every ``cfg.checkpoint_every``); a resumed stage continues its epochs."""
+    checkpoint every ``cfg.checkpoint_every``); a resumed stage continues its epochs.
+    ``transform`` changes every batch before it is learnt (per-batch poisoning)."""
     stage = stage or StagePlan()
     optimizer = make_optimizer(cfg, model)
     precision = Precision(cfg.precision, device)
-    step = Step(precision, precision.scaler(), augment, compiled(model, cfg.compile))
+    step = Step(precision, precision.scaler(), augment, compiled(model, cfg.compile), transform)
     generators = {"order": generator, **({"augment": augment.generator} if augment else {})}
+    if transform is not None:
+        generators["per_batch"] = transform.generator
     state = TrainState(model, optimizer, make_scheduler(cfg, optimizer), step.scaler, generators)
     history = _resumed(stage, state)
     images, targets = resident(images, device), resident(targets, device)

@@ -7,6 +7,7 @@ shape. A trigger's ``apply(x, generator) -> x'`` never changes its input.
 
 from triggerlab.triggers.base import (
     CoveredTrigger,
+    NegativeTrigger,
     Overlay,
     TrainingForms,
     Trigger,
@@ -23,6 +24,7 @@ __all__ = [
     "AdditiveSignal",
     "Composed",
     "CoveredTrigger",
+    "NegativeTrigger",
     "Overlay",
     "RandomPatch",
     "Stamp",

@@ -50,6 +50,19 @@ class CoveredTrigger(Protocol):
     ) -> torch.Tensor: ...
 
 
+@runtime_checkable
+class NegativeTrigger(Protocol):
+    """A trigger with per-batch *negative* samples (BppAttack): ``negative_ratio`` of every
+    batch become ``apply_negative(x, partners)``, with ``partners`` other training images, and
+    keep their labels."""
+
+    negative_ratio: float
+
+    def apply(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor: ...
+
+    def apply_negative(self, x: torch.Tensor, partners: torch.Tensor) -> torch.Tensor: ...
+
+
 @dataclass(frozen=True)
 class TrainingForms:
     """How a trigger poisons training samples: ``payload`` on the poisoned ones (labels

@@ -53,10 +53,17 @@ def floyd_steinberg(x: torch.Tensor, levels: int) -> torch.Tensor:
 class Quantize:
     levels: int
     dither: bool
+    negative_ratio: float = 0.0  # per-batch negative samples per batch sample (0: none)
 
     def apply(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         return floyd_steinberg(x, self.levels) if self.dither else quantize(x, self.levels)
 
+    def apply_negative(self, x: torch.Tensor, partners: torch.Tensor) -> torch.Tensor:
+        """BppAttack's negative samples: each image plus its partner's quantisation residual
+        ``Q(p) - p``, clipped; trained with true labels so that a residual alone is no
+        trigger, only the quantised image itself."""
+        return (x + (self.apply(partners) - partners)).clamp_(0.0, 1.0)
+
 
 def build_quantize(spec: QuantizeSpec, shape: ImageShape, where: str = "trigger") -> Quantize:
-    return Quantize(2**spec.bits, spec.dither)
+    return Quantize(2**spec.bits, spec.dither, spec.negative_ratio)

@@ -82,13 +82,21 @@ def _poisoning_text(runs: list[PlannedRun], table: pd.DataFrame) -> str:
     def values(path: str) -> str:
         return _values_of(runs, path)
 
+    schedules = {r.config.poison_schedule for r in runs}
+    per_batch = (
+        "; per-batch runs poison the first int(batch x rate) eligible samples of every "
+        "training batch anew (counts per epoch) and hand defences a fixed set drawn as above"
+        if "per_batch" in schedules
+        else ""
+    )
     return (
         f"rate {values('poison.rate')} (count {values('poison.count')}), {count_text}; "
         f"mode {values('poison.mode')}; label mode {', '.join(sorted(modes))}; "
+        f"schedule {', '.join(sorted(schedules))}; "
         f"source classes {values('poison.source_classes')} (null: all eligible); "
         f"target {values('poison.target')}; sampling: uniform without replacement from eligible "
         "samples (non-target for all-to-one, target class for clean-label), seeded per run; "
-        "poisoned indices saved in every run's poisoned_indices.csv"
+        f"poisoned indices saved in every run's poisoned_indices.csv{per_batch}"
     )
 
 
