@@ -102,3 +102,30 @@ def test_the_footprint_estimate_counts_the_crops_the_network_sees():
     cropped = _meta_footprint(cropped_cfg, (3, 16, 16), 10)
     assert plain is not None and cropped is not None
     assert cropped.kept > 10 * plain.kept  # 16 times the pixels
+
+
+def test_the_code_faithful_tinyimagenet_configs_test_view_hides_its_small_corner_triggers():
+    from support import REPO
+
+    from triggerlab.grid.plan import plan_grid
+    from triggerlab.grid.spec import load_grid_spec
+    from triggerlab.models import crops_of
+
+    path = REPO / "configs" / "ref001_tinyimagenet_code_training.yaml"
+    runs = [r.config for r in plan_grid(load_grid_spec(path), None)]
+    vgg = next(c for c in runs if c.model.name == "vgg19_bn")
+    assert (vgg.train.optimizer, vgg.model.freeze, vgg.model.frozen_mode) == (
+        "sgd",
+        "ref001_code",
+        "train",
+    )
+    survivors = {}  # (size, position) -> does any trigger pixel reach the tested network
+    for cfg in runs:
+        key = (cfg.trigger.size, str(cfg.trigger.position))
+        if cfg.trigger.color == "white" and key not in survivors:
+            triggered = cfg.trigger.build((3, 64, 64)).apply(torch.zeros(1, 3, 64, 64))
+            seen = crops_of(cfg.model)(triggered, training=False)  # type: ignore[misc]
+            survivors[key] = float(seen.max()) > 0
+    assert len(survivors) == 3 * 5
+    for (size, position), survives in survivors.items():
+        assert survives == (position == "center" or size == 5), (size, position)
