@@ -207,3 +207,13 @@ def test_fresh_first_conv_settings_are_checked():
         build_configured(cfg, (3, 32, 32), 10)
     with pytest.raises(ConfigError, match="3 means for 1-channel images .first_conv: fresh_grey"):
         build_configured(cfg, (1, 32, 32), 10)  # the RGB weights' normalisation
+
+
+@pytest.mark.parametrize(
+    ("name", "tensors"), [("alexnet", 6), ("vgg19_bn", 34), ("resnet152", 312), ("googlenet", 116)]
+)
+def test_ref001_paper_counts_per_backbone(name, tensors):
+    net = architecture(name)
+    plan_freeze(net, "ref001_paper")
+    norms = [n for n, m in net.named_modules() if isinstance(m, nn.BatchNorm2d)]
+    assert len(trainable(net)) == tensors == 2 * len(norms) + (6 if name == "alexnet" else 2)
