@@ -13,7 +13,9 @@ NAMED_COLORS: dict[str, tuple[int, int, int]] = {
     "green": (0, 255, 0),
     "blue": (0, 0, 255),
     "yellow": (255, 255, 0),
-    # The green of reference 001 (a colour chosen to blend with natural images).
+    # The green of reference 001 (a colour chosen to blend with natural images). On one
+    # channel triggerlab stamps its luminance (146); reference 001's code wrote 0 there, a
+    # black trigger (docs/references.md, reference 001, item 4): use black for theirs.
     "green001": (102, 179, 92),
 }
 

@@ -24,6 +24,22 @@ class Normalization(Section):
         return self
 
 
+class Crops(Section):
+    """Reference 001's TinyImageNet views of a stored image (torchvision's ImageNet recipe)."""
+
+    size: int = Field(224, ge=8, le=4096, description="side of the crop the network sees")
+    resize: int = Field(
+        256, ge=8, le=8192, description="evaluation: the side the image is resized to first"
+    )
+    flip: bool = Field(True, description="training: mirror left-right with probability 1/2")
+
+    @model_validator(mode="after")
+    def _crop_fits(self) -> Crops:
+        if self.resize < self.size:
+            raise ValueError(f"resize ({self.resize}) must be at least size ({self.size})")
+        return self
+
+
 class UnfreezeLast(Section):
     unfreeze_last: int = Field(
         ge=1, le=100_000, description="the last N parameter tensors train (reference 001's sweep)"
@@ -39,7 +55,10 @@ def _named_or_custom(value: Any) -> str:
 UNION_MEMBER_TAGS = ("named", "custom")
 
 FreezePolicy = Annotated[
-    Annotated[Literal["none", "classifier", "classifier_and_bn", "head"], Tag("named")]
+    Annotated[
+        Literal["none", "classifier", "classifier_and_bn", "head", "ref001_paper", "ref001_code"],
+        Tag("named"),
+    ]
     | Annotated[UnfreezeLast, Tag("custom")],
     Discriminator(_named_or_custom),
 ]
@@ -68,7 +87,28 @@ class ModelConfig(Section):
     freeze: FreezePolicy = Field(
         "none",
         description="what trains: none (everything), classifier (the final linear layer), "
-        "classifier_and_bn (and batch norms), head (the classifier module), {unfreeze_last: N}",
+        "classifier_and_bn (and batch norms), head (the classifier module), {unfreeze_last: N}, "
+        "ref001_paper / ref001_code (reference 001's per-backbone sets as its paper states them "
+        "and as its code applied them; docs/references.md)",
+    )
+    frozen_mode: Literal["eval", "train"] = Field(
+        "eval",
+        description="how frozen layers run while training: eval (as pretrained: running "
+        "batch-norm statistics, no dropout) or train (the whole network in training mode, as "
+        "reference 001's code: frozen batch norms use batch statistics and update theirs)",
+    )
+    first_conv: Literal["pretrained", "fresh", "fresh_grey"] = Field(
+        "pretrained",
+        description="a pretrained network's first convolution: pretrained (kept; grey images "
+        "repeated to RGB), fresh (a new trainable one of the same shape on the repeated grey "
+        "image: reference 001's code on MNIST) or fresh_grey (a new trainable one taking the "
+        "one grey channel, no repeat)",
+    )
+    crops: Crops | None = Field(
+        None,
+        description="{size, resize, flip}: the network sees crops of the stored images, "
+        "training: a random resized crop to size (and a flip), evaluation: resize, then a "
+        "centre crop (reference 001's TinyImageNet transforms)",
     )
     feature_cache: bool = Field(
         True,
@@ -86,6 +126,15 @@ class ModelConfig(Section):
         raise ValueError(
             f"unknown model {name!r}; expected one of {', '.join(MODELS)}, or timm/<name>"
         )
+
+    @model_validator(mode="after")
+    def _fresh_conv_needs_weights(self) -> ModelConfig:
+        if self.first_conv != "pretrained" and self.pretrained is None:
+            raise ValueError(
+                f"first_conv: {self.first_conv} replaces a pretrained network's first "
+                "convolution; without model.pretrained every layer is fresh already"
+            )
+        return self
 
     @field_validator("pretrained", mode="before")
     @classmethod

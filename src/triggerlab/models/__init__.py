@@ -22,6 +22,7 @@ from triggerlab.catalogue.implementation import implementation_of
 from triggerlab.catalogue.models import MODELS
 from triggerlab.errors import ConfigError
 from triggerlab.models.backbones import IMAGENET
+from triggerlab.models.crops import Crops
 from triggerlab.models.pretrained import (
     IMAGENET_MEAN,
     IMAGENET_STD,
@@ -194,6 +195,41 @@ def normalization_of(
     return tuple(setting.mean), tuple(setting.std)
 
 
+def fresh_first_conv(net: nn.Module, how: str, channels: int) -> str:
+    """Replace the network's first convolution by a new one (trainable, default init) and
+    return its name: ``fresh`` keeps its input channels, ``fresh_grey`` takes ``channels``."""
+    name, old = next(
+        ((n, m) for n, m in net.named_modules() if isinstance(m, nn.Conv2d)), ("", None)
+    )
+    if old is None:
+        raise ConfigError(f"model.first_conv: {type(net).__name__} has no convolution")
+    if how == "fresh_grey" and channels != 1:
+        raise ConfigError(
+            f"model.first_conv: fresh_grey takes one grey channel; the images have {channels} "
+            "(use data.channels: 1, or first_conv: fresh)"
+        )
+    fresh = nn.Conv2d(
+        old.in_channels if how == "fresh" else channels,
+        old.out_channels,
+        kernel_size=old.kernel_size,  # type: ignore[arg-type]
+        stride=old.stride,  # type: ignore[arg-type]
+        padding=old.padding,  # type: ignore[arg-type]
+        bias=old.bias is not None,
+    )
+    parent = net.get_submodule(name.rpartition(".")[0]) if "." in name else net
+    setattr(parent, name.rpartition(".")[2], fresh)
+    return name
+
+
+def crops_of(cfg: ModelConfig) -> Crops | None:
+    """The configured crops, their generator seeded from torch's (seeded) global one."""
+    if cfg.crops is None:
+        return None
+    seed = int(torch.randint(0, 2**62, (1,)))
+    generator = torch.Generator().manual_seed(seed)
+    return Crops(cfg.crops.size, cfg.crops.resize, cfg.crops.flip, generator)
+
+
 def build_configured(
     cfg: ModelConfig, shape: tuple[int, int, int], num_outputs: int
 ) -> tuple[nn.Module, ModelInfo]:
@@ -201,17 +237,22 @@ def build_configured(
     net, weights = starting_network(cfg, shape, num_outputs)
     normalization = normalization_of(cfg, weights)
     rgb_weights = weights is not None and weights.source != "checkpoint"
-    repeat = 3 if rgb_weights and shape[0] == 1 else None
+    repeat = 3 if rgb_weights and shape[0] == 1 and cfg.first_conv != "fresh_grey" else None
+    fresh = []
+    if cfg.first_conv != "pretrained":
+        fresh.append(fresh_first_conv(net, cfg.first_conv, shape[0]))
     if normalization is not None and len(normalization[0]) not in (1, 3 if repeat else shape[0]):
+        grey = " (first_conv: fresh_grey takes the grey channel alone: give one mean and std)"
         raise ConfigError(
             f"model.normalization: {len(normalization[0])} means for {shape[0]}-channel images"
+            + (grey if cfg.first_conv == "fresh_grey" else "")
         )
-    if normalization is None and repeat is None and cfg.freeze == "none":
+    if normalization is None and repeat is None and cfg.freeze == "none" and cfg.crops is None:
         dry_run(net, cfg.name, shape, cfg.options)
         return net, ModelInfo(weights, None, None)
     mean, std = normalization if normalization is not None else (None, None)
-    model = TransferModel(net, mean, std, repeat)
-    plan = model.freeze(cfg.freeze) if cfg.freeze != "none" else None
+    model = TransferModel(net, mean, std, repeat, cfg.frozen_mode, crops_of(cfg))
+    plan = model.freeze(cfg.freeze, fresh) if cfg.freeze != "none" else None
     dry_run(model, cfg.name, shape, cfg.options)
     return model, ModelInfo(weights, plan, normalization)
 

@@ -148,22 +148,35 @@ IMAGENET_KWARGS: dict[str, dict[str, Any]] = {
 FINISH: dict[str, Callable[[nn.Module], None]] = {"googlenet": _drop_aux_heads}
 
 
+def imagenet_architecture(
+    name: str,
+    num_outputs: int,
+    options: dict[str, Any],
+    state: dict[str, torch.Tensor] | None = None,
+) -> nn.Module:
+    """``name`` as its ImageNet weights were trained, ``state`` loaded when given, then made
+    ready for transfer (auxiliary heads dropped, a new final layer with ``num_outputs``)."""
+    classes = len(tvm().get_model_weights(name).DEFAULT.meta["categories"])
+    model = tvm().get_model(
+        name, weights=None, num_classes=classes, **IMAGENET_KWARGS.get(name, {}), **options
+    )
+    if state is not None:
+        load_matching(model, state)
+    FINISH.get(name, lambda _: None)(model)
+    replace_final_linear(model, num_outputs)
+    return model
+
+
 def torchvision_imagenet(name: str) -> Callable[..., tuple[nn.Module, Weights]]:
     """A loader of ``name`` with torchvision's default ImageNet weights and a new final layer."""
 
     def load(num_outputs: int, options: dict[str, Any]) -> tuple[nn.Module, Weights]:
         weights = tvm().get_model_weights(name).DEFAULT
         path = cached_download(weights.url, f"ImageNet weights of {name} ({weights})")
-        classes = len(weights.meta["categories"])
-        model = tvm().get_model(
-            name, weights=None, num_classes=classes, **IMAGENET_KWARGS.get(name, {}), **options
-        )
         try:
-            load_matching(model, read_state(path))
+            model = imagenet_architecture(name, num_outputs, options, read_state(path))
         except ConfigError as exc:
             raise ConfigError(f"model.pretrained: {path}: {exc}") from None
-        FINISH.get(name, lambda _: None)(model)
-        replace_final_linear(model, num_outputs)
         transform = weights.transforms()
         normalization = (tuple(transform.mean), tuple(transform.std))
         return model, Weights(f"torchvision {weights}", path, *normalization)

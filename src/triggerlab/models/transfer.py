@@ -10,7 +10,13 @@ those of the pretrained network:
 * ``classifier_and_bn``: the final linear layer and every batch-norm layer train
   (reference 001's policy for ResNet, VGG and GoogLeNet);
 * ``head``: the network's whole classifier module trains (reference 001's AlexNet policy);
-* ``{unfreeze_last: N}``: the last N parameter tensors train (reference 001's sweep).
+* ``{unfreeze_last: N}``: the last N parameter tensors train (reference 001's sweep);
+* ``ref001_paper`` / ``ref001_code``: reference 001's per-backbone sets, as its paper states
+  them and as its code applied them (``models/ref001_freeze.py``).
+
+``frozen_mode: train`` instead runs the whole network in training mode, as reference 001's
+code did (``model.train()``): frozen batch norms then normalise with batch statistics and
+update their running statistics, and every dropout is active.
 
 A layer without parameters (dropout, activation, pooling) follows the next layer that
 has them in the same container: it runs in training mode when that layer trains.
@@ -26,6 +32,8 @@ import torch
 from torch import nn
 
 from triggerlab.errors import ConfigError
+from triggerlab.models import ref001_freeze
+from triggerlab.models.crops import Crops
 
 BATCH_NORMS = (nn.modules.batchnorm._BatchNorm,)
 HEAD_NAMES = ("classifier", "fc", "head")  # torchvision and timm name their classifier module so
@@ -84,6 +92,10 @@ class FreezePlan:
 def _trainable_names(net: nn.Module, policy: Any) -> tuple[set[str], nn.Module | None, str]:
     """Parameter names the policy trains, and the tail module when the policy is a cut."""
     names = [n for n, _ in net.named_parameters()]
+    if policy == "ref001_paper":
+        policy = ref001_freeze.paper_policy(net)
+    if policy == "ref001_code":
+        return ref001_freeze.code_trainable(net, final_linear(net)[0]), None, ""
     if isinstance(policy, str):
         if policy == "classifier" or policy == "classifier_and_bn":
             cut_name, cut = final_linear(net)
@@ -105,9 +117,17 @@ def _trainable_names(net: nn.Module, policy: Any) -> tuple[set[str], nn.Module |
     return set(names[len(names) - count :]), None, ""
 
 
-def plan_freeze(net: nn.Module, policy: Any) -> FreezePlan:
-    """Set ``requires_grad`` by the policy and work out the layers that train."""
+def plan_freeze(net: nn.Module, policy: Any, fresh: Sequence[str] = ()) -> FreezePlan:
+    """Set ``requires_grad`` by the policy and work out the layers that train.
+
+    ``fresh`` names modules built new (not pretrained): they train whatever the policy, and
+    a tail cut below them is no cut.
+    """
     chosen, cut, cut_name = _trainable_names(net, policy)
+    for module_name in fresh:
+        module = net.get_submodule(module_name)
+        chosen |= {f"{module_name}.{n}" for n, _ in module.named_parameters()}
+        cut, cut_name = None, ""
     for name, param in net.named_parameters():
         param.requires_grad_(name in chosen)
     leaves = [(n, m) for n, m in net.named_modules() if not any(True for _ in m.children())]
@@ -135,16 +155,22 @@ class TransferModel(nn.Module):
         mean: Sequence[float] | None = None,
         std: Sequence[float] | None = None,
         repeat_channels: int | None = None,
+        frozen_mode: str = "eval",
+        crops: Crops | None = None,
     ) -> None:
         super().__init__()
         self.net = net
         self.repeat_channels = repeat_channels
+        self.frozen_mode = frozen_mode  # "eval": frozen layers as pretrained; "train": all train
+        self.crops = crops  # the view of the stored image the network sees, per mode
         self.register_buffer("mean", None if mean is None else torch.tensor(mean).view(1, -1, 1, 1))
         self.register_buffer("std", None if std is None else torch.tensor(std).view(1, -1, 1, 1))
         self.plan: FreezePlan | None = None
 
     def adapt(self, x: torch.Tensor) -> torch.Tensor:
         """Images in [0, 1] as the network expects them."""
+        if self.crops is not None:
+            x = self.crops(x, self.training)
         if self.repeat_channels is not None and x.shape[1] == 1:
             x = x.expand(-1, self.repeat_channels, -1, -1)
         if self.mean is not None:
@@ -154,14 +180,14 @@ class TransferModel(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(self.adapt(x))
 
-    def freeze(self, policy: Any) -> FreezePlan:
-        self.plan = plan_freeze(self.net, policy)
+    def freeze(self, policy: Any, fresh: Sequence[str] = ()) -> FreezePlan:
+        self.plan = plan_freeze(self.net, policy, fresh)
         self.train(self.training)
         return self.plan
 
     def train(self, mode: bool = True) -> TransferModel:
         super().train(mode)
-        if self.plan is not None and mode:
+        if self.plan is not None and mode and self.frozen_mode == "eval":
             self.net.eval()  # frozen parts, and functional dropout keyed to the root, stay off
             for leaf in self.plan.train_leaves:
                 leaf.train(True)

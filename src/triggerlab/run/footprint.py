@@ -195,6 +195,9 @@ def check_network(
 def _meta_footprint(
     cfg: ExperimentConfig, shape: tuple[int, ...], outputs: int
 ) -> Footprint | None:
+    crops = cfg.model.crops
+    if crops is not None:  # the network sees crops of the stored images, not the images
+        shape = (shape[0], crops.size, crops.size)
     network = meta_network(cfg, shape, outputs)
     if network is None:
         return None

@@ -84,6 +84,20 @@ def _equivalent(model: TransferModel, cut: nn.Module, shape: tuple[int, ...]) ->
     return whole.shape == split.shape and torch.allclose(whole, split, atol=1e-4, rtol=1e-3)
 
 
+MODE_DEPENDENT = (nn.modules.batchnorm._BatchNorm, nn.modules.dropout._DropoutNd)
+
+
+def batch_dependent(model: nn.Module, cut: nn.Module) -> list[str]:
+    """Modules of the body below ``cut`` whose output in training mode depends on the batch
+    or on chance (batch norms, dropout): with them the body's features are not fixed."""
+    inside = {id(m) for m in cut.modules()}
+    return [
+        f"{name} ({type(module).__name__})"
+        for name, module in model.named_modules()
+        if isinstance(module, MODE_DEPENDENT) and id(module) not in inside
+    ]
+
+
 def why_not_cached(ctx: RunContext) -> str | None:
     """None when the cache applies to this run, else the reason it does not."""
     if not ctx.cfg.model.feature_cache:
@@ -96,8 +110,17 @@ def why_not_cached(ctx: RunContext) -> str | None:
     if ctx.cfg.train.augment:
         return "train.augment changes the images every epoch, so their features change too"
     model = ctx.model
+    if isinstance(model, TransferModel) and model.crops is not None:
+        return "model.crops gives training a new random crop of each image, so its features change"
     if not isinstance(model, TransferModel) or model.plan is None or model.plan.cut is None:
         return "the freeze policy trains more than a tail (use classifier or head)"
+    varying = batch_dependent(model, model.plan.cut) if model.frozen_mode == "train" else []
+    if varying:
+        return (
+            f"model.frozen_mode: train runs the frozen body's {varying[0]} in training mode "
+            "(batch statistics, dropout), so its features depend on the batch: cached ones "
+            "would not be what the network computes"
+        )
     parts = [ctx.data.train, ctx.data.test, *(x for x in (ctx.data.finetune, ctx.defender) if x)]
     if pool_of(parts) is None:
         return "the dataset's parts do not cover the loaded images once each"
