@@ -111,6 +111,17 @@ def conv_bn_net(classes: int = 4, seed: int = 0) -> nn.Module:
     return model.eval()
 
 
+def post_activation_resnet() -> nn.Module:
+    """A small CIFAR ResNet-18 (post-activation: each convolution followed by its batch norm,
+    shortcuts included), width 4, trained-looking batch norms."""
+    torch.manual_seed(0)
+    model = factory_of("resnet18_cifar")(3, (8, 8), 10, width=4)
+    return randomise_batch_norms(model).eval()
+
+
+NETWORKS = {"conv_bn": conv_bn_net, "resnet18_cifar": post_activation_resnet}
+
+
 def linear_net(classes: int = 5, size: int = 8, seed: int = 0) -> nn.Module:
     torch.manual_seed(seed)
     return nn.Sequential(nn.Flatten(), nn.Linear(3 * size * size, classes)).eval()
@@ -176,6 +187,9 @@ def test_the_fine_tuning_cosine_is_backdoorbenchs_cosine_annealing():
 # ---- fine-pruning ----------------------------------------------------------------------------
 
 
+RESNETS = {"preact_resnet18": lambda: small_preact(), "resnet18_cifar": post_activation_resnet}
+
+
 def small_preact() -> nn.Module:
     torch.manual_seed(0)
     return randomise_batch_norms(factory_of("preact_resnet18")(3, (8, 8), 10, width=4)).eval()
@@ -193,19 +207,30 @@ def backdoorbench_activation(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     return torch.sum(seen[0], dim=0) / x.shape[0]
 
 
-def test_fine_pruning_ranks_the_classifiers_inputs_as_backdoorbench():
-    """BB fp.py:315 orders the channels by ascending activation; a fixed ratio prunes the first
-    ones (BOX core/defenses/Pruning.py:96-129, FP face/conv_output_prune.py:31-54)."""
-    model = small_preact()
+@pytest.mark.parametrize("network", sorted(RESNETS))
+def test_fine_pruning_ranks_the_classifiers_inputs_as_backdoorbench(network):
+    """BB fp.py:294-315: the mean input of the last child (the classifier), channels by
+    ascending activation; a fixed ratio prunes the first ones (BOX core/defenses/Pruning.py:
+    96-129, FP face/conv_output_prune.py:31-54). Channels a ReLU leaves dead tie at 0: BB's
+    ``torch.argsort`` orders them arbitrarily, triggerlab by index (documented, section 3.2);
+    pruning either of two dead channels changes nothing on that data."""
+    model = RESNETS[network]()
     images = uint8_images(24)
     activation = backdoorbench_activation(model, images.float() / 255)
     theirs = torch.argsort(activation).tolist()
     pruned = pruned_features(model, images[:1], CPU)
-    ours = least_active(pruned.activity(model, images, CPU))
+    ours_activity = pruned.activity(model, images, CPU)
+    ours = least_active(ours_activity)
     assert pruned.name == list(model.named_children())[-1][0]
-    assert ours == theirs
+    assert torch.allclose(ours_activity, activation, atol=1e-6)
+    assert ours == torch.argsort(activation, stable=True).tolist()
     count = round(0.5 * len(theirs))
-    assert select_pruned_channels(model, images, 0.5, CPU) == sorted(theirs[:count])
+    chosen = select_pruned_channels(model, images, 0.5, CPU)
+    assert sorted(activation[chosen].tolist()) == sorted(activation[theirs[:count]].tolist())
+    if len(set(activation.tolist())) == len(theirs):  # no ties: the very same channels
+        assert ours == theirs and chosen == sorted(theirs[:count])
+    else:
+        assert network == "resnet18_cifar" and float(activation.min()) == 0.0
 
 
 def backdoorbench_progressive(
@@ -251,11 +276,12 @@ def backdoorbench_activation_features(model: nn.Module, x: torch.Tensor) -> torc
     return seen[0]
 
 
-def test_progressive_fine_pruning_stops_where_backdoorbench_does():
+@pytest.mark.parametrize("network", sorted(RESNETS))
+def test_progressive_fine_pruning_stops_where_backdoorbench_does(network):
     """On the defender's data in place of the test set (section 0.5), with step n masking n
     channels, triggerlab's count is BB's ``last_index``; BB as written masks one channel fewer
     at each step and leaves the crossing step's mask on (documented, section 3.2)."""
-    model = small_preact()
+    model = RESNETS[network]()
     images = uint8_images(40, seed=1)
     x = images.float() / 255
     with torch.no_grad():
@@ -304,11 +330,13 @@ def authors_clp(model: nn.Module, u: float) -> dict[str, tuple[str, torch.Tensor
     return result
 
 
+@pytest.mark.parametrize("network", sorted(NETWORKS))
 @pytest.mark.parametrize("u", [1.0, 3.0])
-def test_clp_bounds_and_pruned_channels_are_the_authors(u):
+def test_clp_bounds_and_pruned_channels_are_the_authors(network, u):
     """With the batch norms' epsilon at 0 (the authors leave it out) the bounds agree to float
-    precision and the pruned channels exactly, and CLP zeroes the same weights and biases."""
-    model = conv_bn_net()
+    precision and the pruned channels exactly, and CLP zeroes the same weights and biases; on
+    a post-activation network every batch norm is paired with the same convolution."""
+    model = NETWORKS[network]()
     for module in model.modules():
         if isinstance(module, nn.BatchNorm2d):
             module.eps = 0.0
@@ -322,8 +350,10 @@ def test_clp_bounds_and_pruned_channels_are_the_authors(u):
         _, bounds, pruned = theirs[names[layer.norm]]
         assert torch.allclose(channel_lipschitz(layer).float(), bounds, rtol=1e-5)
         assert lipschitz_outliers(channel_lipschitz(layer), u) == pruned
-    if u == 3.0:
+    if network == "conv_bn" and u == 3.0:
         assert [p for _, _, p in theirs.values()] == [[5], [17]]  # the planted outliers
+    if u == 1.0:
+        assert any(p for _, _, p in theirs.values())
 
     repaired = copy.deepcopy(model)
     ClpSpec(u=u).run(defense_inputs(repaired, uint8_images(4), torch.arange(4)))
@@ -451,11 +481,12 @@ def authors_anp_masks(
     ``clip_noise`` switch to triggerlab's choices. The batches and the uniform draws come from
     a generator seeded with ``seed``, in the order triggerlab draws them (a fixed stream)."""
     noisy = copy.deepcopy(model)
-    for index, module in enumerate(noisy):
+    for name, module in list(noisy.named_modules()):
         if isinstance(module, nn.BatchNorm2d):
             replacement = AuthorsNoisyBatchNorm(module.num_features)
             replacement.load_state_dict(module.state_dict(), strict=False)
-            noisy[index] = replacement
+            parent, _, child = name.rpartition(".")
+            setattr(noisy.get_submodule(parent), child, replacement)
     layers = [m for m in noisy.modules() if isinstance(m, AuthorsNoisyBatchNorm)]
     masks = [m.neuron_mask for m in layers]
     noises = [t for m in layers for t in (m.neuron_noise, m.neuron_noise_bias)]
@@ -499,11 +530,12 @@ def authors_anp_masks(
     return [m.detach().clone() for m in masks]
 
 
-def test_anp_masks_after_a_few_steps_are_the_authors():
+@pytest.mark.parametrize("network", sorted(NETWORKS))
+def test_anp_masks_after_a_few_steps_are_the_authors(network):
     """Same batches and draws, network in evaluation mode and perturbations clipped (the
     settings that make them equal): the masks agree after a few steps. The authors' own
     settings, training mode without the clip (documented, section 3.5), end elsewhere."""
-    model = conv_bn_net()
+    model = NETWORKS[network]()
     images = uint8_images(16, seed=2)
     labels = torch.arange(16) % 4
     settings = {"iterations": 4, "batch_size": 8, "eps": 0.4, "alpha": 0.2}
@@ -520,7 +552,7 @@ def test_anp_masks_after_a_few_steps_are_the_authors():
     equal = authors_anp_masks(
         model, images, labels, lr=0.2, seed=7, training=False, clip_noise=True, **settings
     )
-    assert len(ours_list) == len(equal) == 2
+    assert len(ours_list) == len(equal) == (2 if network == "conv_bn" else 20)
     for a, b in zip(ours_list, equal, strict=True):
         assert torch.allclose(a, b, atol=1e-5)
     assert any(not torch.allclose(m, torch.ones_like(m)) for m in ours_list)  # they moved
