@@ -60,7 +60,12 @@ from triggerlab.defenses.repair import Retraining
 from triggerlab.defenses.scale_up import ClassStatistics, scaled_consistency
 from triggerlab.defenses.spectral_signatures import spectral_signatures
 from triggerlab.defenses.strip import strip_entropy, strip_threshold
-from triggerlab.defenses.trigger_reversal import Best, CostSchedule, ReversalSettings
+from triggerlab.defenses.trigger_reversal import (
+    Best,
+    CostSchedule,
+    ReversalSettings,
+    reverse_trigger,
+)
 from triggerlab.models import factory_of
 
 CPU = torch.device("cpu")
@@ -901,6 +906,105 @@ def authors_cost_and_stop(
     return costs, bests, len(successes)
 
 
+def authors_reversal(
+    model: nn.Module,
+    images: torch.Tensor,
+    target: int,
+    *,
+    steps: int,
+    mini_batch: int,
+    batch_size: int,
+    seed: int,
+    init_cost: float = 1e-3,
+) -> tuple[torch.Tensor, int]:
+    """NC visualizer.py:128-258, 269-297 and 340-450 with gtsrb_visualize_example.py:114-125:
+    mask ``tanh(w_m) / (2 - eps) + 0.5`` (one channel), pattern the same times 255, stamped in
+    raw pixel space ``(1 - m) x + m p`` and scaled to [0, 1] for the model; loss ``CE +
+    cost * sum|m|`` per sample (the mask repeated over the colour channels, summed and divided
+    by their number), Adam lr 0.1, betas (0.5, 0.9); random initial mask U(0, 1) and pattern
+    U(0, 255); the cost 0 at first (``reset_cost_to_zero``). Keras differentiates the
+    per-sample loss vector as its sum, B times triggerlab's mean: the same Adam steps up to
+    its epsilon. The initial values and batches are drawn from a generator seeded with
+    ``seed`` in triggerlab's order (a fixed stream). Returns the kept mask (the smallest mean
+    L1 among steps that reached 0.99) and the steps run."""
+    eps = 1e-7
+    generator = torch.Generator().manual_seed(seed)
+    _, colours, height, width = images.shape
+    mask_init = torch.rand((1, height, width), generator=generator)
+    pattern_init = torch.rand((colours, height, width), generator=generator) * 255.0
+    mask_tanh = torch.atanh((mask_init - 0.5) * (2 - eps)).requires_grad_(True)
+    pattern_tanh = torch.atanh((pattern_init / 255.0 - 0.5) * (2 - eps)).requires_grad_(True)
+    optimizer = torch.optim.Adam([pattern_tanh, mask_tanh], lr=0.1, betas=(0.5, 0.9))
+    cost, patience = 0.0, 5
+    reg_best, mask_best = math.inf, None
+    set_counter = up_counter = down_counter = 0
+    model.eval()
+    for _ in range(steps):
+        regs, accs = [], []
+        for _ in range(mini_batch):
+            chosen = torch.randint(images.shape[0], (batch_size,), generator=generator)
+            x_raw = images[chosen].double()
+            mask = torch.tanh(mask_tanh) / (2 - eps) + 0.5
+            pattern = (torch.tanh(pattern_tanh) / (2 - eps) + 0.5) * 255.0
+            adversarial = ((1 - mask) * x_raw + mask * pattern) / 255.0
+            output = model(adversarial.float())
+            wanted = torch.full((batch_size,), target)
+            loss_ce = F.cross_entropy(output, wanted, reduction="none")
+            loss_reg = torch.abs(mask.expand(colours, -1, -1)).sum() / colours
+            loss = loss_ce + loss_reg * cost
+            optimizer.zero_grad()
+            loss.sum().backward()
+            optimizer.step()
+            regs.append(float(loss_reg.detach()))
+            accs.extend((output.argmax(dim=1) == wanted).double().tolist())
+        avg_reg, avg_acc = float(np.mean(regs)), float(np.mean(accs))
+        if avg_acc >= 0.99 and avg_reg < reg_best:
+            mask_best = (torch.tanh(mask_tanh) / (2 - eps) + 0.5).detach().clone()
+            reg_best = avg_reg
+        if cost == 0 and avg_acc >= 0.99:
+            set_counter += 1
+            if set_counter >= patience:
+                cost, up_counter, down_counter = init_cost, 0, 0
+        else:
+            set_counter = 0
+        up_counter, down_counter = (up_counter + 1, 0) if avg_acc >= 0.99 else (0, down_counter + 1)
+        if up_counter >= patience:
+            up_counter, cost = 0, cost * 2.0
+        elif down_counter >= patience:
+            down_counter, cost = 0, cost / 2.0**1.5
+    assert mask_best is not None
+    return mask_best, steps
+
+
+def test_neural_cleanses_trigger_search_is_the_authors():
+    """A few steps of the reversal from the same initial values and batches: the kept mask is
+    the authors'. The model sends most inputs to the target, so the cost leaves 0 after five
+    successful steps and the mask-norm term (at a weight of 0.1 in both, so that it shrinks
+    the mask within a few steps) decides which mask is kept."""
+    model = linear_net(classes=4, size=6, seed=3)
+    with torch.no_grad():
+        model[1].bias.copy_(torch.tensor([0.0, 3.0, 0.0, 0.0]))
+    images = uint8_images(20, size=6, seed=8)
+    labels = torch.arange(20) % 4
+    settings = ReversalSettings(steps=12, batches_per_step=2, batch_size=8, init_cost=0.1)
+    ours = reverse_trigger(
+        model,
+        images,
+        labels,
+        1,
+        settings=settings,
+        kind="logits",
+        device=CPU,
+        generator=torch.Generator().manual_seed(4),
+    )
+    theirs, steps = authors_reversal(
+        model, images, 1, steps=12, mini_batch=2, batch_size=8, seed=4, init_cost=0.1
+    )
+    assert ours.reached and ours.steps == steps
+    assert torch.allclose(ours.mask, theirs.float(), atol=1e-4)
+    assert float(ours.mask.sum()) == pytest.approx(float(theirs.sum()), rel=1e-4)
+
+
 def test_neural_cleanses_cost_schedule_best_mask_and_early_stop_are_the_authors():
     """A fixed sequence of (attack success, mask norm) per step: the cost after each step, the
     best norm kept and the early stop agree with the authors'. triggerlab adapts the cost
@@ -1245,6 +1349,7 @@ COVERAGE = {
         "test_neural_cleanse_flags_the_classes_the_authors_flag",
         "test_neural_cleanses_extra_conditions_are_triggerlabs_own",
         "test_neural_cleanses_cost_schedule_best_mask_and_early_stop_are_the_authors",
+        "test_neural_cleanses_trigger_search_is_the_authors",
     ],
     "strip": [
         "test_strip_entropy_is_the_authors_where_no_pixel_saturates",
