@@ -35,7 +35,7 @@ from triggerlab.catalogue.defenses import (
 from triggerlab.config import PoisonConfig, TrainConfig
 from triggerlab.data.dataset import ImageDataset
 from triggerlab.defenses import anp as anp_module
-from triggerlab.defenses.abl import isolate, lga_loss
+from triggerlab.defenses.abl import isolate, lga_loss, train_epochs
 from triggerlab.defenses.activation_clustering import activation_clustering
 from triggerlab.defenses.anp import NeuronPerturbation, anp_masks
 from triggerlab.defenses.base import DefenseInputs, retraining
@@ -1307,6 +1307,32 @@ def test_abl_isolates_the_lowest_losses_as_the_authors(count):
     assert sorted(isolated.tolist() + others.tolist()) == list(range(count))
 
 
+@pytest.mark.parametrize("objective", ["lga", "ascend"])
+def test_abls_isolation_and_unlearning_steps_are_the_authors(objective):
+    """ABL backdoor_isolation.py:96-126: in training mode, the batch's mean cross-entropy L
+    replaced by ``sign(L - gamma) L`` (LGA); backdoor_unlearning.py:53-61: ``(-loss).backward()`` on
+    the isolated samples. One SGD step on one full batch (plain SGD on both sides: the
+    authors' Nesterov momentum and weight decay are documented differences, section 3.8)."""
+    model = conv_bn_net()
+    images = uint8_images(8, seed=9)
+    targets = torch.arange(8) % 4
+    reference = copy.deepcopy(model).train()
+    optimizer = torch.optim.SGD(reference.parameters(), lr=0.05)
+    loss = F.cross_entropy(reference(images.float() / 255), targets)
+    loss_ascent = torch.sign(loss - 0.5) * loss if objective == "lga" else -loss
+    optimizer.zero_grad()
+    loss_ascent.backward()
+    optimizer.step()
+
+    inputs = defense_inputs(model, images, targets)
+    ours = torch.optim.SGD(model.parameters(), lr=0.05)
+    train_epochs(model, ours, images, targets, 1, inputs, objective, gamma=0.5)
+    for (name, a), b in zip(
+        model.state_dict().items(), reference.state_dict().values(), strict=True
+    ):
+        assert torch.allclose(a.float(), b.float(), atol=1e-6), name
+
+
 def test_abl_isolates_at_least_one_sample_where_the_authors_isolate_none():
     """A deliberate difference (section 3.8): under ``1 / isolation_ratio`` samples the authors'
     ``int(N * ratio)`` is 0 and nothing is unlearnt; triggerlab isolates the lowest loss."""
@@ -1371,6 +1397,7 @@ COVERAGE = {
         "test_abl_lga_loss_is_the_authors",
         "test_abl_isolates_the_lowest_losses_as_the_authors",
         "test_abl_isolates_at_least_one_sample_where_the_authors_isolate_none",
+        "test_abls_isolation_and_unlearning_steps_are_the_authors",
     ],
 }
 
