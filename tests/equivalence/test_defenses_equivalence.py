@@ -303,8 +303,9 @@ def test_progressive_fine_pruning_stops_where_backdoorbench_does(network):
         model, x, targets, order, 0.15, 0.125, as_written=True
     )
     crossing = written + math.ceil(0.125 * pruned.channels)
-    if crossing < pruned.channels:
-        assert masked == sorted(order[: crossing - 1])
+    last = crossing if crossing < pruned.channels else written  # the loop's last step
+    assert masked == sorted(order[: last - 1])
+    assert len(masked) != count  # not what triggerlab prunes
 
 
 # ---- CLP -------------------------------------------------------------------------------------
