@@ -239,6 +239,42 @@ def test_fine_pruning_ranks_the_classifiers_inputs_as_backdoorbench(network):
         assert network == "resnet18_cifar" and float(activation.min()) == 0.0
 
 
+@pytest.mark.parametrize("network", sorted(RESNETS))
+def test_fine_pruning_is_wanets_pytorch_pruning_of_the_last_stage(network):
+    """WANET defenses/fine_pruning/fine-pruning-cifar10-gtsrb.py:116-166: the activation of a
+    channel is the mean of ``layer4``'s output over images and positions, and pruning it
+    removes it from the last convolution, the shortcut (``ind``) and the linear layer's input:
+    the network's output is then that of ``layer4``'s channel set to 0 everywhere, which is
+    triggerlab's mask on the classifier's input."""
+    model = RESNETS[network]()
+    images = uint8_images(12, seed=13)
+    x = images.float() / 255
+    kept: list[torch.Tensor] = []
+    handle = model.layer4.register_forward_hook(lambda _m, _i, out: kept.append(out))
+    with torch.no_grad():
+        model(x)
+    handle.remove()
+    activation = torch.mean(kept[0], dim=[0, 2, 3])
+    pruned = pruned_features(model, images[:1], CPU)
+    assert torch.allclose(pruned.activity(model, images, CPU), activation, atol=1e-6)
+    channels = torch.argsort(activation, stable=True)[:10].tolist()
+
+    def remove(_module: nn.Module, _inputs: object, output: torch.Tensor) -> torch.Tensor:
+        keep = torch.ones(output.shape[1], dtype=torch.bool)
+        keep[channels] = False
+        return output * keep.view(1, -1, 1, 1)
+
+    handle = model.layer4.register_forward_hook(remove)
+    with torch.no_grad():
+        theirs = model(x)
+    handle.remove()
+    handle = pruned.mask(channels)
+    with torch.no_grad():
+        ours = model(x)
+    handle.remove()
+    assert torch.allclose(ours, theirs, atol=1e-6)
+
+
 def backdoorbench_progressive(
     model: nn.Module,
     x: torch.Tensor,
@@ -1435,6 +1471,7 @@ COVERAGE = {
     "fine_pruning": [
         "test_fine_pruning_ranks_the_classifiers_inputs_as_backdoorbench",
         "test_progressive_fine_pruning_stops_where_backdoorbench_does",
+        "test_fine_pruning_is_wanets_pytorch_pruning_of_the_last_stage",
     ],
     "clp": [
         "test_clp_bounds_and_pruned_channels_are_the_authors",
