@@ -10,7 +10,8 @@ made in the setting that makes the two equal, and the difference is asserted on 
 Short names of the repositories: BB SCLBD/BackdoorBench, BOX THUYimingLi/BackdoorBox, FP
 kangliucn/Fine-pruning-defense, NAD bboylyg/NAD, NC bolunwang/backdoor, ANP
 csdongxian/ANP_backdoor, CLP rkteddy/channel-Lipschitzness-based-pruning, IBAU
-YiZeng623/I-BAU, ABL bboylyg/ABL, STRIP garrisongys/STRIP, SCALEUP JunfengGo/SCALE-UP.
+YiZeng623/I-BAU, ABL bboylyg/ABL, STRIP garrisongys/STRIP, SCALEUP JunfengGo/SCALE-UP, WANET
+VinAIResearch/Warping-based_Backdoor_Attack-release.
 """
 
 from __future__ import annotations
