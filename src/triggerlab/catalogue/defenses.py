@@ -341,7 +341,9 @@ class AnpSpec(HeldBackSpec):
     eps: float = Field(0.4, gt=0.0, le=1.0, description="bound of the neuron perturbations")
     alpha: float = Field(0.2, ge=0.0, le=1.0, description="weight of the unperturbed loss")
     mask_lr: float = Field(0.2, gt=0.0, le=100.0, description="learning rate of the masks")
-    threshold: float = Field(0.2, ge=0.0, lt=1.0, description="prune neurons whose mask is below")
+    threshold: float = Field(
+        0.2, ge=0.0, lt=1.0, description="prune neurons whose mask is at or below"
+    )
 
 
 class ClpSpec(DefenseSpec):

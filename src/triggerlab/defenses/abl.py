@@ -95,20 +95,28 @@ def sample_losses(
     return torch.cat(losses)
 
 
+def isolate(losses: torch.Tensor, ratio: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Indices of the isolated samples (the lowest losses) and of the others.
+
+    The count is the authors' ``int(N * ratio)`` (bboylyg/ABL ``backdoor_isolation.py:59``),
+    but at least one: below ``1 / ratio`` samples the authors isolate none."""
+    count = max(1, int(losses.numel() * ratio))
+    order = torch.argsort(losses, stable=True)
+    return order[:count], order[count:]
+
+
 def run_abl(spec: AblSpec, inputs: DefenseInputs) -> DefenseOutcome:
     if inputs.fresh_model is None:
         raise ConfigError("defense.kind: abl trains its own model and needs the run's model")
     training = inputs.training
     images, targets = training.images, training.targets
-    isolated_count = max(1, round(spec.isolation_ratio * len(training)))
     model = inputs.fresh_model()
     recipe = inputs.train.model_copy(update={"lr": spec.lr or inputs.train.lr})
     optimizer = make_optimizer(recipe, model)
     epochs = spec.isolation_epochs
     train_epochs(model, optimizer, images, targets, epochs, inputs, "lga", spec.gamma)
     losses = sample_losses(model, images, targets, inputs.device)
-    order = torch.argsort(losses, stable=True)
-    isolated, others = order[:isolated_count], order[isolated_count:]
+    isolated, others = isolate(losses, spec.isolation_ratio)
     if spec.finetune_epochs:
         x, y, epochs = images[others], targets[others], spec.finetune_epochs
         augment = inputs.augment()
@@ -121,7 +129,7 @@ def run_abl(spec: AblSpec, inputs: DefenseInputs) -> DefenseOutcome:
     flags[isolated] = True
     report = {
         "clean_samples": 0,
-        "isolated": isolated_count,
+        "isolated": int(isolated.numel()),
         "epochs": spec.isolation_epochs + spec.finetune_epochs + spec.unlearn_epochs,
     }
     return DefenseOutcome(report, repaired=True, sample_scores=(-losses.double(), flags))

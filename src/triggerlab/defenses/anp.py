@@ -9,7 +9,7 @@ mini-batches of the defender's clean data, as in the authors' code: the
 perturbations are drawn uniformly in [-eps, eps], take one signed ascent
 step on the cross-entropy and are clipped; then the masks take one SGD step
 (lr 0.2, momentum 0.9) on ``alpha * CE(masked) + (1 - alpha) * CE(masked and
-perturbed)`` and are clipped to [0, 1]. Neurons whose mask ends below
+perturbed)`` and are clipped to [0, 1]. Neurons whose mask ends at or below
 ``threshold`` (0.2) are pruned: their weight is set to zero, the bias stays.
 
 The authors optimise with the network in training mode; here batch
@@ -170,7 +170,9 @@ def run_anp(spec: AnpSpec, inputs: DefenseInputs) -> DefenseOutcome:
     )
     pruned: dict[str, list[int]] = {}
     for layer in neuron_layers(inputs.model, "anp"):
-        channels = torch.nonzero(masks[layer.name] < spec.threshold).flatten().tolist()
+        # at or below, as the authors prune (csdongxian/ANP_backdoor prune_neuron_cifar.py:140):
+        # at threshold 0 the masks clipped to exactly 0 are pruned
+        channels = torch.nonzero(masks[layer.name] <= spec.threshold).flatten().tolist()
         layer.prune(channels)
         if channels:
             pruned[layer.name] = channels

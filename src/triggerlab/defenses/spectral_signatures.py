@@ -16,6 +16,12 @@ from triggerlab.defenses.base import DefenseInputs, DefenseOutcome
 from triggerlab.defenses.sample_groups import class_groups, features_and_groups
 
 
+def flagged_count(expected_fraction: float, size: int) -> int:
+    """``ceil(1.5 * expected_fraction * size)``, the product rounded first: in floating point
+    ``1.5 * 0.1 * 20`` is 3.0000000000000004, whose ceiling would flag a fourth sample."""
+    return math.ceil(round(1.5 * expected_fraction * size, 9))
+
+
 def spectral_signatures(
     features: torch.Tensor, labels: torch.Tensor, expected_fraction: float
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -29,7 +35,7 @@ def spectral_signatures(
         _, _, vh = torch.linalg.svd(centred, full_matrices=False)
         score = (centred @ vh[0]) ** 2
         scores[index] = score
-        count = min(index.numel(), math.ceil(1.5 * expected_fraction * index.numel()))
+        count = min(index.numel(), flagged_count(expected_fraction, index.numel()))
         flagged[index[torch.argsort(score, descending=True)[:count]]] = True
     return scores, flagged
 
