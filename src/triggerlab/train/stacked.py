@@ -57,6 +57,11 @@ ADAM_BETAS = (0.9, 0.999)  # torch.optim.Adam's defaults, which make_optimizer k
 ADAM_EPS = 1e-8
 
 
+class StackUnsupported(Exception):
+    """The stack could not take its first step (an operation vmap cannot batch); nothing has
+    changed: every member's weights and generators are as they were handed over."""
+
+
 @dataclass
 class FitCall:
     """One member's training: the arguments ``train.loop.fit`` takes for it."""
@@ -305,13 +310,32 @@ class _StackedFit:
     def rates(self) -> torch.Tensor:
         return torch.tensor([o.param_groups[0]["lr"] for o in self.optimizers], device=self.device)
 
+    def generators(self) -> list[torch.Generator]:
+        own = [c.generator for c in self.calls]
+        return own + [c.augment.generator for c in self.calls if c.augment is not None]
+
+    def first_epoch(self) -> tuple[torch.Tensor, int, torch.Tensor, int]:
+        """The first epoch; StackUnsupported, with every generator put back, when the stack
+        cannot run at all (the members' own models are untouched until an epoch ends)."""
+        states = [g.get_state() for g in self.generators()]
+        try:
+            return self.epoch()
+        except (RuntimeError, NotImplementedError) as exc:
+            for generator, state in zip(self.generators(), states, strict=True):
+                generator.set_state(state)
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise StackUnsupported(
+                f"{type(self.calls[0].model).__name__} cannot train stacked ({first[:200]})"
+            ) from exc
+
     def run(self) -> list[list[dict[str, Any]] | BaseException]:
         for number in range(self.cfg.epochs):
             if not self.live():
                 break
             synchronize(self.device)
             start = time.perf_counter()
-            totals, seen, first_bad, batches = self.epoch()
+            epoch = self.first_epoch if number == 0 else self.epoch
+            totals, seen, first_bad, batches = epoch()
             synchronize(self.device)
             train_time = time.perf_counter() - start
             for optimizer, scheduler in zip(self.optimizers, self.schedulers, strict=True):
