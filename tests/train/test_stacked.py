@@ -16,7 +16,7 @@ from triggerlab.models.resnet_cifar import CifarResNet18
 from triggerlab.models.small import BadNetCNN
 from triggerlab.train.checkpoint import read_checkpoint
 from triggerlab.train.loop import StagePlan, fit
-from triggerlab.train.stacked import FitCall, fit_stacked, group_calls, stack_key
+from triggerlab.train.stacked import FitCall, _StackedFit, fit_stacked, group_calls, stack_key
 
 TASK = ClassificationTask(PoisonConfig(rate=0.1, target=0), [str(i) for i in range(4)])
 CPU = torch.device("cpu")
@@ -217,3 +217,29 @@ def test_calls_of_different_shapes_or_settings_are_not_stacked():
     f, _ = member(5, small_resnet)
     assert stack_key(e) is None
     assert group_calls([a, b, c, d, e, f]) == [[0, 1], [2], [3], [5], [4]]
+
+
+def sequential_bn() -> nn.Module:
+    """A plain layer sequence with batch norm: the grouped forward's statistics per member."""
+    return nn.Sequential(
+        nn.Conv2d(3, 4, 3, padding=1, bias=False),
+        nn.BatchNorm2d(4),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Flatten(),
+        nn.Linear(4 * 4 * 4, 4),
+    )
+
+
+@pytest.mark.parametrize(
+    ("build", "grouped"), [(small_cnn, True), (sequential_bn, True), (small_resnet, False)]
+)
+def test_plain_layer_sequences_train_grouped_and_others_through_vmap(build, grouped):
+    settings = [{"optimizer": "sgd", "lr": 0.02}, {"optimizer": "sgd", "lr": 0.01}]
+    stacked = [member(seed, build, **s)[0] for seed, s in enumerate(settings)]
+    assert (_StackedFit(stacked).grouped is not None) == grouped
+    solo = [member(seed, build, **s)[0] for seed, s in enumerate(settings)]
+    histories = [alone(call) for call in solo]
+    for call, result, history in zip(stacked, fit_stacked(stacked), histories, strict=True):
+        assert_same(result, history)  # type: ignore[arg-type]
+        assert_same_weights(call.model, solo[stacked.index(call)].model)

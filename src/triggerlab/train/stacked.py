@@ -40,6 +40,7 @@ from triggerlab.errors import RunFailed
 from triggerlab.train.augment import Augment
 from triggerlab.train.checkpoint import TrainState
 from triggerlab.train.devices import model_memory_format, resident, synchronize, to_input
+from triggerlab.train.grouped import grouped_forward, member_losses
 from triggerlab.train.loop import (
     Objective,
     StagePlan,
@@ -303,6 +304,30 @@ class _StackedFit:
         self.targets = torch.stack([resident(c.targets, self.device) for c in calls])
         self.results: list[list[dict[str, Any]] | BaseException] = [[] for _ in calls]
         self.loss = self.stack.forward_loss(self.task)
+        self.grouped = None  # the faster grouped forward, where the model's layers allow it
+        if first.augment is None:
+            self.grouped = grouped_forward(
+                self.stack.models,
+                self.stack.params,
+                self.stack.buffers,
+                self.stack.layout,
+                self.images[:, :2],
+                self.float_inputs,
+            )
+        self.grouped_losses = member_losses(self.task)
+
+    def float_inputs(self, raw: torch.Tensor) -> torch.Tensor:
+        """Members' raw batches ``[K, b, ...]`` as float inputs on the device."""
+        count, size = raw.shape[:2]
+        x = to_input(raw.flatten(0, 1), self.device, self.stack.layout)
+        return x.unflatten(0, (count, size))
+
+    def losses(self, raw: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Each member's mean loss on its batch, ``[K]``."""
+        if self.grouped is not None:
+            x = to_input(self.grouped.inputs(raw), self.device, self.stack.layout)
+            return self.grouped_losses(self.grouped(x, raw.shape[0]), y)
+        return self.loss(self.augmented(self.float_inputs(raw)), y)
 
     def live(self) -> list[int]:
         return [i for i, r in enumerate(self.results) if not isinstance(r, BaseException)]
@@ -363,11 +388,7 @@ class _StackedFit:
         for number, start in enumerate(starts):
             index = orders[:, start : start + self.cfg.batch_size]
             size = index.shape[1]
-            x = to_input(self.images[members, index].flatten(0, 1), self.device, self.stack.layout)
-            x = x.unflatten(0, (count, size))
-            x = self.augmented(x)
-            y = self.targets[members, index]
-            losses = self.loss(x, y)
+            losses = self.losses(self.images[members, index], self.targets[members, index])
             for param in self.optimizer.params:
                 param.grad = None
             losses.sum().backward()  # members are independent: each gets its own gradient
