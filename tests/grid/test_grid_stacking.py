@@ -4,10 +4,12 @@ import json
 from pathlib import Path
 
 import pytest
-from support.gridspecs import BASE
+from support.gridspecs import BASE, write_spec
+from typer.testing import CliRunner
 
 import triggerlab.run.stack_group as stack_group
 import triggerlab.run.training as training
+from triggerlab.cli import app
 from triggerlab.errors import ArgumentError
 from triggerlab.grid.plan import plan_grid
 from triggerlab.grid.runner import run_grid
@@ -57,6 +59,11 @@ def test_runs_that_share_a_trained_model_are_not_stacked():
 def test_a_stack_size_outside_its_range_is_refused(tmp_path):
     with pytest.raises(ArgumentError, match="stack"):
         run_grid(spec_of(grid={"poison.rate": [0.1]}), tmp_path / "g", stack=0)
+    assert not (tmp_path / "g").exists()
+    spec = write_spec(tmp_path)
+    result = CliRunner().invoke(app, ["grid", str(spec), "-o", str(tmp_path / "g"), "--stack", "0"])
+    assert result.exit_code == 2
+    assert "--stack: expected 1 (no stacking) to 1024, got 0" in " ".join(result.output.split())
     assert not (tmp_path / "g").exists()
 
 
@@ -129,8 +136,10 @@ def test_a_stacked_grid_killed_mid_training_continues_each_run_from_its_checkpoi
         patch.setattr(training.EpochLog, "__call__", dying)
         first = run_grid(spec, tmp_path / "g", threads=1, stack=4)
     assert not first.ok and len(first.failed) == 4
+    stacks = counting_stacks(monkeypatch)
     again = run_grid(spec, tmp_path / "g", threads=1, stack=4)
     assert again.ok and len(again.completed) == 4
+    assert stacks == [4]  # they continue as one stack
     for run in (tmp_path / "g" / "runs").iterdir():
         assert json.loads((run / "summary.json").read_text())["resumed_from_epoch"] == 2
     run_grid(spec, tmp_path / "fresh", threads=1, stack=1)

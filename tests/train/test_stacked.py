@@ -217,6 +217,8 @@ def test_calls_of_different_shapes_or_settings_are_not_stacked():
     f, _ = member(5, small_resnet)
     assert stack_key(e) is None
     assert group_calls([a, b, c, d, e, f]) == [[0, 1], [2], [3], [5], [4]]
+    bytes_each = a.images.numel()
+    assert group_calls([a, b, a, b, a], most_bytes=2 * bytes_each) == [[0, 1], [2, 3], [4]]
 
 
 def sequential_bn() -> nn.Module:
@@ -243,3 +245,41 @@ def test_plain_layer_sequences_train_grouped_and_others_through_vmap(build, grou
     for call, result, history in zip(stacked, fit_stacked(stacked), histories, strict=True):
         assert_same(result, history)  # type: ignore[arg-type]
         assert_same_weights(call.model, solo[stacked.index(call)].model)
+
+
+@pytest.mark.parametrize("kind", ["adam", "sgd"])
+def test_members_continue_from_their_checkpoints_as_one_stack(tmp_path, kind):
+    """A stack killed after its checkpoints continues as a stack (model, optimiser state,
+    scheduler and order restored per member) and ends where it would have."""
+    rates = (0.01, 0.002)
+    whole = []
+    for seed in (0, 1):
+        folder = tmp_path / str(seed)
+        folder.mkdir()
+        (folder / "config.yaml").write_text(f"member: {seed}\n")
+        whole.append(
+            member(
+                seed,
+                small_resnet,
+                optimizer=kind,
+                lr=rates[seed],
+                epochs=3,
+                checkpoint_every=1,
+                stage=StagePlan(folder=folder),
+            )[0]
+        )
+    fit_stacked(whole)  # leaves each member's checkpoint after epoch 2 of 3
+    resumed = []
+    for seed in (0, 1):
+        checkpoint = read_checkpoint(tmp_path / str(seed))
+        assert checkpoint is not None and checkpoint.epoch == 2
+        stage = StagePlan(resume=checkpoint)
+        resumed.append(
+            member(seed, small_resnet, optimizer=kind, lr=rates[seed], epochs=3, stage=stage)[0]
+        )
+    assert len(group_calls(resumed)) == 1  # they continue together
+    results = fit_stacked(resumed)
+    for call, result, reference in zip(resumed, results, whole, strict=True):
+        assert isinstance(result, list) and [r["epoch"] for r in result] == [1, 2, 3]
+        assert result[-1]["train_loss"] == pytest.approx(fit_loss_of(reference), rel=1e-4)
+        assert_same_weights(call.model, reference.model)

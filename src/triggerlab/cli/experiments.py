@@ -57,7 +57,7 @@ Stack = Annotated[
     int,
     typer.Option(
         help="most runs trained together as one stacked model where their configs allow it "
-        "(local executor; 1: every run alone)"
+        "(local executor; default 1: every run alone)"
     ),
 ]
 SpecPath = Annotated[
@@ -207,7 +207,7 @@ def grid(
     slurm_gpus: Gpus = 0,
     slurm_parallel: Parallel = None,
     slurm_option: SbatchOption = None,
-    stack: Stack = 16,
+    stack: Stack = 1,
 ) -> None:
     """Run every experiment of a grid; finished runs are skipped, so a killed grid resumes."""
     from triggerlab.grid.runner import run_grid

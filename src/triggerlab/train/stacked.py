@@ -46,6 +46,7 @@ from triggerlab.train.loop import (
     StagePlan,
     _epoch_record,
     _maybe_checkpoint,
+    _resumed,
     batch_starts,
     make_optimizer,
     make_scheduler,
@@ -56,6 +57,7 @@ if TYPE_CHECKING:
 
 ADAM_BETAS = (0.9, 0.999)  # torch.optim.Adam's defaults, which make_optimizer keeps
 ADAM_EPS = 1e-8
+STACK_BYTES = 2 * 1024**3  # the most a stack copies of its members' training tensors
 
 
 class StackUnsupported(Exception):
@@ -98,8 +100,6 @@ def stack_key(call: FitCall) -> tuple[Any, ...] | None:
     cfg = call.cfg
     if cfg.precision != "fp32" or cfg.compile or _has_randomness(call.model):
         return None
-    if call.stage.resume is not None:  # a continued member trains alone from its checkpoint
-        return None
     model = call.model
     params = tuple(
         (n, tuple(p.shape), p.dtype, p.requires_grad) for n, p in model.named_parameters()
@@ -127,21 +127,27 @@ def stack_key(call: FitCall) -> tuple[Any, ...] | None:
         call.stage.name,
         call.stage.first_epoch,
         call.stage.total_epochs,
+        None if call.stage.resume is None else call.stage.resume.epoch,  # members continue alike
     )
 
 
-def group_calls(calls: Sequence[FitCall]) -> list[list[int]]:
+def group_calls(calls: Sequence[FitCall], most_bytes: int = STACK_BYTES) -> list[list[int]]:
     """Indices of ``calls`` that can train together, in order of first appearance; calls that
-    cannot be stacked, or have no partner, are groups of one."""
-    groups: dict[Any, list[int]] = {}
+    cannot be stacked, or have no partner, are groups of one. A stack holds a copy of its
+    members' training tensors: a group is split where that copy would pass ``most_bytes``."""
+    groups: dict[Any, list[list[int]]] = {}
     alone: list[list[int]] = []
     for index, call in enumerate(calls):
         key = stack_key(call)
         if key is None:
             alone.append([index])
-        else:
-            groups.setdefault(key, []).append(index)
-    return [*groups.values(), *alone]
+            continue
+        chunks = groups.setdefault(key, [[]])
+        size = call.images.numel() * call.images.element_size()
+        if chunks[-1] and (len(chunks[-1]) + 1) * size > most_bytes:
+            chunks.append([])
+        chunks[-1].append(index)
+    return [*(c for chunks in groups.values() for c in chunks), *alone]
 
 
 class StackedOptimizer:
@@ -200,6 +206,22 @@ class StackedOptimizer:
         step_size = lr / (1 - beta1**self.steps)
         denom = (exp_avg_sq.sqrt() / math.sqrt(1 - beta2**self.steps)).add_(ADAM_EPS)
         param.sub_(step_size * exp_avg / denom)
+
+    @torch.no_grad()
+    def load(self, optimizers: Sequence[torch.optim.Optimizer]) -> None:
+        """Every member's state from its own optimiser (restored from its checkpoint), which
+        has taken as many steps as the others'."""
+        owns = [[p for g in o.param_groups for p in g["params"]] for o in optimizers]
+        for index, (param, state) in enumerate(zip(self.params, self.state, strict=True)):
+            saved = [o.state.get(own[index], {}) for o, own in zip(optimizers, owns, strict=True)]
+            if self.kind == "adam" and all(saved):
+                self.steps = int(saved[0]["step"])
+                for key in ("exp_avg", "exp_avg_sq"):
+                    state[key] = torch.stack([s[key] for s in saved]).to(param)
+            elif self.kind == "sgd" and any(saved):  # members without momentum keep none
+                state["momentum_buffer"] = torch.stack(
+                    [s["momentum_buffer"] if s else torch.zeros_like(param[0]) for s in saved]
+                ).to(param)
 
     def export(self, member: int, optimizer: torch.optim.Optimizer) -> None:
         """Member ``member``'s state into ``optimizer`` (over that member's own parameters,
@@ -290,19 +312,23 @@ class _StackedFit:
         self.calls = list(calls)
         first = calls[0]
         self.cfg, self.device, self.task = first.cfg, first.device, first.task
-        self.stack = Stack([c.model for c in calls], self.device)
         # Each member's own optimiser and scheduler: they say its rate every epoch and
-        # receive its state for its checkpoints.
+        # receive its state for its checkpoints (and give it, continuing from one).
         self.optimizers = [make_optimizer(c.cfg, c.model) for c in calls]
         self.schedulers = [
             make_scheduler(c.cfg, o) for c, o in zip(calls, self.optimizers, strict=True)
         ]
+        self.results: list[list[dict[str, Any]] | BaseException] = [
+            self.resumed(i) for i in range(len(calls))
+        ]
+        self.stack = Stack([c.model for c in calls], self.device)
         self.optimizer = StackedOptimizer(
             self.cfg.optimizer, self.stack.trainable(), [c.cfg for c in calls]
         )
+        if first.stage.resume is not None:
+            self.optimizer.load(self.optimizers)
         self.images = torch.stack([resident(c.images, self.device) for c in calls])
         self.targets = torch.stack([resident(c.targets, self.device) for c in calls])
-        self.results: list[list[dict[str, Any]] | BaseException] = [[] for _ in calls]
         self.loss = self.stack.forward_loss(self.task)
         self.grouped = None  # the faster grouped forward, where the model's layers allow it
         if first.augment is None:
@@ -315,6 +341,23 @@ class _StackedFit:
                 self.float_inputs,
             )
         self.grouped_losses = member_losses(self.task)
+
+    def state(self, member: int) -> TrainState:
+        call = self.calls[member]
+        generators = {"order": call.generator}
+        if call.augment is not None:
+            generators["augment"] = call.augment.generator
+        optimizer, scheduler = self.optimizers[member], self.schedulers[member]
+        return TrainState(call.model, optimizer, scheduler, None, generators)
+
+    def resumed(self, member: int) -> list[dict[str, Any]] | BaseException:
+        """The member's records before its checkpoint, its model, optimiser, scheduler and
+        generators restored from it, as ``fit`` continues (none for a fresh member); or why
+        its checkpoint does not fit, which ends that member only."""
+        try:
+            return _resumed(self.calls[member].stage, self.state(member))
+        except Exception as exc:
+            return exc
 
     def float_inputs(self, raw: torch.Tensor) -> torch.Tensor:
         """Members' raw batches ``[K, b, ...]`` as float inputs on the device."""
@@ -354,12 +397,16 @@ class _StackedFit:
             ) from exc
 
     def run(self) -> list[list[dict[str, Any]] | BaseException]:
-        for number in range(self.cfg.epochs):
+        live = self.live()
+        if not live:
+            return self.results
+        done = len(self.results[live[0]])  # type: ignore[arg-type]  # before the checkpoint
+        for number in range(done, self.cfg.epochs):
             if not self.live():
                 break
             synchronize(self.device)
             start = time.perf_counter()
-            epoch = self.first_epoch if number == 0 else self.epoch
+            epoch = self.first_epoch if number == done else self.epoch
             totals, seen, first_bad, batches = epoch()
             synchronize(self.device)
             train_time = time.perf_counter() - start
@@ -448,10 +495,5 @@ class _StackedFit:
         every = call.cfg.checkpoint_every
         if call.stage.folder is None or not every or done % every or done >= call.cfg.epochs:
             return
-        optimizer = self.optimizers[member]
-        self.optimizer.export(member, optimizer)
-        generators = {"order": call.generator}
-        if call.augment is not None:
-            generators["augment"] = call.augment.generator
-        state = TrainState(call.model, optimizer, self.schedulers[member], None, generators)
-        _maybe_checkpoint(call.cfg, call.stage, done, state, history)
+        self.optimizer.export(member, self.optimizers[member])
+        _maybe_checkpoint(call.cfg, call.stage, done, self.state(member), history)
