@@ -14,6 +14,7 @@ from triggerlab.config import PoisonConfig, TrainConfig
 from triggerlab.errors import RunFailed
 from triggerlab.models.resnet_cifar import CifarResNet18
 from triggerlab.models.small import BadNetCNN
+from triggerlab.train.augment import Augment
 from triggerlab.train.checkpoint import read_checkpoint
 from triggerlab.train.loop import StagePlan, fit
 from triggerlab.train.stacked import FitCall, _StackedFit, fit_stacked, group_calls, stack_key
@@ -74,6 +75,7 @@ def alone(call: FitCall) -> list[dict[str, Any]]:
         evaluate=call.evaluate,
         on_epoch=call.on_epoch,
         stage=call.stage,
+        augment=call.augment,
     )
 
 
@@ -282,4 +284,23 @@ def test_members_continue_from_their_checkpoints_as_one_stack(tmp_path, kind):
     for call, result, reference in zip(resumed, results, whole, strict=True):
         assert isinstance(result, list) and [r["epoch"] for r in result] == [1, 2, 3]
         assert result[-1]["train_loss"] == pytest.approx(fit_loss_of(reference), rel=1e-4)
+        assert_same_weights(call.model, reference.model)
+
+
+@pytest.mark.parametrize("build", [small_cnn, small_resnet])
+def test_members_augment_with_their_own_draws(build):
+    """Random crop and flip per member from its own generator, as in its run alone."""
+
+    def augmented(seed: int) -> FitCall:
+        call = member(seed, build, optimizer="sgd", lr=0.02)[0]
+        call.augment = Augment(["random_crop", "hflip"], 2, torch.Generator().manual_seed(7 + seed))
+        return call
+
+    solo = [augmented(seed) for seed in (0, 1)]
+    histories = [alone(call) for call in solo]
+    stacked = [augmented(seed) for seed in (0, 1)]
+    for call, result, history, reference in zip(
+        stacked, fit_stacked(stacked), histories, solo, strict=True
+    ):
+        assert_same(result, history)  # type: ignore[arg-type]
         assert_same_weights(call.model, reference.model)
