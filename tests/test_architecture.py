@@ -28,6 +28,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("analysis",),  # results, statistics, tables, plots, report: read what runs wrote
     ("tools",),  # audit, explain, previews, user models
     ("cli",),  # the only place that knows flags
+    ("__main__",),  # python -m triggerlab: the command line
 ]
 DECLARATIONS = ("catalogue", "config")
 

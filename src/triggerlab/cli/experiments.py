@@ -53,6 +53,13 @@ GpusPerRun = Annotated[
         "--gpus-per-run", help="share GPUs: the fraction of one GPU per run (0.25: four per GPU)"
     ),
 ]
+Stack = Annotated[
+    int,
+    typer.Option(
+        help="most runs trained together as one stacked model where their configs allow it "
+        "(local executor; default 1: every run alone)"
+    ),
+]
 SpecPath = Annotated[
     Path, typer.Argument(help="grid spec YAML (base, grid, zip, repeats, seed, clean_baseline)")
 ]
@@ -200,6 +207,7 @@ def grid(
     slurm_gpus: Gpus = 0,
     slurm_parallel: Parallel = None,
     slurm_option: SbatchOption = None,
+    stack: Stack = 1,
 ) -> None:
     """Run every experiment of a grid; finished runs are skipped, so a killed grid resumes."""
     from triggerlab.grid.runner import run_grid
@@ -231,6 +239,7 @@ def grid(
                 retries=retries,
                 slurm=options,
                 wait=wait,
+                stack=stack,
             )
     except TriggerlabError as exc:
         raise fail(with_ray_hint(exc)) from None

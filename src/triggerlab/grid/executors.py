@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from triggerlab.errors import ArgumentError
-from triggerlab.grid.execute import Finished, execute_run, run_arguments
+from triggerlab.grid.execute import Finished, run_arguments
 from triggerlab.grid.failures import (
     CANCELLED,
     DEFAULT_RETRIES,
@@ -32,6 +32,7 @@ from triggerlab.grid.failures import (
 from triggerlab.grid.gpus import GpuShare, device_ids, pin_worker
 from triggerlab.grid.plan import PlannedRun
 from triggerlab.grid.shipping import SHIPPED, clear_staging, execute_on_node, mark_session, unpack
+from triggerlab.grid.stacking import execute_stack, stack_groups
 
 
 def _start_worker(
@@ -56,12 +57,19 @@ def run_local(
     workers: int,
     threads: int | None,
     share: GpuShare | None = None,
+    stack: int = 1,
 ) -> Finished:
     """In this process (one worker) or in ``workers`` spawned processes, each pinned to a GPU
-    when ``share`` says runs share GPUs; yields each run with its result as it ends."""
+    when ``share`` says runs share GPUs; runs that can, train in stacks of up to ``stack``
+    (``grid.stacking``; 1: each alone); yields each run with its result as it ends."""
+    units = stack_groups(todo, stack)
     if workers == 1:
-        for run in todo:
-            yield run, execute_run(*run_arguments(run, grid_dir, threads))
+        for unit in units:
+            yield from zip(
+                unit,
+                execute_stack([run_arguments(r, grid_dir, threads) for r in unit]),
+                strict=True,
+            )
         return
     context = multiprocessing.get_context("spawn")  # torch and fork do not mix
     gpus = device_ids(share) if share is not None else None
@@ -69,18 +77,20 @@ def run_local(
     with ProcessPoolExecutor(
         workers, mp_context=context, initializer=_start_worker, initargs=initargs
     ) as pool:
-        pending: dict[Future[dict[str, Any]], PlannedRun] = {
-            pool.submit(execute_run, *run_arguments(r, grid_dir, None)): r for r in todo
+        pending: dict[Future[list[dict[str, Any]]], list[PlannedRun]] = {
+            pool.submit(execute_stack, [run_arguments(r, grid_dir, None) for r in unit]): unit
+            for unit in units
         }
         while pending:
             done, _ = wait(pending, return_when=FIRST_COMPLETED)
             for future in done:
-                run = pending.pop(future)
+                unit = pending.pop(future)
                 try:
-                    outcome = future.result()
+                    outcomes = future.result()
                 except BrokenProcessPool as exc:
-                    outcome = {"ok": False, "error": "BrokenProcessPool", "message": str(exc)}
-                yield run, outcome
+                    broken = {"ok": False, "error": "BrokenProcessPool", "message": str(exc)}
+                    outcomes = [dict(broken) for _ in unit]
+                yield from zip(unit, outcomes, strict=True)
 
 
 @contextlib.contextmanager

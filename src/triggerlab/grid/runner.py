@@ -31,6 +31,7 @@ from triggerlab.grid.plan import (
 from triggerlab.grid.slurm import SlurmGrid, live_jobs
 from triggerlab.grid.slurm_options import SlurmOptions, check_options, check_request, check_slurm
 from triggerlab.grid.spec import GridSpec
+from triggerlab.grid.stacking import DEFAULT_STACK, check_stack
 from triggerlab.grid.store import (
     Existing,
     earlier_runs,
@@ -151,6 +152,7 @@ class _Execution:
     retries: int
     slurm: SlurmOptions
     wait: bool
+    stack: int = 1  # most runs per stacked training (local executor only)
 
     def start(
         self, todo: list[PlannedRun], grid_dir: Path, name: str
@@ -163,7 +165,7 @@ class _Execution:
             jobs = SlurmGrid(where, self.slurm, self.threads, name, self.retries)
             jobs.start(todo)
             return (jobs.finished() if self.wait else iter(())), jobs
-        return run_local(todo, grid_dir, self.workers, self.threads, self.share), None
+        return run_local(todo, grid_dir, self.workers, self.threads, self.share, self.stack), None
 
 
 def _execution(
@@ -175,9 +177,11 @@ def _execution(
     retries: int,
     slurm: SlurmOptions | None,
     wait: bool,
+    stack: int = 1,
 ) -> _Execution:
     """The arguments checked, with their defaults filled in."""
     _check_arguments(workers, threads, executor, retries, wait)
+    check_stack(stack)
     options = slurm or SlurmOptions()
     if executor == "slurm":
         _check_slurm_grid(plan, options, gpus_per_run)
@@ -186,7 +190,7 @@ def _execution(
         _check_runs_use_gpus(plan)
     workers = local_workers(share, workers) if executor == "local" else 1
     default = SLURM_THREADS if executor == "slurm" else max(1, (os.cpu_count() or 1) // workers)
-    return _Execution(executor, workers, threads or default, share, retries, options, wait)
+    return _Execution(executor, workers, threads or default, share, retries, options, wait, stack)
 
 
 def _fold(
@@ -236,6 +240,7 @@ def run_grid(
     retries: int = DEFAULT_RETRIES,
     slurm: SlurmOptions | None = None,
     wait: bool = True,
+    stack: int = DEFAULT_STACK,
 ) -> GridOutcome:
     """Plan, check, then run every run that is not complete yet; return what happened.
 
@@ -247,11 +252,13 @@ def run_grid(
     ``store.earlier_runs``). On Ray and Slurm, a run lost with its node (or preempted,
     cancelled) is started again up to ``retries`` times; ``slurm`` says what each Slurm job
     asks for, and ``wait=False`` returns once the Slurm jobs are queued (``submitted``).
+    Run locally, runs that can train together do, up to ``stack`` at a time
+    (``grid.stacking``; 1: each run alone); Ray and Slurm run each run alone.
     """
     grid_dir = Path(grid_dir)
     check_folder(grid_dir, argument("grid_dir"))  # a file, or not writable: before planning
     plan = plan_grid(spec, max_runs)
-    how = _execution(plan, executor, workers, threads, gpus_per_run, retries, slurm, wait)
+    how = _execution(plan, executor, workers, threads, gpus_per_run, retries, slurm, wait, stack)
     start = time.perf_counter()
     session = ray_session(address, how.share) if executor == "ray" else contextlib.nullcontext()
     with session, _new_folder_cleaned_up(grid_dir) as state, grid_lock(grid_dir):

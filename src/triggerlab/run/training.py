@@ -16,6 +16,7 @@ from triggerlab.run.context import RunContext
 from triggerlab.run.inputs import TrainingInputs
 from triggerlab.run.rundir import RunDir, metrics_columns
 from triggerlab.run.shared_training import SharedTraining, TrainingRecord
+from triggerlab.run.stack_group import fit_or_join
 from triggerlab.run.stages import Attack, Evaluator, finetune_seeds
 from triggerlab.train.augment import Augment
 from triggerlab.train.checkpoint import Checkpoint
@@ -160,7 +161,7 @@ def _train_stage(
     # Per-batch poisoning trains on the clean set and poisons it in the loop (no feature cache).
     part = poisoned.train if per_batch is None else ctx.data.train
     features = inputs.of(part, poisoned.changed)
-    history = fit(
+    history = fit_or_join(  # a member of a stack group trains with its stack
         inputs.model,
         ctx.task,
         features.values,
