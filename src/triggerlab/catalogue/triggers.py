@@ -27,6 +27,7 @@ from triggerlab.catalogue.geometry import (
     parse_size,
 )
 from triggerlab.catalogue.implementation import implementation_of
+from triggerlab.catalogue.papers import preset_names, preset_of
 from triggerlab.catalogue.strict import MAX_SEED, StrictNumbers
 
 ImageShape = tuple[int, int, int]  # (C, H, W)
@@ -53,6 +54,28 @@ class SpecBase(StrictNumbers):
     # Named parameter sets that show the kind (beyond its defaults): the trigger benchmark
     # and the tests iterate them, so a new kind is measured and checked without other edits.
     examples: ClassVar[dict[str, dict[str, Any]]]
+
+    preset: str | None = Field(
+        None,
+        description="named settings of the kind's paper or of BackdoorBench, poisoning (label "
+        "mode) included (triggers list names them); what the config sets wins",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _fill_from_preset(cls, data: Any) -> Any:
+        """The preset's trigger settings under those given (``ExperimentConfig`` fills its
+        poisoning settings)."""
+        if not isinstance(data, dict) or data.get("preset") is None:
+            return data
+        field = cls.model_fields.get("kind")
+        kind = str(field.default) if field is not None else ""
+        preset = preset_of(kind, str(data["preset"]))
+        if preset is None:
+            names = preset_names(kind)
+            have = f"has the presets {', '.join(names)}" if names else "has no presets"
+            raise ValueError(f"preset {data['preset']!r} is unknown: kind {kind} {have}")
+        return {**preset.trigger, **data}
 
     def build(self, shape: ImageShape, where: str = "trigger") -> Any:
         """The trigger for images of ``shape``: an object with a pure, batched
@@ -173,6 +196,11 @@ class SignalSpec(SpecBase):
     )
     orientation: Literal["horizontal", "vertical"] = Field(
         "horizontal", description="horizontal: varies with the column j as in reference 003"
+    )
+    first_column: Literal[0, 1] = Field(
+        1,
+        description="the index j of the first column: 1 (reference 003) or 0 (BackdoorBench's "
+        "sine, shifted one column)",
     )
 
 

@@ -21,17 +21,26 @@ app = typer.Typer(
 
 @app.command("list")
 def triggers_list() -> None:
-    """Every trigger kind with its parameters, defaults and units."""
+    """Every trigger kind with its parameters, defaults and units, its paper, the label mode
+    the paper poisoned with, and its presets (``trigger.preset``)."""
     from triggerlab.cli.listings import build_listings
 
     listings = build_listings()
     for trigger in listings["triggers"]:
         kind, summary = trigger["kind"], trigger["summary"]
-        table = Table(title=f"[bold]{kind}[/]: {escape(summary)}", title_justify="left")
+        paper = f"paper: {trigger['paper']}; label mode there: {trigger['label_mode']}"
+        presets = [f"preset {name}: {about}" for name, about in trigger["presets"].items()]
+        caption = escape("\n".join([paper, *presets]))
+        table = Table(
+            title=f"[bold]{kind}[/]: {escape(summary)}",
+            title_justify="left",
+            caption=caption,
+            caption_justify="left",
+        )
         table.add_column("parameter")
         table.add_column("default")
         table.add_column("meaning and units")
-        details = []
+        details = [paper, *presets]
         for name, default, about in trigger["parameters"]:
             table.add_row(name, escape(default), escape(about))
             details.append(f"{name} (default {default}): {about}")
