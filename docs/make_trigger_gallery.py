@@ -53,7 +53,12 @@ GALLERY: dict[str, dict] = {
     "warp (WaNet, s=1)": {"kind": "warp", "strength": 1.0},
     "quantize (3 bits, dithered)": {"kind": "quantize", "bits": 3, "dither": True},
     "low_frequency (eps=0.1)": {"kind": "low_frequency", "eps": 0.1},
-    "reflection (focal, w=0.3)": {"kind": "reflection", "strength": 0.3},
+    "reflection (focal, w=0.3)": {
+        "kind": "reflection",
+        "mode": "focal",
+        "strength": 0.3,
+        "sigma": 2.0,
+    },
     "reflection (ghost, w=0.4)": {
         "kind": "reflection",
         "mode": "ghost",

@@ -108,7 +108,24 @@ TRIGGER_PAPERS: dict[str, Paper] = {
         },
     ),
     "low_frequency": Paper("Zeng, Park, Mao, Jia & Ding 2021 (LF)", "all_to_one"),
-    "reflection": Paper("Liu, Ma, Bailey & Lu 2020 (Refool)", "clean_label"),
+    "reflection": Paper(
+        "Liu, Ma, Bailey & Lu 2020 (Refool)",
+        "clean_label",
+        {
+            "authors": Preset(
+                {"formula": "authors", "mode": "mixed", "ghost_rate": 0.39},
+                {"label_mode": "clean_label"},
+                "DreamtaleCore/Refool scripts/insert_reflection.py:47-149, 185 (ghost_rate "
+                "0.39, alpha_t and the rest drawn per image)",
+            ),
+            "backdoorbench": Preset(
+                {"formula": "authors", "mode": "mixed", "ghost_rate": 0.49, "strength": 0.6},
+                BB_DIRTY,
+                "BackdoorBench config/attack/refool/default.yaml (alpha_t 0.4, clean_label "
+                "False; its reflection folder: give path)",
+            ),
+        },
+    ),
     "adaptive_blend": Paper(
         "Qi, Xie, Li, Wang & Mittal 2023 (Adaptive-Blend)",
         "all_to_one",

@@ -294,30 +294,72 @@ class LowFrequencySpec(SpecBase):
 
 
 class ReflectionSpec(SpecBase):
-    """Refool: a reflection blurred (focal) or doubled (ghost) and blended in (Liu et al. 2020)."""
+    """Refool: reflections from a pool, out of focus or doubled, blended in (Liu et al. 2020)."""
 
     kind: Literal["reflection"] = "reflection"
-    examples: ClassVar[dict[str, dict[str, Any]]] = {"reflection (focal)": {}}
+    examples: ClassVar[dict[str, dict[str, Any]]] = {
+        "reflection (authors' mix)": {},
+        "reflection (focal, additive)": {
+            "formula": "additive",
+            "mode": "focal",
+            "strength": 0.3,
+            "sigma": 2.0,
+            "pool_size": 1,
+        },
+    }
     implementation: ClassVar[str] = "triggerlab.triggers.reflection:build_reflection"
-    mode: Literal["focal", "ghost"] = Field(
-        "focal", description="focal: out-of-focus blur; ghost: a shifted double image"
+    formula: Literal["authors", "additive"] = Field(
+        "authors",
+        description="authors: the authors' code (image x alpha_t, vignetted focal reflection "
+        "less an anti-saturation offset, cropped ghost); additive: the paper's equation, "
+        "x + w R (*) k (triggerlab's earlier form)",
     )
-    strength: float = Field(
-        0.3, gt=0.0, le=1.0, description="w, the reflection's weight (authors: 0.05-0.45)"
+    mode: Literal["mixed", "focal", "ghost"] = Field(
+        "mixed",
+        description="focal: out-of-focus blur; ghost: a shifted double image; mixed: ghost "
+        "with probability ghost_rate per image, else focal (the authors')",
     )
-    path: Path | None = Field(None, description="reflection image file (default: built-in scene)")
-    sigma: float = Field(2.0, gt=0.0, le=10.0, description="focal blur width in pixels (1-5)")
-    offset: tuple[int, int] = Field(
-        (3, 3), description="ghost: [rows, columns] the second copy is shifted by"
+    ghost_rate: float = Field(
+        0.49, ge=0.0, le=1.0, description="mixed: share of ghost reflections (authors: 0.49)"
     )
-    ghost_alpha: float = Field(
-        0.35, ge=0.0, le=1.0, description="ghost: weight a of the unshifted copy"
+    strength: float | None = Field(
+        None,
+        gt=0.0,
+        le=1.0,
+        description="w = 1 - alpha_t, the reflection's weight; null: drawn per image from "
+        "U(0.05, 0.45) (authors); BackdoorBench: 0.6",
     )
-    seed: int = Field(0, ge=0, le=MAX_SEED, description="seed of the built-in scene")
+    path: Path | None = Field(
+        None,
+        description="reflection image file, or a folder whose images are the pool "
+        "(default: pool_size built-in scenes)",
+    )
+    pool_size: int = Field(
+        16, ge=1, le=10_000, description="without path: built-in scenes in the pool"
+    )
+    sigma: float | None = Field(
+        None,
+        gt=0.0,
+        le=10.0,
+        description="focal blur width in pixels; null: drawn per image from U(1, 5) (authors)",
+    )
+    offset: tuple[int, int] | None = Field(
+        None,
+        description="ghost: [rows, columns] the second copy is shifted by; null: each drawn "
+        "per image from 3..8 (authors)",
+    )
+    ghost_alpha: float | None = Field(
+        None,
+        ge=0.0,
+        le=1.0,
+        description="ghost: weight of the unshifted copy; null: drawn per image, "
+        "|round(U) - U(0.15, 0.5)| (authors)",
+    )
+    seed: int = Field(0, ge=0, le=MAX_SEED, description="seed of the built-in scenes")
 
     @model_validator(mode="after")
     def _offset(self) -> ReflectionSpec:
-        if min(self.offset) < 0:
+        if self.offset is not None and min(self.offset) < 0:
             raise ValueError(f"offset {list(self.offset)} must be >= 0 pixels")
         return self
 
