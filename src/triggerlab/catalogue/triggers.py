@@ -277,20 +277,47 @@ class QuantizeSpec(SpecBase):
 
 
 class LowFrequencySpec(SpecBase):
-    """Low-frequency (LF) trigger: the lowest k x k DCT terms, scaled to eps (Zeng et al. 2021)."""
+    """Low-frequency (LF) trigger: a low-passed universal adversarial perturbation from a file,
+    or a random smooth pattern (Zeng et al. 2021)."""
 
     kind: Literal["low_frequency"] = "low_frequency"
     examples: ClassVar[dict[str, dict[str, Any]]] = {"low_frequency": {"eps": 0.05}}
     implementation: ClassVar[str] = "triggerlab.triggers.low_frequency:build_low_frequency"
+    pattern: Literal["random_smooth", "uap"] = Field(
+        "random_smooth",
+        description="uap: the paper's, a clean model's low-passed universal adversarial "
+        "perturbation read from path (triggerlab triggers lf-pattern writes one); "
+        "random_smooth: seeded random low DCT frequencies, no model",
+    )
+    path: Path | None = Field(
+        None,
+        description="uap: .npy pattern, H x W x C (or H x W) on 0-255 (BackdoorBench's "
+        "*_0_255.npy) or floats in [0, 1]",
+    )
     eps: float = Field(
-        0.05, gt=0.0, le=1.0, description="L-infinity budget: the largest change of any pixel"
+        0.05,
+        gt=0.0,
+        le=1.0,
+        description="random_smooth: L-infinity budget, the largest change of any pixel",
     )
     frequencies: int = Field(
-        3, ge=1, description="k: the lowest k x k DCT frequencies carry the pattern"
+        3, ge=1, description="random_smooth: the lowest k x k DCT frequencies carry the pattern"
     )
     seed: int = Field(
-        0, ge=0, le=MAX_SEED, description="seed of the coefficients, fixed for the whole attack"
+        0,
+        ge=0,
+        le=MAX_SEED,
+        description="random_smooth: seed of the coefficients, fixed for the whole attack",
     )
+
+    @model_validator(mode="after")
+    def _path_for_uap(self) -> LowFrequencySpec:
+        if (self.pattern == "uap") != (self.path is not None):
+            raise ValueError(
+                "pattern uap needs a path (a pattern file: triggerlab triggers lf-pattern "
+                "writes one), and only it takes one"
+            )
+        return self
 
 
 class ReflectionSpec(SpecBase):
