@@ -356,13 +356,17 @@ class ReflectionSpec(SpecBase):
         description="w = 1 - alpha_t, the reflection's weight; null: drawn per image from "
         "U(0.05, 0.45) (authors); BackdoorBench: 0.6",
     )
+    pool: Literal["scenes", "files", "dataset"] = Field(
+        "scenes",
+        description="where reflections come from: scenes (pool_size built-in scenes), files "
+        "(path; the default when path is set) or dataset (pool_size training images of "
+        "classes other than the target)",
+    )
     path: Path | None = Field(
-        None,
-        description="reflection image file, or a folder whose images are the pool "
-        "(default: pool_size built-in scenes)",
+        None, description="pool files: a reflection image file, or a folder of them"
     )
     pool_size: int = Field(
-        16, ge=1, le=10_000, description="without path: built-in scenes in the pool"
+        16, ge=1, le=10_000, description="pool scenes or dataset: reflections in the pool"
     )
     sigma: float | None = Field(
         None,
@@ -382,12 +386,23 @@ class ReflectionSpec(SpecBase):
         description="ghost: weight of the unshifted copy; null: drawn per image, "
         "|round(U) - U(0.15, 0.5)| (authors)",
     )
-    seed: int = Field(0, ge=0, le=MAX_SEED, description="seed of the built-in scenes")
+    seed: int = Field(
+        0, ge=0, le=MAX_SEED, description="seed of the built-in scenes or of the images drawn"
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _files_with_a_path(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("path") is not None and "pool" not in data:
+            return {**data, "pool": "files"}
+        return data
 
     @model_validator(mode="after")
     def _offset(self) -> ReflectionSpec:
         if self.offset is not None and min(self.offset) < 0:
             raise ValueError(f"offset {list(self.offset)} must be >= 0 pixels")
+        if (self.pool == "files") != (self.path is not None):
+            raise ValueError("pool files needs a path, and only it takes one")
         return self
 
 

@@ -33,7 +33,7 @@ Every draw comes from the generator ``apply`` is given, so a seed fixes the trig
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -179,7 +179,25 @@ class Reflection:
             ghost_alpha = torch.full_like(ghost_alpha, spec.ghost_alpha)
         return Draws(ghost, strength, index, sigma, attenuation, offset, ghost_alpha, vignette_at)
 
+    def with_images(self, images: torch.Tensor, eligible: torch.Tensor) -> Reflection:
+        """``pool: dataset``: ``pool_size`` of the eligible uint8 training images, chosen with
+        the spec's seed, as the pool; other pools are kept."""
+        if self.spec.pool != "dataset":
+            return self
+        candidates = eligible.nonzero().flatten()
+        if candidates.numel() == 0:
+            raise ConfigError("trigger.pool: dataset, but no training image is of another class")
+        generator = torch.Generator().manual_seed(self.spec.seed)
+        order = torch.randperm(candidates.numel(), generator=generator)[: self.spec.pool_size]
+        chosen = images[candidates[order]].float().div(255)
+        return replace(self, pool=chosen.clamp(0, 1).pow(GAMMA))
+
     def apply(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        if self.pool.shape[0] == 0:
+            raise ConfigError(
+                "trigger.pool: dataset draws from the run's training images; this trigger was "
+                "built without them (use it through a run or a preview)"
+            )
         draws = self.draw(x.shape[0], generator)
         t = x.clamp(0, 1).pow(GAMMA)
         r = self.pool[draws.index].to(device=x.device, dtype=x.dtype)
@@ -252,6 +270,8 @@ def pool_files(path: Path, where: str) -> list[Path]:
 def reflection_pool(spec: ReflectionSpec, shape: ImageShape, where: str) -> torch.Tensor:
     """``[P, C, H, W]`` reflections in linear light, each resized to the image."""
     channels, height, width = shape
+    if spec.pool == "dataset":  # bound to the training images by ``with_images``
+        return torch.empty(0, channels, height, width)
     if spec.path is None:
         scenes = [procedural_scene(height, width, spec.seed + i) for i in range(spec.pool_size)]
     else:
