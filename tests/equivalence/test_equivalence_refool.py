@@ -31,7 +31,7 @@ def gaussian_blur(image: np.ndarray, sigma: float) -> np.ndarray:
 
 
 def resize_linear(image: np.ndarray, height: int, width: int) -> np.ndarray:
-    """``cv2.resize(g, (w, h), cv2.INTER_CUBIC)`` (lines 82-83): the third argument is the
+    """``cv2.resize(g, (w, h), cv2.INTER_CUBIC)`` (lines 81-82): the third argument is the
     output array, so the interpolation is the default, bilinear on pixel centres."""
 
     def axis(out: int, size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -46,7 +46,7 @@ def resize_linear(image: np.ndarray, height: int, width: int) -> np.ndarray:
 
 
 def gen_kernel(kern_len: int, nsig: float) -> np.ndarray:
-    """Lines 115-124."""
+    """Lines 116-125."""
     interval = (2 * nsig + 1.0) / kern_len
     x = np.linspace(-nsig - interval / 2.0, nsig + interval / 2.0, kern_len + 1)
     kern1d = np.diff(norm.cdf(x))

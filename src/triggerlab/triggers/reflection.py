@@ -47,8 +47,8 @@ from triggerlab.triggers.stamp import load_rgba
 GAMMA = 2.2
 STRENGTHS = (0.05, 0.45)  # w = 1 - alpha_t (insert_reflection.py:63-64)
 SIGMAS = (1.0, 5.0)  # focal blur (line 98)
-OFFSETS = (3, 8)  # ghost shift, inclusive (line 73)
-GHOST_ALPHAS = (0.15, 0.5)  # |round(U) - U(0.15, 0.5)| (line 79)
+OFFSETS = (3, 8)  # ghost shift, inclusive (line 72)
+GHOST_ALPHAS = (0.15, 0.5)  # |round(U) - U(0.15, 0.5)| (line 78)
 ATTENUATION = (1.08, 0.1)  # att = 1.08 + U(0, 0.1) (line 108)
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
 MAX_POOL = 10_000
@@ -100,7 +100,7 @@ def blur_each(images: torch.Tensor, sigmas: torch.Tensor) -> torch.Tensor:
 
 
 def vignette_kernel(size: int, nsig: float = 3.0) -> torch.Tensor:
-    """The authors' ``gen_kernel(size, 3)`` (insert_reflection.py:115-124): the square root of
+    """The authors' ``gen_kernel(size, 3)`` (insert_reflection.py:116-125): the square root of
     the outer product of a Gaussian histogram over ``size`` bins spanning +-nsig, max 1."""
     interval = (2 * nsig + 1.0) / size
     edges = torch.linspace(-nsig - interval / 2, nsig + interval / 2, size + 1, dtype=torch.float64)
