@@ -121,6 +121,9 @@ def test_sig_is_bbs_signal_one_column_later(images):
     )
     assert np.abs(ours - rolled).max() < 1e-3
     assert not np.allclose(ours, theirs, atol=1e-3)  # the difference is real, not rounding
+    # counting from column 0, as BB's code does, the two are one computation
+    bb_like = SignalSpec(shape="sine", delta=40 / 255, frequency=6, first_column=0).build(SHAPE)
+    assert np.abs(ours_float(bb_like, images) - theirs).max() < 1e-3
 
 
 # ---- WaNet: its authors' train.py:342-352 (field) and 72-79 (warp) --------------------------

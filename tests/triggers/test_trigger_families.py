@@ -217,7 +217,7 @@ def test_focal_reflection_adds_the_gaussian_blurred_reflection_in_linear_light(t
     reflection = np.random.default_rng(0).integers(0, 256, (9, 11, 3), dtype=np.uint8)
     path = tmp_path / "r.png"
     write_image(path, reflection)
-    spec = ReflectionSpec(mode="focal", path=path, strength=0.4, sigma=1.0)
+    spec = ReflectionSpec(formula="additive", mode="focal", path=path, strength=0.4, sigma=1.0)
     trigger = spec.build((3, 9, 11))
     r = (reflection.astype(np.float64) / 255).transpose(2, 0, 1) ** 2.2
     side = 2 * math.ceil(2 * 1.0) + 1  # the authors' kernel: 5
@@ -234,7 +234,15 @@ def test_focal_reflection_adds_the_gaussian_blurred_reflection_in_linear_light(t
 
 
 def test_ghost_reflection_blends_the_reflection_and_its_shifted_copy():
-    spec = ReflectionSpec(mode="ghost", strength=0.3, offset=(2, 1), ghost_alpha=0.25, seed=5)
+    spec = ReflectionSpec(
+        formula="additive",
+        mode="ghost",
+        strength=0.3,
+        offset=(2, 1),
+        ghost_alpha=0.25,
+        seed=5,
+        pool_size=1,
+    )
     trigger = spec.build((1, 8, 8))
     luma = torch.tensor([0.299, 0.587, 0.114]).view(3, 1, 1)
     r = (procedural_scene(8, 8, 5) * luma).sum(0).double().numpy() ** 2.2
@@ -249,11 +257,18 @@ def test_ghost_reflection_blends_the_reflection_and_its_shifted_copy():
 
 def test_reflection_rejects_blurs_and_shifts_the_image_cannot_hold(tmp_path):
     with pytest.raises(ConfigError, match=r"trigger.sigma: a blur of 5 px needs a 21-pixel"):
-        ReflectionSpec(sigma=5).build((1, 8, 8))
+        ReflectionSpec(mode="focal", sigma=5).build((1, 8, 8))
     with pytest.raises(ConfigError, match=r"trigger.offset: a shift of \[8, 0\]"):
         ReflectionSpec(mode="ghost", offset=(8, 0)).build((1, 8, 8))
     with pytest.raises(ConfigError, match="cannot read image file"):
-        ReflectionSpec(path=tmp_path / "none.png").build((1, 8, 8))
+        ReflectionSpec(path=tmp_path / "none.png").build((1, 32, 32))
+    with pytest.raises(ConfigError, match=r"trigger.offset: shifts drawn up to 8 px"):
+        ReflectionSpec(mode="ghost").build((1, 8, 8))
+    with pytest.raises(ConfigError, match=r"trigger.sigma: .* \(drawn up to 5 px: set sigma\)"):
+        ReflectionSpec(mode="focal").build((1, 8, 8))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ConfigError, match=r"trigger.path: the folder .* holds no images"):
+        ReflectionSpec(path=tmp_path / "empty").build((1, 32, 32))
     for bad in ({"strength": 0}, {"strength": 2}, {"offset": (-1, 0)}, {"ghost_alpha": 1.5}):
         with pytest.raises(ValidationError):
             ReflectionSpec(**bad)

@@ -210,12 +210,21 @@ class FinePruningSpec(RetrainingSpec):
     )
 
 
+# garrisongys/STRIP, STRIP_CIFAR10DeepArchit_Tb.ipynb cells 19 and 22: 100 overlays per
+# input, threshold at a false rejection rate of 1 % (norm.ppf(0.01) of the clean entropies).
+STRIP_AUTHORS: dict[str, Any] = {"overlays": 100, "false_rejection": 0.01}
+
+
 class StripSpec(HeldBackSpec):
     """Flag test inputs whose predictions stay confident under superimposed clean images."""
 
     kind: Literal["strip"] = "strip"
     implementation: ClassVar[str] = "triggerlab.defenses.strip:run_strip"
     needs_classes: ClassVar[bool] = True
+    presets: ClassVar[dict[str, dict[str, Any]]] = {"authors": STRIP_AUTHORS}
+    preset: Literal["authors"] | None = Field(
+        None, description="authors: STRIP's own budget (100 overlays, 1 % false rejection)"
+    )
     overlays: int = Field(
         20, ge=1, le=1000, description="clean images blended with each input (paper: 100)"
     )
@@ -257,12 +266,32 @@ class ActivationClusteringSpec(DefenseSpec):
     )
 
 
+# bolunwang/backdoor: gtsrb_visualize_example.py:50-67 (1,000 steps of NB_SAMPLE 1000 //
+# BATCH_SIZE 32 = 31 mini-batches, init_cost 1e-3, success 0.99) and
+# mad_outlier_detection.py:35-59 (flag below the median with an index above 2, no other
+# condition: max_norm_ratio 1).
+NEURAL_CLEANSE_AUTHORS: dict[str, Any] = {
+    "steps": 1000,
+    "batches_per_step": 31,
+    "init_cost": 1e-3,
+    "attack_success": 0.99,
+    "anomaly_threshold": 2.0,
+    "max_norm_ratio": 1.0,
+}
+
+
 class NeuralCleanseSpec(RetrainingSpec):
     """Reverse-engineer a trigger per class, flag outliers, and unlearn their triggers."""
 
     kind: Literal["neural_cleanse"] = "neural_cleanse"
     implementation: ClassVar[str] = "triggerlab.defenses.neural_cleanse:run_neural_cleanse"
     needs_classes: ClassVar[bool] = True
+    presets: ClassVar[dict[str, dict[str, Any]]] = {"authors": NEURAL_CLEANSE_AUTHORS}
+    preset: Literal["authors"] | None = Field(
+        None,
+        description="authors: Neural Cleanse's own reversal budget (1,000 steps of 31 "
+        "mini-batches of 32) and outlier rule (max_norm_ratio 1)",
+    )
     steps: int = Field(200, ge=1, le=100_000, description="most optimisation steps per class")
     batches_per_step: int = Field(10, ge=1, le=10_000, description="mini-batches of 32 per step")
     init_cost: float = Field(
@@ -373,17 +402,47 @@ class IbauSpec(HeldBackSpec):
     )
 
 
+# bboylyg/ABL config.py:20-34: tuning_epochs 10, finetuning_epochs 60, unlearning_epochs 5
+# of which the first only evaluates (backdoor_unlearning.py:129-243), so 4 epochs of
+# ascent; isolation_ratio 0.01, gradient_ascent_type Flooding with gamma (flooding) 0.5,
+# lr_unlearning 5e-4.
+ABL_AUTHORS: dict[str, Any] = {
+    "isolation_epochs": 10,
+    "isolation_loss": "flooding",
+    "gamma": 0.5,
+    "isolation_ratio": 0.01,
+    "finetune_epochs": 60,
+    "unlearn_epochs": 4,
+    "unlearn_lr": 5e-4,
+}
+
+
 class AblSpec(DefenseSpec):
     """Train afresh on the poisoned set, isolating and then unlearning the easiest samples."""
 
     kind: Literal["abl"] = "abl"
     implementation: ClassVar[str] = "triggerlab.defenses.abl:run_abl"
     needs_classes: ClassVar[bool] = True
-    isolation_epochs: int = Field(20, ge=1, le=10_000, description="epochs of LGA training")
+    presets: ClassVar[dict[str, dict[str, Any]]] = {"authors": ABL_AUTHORS}
+    preset: Literal["authors"] | None = Field(
+        None,
+        description="authors: ABL's own epochs (isolation 10 with Flooding, fine-tuning 60, "
+        "unlearning 4 of ascent: the config's 5, the first of which only evaluates)",
+    )
+    isolation_epochs: int = Field(
+        20, ge=1, le=10_000, description="epochs of isolation training (LGA or Flooding)"
+    )
+    isolation_loss: Literal["lga", "flooding"] = Field(
+        "lga",
+        description="lga: sign(L - gamma) L (the paper); flooding: |L - gamma| + gamma "
+        "(the authors' code's default)",
+    )
     isolation_ratio: float = Field(
         0.01, gt=0.0, lt=1.0, description="share of training samples isolated"
     )
-    gamma: float = Field(0.5, gt=0.0, le=100.0, description="LGA's loss floor")
+    gamma: float = Field(
+        0.5, gt=0.0, le=100.0, description="the loss level LGA or Flooding holds the batch at"
+    )
     finetune_epochs: int = Field(
         20, ge=0, le=10_000, description="epochs on the other samples before unlearning"
     )
@@ -394,12 +453,40 @@ class AblSpec(DefenseSpec):
     unlearn_lr: float = Field(5e-4, gt=0.0, le=10.0, description="SGD learning rate of unlearning")
 
 
+# THUYimingLi/BackdoorBox core/defenses/SCALE_UP.py:21-165: scales 3-11 in steps of 2, one
+# mean and standard deviation of the clean SPC (init_spc_norm, lines 49-77), flagged at a
+# standardised score of at least 0.5 (lines 28-29).
+SCALE_UP_BACKDOORBOX: dict[str, Any] = {
+    "scales": [3.0, 5.0, 7.0, 9.0, 11.0],
+    "standardise": "overall",
+    "threshold": 0.5,
+}
+
+
 class ScaleUpSpec(HeldBackSpec):
     """Flag test inputs whose prediction survives amplifying their pixel values."""
 
     kind: Literal["scale_up"] = "scale_up"
     implementation: ClassVar[str] = "triggerlab.defenses.scale_up:run_scale_up"
     needs_classes: ClassVar[bool] = True
+    presets: ClassVar[dict[str, dict[str, Any]]] = {"backdoorbox": SCALE_UP_BACKDOORBOX}
+    preset: Literal["backdoorbox"] | None = Field(
+        None,
+        description="backdoorbox: BackdoorBox's SCALE-UP (one mean and deviation over the "
+        "clean data, flagged at a score of at least 0.5)",
+    )
+    standardise: Literal["per_class", "overall"] = Field(
+        "per_class",
+        description="per_class: the clean SPC's mean and deviation of the input's predicted "
+        "class (the paper); overall: one of each over all clean data (BackdoorBox)",
+    )
+    threshold: float | None = Field(
+        None,
+        ge=-100.0,
+        le=100.0,
+        description="flag a standardised score at least this (null: the 1 - false_rejection "
+        "quantile of the defender's clean scores)",
+    )
     # above 255 every nonzero pixel of a uint8 image saturates, as at 255 itself
     scales: list[Annotated[float, Field(gt=1.0, le=255.0)]] = Field(
         [3.0, 5.0, 7.0, 9.0, 11.0],

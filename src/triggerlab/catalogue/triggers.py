@@ -27,6 +27,7 @@ from triggerlab.catalogue.geometry import (
     parse_size,
 )
 from triggerlab.catalogue.implementation import implementation_of
+from triggerlab.catalogue.papers import preset_names, preset_of
 from triggerlab.catalogue.strict import MAX_SEED, StrictNumbers
 
 ImageShape = tuple[int, int, int]  # (C, H, W)
@@ -56,6 +57,28 @@ class SpecBase(StrictNumbers):
     # How the kind's paper poisons training data (``poison.schedule: paper`` resolves to it):
     # ``static``, a fixed set once before training, or ``per_batch``, anew in every batch.
     paper_schedule: ClassVar[Literal["static", "per_batch"]] = "static"
+
+    preset: str | None = Field(
+        None,
+        description="named settings of the kind's paper or of BackdoorBench, poisoning (label "
+        "mode) included (triggers list names them); what the config sets wins",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _fill_from_preset(cls, data: Any) -> Any:
+        """The preset's trigger settings under those given (``ExperimentConfig`` fills its
+        poisoning settings)."""
+        if not isinstance(data, dict) or data.get("preset") is None:
+            return data
+        field = cls.model_fields.get("kind")
+        kind = str(field.default) if field is not None else ""
+        preset = preset_of(kind, str(data["preset"]))
+        if preset is None:
+            names = preset_names(kind)
+            have = f"has the presets {', '.join(names)}" if names else "has no presets"
+            raise ValueError(f"preset {data['preset']!r} is unknown: kind {kind} {have}")
+        return {**preset.trigger, **data}
 
     def build(self, shape: ImageShape, where: str = "trigger") -> Any:
         """The trigger for images of ``shape``: an object with a pure, batched
@@ -196,6 +219,11 @@ class SignalSpec(SpecBase):
     orientation: Literal["horizontal", "vertical"] = Field(
         "horizontal", description="horizontal: varies with the column j as in reference 003"
     )
+    first_column: Literal[0, 1] = Field(
+        1,
+        description="the index j of the first column: 1 (reference 003) or 0 (BackdoorBench's "
+        "sine, shifted one column)",
+    )
 
 
 class RandomPatchSpec(SpecBase):
@@ -287,51 +315,133 @@ class QuantizeSpec(SpecBase):
 
 
 class LowFrequencySpec(SpecBase):
-    """Low-frequency (LF) trigger: the lowest k x k DCT terms, scaled to eps (Zeng et al. 2021)."""
+    """Low-frequency (LF) trigger: a low-passed universal adversarial perturbation from a file,
+    or a random smooth pattern (Zeng et al. 2021)."""
 
     kind: Literal["low_frequency"] = "low_frequency"
     examples: ClassVar[dict[str, dict[str, Any]]] = {"low_frequency (eps=0.1)": {"eps": 0.1}}
     implementation: ClassVar[str] = "triggerlab.triggers.low_frequency:build_low_frequency"
+    pattern: Literal["random_smooth", "uap"] = Field(
+        "random_smooth",
+        description="uap: the paper's, a clean model's low-passed universal adversarial "
+        "perturbation read from path (triggerlab triggers lf-pattern writes one); "
+        "random_smooth: seeded random low DCT frequencies, no model",
+    )
+    path: Path | None = Field(
+        None,
+        description="uap: .npy pattern, H x W x C (or H x W) on 0-255 (BackdoorBench's "
+        "*_0_255.npy) or floats in [0, 1]",
+    )
     eps: float = Field(
-        0.05, gt=0.0, le=1.0, description="L-infinity budget: the largest change of any pixel"
+        0.05,
+        gt=0.0,
+        le=1.0,
+        description="random_smooth: L-infinity budget, the largest change of any pixel",
     )
     frequencies: int = Field(
-        3, ge=1, description="k: the lowest k x k DCT frequencies carry the pattern"
+        3, ge=1, description="random_smooth: the lowest k x k DCT frequencies carry the pattern"
     )
     seed: int = Field(
-        0, ge=0, le=MAX_SEED, description="seed of the coefficients, fixed for the whole attack"
+        0,
+        ge=0,
+        le=MAX_SEED,
+        description="random_smooth: seed of the coefficients, fixed for the whole attack",
     )
+
+    @model_validator(mode="after")
+    def _path_for_uap(self) -> LowFrequencySpec:
+        if (self.pattern == "uap") != (self.path is not None):
+            raise ValueError(
+                "pattern uap needs a path (a pattern file: triggerlab triggers lf-pattern "
+                "writes one), and only it takes one"
+            )
+        return self
 
 
 class ReflectionSpec(SpecBase):
-    """Refool: a reflection blurred (focal) or doubled (ghost) and blended in (Liu et al. 2020)."""
+    """Refool: reflections from a pool, out of focus or doubled, blended in (Liu et al. 2020)."""
 
     kind: Literal["reflection"] = "reflection"
     examples: ClassVar[dict[str, dict[str, Any]]] = {
-        "reflection (focal, w=0.3)": {"strength": 0.3},
+        "reflection (authors' mix)": {},
         "reflection (ghost, w=0.4)": {"mode": "ghost", "strength": 0.4, "offset": [4, 4]},
+        "reflection (focal, additive, w=0.3)": {
+            "formula": "additive",
+            "mode": "focal",
+            "strength": 0.3,
+            "sigma": 2.0,
+            "pool_size": 1,
+        },
     }
     implementation: ClassVar[str] = "triggerlab.triggers.reflection:build_reflection"
-    mode: Literal["focal", "ghost"] = Field(
-        "focal", description="focal: out-of-focus blur; ghost: a shifted double image"
+    formula: Literal["authors", "additive"] = Field(
+        "authors",
+        description="authors: the authors' code (image x alpha_t, vignetted focal reflection "
+        "less an anti-saturation offset, cropped ghost); additive: the paper's equation, "
+        "x + w R (*) k (triggerlab's earlier form)",
     )
-    strength: float = Field(
-        0.3, gt=0.0, le=1.0, description="w, the reflection's weight (authors: 0.05-0.45)"
+    mode: Literal["mixed", "focal", "ghost"] = Field(
+        "mixed",
+        description="focal: out-of-focus blur; ghost: a shifted double image; mixed: ghost "
+        "with probability ghost_rate per image, else focal (the authors')",
     )
-    path: Path | None = Field(None, description="reflection image file (default: built-in scene)")
-    sigma: float = Field(2.0, gt=0.0, le=10.0, description="focal blur width in pixels (1-5)")
-    offset: tuple[int, int] = Field(
-        (3, 3), description="ghost: [rows, columns] the second copy is shifted by"
+    ghost_rate: float = Field(
+        0.49, ge=0.0, le=1.0, description="mixed: share of ghost reflections (authors: 0.49)"
     )
-    ghost_alpha: float = Field(
-        0.35, ge=0.0, le=1.0, description="ghost: weight a of the unshifted copy"
+    strength: float | None = Field(
+        None,
+        gt=0.0,
+        le=1.0,
+        description="w = 1 - alpha_t, the reflection's weight; null: drawn per image from "
+        "U(0.05, 0.45) (authors); BackdoorBench: 0.6",
     )
-    seed: int = Field(0, ge=0, le=MAX_SEED, description="seed of the built-in scene")
+    pool: Literal["scenes", "files", "dataset"] = Field(
+        "scenes",
+        description="where reflections come from: scenes (pool_size built-in scenes), files "
+        "(path; the default when path is set) or dataset (pool_size training images of "
+        "classes other than the target)",
+    )
+    path: Path | None = Field(
+        None, description="pool files: a reflection image file, or a folder of them"
+    )
+    pool_size: int = Field(
+        16, ge=1, le=10_000, description="pool scenes or dataset: reflections in the pool"
+    )
+    sigma: float | None = Field(
+        None,
+        gt=0.0,
+        le=10.0,
+        description="focal blur width in pixels; null: drawn per image from U(1, 5) (authors)",
+    )
+    offset: tuple[int, int] | None = Field(
+        None,
+        description="ghost: [rows, columns] the second copy is shifted by; null: each drawn "
+        "per image from 3..8 (authors)",
+    )
+    ghost_alpha: float | None = Field(
+        None,
+        ge=0.0,
+        le=1.0,
+        description="ghost: weight of the unshifted copy; null: drawn per image, "
+        "|round(U) - U(0.15, 0.5)| (authors)",
+    )
+    seed: int = Field(
+        0, ge=0, le=MAX_SEED, description="seed of the built-in scenes or of the images drawn"
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _files_with_a_path(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("path") is not None and "pool" not in data:
+            return {**data, "pool": "files"}
+        return data
 
     @model_validator(mode="after")
     def _offset(self) -> ReflectionSpec:
-        if min(self.offset) < 0:
+        if self.offset is not None and min(self.offset) < 0:
             raise ValueError(f"offset {list(self.offset)} must be >= 0 pixels")
+        if (self.pool == "files") != (self.path is not None):
+            raise ValueError("pool files needs a path, and only it takes one")
         return self
 
 

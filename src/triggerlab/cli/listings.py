@@ -14,6 +14,7 @@ from triggerlab.catalogue.datasets import DATASETS
 from triggerlab.catalogue.defenses import DEFENSE_KINDS
 from triggerlab.catalogue.geometry import NAMED_POSITIONS
 from triggerlab.catalogue.models import MODELS
+from triggerlab.catalogue.papers import TRIGGER_PAPERS, Preset
 from triggerlab.catalogue.triggers import TRIGGER_KINDS
 from triggerlab.data.fetch.sources import SOURCES
 
@@ -30,6 +31,15 @@ def spec_parameters(spec: Any) -> list[list[str]]:
         for name, field in spec.model_fields.items()
         if name != "kind"
     ]
+
+
+def preset_summary(preset: Preset) -> str:
+    """``key=value, ...`` of a trigger preset's settings, poisoning included, and its source."""
+    settings = {**preset.trigger, **{f"poison.{k}": v for k, v in preset.poison.items()}}
+    shown = ", ".join(
+        f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in settings.items()
+    )
+    return f"{shown} ({preset.source})"
 
 
 def first_line(text: str | None) -> str:
@@ -74,7 +84,17 @@ def build_listings() -> dict[str, Any]:
             for kind, spec in DEFENSE_KINDS.items()
         ],
         "triggers": [
-            {"kind": kind, "summary": first_line(spec.__doc__), "parameters": spec_parameters(spec)}
+            {
+                "kind": kind,
+                "summary": first_line(spec.__doc__),
+                "paper": TRIGGER_PAPERS[kind].citation,
+                "label_mode": TRIGGER_PAPERS[kind].label_mode,
+                "presets": {
+                    name: preset_summary(preset)
+                    for name, preset in TRIGGER_PAPERS[kind].presets.items()
+                },
+                "parameters": spec_parameters(spec),
+            }
             for kind, spec in TRIGGER_KINDS.items()
         ],
         "colors": list(NAMED_COLORS),

@@ -10,7 +10,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from triggerlab.cli.common import ConsoleProgress, console, fail, listing
-from triggerlab.errors import TriggerlabError
+from triggerlab.errors import ConfigError, TriggerlabError
 from triggerlab.progress import reporting
 
 app = typer.Typer(
@@ -21,17 +21,26 @@ app = typer.Typer(
 
 @app.command("list")
 def triggers_list() -> None:
-    """Every trigger kind with its parameters, defaults and units."""
+    """Every trigger kind with its parameters, defaults and units, its paper, the label mode
+    the paper poisoned with, and its presets (``trigger.preset``)."""
     from triggerlab.cli.listings import build_listings
 
     listings = build_listings()
     for trigger in listings["triggers"]:
         kind, summary = trigger["kind"], trigger["summary"]
-        table = Table(title=f"[bold]{kind}[/]: {escape(summary)}", title_justify="left")
+        paper = f"paper: {trigger['paper']}; label mode there: {trigger['label_mode']}"
+        presets = [f"preset {name}: {about}" for name, about in trigger["presets"].items()]
+        caption = escape("\n".join([paper, *presets]))
+        table = Table(
+            title=f"[bold]{kind}[/]: {escape(summary)}",
+            title_justify="left",
+            caption=caption,
+            caption_justify="left",
+        )
         table.add_column("parameter")
         table.add_column("default")
         table.add_column("meaning and units")
-        details = []
+        details = [paper, *presets]
         for name, default, about in trigger["parameters"]:
             table.add_row(name, escape(default), escape(about))
             details.append(f"{name} (default {default}): {about}")
@@ -96,3 +105,51 @@ def triggers_preview(
         raise fail(exc) from None
     console.print(format_stealth(metrics), highlight=False)
     console.print(f"wrote {out}", highlight=False)
+
+
+@app.command(
+    "lf-pattern",
+    epilog=(
+        "Example:\n\n"
+        "  triggerlab triggers lf-pattern configs/default.yaml --out lf.npy --cache cache/\n\n"
+        "  then: --set trigger.kind=low_frequency --set trigger.pattern=uap "
+        "--set trigger.path=lf.npy"
+    ),
+)
+def triggers_lf_pattern(
+    out: Annotated[Path, typer.Option("--out", "-o", help=".npy pattern file to write")],
+    cache: Annotated[
+        Path,
+        typer.Option(help="folder keeping the clean models, trained once per data and model"),
+    ],
+    config: Annotated[
+        Path | None, typer.Argument(help="experiment YAML: data, model, training, target")
+    ] = None,
+    images: Annotated[
+        int, typer.Option(help="training images the perturbation is fitted on")
+    ] = 100,
+    passes: Annotated[int, typer.Option(help="most passes over those images")] = 50,
+    overrides: Annotated[
+        list[str] | None, typer.Option("--set", "-s", help="override any config key")
+    ] = None,
+) -> None:
+    """Zeng et al.'s low-frequency trigger: the low-passed universal adversarial perturbation
+    of the config's network trained clean (trained once, kept in --cache)."""
+    from triggerlab.config import load_config
+    from triggerlab.tools.low_frequency import generate_lf_pattern
+
+    try:
+        if images < 1 or passes < 1:
+            raise ConfigError("--images and --passes: expected at least 1")
+        cfg = load_config(config, list(overrides or []))
+        with ConsoleProgress(quiet=False) as progress, reporting(progress):
+            made = generate_lf_pattern(cfg, out, cache, images=images, max_passes=passes)
+    except TriggerlabError as exc:
+        raise fail(exc) from None
+    model = "trained now" if made.trained else "loaded from the cache"
+    rates = ", ".join(f"{r:.3f}" for r in made.fooling_rates)
+    console.print(
+        f"wrote {made.path} (clean model {made.key}, {model}; fooling rate after each of "
+        f"{made.passes} passes: {rates})",
+        highlight=False,
+    )

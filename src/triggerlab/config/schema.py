@@ -18,6 +18,7 @@ from pydantic import (
 from triggerlab.catalogue.datasets import DATASETS
 from triggerlab.catalogue.defenses import DEFENSE_KINDS, DefenseKind, NoDefenseSpec
 from triggerlab.catalogue.geometry import int_sequence
+from triggerlab.catalogue.papers import preset_of
 from triggerlab.catalogue.triggers import TRIGGER_KINDS, PatchSpec, TriggerSpec
 from triggerlab.config.model_section import UNION_MEMBER_TAGS, ModelConfig
 from triggerlab.config.section import MAX_EPOCHS, MAX_LR, MAX_SEED, MAX_SIDE, Section, plain_name
@@ -319,6 +320,21 @@ class ExperimentConfig(Section):
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
     defense: DefenseKind = Field(default_factory=NoDefenseSpec)
     output: OutputConfig = Field(default_factory=OutputConfig)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _preset_poisoning(cls, data: Any) -> Any:
+        """A trigger preset's poisoning settings (its paper's label mode) under those given."""
+        if not isinstance(data, dict):
+            return data
+        trigger, poison = data.get("trigger"), data.get("poison", {})
+        if not isinstance(trigger, dict) or not isinstance(poison, dict):
+            return data
+        name = trigger.get("preset")
+        preset = None if name is None else preset_of(str(trigger.get("kind", "patch")), str(name))
+        if preset is None:  # no preset, or an unknown one: the trigger's validation names it
+            return data
+        return {**data, "poison": {**preset.poison, **poison}}
 
     @field_validator("trigger", "defense", mode="before")
     @classmethod

@@ -7,8 +7,9 @@ clean data. Backdoored samples are learnt much faster than clean ones, so:
 1. **Isolation.** Train for ``isolation_epochs`` with local gradient ascent
    (LGA): the batch loss L is replaced by ``sign(L - gamma) * L``, which
    holds the loss of easy samples near ``gamma`` (0.5) while the backdoor's
-   loss falls below it. The ``isolation_ratio`` (1 %) of training samples
-   with the lowest loss are isolated as suspects.
+   loss falls below it (``isolation_loss: flooding`` is the authors' code's
+   default, ``|L - gamma| + gamma``: the same gradient). The ``isolation_ratio``
+   (1 %) of training samples with the lowest loss are isolated as suspects.
 2. **Fine-tuning** (the authors' ``finetuning_ascent_model``): train on the
    other samples for ``finetune_epochs``, to raise clean accuracy.
 3. **Unlearning.** For ``unlearn_epochs``, gradient ascent on the isolated
@@ -51,6 +52,13 @@ def lga_loss(loss: torch.Tensor, gamma: float) -> torch.Tensor:
     return torch.sign(loss - gamma) * loss
 
 
+def flooding_loss(loss: torch.Tensor, gamma: float) -> torch.Tensor:
+    """Flooding, the authors' code's default isolation loss (bboylyg/ABL
+    backdoor_isolation.py, ``gradient_ascent_type == 'Flooding'``): ``|L - gamma| + gamma``,
+    equal to LGA's gradient above ``gamma`` and its value shifted by ``2 gamma`` below."""
+    return (loss - gamma).abs() + gamma
+
+
 def train_epochs(
     model: nn.Module,
     optimizer: torch.optim.Optimizer,
@@ -62,7 +70,8 @@ def train_epochs(
     gamma: float = 0.0,
     augment: Augment | None = None,
 ) -> None:
-    """``epochs`` passes minimising CE (``descend``), LGA (``lga``) or -CE (``ascend``)."""
+    """``epochs`` passes minimising CE (``descend``), LGA (``lga``), Flooding (``flooding``)
+    or -CE (``ascend``)."""
     layout = model_memory_format(model)
     for _ in range(epochs):
         model.train()
@@ -73,6 +82,8 @@ def train_epochs(
             loss = F.cross_entropy(model(x).float(), y)
             if objective == "lga":
                 loss = lga_loss(loss, gamma)
+            elif objective == "flooding":
+                loss = flooding_loss(loss, gamma)
             elif objective == "ascend":
                 loss = -loss
             optimizer.zero_grad(set_to_none=True)
@@ -114,7 +125,8 @@ def run_abl(spec: AblSpec, inputs: DefenseInputs) -> DefenseOutcome:
     recipe = inputs.train.model_copy(update={"lr": spec.lr or inputs.train.lr})
     optimizer = make_optimizer(recipe, model)
     epochs = spec.isolation_epochs
-    train_epochs(model, optimizer, images, targets, epochs, inputs, "lga", spec.gamma)
+    objective = spec.isolation_loss
+    train_epochs(model, optimizer, images, targets, epochs, inputs, objective, spec.gamma)
     losses = sample_losses(model, images, targets, inputs.device)
     isolated, others = isolate(losses, spec.isolation_ratio)
     if spec.finetune_epochs:

@@ -11,6 +11,11 @@ score is SPC standardised by those of the input's predicted class (by all the
 clean samples' when a class has fewer than two). The threshold is set on the
 defender's own clean inputs, so that ``false_rejection`` of them are flagged,
 as for STRIP; the test set never sets it.
+
+``standardise: overall`` is BackdoorBox's form (THUYimingLi/BackdoorBox
+``core/defenses/SCALE_UP.py:49-77``): one mean and standard deviation over all
+the clean data, whatever the predicted class; with ``threshold`` set, a score of
+at least that is flagged (BackdoorBox: 0.5, lines 28-29).
 """
 
 from __future__ import annotations
@@ -55,9 +60,13 @@ class ClassStatistics:
     std: float
 
     @classmethod
-    def of(cls, spc: torch.Tensor, predicted: torch.Tensor) -> ClassStatistics:
+    def of(
+        cls, spc: torch.Tensor, predicted: torch.Tensor, per_class: bool = True
+    ) -> ClassStatistics:
+        """Per predicted class (with two samples or more) and overall; only overall when
+        ``per_class`` is False (then every class is standardised by the overall ones)."""
         means, stds = {}, {}
-        for c in torch.unique(predicted).tolist():
+        for c in torch.unique(predicted).tolist() if per_class else []:
             values = spc[predicted == c]
             if values.numel() >= 2:
                 means[c], stds[c] = float(values.mean()), float(values.std())
@@ -82,17 +91,23 @@ class ScaleUpDetector:
         spc, predicted = scaled_consistency(self.model, images, self.scales, self.device)
         return self.statistics.standardise(spc, predicted)
 
+    at_least: bool = False  # a fixed threshold flags scores >= it, as BackdoorBox
+
     def flag(self, scores: torch.Tensor) -> torch.Tensor:
-        return scores > self.threshold
+        return scores >= self.threshold if self.at_least else scores > self.threshold
 
 
 def run_scale_up(spec: ScaleUpSpec, inputs: DefenseInputs) -> DefenseOutcome:
     assert inputs.clean is not None
     clean = inputs.clean.images
     spc, predicted = scaled_consistency(inputs.model, clean, spec.scales, inputs.device)
-    statistics = ClassStatistics.of(spc, predicted)
+    statistics = ClassStatistics.of(spc, predicted, per_class=spec.standardise == "per_class")
     scores = statistics.standardise(spc, predicted)
-    threshold = float(torch.quantile(scores, 1 - spec.false_rejection))
-    detector = ScaleUpDetector(inputs.model, spec.scales, statistics, threshold, inputs.device)
+    fixed = spec.threshold is not None
+    quantile = 1 - spec.false_rejection
+    threshold = float(spec.threshold) if fixed else float(torch.quantile(scores, quantile))
+    detector = ScaleUpDetector(
+        inputs.model, spec.scales, statistics, threshold, inputs.device, at_least=fixed
+    )
     report = {"clean_samples": len(clean), "threshold": threshold}
     return DefenseOutcome(report, input_detector=detector)

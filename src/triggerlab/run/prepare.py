@@ -34,6 +34,7 @@ from triggerlab.run.rundir import RunDir
 from triggerlab.seeds import derive_seeds
 from triggerlab.train.devices import Precision, model_memory_format, resolve_device
 from triggerlab.triggers import Trigger
+from triggerlab.triggers.base import with_training_images
 
 
 @dataclass(frozen=True)
@@ -227,6 +228,10 @@ def check_run(cfg: ExperimentConfig, data: DataSplit, defense_seed: int) -> Chec
     check_augmentation(cfg, data)
     data, _, task = setup_task(cfg, data)
     data, defender = hold_back(cfg, data, torch.Generator().manual_seed(defense_seed))
+    # a trigger drawing from the attacker's training images (Refool's dataset pool)
+    trigger = with_training_images(
+        trigger, data.train.images, data.train.targets, task.poison.target
+    )
     check_poison_count(task, data.train)
     if data.finetune is not None:
         check_poison_count(task, data.finetune, "fine-tuning set")

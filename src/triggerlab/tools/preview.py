@@ -14,6 +14,7 @@ from triggerlab.errors import ArgumentError
 from triggerlab.figures import save_trigger_preview
 from triggerlab.seeds import derive_seeds
 from triggerlab.triggers import apply_to_uint8
+from triggerlab.triggers.base import with_training_images
 
 
 def format_stealth(metrics: dict[str, float | None]) -> str:
@@ -37,6 +38,9 @@ def preview_trigger(
         raise ArgumentError("samples", f"expected at least 1 image, got {samples}")
     data = prepare_data(cfg.data, cfg.split_seed)
     trigger = cfg.trigger.build(data.shape)
+    trigger = with_training_images(
+        trigger, data.train.images, data.train.targets, cfg.poison.target
+    )
     clean = data.test.images[:STEALTH_SAMPLE]
     generator = torch.Generator().manual_seed(derive_seeds(cfg.train.seed)["test_trigger"])
     triggered = apply_to_uint8(trigger, clean, generator)

@@ -63,6 +63,30 @@ class NegativeTrigger(Protocol):
     def apply_negative(self, x: torch.Tensor, partners: torch.Tensor) -> torch.Tensor: ...
 
 
+@runtime_checkable
+class PoolTrigger(Protocol):
+    """A trigger that draws from the attacker's own training images (Refool's reflections
+    from the dataset's images of other classes): bound to them before use."""
+
+    def apply(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor: ...
+
+    def with_images(self, images: torch.Tensor, eligible: torch.Tensor) -> Trigger: ...
+
+
+def with_training_images(
+    trigger: Trigger, images: torch.Tensor, targets: torch.Tensor, target: object
+) -> Trigger:
+    """``trigger`` bound to the uint8 training ``images`` it may draw from: those whose class
+    is not ``target`` (every image for regression targets); other triggers unchanged."""
+    if not isinstance(trigger, PoolTrigger):
+        return trigger
+    if targets.ndim == 1 and not targets.is_floating_point() and isinstance(target, int):
+        eligible = targets != target
+    else:
+        eligible = torch.ones(len(images), dtype=torch.bool)
+    return trigger.with_images(images, eligible)
+
+
 @dataclass(frozen=True)
 class TrainingForms:
     """How a trigger poisons training samples: ``payload`` on the poisoned ones (labels

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from triggerlab.catalogue.triggers import ComposeSpec, ImageShape
-from triggerlab.triggers.base import Trigger
+from triggerlab.triggers.base import PoolTrigger, Trigger
 
 if TYPE_CHECKING:
     pass
@@ -22,6 +22,15 @@ class Composed:
         for trigger in self.triggers:
             x = trigger.apply(x, generator)
         return x
+
+    def with_images(self, images: torch.Tensor, eligible: torch.Tensor) -> Composed:
+        """Each part that draws from the training images, bound to them."""
+        return Composed(
+            tuple(
+                t.with_images(images, eligible) if isinstance(t, PoolTrigger) else t
+                for t in self.triggers
+            )
+        )
 
 
 def build_compose(spec: ComposeSpec, shape: ImageShape, where: str = "trigger") -> Composed:

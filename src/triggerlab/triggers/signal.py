@@ -1,6 +1,7 @@
 """SIG backdoor signals (reference 003): ramp, triangle and sine, added to every channel.
 
-With m columns indexed j = 1..m (reference 003, equations 3-5):
+With m columns indexed j = 1..m (reference 003, equations 3-5; ``first_column: 0``
+indexes them 0..m-1, as BackdoorBench's sine, ``utils/bd_img_transform/sig.py:41-53``):
 
 * ramp: ``v(i, j) = j * delta / m``
 * triangle: ``j * delta / m`` for ``j <= m / 2``, ``(m - j) * delta / m`` after
@@ -54,10 +55,14 @@ def warn_aliasing(frequency: float, m: int, where: str) -> None:
 
 
 def signal_profile(
-    shape: Literal["ramp", "triangle", "sine"], delta: float, frequency: float, m: int
+    shape: Literal["ramp", "triangle", "sine"],
+    delta: float,
+    frequency: float,
+    m: int,
+    first: int = 1,
 ) -> torch.Tensor:
-    """The signal along its axis, for j = 1..m, as float64."""
-    j = torch.arange(1, m + 1, dtype=torch.float64)
+    """The signal along its axis, for j = first..first + m - 1, as float64."""
+    j = torch.arange(first, first + m, dtype=torch.float64)
     if shape == "ramp":
         return j * delta / m
     if shape == "triangle":
@@ -70,7 +75,7 @@ def build_signal(spec: SignalSpec, shape: ImageShape, where: str = "trigger") ->
     m = width if spec.orientation == "horizontal" else height
     if spec.shape == "sine" and spec.frequency >= m / 2:
         warn_aliasing(spec.frequency, m, where)
-    profile = signal_profile(spec.shape, spec.delta, spec.frequency, m).float()
+    profile = signal_profile(spec.shape, spec.delta, spec.frequency, m, spec.first_column).float()
     view = (
         profile.view(1, 1, 1, width)
         if spec.orientation == "horizontal"
