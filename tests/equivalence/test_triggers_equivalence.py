@@ -13,6 +13,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from PIL import Image
+from support import REPO
 
 from triggerlab.catalogue.triggers import (
     AdaptiveBlendSpec,
@@ -209,3 +210,61 @@ def test_adaptive_blends_test_time_trigger_is_the_authors_unmasked_blend(images,
     spec = AdaptiveBlendSpec(pattern="image", path=tmp_path / "pattern.png", opacity=0.2)
     theirs = images + 0.2 * (pattern.astype(np.float64) - images)
     assert np.abs(ours_float(spec.build(SHAPE), images) - theirs).max() < 1e-3
+
+
+# ---- every kind: compared with its authors' code, or named as having none -------------------
+
+EQUIVALENCE = REPO / "tests" / "equivalence"
+COVERAGE = {
+    "patch": [("test_triggers_equivalence.py", "test_badnets_is_bbs_white_square_pixel_for_pixel")],
+    "blend": [
+        (
+            "test_triggers_equivalence.py",
+            "test_blended_is_bbs_blend_before_storage_and_within_one_level_after",
+        )
+    ],
+    "signal": [
+        ("test_triggers_equivalence.py", "test_sig_is_bbs_signal_one_column_later"),
+        ("test_equivalence_sig.py", "test_the_backdoorbench_preset_draws_backdoorbench_s_signal"),
+    ],
+    "warp": [
+        ("test_triggers_equivalence.py", "test_warp_is_wanets_warp_bit_for_bit"),
+        ("../attack/test_per_batch.py", "test_wanet_per_batch_equals_the_authors_training_batch"),
+    ],
+    "quantize": [
+        ("test_triggers_equivalence.py", "test_quantize_is_bppattacks_squeeze"),
+        ("test_triggers_equivalence.py", "test_dithered_quantize_is_bppattacks_raster_loop"),
+        ("../attack/test_per_batch.py", "test_bpp_per_batch_equals_the_authors_training_batch"),
+    ],
+    "low_frequency": [
+        ("test_equivalence_low_frequency.py", "test_the_low_pass_is_backdoorbench_s_gauss_smooth"),
+        ("test_equivalence_low_frequency.py", "test_the_universal_perturbation_is_backdoorbench_s"),
+    ],
+    "reflection": [("test_equivalence_refool.py", "test_reflections_are_the_authors_blend")],
+    "adaptive_blend": [
+        (
+            "test_triggers_equivalence.py",
+            "test_adaptive_blends_test_time_trigger_is_the_authors_unmasked_blend",
+        )
+    ],
+}
+# Kinds with no authors' code to compare with, and why.
+OWN = {
+    "image": "BadNets with an image: BB's AddMaskPatchTrigger, which the patch test covers; "
+    "triggerlab's image stamp respects the PNG's alpha instead of BB's zero pixels (2.1)",
+    "frame": "reference 000's frame: its authors published no code",
+    "lines": "reference 000's lines: its authors published no code",
+    "random": "triggerlab's own (a patch of colour, size and position drawn per sample)",
+    "compose": "triggerlab's own: its parts, applied in order, are each covered",
+    "sample_specific": "a stand-in that says it is not ISSBA (2.9): no authors' code computes it",
+}
+
+
+def test_every_trigger_kind_is_compared_with_its_authors_code_or_says_why_not():
+    from triggerlab.catalogue.triggers import TRIGGER_KINDS
+
+    assert set(COVERAGE) | set(OWN) == set(TRIGGER_KINDS)
+    assert not set(COVERAGE) & set(OWN)
+    for kind, tests in COVERAGE.items():
+        for file, name in tests:
+            assert f"def {name}(" in (EQUIVALENCE / file).read_text(), f"{kind}: {file}::{name}"
