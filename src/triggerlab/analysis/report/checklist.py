@@ -113,6 +113,21 @@ def _training_text(runs: list[PlannedRun]) -> str:
     )
 
 
+STAGE_TEXT = {
+    "model_input": "stamped on the images as the model takes them (after data.resize; "
+    "fractional sizes rounded half up)",
+    "native": "stamped on the dataset's images at their stored size (fractional sizes "
+    "truncated, max(1, int(f x side)), as reference 001's code does), then resized with the "
+    "clean images",
+}
+
+
+def _stage_text(runs: list[PlannedRun]) -> str:
+    """Where the triggers were stamped (``trigger.stage``), in words."""
+    stages = sorted({run.config.trigger.stage for run in runs})
+    return "; ".join(f"stage {s}: {STAGE_TEXT[s]}" for s in stages)
+
+
 def checklist(plan: list[PlannedRun], table: pd.DataFrame) -> str:
     """Reference 004's BadNets reporting checklist, filled from the configs and results."""
     grid_runs = [r for r in plan if r.role == "grid"]
@@ -138,7 +153,7 @@ def checklist(plan: list[PlannedRun], table: pd.DataFrame) -> str:
         (
             "Trigger",
             f"{triggers}; digital (added to the stored 8-bit images), not physical; "
-            "the same specification triggers the test set",
+            f"{_stage_text(grid_runs)}; the same specification triggers the test set",
         ),
         ("Training", _training_text(grid_runs)),
         ("Metrics", metrics),
