@@ -49,13 +49,11 @@ def _values_of(runs: list[PlannedRun], path: str) -> str:
     return _values(runs, get)
 
 
-def _false_positive_text(table: pd.DataFrame) -> str:
+def _false_positive_text(table: pd.DataFrame, lead: str = "asr") -> str:
     """How often the trigger 'succeeds' on models that were never poisoned."""
     baseline = table[(table["role"] == "baseline") | (table.get("poison_count", 0) == 0)]
     success = (
-        "asr"
-        if "asr" in table
-        else next((c for c in table if c.startswith("attack_success_")), None)
+        lead if lead in table else next((c for c in table if c.startswith("attack_success_")), None)
     )
     if success is None or success not in baseline or not baseline[success].notna().any():
         return "no clean baseline in this grid"
@@ -128,7 +126,7 @@ def _stage_text(runs: list[PlannedRun]) -> str:
     return "; ".join(f"stage {s}: {STAGE_TEXT[s]}" for s in stages)
 
 
-def checklist(plan: list[PlannedRun], table: pd.DataFrame) -> str:
+def checklist(plan: list[PlannedRun], table: pd.DataFrame, lead: str = "asr") -> str:
     """Reference 004's BadNets reporting checklist, filled from the configs and results."""
     grid_runs = [r for r in plan if r.role == "grid"]
     modes = {r.config.poison.label_mode for r in grid_runs}
@@ -146,7 +144,11 @@ def checklist(plan: list[PlannedRun], table: pd.DataFrame) -> str:
             "clean accuracy, attack success rate (target class excluded), ASR with the target "
             "class, robust accuracy, clean accuracy drop against paired clean baselines"
         )
-    metrics = f"{measured}; false positives: {_false_positive_text(table)}"
+    if lead == "asr_all" and "clean_error" not in table:
+        measured = "led by the ASR with the target class (asr_all, as the references' code); " + (
+            measured
+        )
+    metrics = f"{measured}; false positives: {_false_positive_text(table, lead)}"
     rows = [
         ("Attacker access", access + "; the training procedure and model are not touched"),
         ("Poisoning", _poisoning_text(grid_runs, table)),
