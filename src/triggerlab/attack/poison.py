@@ -3,6 +3,8 @@
 Counts follow the rule ``count = round(rate * N)`` with N the size of the clean
 training set, and the count is always reported beside the rate. Python's
 ``round`` halves to even; 0.5 % of 1,437 samples is 7 (7.185 rounded).
+``poison.rounding: down`` truncates instead, ``int(rate * N)``, as the code of
+references 001 and 002 does (2 % of 1,437: 28 rather than 29).
 """
 
 from __future__ import annotations
@@ -56,6 +58,8 @@ def poison_count(cfg: PoisonConfig, train_size: int) -> int:
     if cfg.count is not None:
         return cfg.count
     assert cfg.rate is not None
+    if cfg.rounding == "down":
+        return int(cfg.rate * train_size)
     return round(cfg.rate * train_size)
 
 

@@ -140,6 +140,11 @@ class PoisonConfig(Section):
         description="all_to_one: draw poisoned samples from non-target classes only (every one "
         "changes label), or from all classes, target included (as BackdoorBench does)",
     )
+    rounding: Literal["nearest", "down"] = Field(
+        "nearest",
+        description="how rate x training samples becomes a count: nearest (Python's round, "
+        "halves to even) or down (int(), as the code of references 001 and 002)",
+    )
 
     @field_validator("target", mode="before")
     @classmethod
