@@ -97,9 +97,10 @@ def test_listings_come_from_the_catalogues():
     assert ["margin", "0", "pixels between a corner trigger and the border"] in next(
         t["parameters"] for t in live["triggers"] if t["kind"] == "patch"
     )
-    assert {"name": "small_cnn", "options": "width=16, hidden=512"}.items() <= next(
-        m for m in live["models"] if m["name"] == "small_cnn"
-    ).items()
+    assert {
+        "name": "small_cnn",
+        "options": "width=16, hidden=512, output_softmax=False",
+    }.items() <= next(m for m in live["models"] if m["name"] == "small_cnn").items()
 
 
 def mnist_root(tmp_path: Path, damage: str) -> Path:

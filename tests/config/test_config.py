@@ -125,3 +125,21 @@ def test_saved_yaml_round_trips():
     again = ExperimentConfig.model_validate(yaml.safe_load(cfg.to_yaml()))
     assert again == cfg
     assert next(iter(yaml.safe_load(cfg.to_yaml())["trigger"])) == "kind"
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["trigger.kind=warp", "trigger.stage=native"], "trigger.stage: native stamps the stored"),
+        (
+            ["trigger.kind=reflection", "trigger.pool=dataset", "trigger.stage=native"],
+            "trigger.pool: dataset draws reflections",
+        ),
+    ],
+)
+def test_combinations_the_stages_cannot_honour_are_refused(overrides, message):
+    """Per-batch poisoning and Refool's dataset pool see the model's inputs, not the stored
+    images a native stage stamps."""
+    with pytest.raises(ConfigError, match=message):
+        load_config(None, overrides)
+    load_config(None, [*overrides, "trigger.stage=model_input"])

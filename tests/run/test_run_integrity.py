@@ -484,7 +484,7 @@ def test_a_network_too_large_is_refused_before_loading_or_building(
         raise AssertionError("the images were loaded")
 
     monkeypatch.setattr(memory, "available_bytes", lambda: 1 * 2**30)
-    monkeypatch.setattr(prepare, "prepare_data", not_loaded)
+    monkeypatch.setattr(prepare, "load_source", not_loaded)
     text = refused(tmp_path, *settings)
     assert f"error: {key}: small_cnn on 1x" in text and "GB of CPU memory" in text
 

@@ -23,6 +23,7 @@ import pandas as pd
 
 from triggerlab.analysis.binomial import binomial_columns
 from triggerlab.analysis.defense_tables import defense_markdown, defense_rating, defense_table
+from triggerlab.analysis.lead import lead_setting, led
 from triggerlab.analysis.statistics import (
     adjust_p_values,
     compare,
@@ -158,7 +159,7 @@ def write_results(
     table, varied = collect(grid_dir)
     tables = None
     if table_keys:  # checked before anything is written
-        shown = table_metrics or metric_columns(table)
+        shown = table_metrics or led(metric_columns(table), lead_setting(grid_dir))
         tables = paper_tables(table, varied, table_keys, shown) + interval_legend(table, shown)
     paths = {"results.csv": grid_dir / "results.csv", "summary.csv": grid_dir / "summary.csv"}
     _write_csv(paths["results.csv"], table)

@@ -3,10 +3,13 @@
 Counts follow the rule ``count = round(rate * N)`` with N the size of the clean
 training set, and the count is always reported beside the rate. Python's
 ``round`` halves to even; 0.5 % of 1,437 samples is 7 (7.185 rounded).
+``poison.rounding: down`` truncates instead, ``int(rate * N)``, as the code of
+references 001 and 002 does (2 % of 1,437: 28 rather than 29).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
@@ -15,8 +18,10 @@ import torch
 from triggerlab.data.dataset import ImageDataset
 from triggerlab.errors import ConfigError
 from triggerlab.triggers import TrainingForms, Trigger, map_uint8, training_forms
+from triggerlab.triggers.base import ImageMap
 
 if TYPE_CHECKING:
+    from triggerlab.attack.stamping import Stamping
     from triggerlab.attack.tasks import Task
     from triggerlab.config import PoisonConfig
 
@@ -53,6 +58,8 @@ def poison_count(cfg: PoisonConfig, train_size: int) -> int:
     if cfg.count is not None:
         return cfg.count
     assert cfg.rate is not None
+    if cfg.rounding == "down":
+        return int(cfg.rate * train_size)
     return round(cfg.rate * train_size)
 
 
@@ -107,12 +114,14 @@ def poison_dataset(
     trigger: Trigger,
     generator: torch.Generator,
     where: str = "training set",
+    stamping: Stamping | None = None,
 ) -> PoisonResult:
     """Draw ``count`` samples the task says are eligible, uniformly without replacement, and
     poison them as ``task.poison`` says (``replace`` or ``append``).
 
     A trigger with cover samples (``training_forms``) then draws ``round(ratio * count)``
     of the other samples, uniformly, and triggers them in its cover form, labels kept.
+    ``stamping`` says where the trigger is stamped (default: on ``train``'s images).
     """
     forms = training_forms(trigger)
     count = check_poison_count(task, train, where, forms.cover_ratio)
@@ -121,8 +130,9 @@ def poison_dataset(
     chosen, _ = torch.sort(chosen)
     original = train.targets[chosen]
     new = task.poisoned_labels(original)
-    triggered = map_uint8(forms.payload, train.images[chosen], generator)
-    covered, cover_images = draw_cover(train, forms, chosen, generator)
+    stamp = _stamper(stamping)
+    triggered = stamp(forms.payload, train, chosen, generator)
+    covered, cover_images = draw_cover(train, forms, chosen, generator, stamping)
     chosen_all = torch.cat([chosen, covered])
     triggered = torch.cat([triggered, cover_images])
     labels = torch.cat([new, train.targets[covered]])
@@ -143,8 +153,25 @@ def poison_dataset(
     )
 
 
+def _stamper(stamping: Stamping | None) -> Callable[..., torch.Tensor]:
+    """``stamping.stamp``, or stamping on the given images themselves."""
+    if stamping is not None:
+        return stamping.stamp
+
+    def on_images(
+        apply: ImageMap, data: ImageDataset, rows: torch.Tensor, generator: torch.Generator
+    ) -> torch.Tensor:
+        return map_uint8(apply, data.images[rows], generator)
+
+    return on_images
+
+
 def draw_cover(
-    train: ImageDataset, forms: TrainingForms, chosen: torch.Tensor, generator: torch.Generator
+    train: ImageDataset,
+    forms: TrainingForms,
+    chosen: torch.Tensor,
+    generator: torch.Generator,
+    stamping: Stamping | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The cover samples' positions (sorted) and their triggered images: ``round(ratio *
     count)`` of the samples not poisoned, drawn uniformly; none for a plain trigger."""
@@ -153,7 +180,7 @@ def draw_cover(
     others = torch.nonzero(~torch.isin(torch.arange(len(train)), chosen)).flatten()
     count = round(forms.cover_ratio * chosen.numel())
     covered = others[torch.randperm(others.numel(), generator=generator)[:count]].sort().values
-    return covered, map_uint8(forms.cover, train.images[covered], generator)
+    return covered, _stamper(stamping)(forms.cover, train, covered, generator)
 
 
 def rewrite(

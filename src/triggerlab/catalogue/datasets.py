@@ -54,6 +54,7 @@ DATASETS: dict[str, DatasetInfo] = {
             "(offline default; seeded split)",
             "no files: shipped inside scikit-learn",
             needs_root=False,
+            options={"stored_size": 8},  # > 8: standing in for a dataset stored at that side
             run_size=16,  # small_cnn cannot take their native 8 px
         ),
         DatasetInfo(

@@ -35,8 +35,9 @@ MODELS: dict[str, ModelEntry] = {
         ModelEntry(
             "small_cnn",
             "triggerlab.models.small:BadNetCNN",
-            "the network of the public BadNets implementation reference 002 builds on",
-            {"width": 16, "hidden": 512},
+            "the network of the public BadNets implementation reference 002 builds on "
+            "(output_softmax: true ends it in a softmax, reference 002's quirk)",
+            {"width": 16, "hidden": 512, "output_softmax": False},
         ),
         ModelEntry(
             "lenet5",

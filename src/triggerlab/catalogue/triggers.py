@@ -37,6 +37,13 @@ Size = Annotated[SizeValue, BeforeValidator(parse_size)]
 Position = Annotated[PositionValue, BeforeValidator(parse_position)]
 
 SIZE_HELP = "pixels (integer) or fraction of the shorter side (float in (0, 1])"
+STAGE_HELP = (
+    "where the trigger is stamped: model_input (on the images as the model sees them, after "
+    "data.resize; fractions rounded half up) or native (on the dataset's images at their "
+    "stored size, fractions truncated, max(1, int(f x side)), then resized with the clean "
+    "images: reference 001's code)"
+)
+Stage = Literal["model_input", "native"]
 OPACITY_HELP = "blend weight a in (0, 1]: x' = (1 - a) x + a c"
 COLOR_HELP = "name, grey level 0-255 or [R, G, B] 0-255; luminance on 1-channel images"
 
@@ -51,6 +58,7 @@ class SpecBase(StrictNumbers):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     implementation: ClassVar[str]  # "module:function" building the trigger from the spec
+    stage: Stage = Field("model_input", description=STAGE_HELP)
     # Named parameter sets that show the kind (beyond its defaults): the trigger benchmark
     # and the tests iterate them, so a new kind is measured and checked without other edits.
     examples: ClassVar[dict[str, dict[str, Any]]]
@@ -85,6 +93,20 @@ class SpecBase(StrictNumbers):
         ``apply(x, generator)`` (``triggerlab.triggers.Trigger``)."""
         return implementation_of(self.implementation)(self, shape, where)
 
+    def in_native_pixels(self, shape: ImageShape) -> SpecBase:
+        """The spec with every fractional size made pixels on ``shape`` by the native stage's
+        rule, ``max(1, int(f x shorter side))`` (truncated, as reference 001's code does:
+        docs/references.md, item 1); itself when it has no size."""
+        return self
+
+
+def truncated_side(size: SizeValue, shape: ImageShape) -> int:
+    """A size in pixels by the native stage's rule: a fraction of the shorter side truncated,
+    at least one pixel (4 % and 6 % of 32 px are both 1 px)."""
+    if isinstance(size, int):
+        return size
+    return max(1, int(size * min(shape[1:])))
+
 
 class PlacedSpec(SpecBase):
     """Fields shared by triggers stamped into a square of the image."""
@@ -95,6 +117,9 @@ class PlacedSpec(SpecBase):
     )
     opacity: float = Field(1.0, gt=0.0, le=1.0, description=OPACITY_HELP)
     margin: int = Field(0, ge=0, description="pixels between a corner trigger and the border")
+
+    def in_native_pixels(self, shape: ImageShape) -> SpecBase:
+        return self.model_copy(update={"size": truncated_side(self.size, shape)})
 
     def placement(self, shape: ImageShape, where: str = "trigger") -> tuple[int, int, int]:
         """``(side, top, left)`` on an image of ``shape``; ConfigError when it does not fit."""
@@ -146,6 +171,9 @@ class StrokeSpec(SpecBase):
     thickness: Size = Field(1, description=SIZE_HELP)
     color: Color = Field("white", description=COLOR_HELP)
     opacity: float = Field(1.0, gt=0.0, le=1.0, description=OPACITY_HELP)
+
+    def in_native_pixels(self, shape: ImageShape) -> SpecBase:
+        return self.model_copy(update={"thickness": truncated_side(self.thickness, shape)})
 
 
 class FrameSpec(StrokeSpec):
@@ -254,6 +282,11 @@ class RandomPatchSpec(SpecBase):
         if self.size_range is not None and not 1 <= self.size_range[0] <= self.size_range[1]:
             raise ValueError(f"size_range {list(self.size_range)} must satisfy 1 <= min <= max")
         return self
+
+    def in_native_pixels(self, shape: ImageShape) -> SpecBase:
+        if self.sizes is None:
+            return self
+        return self.model_copy(update={"sizes": [truncated_side(s, shape) for s in self.sizes]})
 
     def side_choices(self, shape: ImageShape, where: str) -> list[int]:
         if self.size_range is not None:
@@ -516,6 +549,20 @@ class ComposeSpec(SpecBase):
     implementation: ClassVar[str] = "triggerlab.triggers.compose:build_compose"
     triggers: list[TriggerSpec] = Field(min_length=1, description="trigger specs, applied in order")
 
+    @model_validator(mode="after")
+    def _one_stage(self) -> ComposeSpec:
+        staged = [i for i, t in enumerate(self.triggers) if t.stage != "model_input"]
+        if staged:
+            raise ValueError(
+                f"triggers[{staged[0]}].stage: a composed trigger is stamped as a whole; set "
+                "stage on the compose trigger itself"
+            )
+        return self
+
+    def in_native_pixels(self, shape: ImageShape) -> SpecBase:
+        parts = [t.in_native_pixels(shape) for t in self.triggers]
+        return self.model_copy(update={"triggers": parts})
+
 
 def trigger_examples() -> dict[str, SpecBase]:
     """Every kind's examples, validated: ``{name: spec}`` in the order of ``TriggerSpec``."""
@@ -530,6 +577,8 @@ def describe_spec(spec: SpecBase) -> str:
     """``kind: key=value, ...`` of a trigger spec, for titles and captions."""
     fields = spec.model_dump(mode="json", exclude_defaults=False)
     kind = fields.pop("kind")
+    if fields.get("stage") == "model_input":  # the default, said once in the report's checklist
+        fields.pop("stage")
     return f"{kind}: " + ", ".join(f"{k}={v}" for k, v in fields.items() if v is not None)
 
 

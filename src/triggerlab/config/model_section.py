@@ -63,7 +63,9 @@ FreezePolicy = Annotated[
     Discriminator(_named_or_custom),
 ]
 NormalizationSetting = Annotated[
-    Annotated[Literal["auto", "none", "imagenet", "cifar10"], Tag("named")]
+    Annotated[
+        Literal["auto", "none", "imagenet", "cifar10", "cifar10_ref001", "half"], Tag("named")
+    ]
     | Annotated[Normalization, Tag("custom")],
     Discriminator(_named_or_custom),
 ]
@@ -82,7 +84,9 @@ class ModelConfig(Section):
     normalization: NormalizationSetting = Field(
         "auto",
         description="input normalisation inside the model: auto (the pretrained weights' own, "
-        "else none), none, imagenet, cifar10, or {mean: [...], std: [...]}",
+        "else none), none, imagenet, cifar10, cifar10_ref001 (CIFAR-10 statistics as reference "
+        "001's code writes them), half (mean 0.5, std 0.5 on every channel: reference 001's "
+        "MNIST, reference 002), or {mean: [...], std: [...]}",
     )
     freeze: FreezePolicy = Field(
         "none",

@@ -148,6 +148,11 @@ class PoisonConfig(Section):
         "BppAttack); paper: the trigger kind's paper (per_batch for warp and quantize, static "
         "for the others)",
     )
+    rounding: Literal["nearest", "down"] = Field(
+        "nearest",
+        description="how rate x training samples becomes a count: nearest (Python's round, "
+        "halves to even) or down (int(), as the code of references 001 and 002)",
+    )
 
     @field_validator("target", mode="before")
     @classmethod
@@ -349,6 +354,12 @@ class ExperimentConfig(Section):
         if self.poison_schedule != "per_batch":
             return self
         why = f"(poison.schedule {self.poison.schedule}, trigger.kind {self.trigger.kind})"
+        if self.trigger.stage == "native":  # the loop sees the model's inputs only
+            raise ValueError(
+                f"trigger.stage: native stamps the stored images before resizing, but poisoning "
+                f"is per_batch {why}, which triggers the model's inputs inside the training "
+                "loop; set trigger.stage: model_input, or poison.schedule: static"
+            )
         if self.poison.mode == "append":
             raise ValueError(
                 "poison.mode: append adds triggered copies to the training set, but poisoning "
@@ -362,6 +373,18 @@ class ExperimentConfig(Section):
                 f"{batch * rate:g} samples, which per-batch poisoning {why} truncates to 0, "
                 "as its authors' code does: no sample would be poisoned; expected a rate of at "
                 f"least 1/{batch}, a larger batch, or poison.schedule: static"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _pool_at_the_stamped_size(self) -> ExperimentConfig:
+        """Refool's dataset pool draws the training images as the model takes them."""
+        trigger = self.trigger
+        if trigger.stage == "native" and getattr(trigger, "pool", None) == "dataset":
+            raise ValueError(
+                "trigger.pool: dataset draws reflections from the training images at the "
+                "model's input size, but trigger.stage: native stamps the stored images; set "
+                "trigger.stage: model_input, or pool: scenes or files"
             )
         return self
 

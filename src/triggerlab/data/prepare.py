@@ -23,15 +23,21 @@ if TYPE_CHECKING:
 
 
 def _finish(data: ImageDataset, cfg: DataConfig) -> ImageDataset:
-    images = data.images
-    _, channels, height, width = images.shape
+    _, channels, height, width = data.images.shape
     height, width = cfg.resize or (height, width)
     check_fits(len(data), cfg.channels or channels, height, width, "data.resize")
+    return data.with_images(model_input_images(data.images, cfg))
+
+
+def model_input_images(images: torch.Tensor, cfg: DataConfig) -> torch.Tensor:
+    """Loaded uint8 images as the model takes them: resized (``data.resize``), then with the
+    channels of ``data.channels``. Clean images and triggers stamped at the native stage go
+    through this one function."""
     if cfg.resize is not None:
         images = resize_images(images, cfg.resize)
     if cfg.channels is not None:
         images = convert_channels(images, cfg.channels)
-    return data.with_images(images)
+    return images
 
 
 def prepare_data(cfg: DataConfig, seed: int) -> DataSplit:
@@ -56,8 +62,11 @@ def downloaded_root(cfg: DataConfig, progress: Reporter | None = None) -> Path:
     return fetch_dataset(cfg.name, cfg.root, progress=progress)
 
 
-def load_source(cfg: DataConfig) -> SourceData:
-    """The loader's output for the ``data`` section, its options checked first."""
+def load_source(cfg: DataConfig, native: bool = False) -> SourceData:
+    """The loader's output for the ``data`` section, its options checked first.
+
+    ``native``: the images at their stored size, for triggers stamped before ``data.resize``
+    (loaders of image files otherwise resize each file as they read it)."""
     info = DATASETS[cfg.name]
     if cfg.download:
         cfg = cfg.model_copy(update={"root": downloaded_root(cfg)})
@@ -85,11 +94,19 @@ def load_source(cfg: DataConfig) -> SourceData:
     if info.needs_root and not cfg.root.exists():  # type: ignore[union-attr]
         raise ConfigError(f"data.root: {cfg.root} does not exist")
     try:
-        source = info.load(root=cfg.root, size=cfg.resize, **cfg.options)
+        source = info.load(root=cfg.root, size=None if native else cfg.resize, **cfg.options)
     except (ValueError, TypeError, KeyError, IndexError, AttributeError) as exc:
         # The loaders name the file for every problem they know; this catches the rest.
         raise DataFormatError(
             f"{cfg.root or cfg.name}: unreadable {cfg.name} data ({type(exc).__name__}: {exc})"
+        ) from None
+    except DataFormatError as exc:
+        if not native or "differ in size" not in str(exc):
+            raise
+        # data.resize, which that message suggests, does not help: the stamp comes before it
+        raise ConfigError(
+            f"trigger.stage: native stamps triggers on {cfg.name}'s images at their stored "
+            f"size, and these have no one size ({exc}); use stage: model_input"
         ) from None
     check_source(source, str(cfg.root or cfg.name))
     return source
@@ -126,6 +143,12 @@ def split_source(source: SourceData, cfg: DataConfig, seed: int) -> DataSplit:
     else:
         train, test = stratified_split(pool, cfg.test_fraction, generator)
     return DataSplit(train=_finish(train, cfg), test=_finish(test, cfg))
+
+
+def native_pool(source: SourceData) -> torch.Tensor:
+    """The loaded images in the order of the ``pool_index`` that ``split_source`` gives every
+    part: row i is the image whose ``pool_index`` is i."""
+    return _pooled(source).images
 
 
 def _pooled(source: SourceData) -> ImageDataset:

@@ -25,6 +25,7 @@ from triggerlab.errors import ArgumentError, ConfigError, DataFormatError, Trigg
 from triggerlab.grid.spec import GridSpec
 
 if TYPE_CHECKING:
+    from triggerlab.attack.stamping import Stamping
     from triggerlab.data.dataset import DataSplit, SourceData
     from triggerlab.triggers import Trigger
 
@@ -266,6 +267,7 @@ def preflight(plan: list[PlannedRun]) -> None:
     defence, poison counts; ``checks.check_model``: the input size) are made
     for every run; the first problem is reported with its cell.
     """
+    from triggerlab.attack.stamping import stamping_for
     from triggerlab.data.prepare import load_source, split_source
     from triggerlab.run.footprint import check_before_loading, check_network
     from triggerlab.run.prepare import check_model, check_run
@@ -273,6 +275,7 @@ def preflight(plan: list[PlannedRun]) -> None:
     from triggerlab.train.devices import resolve_device
 
     sources: dict[str, SourceData] = {}
+    stampings: dict[str, Stamping] = {}
     split: tuple[tuple[str, int], DataSplit] | None = None  # the last one: runs share it
     models: set[str] = set()
     sizes: set[str] = set()  # what the memory estimate depends on, checked once each
@@ -296,9 +299,10 @@ def preflight(plan: list[PlannedRun]) -> None:
             if size_key not in sizes:
                 check_before_loading(cfg, resolve_device(cfg.train.device))
                 sizes.add(size_key)
-            source_key = cfg.data.model_dump_json(exclude={"seed"})
+            native = cfg.trigger.stage == "native"  # the stored images, not resized at load
+            source_key = json.dumps([cfg.data.model_dump_json(exclude={"seed"}), native])
             if source_key not in sources:
-                sources[source_key] = load_source(cfg.data)
+                sources[source_key] = load_source(cfg.data, native=native)
             if split is None or split[0] != (source_key, cfg.split_seed):
                 split = None  # resizing a whole dataset per run made preflight the slow part
                 split = (
@@ -306,7 +310,10 @@ def preflight(plan: list[PlannedRun]) -> None:
                     split_source(sources[source_key], cfg.data, cfg.split_seed),
                 )
             data = split[1]
-            checked = check_run(cfg, data, derive_seeds(cfg.train.seed)["defense"])
+            if source_key not in stampings:  # the native pool is one copy per dataset
+                stampings[source_key] = stamping_for(cfg, sources[source_key], data.shape)
+            stamping = stampings[source_key]
+            checked = check_run(cfg, data, derive_seeds(cfg.train.seed)["defense"], stamping)
             model_key = json.dumps(
                 [cfg.model.model_dump(mode="json"), checked.data.shape, checked.data.num_outputs],
                 default=str,
@@ -316,7 +323,7 @@ def preflight(plan: list[PlannedRun]) -> None:
                 check_network(cfg, shape, outputs, resolve_device(cfg.train.device))
                 check_model(cfg, checked.data)
                 models.add(model_key)
-            twins.add(run, checked.trigger, checked.data.shape)
+            twins.add(run, checked.trigger, checked.stamping.shape)
         except TriggerlabError as exc:
             kind = DataFormatError if isinstance(exc, DataFormatError) else ConfigError
             raise kind(f"in {cell_label(run.cell)}: {exc}") from None

@@ -6,7 +6,7 @@ import itertools
 import math
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -49,6 +49,12 @@ class GridSpec(StrictNumbers):
     )
     clean_baseline: bool = Field(
         False, description="add a rate-0 run per cell for the clean accuracy drop"
+    )
+    lead_metric: Literal["asr", "asr_all"] | None = Field(
+        None,
+        description="the attack success metric the grid's tables, figures and report lead "
+        "with (null: asr, non-target test images); asr_all counts every triggered test image, "
+        "the target class's too, as references 001's and 002's code do",
     )
 
     @field_validator("name")

@@ -17,6 +17,13 @@ class BadNetCNN(nn.Module):
     conv 5x5 (16) - ReLU - avg-pool 2 - conv 5x5 (32) - ReLU - avg-pool 2 -
     FC 512 - ReLU - FC outputs. It returns logits: the loss applies its own
     softmax, so none is applied here.
+
+    ``output_softmax`` reproduces a quirk of reference 002's code (and of the
+    implementation it builds on): the network ends in a softmax and its
+    cross-entropy applies log-softmax again, so training minimises the cross-entropy
+    of ``softmax(softmax(z))``, whose gradient stays small once the first softmax
+    saturates (docs/references.md, reference 002). Off by default: it is the
+    reference's defect, offered only to measure what it did.
     """
 
     def __init__(
@@ -26,8 +33,12 @@ class BadNetCNN(nn.Module):
         num_outputs: int,
         width: int = 16,
         hidden: int = 512,
+        output_softmax: bool = False,
     ) -> None:
         super().__init__()
+        if not isinstance(output_softmax, bool):
+            raise TypeError(f"output_softmax must be true or false, got {output_softmax!r}")
+        self.output_softmax = output_softmax
         self.features = nn.Sequential(
             nn.Conv2d(in_channels, width, kernel_size=5),
             nn.ReLU(inplace=True),
@@ -45,7 +56,8 @@ class BadNetCNN(nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.classifier(self.features(x))
+        logits = self.classifier(self.features(x))
+        return logits.softmax(dim=-1) if self.output_softmax else logits
 
 
 class LeNet5(nn.Module):

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from triggerlab.attack.stamping import Stamping
 from triggerlab.attack.tasks import Task
 from triggerlab.config import ExperimentConfig, PoisonConfig
 from triggerlab.data.dataset import DataSplit, ImageDataset
@@ -23,6 +24,7 @@ class RunContext:
     cfg: ExperimentConfig
     data: DataSplit  # bins as classes under reference 003's variant; the defender's share out
     trigger: Trigger
+    stamping: Stamping  # where the trigger is stamped: the model's inputs or native images
     task: Task
     defender: ImageDataset | None  # clean samples held back for the defence
     model: nn.Module

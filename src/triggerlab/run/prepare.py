@@ -19,12 +19,13 @@ import torch
 from torch import nn
 
 from triggerlab.attack.poison import check_poison_count
+from triggerlab.attack.stamping import ModelInputStamping, Stamping, stamping_for
 from triggerlab.attack.tasks import ClassificationTask, RegressionTask, Task
 from triggerlab.catalogue.defenses import DEFENSE_KINDS
 from triggerlab.config import ExperimentConfig, PoisonConfig
 from triggerlab.data.binning import bin_split, make_bins
 from triggerlab.data.dataset import DataSplit, ImageDataset
-from triggerlab.data.prepare import prepare_data
+from triggerlab.data.prepare import load_source, split_source
 from triggerlab.data.transforms import stratified_split
 from triggerlab.errors import ConfigError
 from triggerlab.models import ModelInfo, build_configured
@@ -46,6 +47,7 @@ class CheckedRun:
     trigger: Trigger
     task: Task
     defender: ImageDataset | None  # clean samples held back for the defence
+    stamping: Stamping  # where the trigger is stamped (trigger.stage)
 
     @property
     def poison(self) -> PoisonConfig:
@@ -222,9 +224,13 @@ def check_augmentation(cfg: ExperimentConfig, data: DataSplit) -> None:
         )
 
 
-def check_run(cfg: ExperimentConfig, data: DataSplit, defense_seed: int) -> CheckedRun:
-    """Every check that needs the data, in the order a run meets them."""
-    trigger = cfg.trigger.build(data.shape)
+def check_run(
+    cfg: ExperimentConfig, data: DataSplit, defense_seed: int, stamping: Stamping | None = None
+) -> CheckedRun:
+    """Every check that needs the data, in the order a run meets them. ``stamping``: where
+    the trigger is stamped (default: on ``data``'s images, the model's inputs)."""
+    stamping = stamping or ModelInputStamping(data.shape)
+    trigger = stamping.build(cfg)
     check_augmentation(cfg, data)
     data, _, task = setup_task(cfg, data)
     data, defender = hold_back(cfg, data, torch.Generator().manual_seed(defense_seed))
@@ -235,7 +241,7 @@ def check_run(cfg: ExperimentConfig, data: DataSplit, defense_seed: int) -> Chec
     check_poison_count(task, data.train)
     if data.finetune is not None:
         check_poison_count(task, data.finetune, "fine-tuning set")
-    return CheckedRun(data, trigger, task, defender)
+    return CheckedRun(data, trigger, task, defender, stamping)
 
 
 def check_model(cfg: ExperimentConfig, data: DataSplit) -> tuple[nn.Module, ModelInfo]:
@@ -253,10 +259,13 @@ def prepare(cfg: ExperimentConfig) -> RunContext:
     Precision(cfg.train.precision, device)  # fp16 needs CUDA: refused before anything is written
     footprint.check_before_loading(cfg, device)  # a network too large for the memory
     start = time.perf_counter()
-    data = prepare_data(cfg.data, cfg.split_seed)
+    source = load_source(cfg.data, native=cfg.trigger.stage == "native")
+    data = split_source(source, cfg.data, cfg.split_seed)
+    stamping = stamping_for(cfg, source, data.shape)
+    del source  # the native stage keeps what it needs: the loaded images, in pool order
     load_s = time.perf_counter() - start
     seeds = derive_seeds(cfg.train.seed)
-    checked = check_run(cfg, data, seeds["defense"])
+    checked = check_run(cfg, data, seeds["defense"], stamping)
     shape = checked.data.shape
     footprint.check_network(cfg, shape, checked.data.num_outputs, device)
     torch.manual_seed(seeds["init"])  # weight init, and dropout draws during training
@@ -269,6 +278,7 @@ def prepare(cfg: ExperimentConfig) -> RunContext:
         cfg=cfg,
         data=checked.data,
         trigger=checked.trigger,
+        stamping=checked.stamping,
         task=checked.task,
         defender=checked.defender,
         model=model,

@@ -17,6 +17,7 @@ from torch import nn
 
 from triggerlab.attack.per_batch import PerBatchPoison
 from triggerlab.attack.poison import PoisonResult, poison_count, poison_dataset
+from triggerlab.attack.stamping import stamp_all
 from triggerlab.attack.stealth import STEALTH_SAMPLE, stealth_of_uint8
 from triggerlab.attack.tasks import Task, confusion_counts
 from triggerlab.data.dataset import ImageDataset
@@ -30,7 +31,6 @@ from triggerlab.run.prepare import fresh_model
 from triggerlab.run.rundir import TRIGGER_PREVIEW, RunDir, git_commit, library_versions
 from triggerlab.train.devices import Precision
 from triggerlab.train.loop import batch_starts, predict
-from triggerlab.triggers import Trigger, apply_to_uint8
 
 SAMPLE_COUNT = 8
 PREVIEW_SIDE = 112  # the report's trigger gallery shows each run's preview at about this size
@@ -59,9 +59,10 @@ def finetune_seeds(ctx: RunContext) -> tuple[int, int]:
     return int(poison_seed), int(order_seed)
 
 
-def trigger_test_images(trigger: Trigger, images: torch.Tensor, seed: int) -> torch.Tensor:
-    """The test images as a run triggers them (``seed``: its ``test_trigger`` stream)."""
-    return apply_to_uint8(trigger, images, torch.Generator().manual_seed(seed))
+def trigger_test_set(ctx: RunContext) -> torch.Tensor:
+    """The run's triggered test set, stamped where ``trigger.stage`` says."""
+    generator = torch.Generator().manual_seed(ctx.seeds["test_trigger"])
+    return stamp_all(ctx.stamping, ctx.trigger, ctx.data.test, generator)
 
 
 def per_batch_poison(ctx: RunContext, part: ImageDataset, stage: int) -> PerBatchPoison | None:
@@ -90,16 +91,16 @@ def poison(ctx: RunContext, run: RunDir) -> Attack:
     """Poison the training (and fine-tuning) set, record the indices, trigger the test set."""
     start = time.perf_counter()
     generator = torch.Generator().manual_seed(ctx.seeds["poison"])
-    train = poison_dataset(ctx.data.train, ctx.task, ctx.trigger, generator)
+    train = poison_dataset(ctx.data.train, ctx.task, ctx.trigger, generator, stamping=ctx.stamping)
     run.write_poisoned(train)
     finetune = None
     if ctx.data.finetune is not None:
         generator = torch.Generator().manual_seed(finetune_seeds(ctx)[0])
         finetune = poison_dataset(
-            ctx.data.finetune, ctx.task, ctx.trigger, generator, "fine-tuning set"
+            ctx.data.finetune, ctx.task, ctx.trigger, generator, "fine-tuning set", ctx.stamping
         )
         run.write_poisoned(finetune, "finetune")
-    triggered = trigger_test_images(ctx.trigger, ctx.data.test.images, ctx.seeds["test_trigger"])
+    triggered = trigger_test_set(ctx)
     per_batch = per_batch_poison(ctx, ctx.data.train, 0)
     tuned = None if ctx.data.finetune is None else per_batch_poison(ctx, ctx.data.finetune, 1)
     return Attack(train, finetune, triggered, time.perf_counter() - start, per_batch, tuned)
@@ -335,6 +336,8 @@ def summarise(
             "attack_test_size": int(ctx.task.attack_mask(test.targets).sum()),
         },
         "trigger": cfg.trigger.model_dump(mode="json"),
+        # where it was stamped, and the image size its pixel sizes refer to
+        "trigger_stamping": ctx.stamping.record(),
         "stealth": {"sample": min(STEALTH_SAMPLE, len(test)), **stealth},
         **sections,
         "model": {"name": cfg.model.name, **ctx.model_info.record(ctx.model)},

@@ -24,7 +24,6 @@ from triggerlab.files import write_bytes_atomic
 from triggerlab.run.context import RunContext
 from triggerlab.run.prepare import rebuild
 from triggerlab.seeds import derive_seeds
-from triggerlab.triggers import apply_to_uint8
 
 FEATURE_CHANNELS = 16
 
@@ -198,7 +197,7 @@ def explain_run(
     generator = torch.Generator().manual_seed(derive_seeds(p.cfg.train.seed)["test_trigger"])
     inputs = {
         "clean": test.images[chosen].float() / 255,
-        "triggered": apply_to_uint8(p.trigger, test.images[chosen], generator).float() / 255,
+        "triggered": p.stamping.stamp(p.trigger.apply, test, chosen, generator).float() / 255,
     }
     labels = _explained(p, chosen, output)
     title = f"Grad-CAM on the last convolution: {backdoored.name}"

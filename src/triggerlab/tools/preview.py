@@ -6,14 +6,14 @@ from pathlib import Path
 
 import torch
 
+from triggerlab.attack.stamping import stamp_all, stamping_for
 from triggerlab.attack.stealth import STEALTH_SAMPLE, stealth_of_uint8
 from triggerlab.catalogue.triggers import describe_spec
 from triggerlab.config import ExperimentConfig
-from triggerlab.data.prepare import prepare_data
+from triggerlab.data.prepare import load_source, split_source
 from triggerlab.errors import ArgumentError
 from triggerlab.figures import save_trigger_preview
 from triggerlab.seeds import derive_seeds
-from triggerlab.triggers import apply_to_uint8
 from triggerlab.triggers.base import with_training_images
 
 
@@ -36,14 +36,18 @@ def preview_trigger(
     out = Path(out)
     if samples < 1:
         raise ArgumentError("samples", f"expected at least 1 image, got {samples}")
-    data = prepare_data(cfg.data, cfg.split_seed)
-    trigger = cfg.trigger.build(data.shape)
+    source = load_source(cfg.data, native=cfg.trigger.stage == "native")
+    data = split_source(source, cfg.data, cfg.split_seed)
+    stamping = stamping_for(cfg, source, data.shape)
+    trigger = stamping.build(cfg)
+    # a trigger drawing from the attacker's training images (Refool's dataset pool)
     trigger = with_training_images(
         trigger, data.train.images, data.train.targets, cfg.poison.target
     )
-    clean = data.test.images[:STEALTH_SAMPLE]
+    shown_test = data.test.subset(torch.arange(min(STEALTH_SAMPLE, len(data.test))))
+    clean = shown_test.images
     generator = torch.Generator().manual_seed(derive_seeds(cfg.train.seed)["test_trigger"])
-    triggered = apply_to_uint8(trigger, clean, generator)
+    triggered = stamp_all(stamping, trigger, shown_test, generator)
     metrics = stealth_of_uint8(clean, triggered)
     try:
         out.parent.mkdir(parents=True, exist_ok=True)

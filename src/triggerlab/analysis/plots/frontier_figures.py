@@ -44,10 +44,11 @@ def pareto_front(x: np.ndarray, y: np.ndarray, x_higher_better: bool) -> np.ndar
     return np.array(sorted(front, key=lambda i: x[i]), dtype=int)
 
 
-def success_metric(runs: pd.DataFrame) -> str | None:
-    """ASR, or a regression study's first ``attack_success_<tau>``: shares, higher better."""
-    if "asr" in runs:
-        return "asr"
+def success_metric(runs: pd.DataFrame, lead: str = "asr") -> str | None:
+    """The grid's lead ASR (``asr`` or ``asr_all``), or a regression study's first
+    ``attack_success_<tau>``: shares, higher better."""
+    if lead in runs:
+        return lead
     return next((c for c in runs.columns if str(c).startswith("attack_success_")), None)
 
 

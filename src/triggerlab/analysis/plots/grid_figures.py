@@ -23,6 +23,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from triggerlab.analysis.cell_labels import short_labels
+from triggerlab.analysis.lead import lead_metric
 from triggerlab.analysis.plots.axes import (
     MAX_CATEGORIES_ON_X,
     MAX_LINES,
@@ -202,6 +203,7 @@ def _checked_metrics(
     fixed: dict[str, Any],
     metrics: tuple[str, ...] | None,
     keys: dict[str, Any],
+    lead: str = "asr",
 ) -> list[str]:
     """The metrics to draw; ArgumentError for an unknown metric or an axis key that does not
     vary (a key of one value is a caption, not an axis)."""
@@ -214,7 +216,7 @@ def _checked_metrics(
                 f"varied keys: {', '.join(varied) or 'none'}",
             )
     if metrics is None:
-        metrics = ("asr", "clean_acc") if "asr" in runs else ("attack_error", "clean_error")
+        metrics = (lead, "clean_acc") if lead in runs else ("attack_error", "clean_error")
         if "defense" in varied and f"{metrics[0]}_after" in runs:  # what the repairs left
             metrics = tuple(f"{m}_after" for m in metrics)
     unknown = [m for m in metrics if m not in runs]
@@ -275,7 +277,8 @@ def grid_figures(
     """
     runs = nulls_named(runs, varied)
     varied, fixed = split_varied(runs, varied)
-    known = _checked_metrics(runs, varied, fixed, metrics, {"x": x, "hue": hue})
+    lead = lead_metric(grid_dir)
+    known = _checked_metrics(runs, varied, fixed, metrics, {"x": x, "hue": hue}, lead)
     numeric = [k for k in varied if is_numeric(runs[k])]
     ordered = [k for k in PREFERRED_X if k in numeric] + [
         k for k in numeric if k not in PREFERRED_X
@@ -286,7 +289,7 @@ def grid_figures(
     figures: list[tuple[str, Figure]] = []
     for metric in known:
         figures += _metric_figures(grid_dir, runs, varied, metric, x, hue, ordered)
-    success = success_metric(runs)
+    success = success_metric(runs, lead)
     trigger_varies = any(k == "trigger" or k.startswith("trigger.") for k in varied)
     # a frontier needs a few stealth levels: two (a demo's two patch sizes) show no trade-off
     if trigger_varies and success and stealth in runs and runs[stealth].round(6).nunique() >= 3:

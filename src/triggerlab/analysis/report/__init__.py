@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from triggerlab import __version__
+from triggerlab.analysis.lead import DEFAULT_LEAD
 from triggerlab.analysis.plots.axes import split_varied
 from triggerlab.analysis.plots.grid_figures import axis_label, plot_grid
 from triggerlab.analysis.report.checklist import checklist
@@ -37,6 +38,7 @@ def build_report(grid_dir: Path | str, out: Path | str | None = None) -> Path:
     out = None if out is None else Path(out)
     manifest = read_manifest(grid_dir)
     spec = read_spec_copy(grid_dir)
+    lead = spec.lead_metric or DEFAULT_LEAD
     spec_text = (grid_dir / SPEC_COPY).read_text(encoding="utf-8")
     plan = plan_grid(spec, max_runs=None)  # it ran: however large, it was allowed
     table, varied = collect(grid_dir)
@@ -64,9 +66,9 @@ def build_report(grid_dir: Path | str, out: Path | str | None = None) -> Path:
 {len(table)} runs ({html.escape(status)}); varied: {varied_text};
 {manifest.get("repeats", 1)} repeat(s) per cell.</p>
 <h2>Results per cell</h2>
-{results_note(table)}
+{results_note(table, lead)}
 {intervals_note(summary)}
-{summary_table(summary, varied)}
+{summary_table(summary, varied, lead)}
 {defense_section(table, varied)}
 <h2>Figures</h2>
 {figures}
@@ -76,7 +78,7 @@ def build_report(grid_dir: Path | str, out: Path | str | None = None) -> Path:
 <h2>Reporting checklist</h2>
 <p class="note">The BadNets reporting checklist of reference 004, filled from the configs of
 this grid.</p>
-{checklist(plan, table)}
+{checklist(plan, table, lead)}
 <h2>Grid specification</h2>
 <pre>{html.escape(spec_text)}</pre>
 <p class="note">Rerun with <code>triggerlab grid {html.escape(str(grid_dir / SPEC_COPY))} --out

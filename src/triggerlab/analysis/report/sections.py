@@ -61,6 +61,10 @@ TABLE_METRICS = (
 CLASSIFICATION_NOTE = """Mean &plusmn; standard deviation over repeats, with the 95 % confidence
 interval over repeats below (t; on the logit scale for a share). The attack success rate (ASR)
 counts triggered test images whose true class is not the target."""
+ASR_ALL_NOTE = """ This grid leads with ASR incl. target class (asr_all): the share of
+<i>every</i> triggered test image classified as the target, the target class's own images
+included, as references 001's and 002's code count it; a model that ignores the trigger
+already scores about the target class's share of the test set."""
 REGRESSION_NOTE = """Mean &plusmn; standard deviation over repeats, with the 95 % confidence
 interval over repeats below (t; on the logit scale for a share). Errors are in {unit}: the clean
 error is the mean error on clean test images, the attack error the mean distance of triggered
@@ -102,11 +106,12 @@ def _binomial_line(stats: dict[str, float], digits: int) -> str:
     )
 
 
-def results_note(table: pd.DataFrame) -> str:
+def results_note(table: pd.DataFrame, lead: str = "asr") -> str:
     """The table's explanation in the task's own terms."""
     paired = "".join(note for name, note in BASELINE_NOTES.items() if name in table)
     if "attack_error" not in table:
-        return f'<p class="note">{CLASSIFICATION_NOTE}{paired}</p>'
+        led = ASR_ALL_NOTE if lead == "asr_all" else ""
+        return f'<p class="note">{CLASSIFICATION_NOTE}{led}{paired}</p>'
     units = table["label_unit"].dropna().unique() if "label_unit" in table else []
     unit = str(units[0]) if len(units) == 1 else "label units"
     return f'<p class="note">{REGRESSION_NOTE.format(unit=html.escape(unit))}{paired}</p>'
@@ -147,8 +152,17 @@ def _header(name: str, label: str, css: str = "") -> str:
     return f'<th{klass} title="{html.escape(name)}">{html.escape(label)}</th>'
 
 
-def summary_table(summary: pd.DataFrame, varied: list[str]) -> str:
-    metrics = [m for m in TABLE_METRICS if f"{m}_mean" in summary]
+def table_metrics(lead: str = "asr") -> tuple[str, ...]:
+    """The report's columns: ``asr_all`` in the place of honour when the grid leads with it,
+    ``asr`` beside it."""
+    if lead != "asr_all":
+        return TABLE_METRICS
+    first = TABLE_METRICS.index("asr")
+    return (*TABLE_METRICS[:first], "asr_all", *TABLE_METRICS[first:])
+
+
+def summary_table(summary: pd.DataFrame, varied: list[str], lead: str = "asr") -> str:
+    metrics = [m for m in table_metrics(lead) if f"{m}_mean" in summary]
     head = "".join(_header(k, axis_label(k), "key") for k in varied)
     head += "<th>n</th>" + "".join(_header(m, metric_label(m)) for m in metrics)
     names = {k: short_labels(list(summary[k].unique())) for k in varied}
