@@ -51,9 +51,9 @@ QUICK = ["train.epochs=8", "defense.clean_fraction=0.1", "defense.epochs=2"]
 
 @pytest.mark.slow
 @pytest.mark.parametrize("kind", ["finetune", "fine_pruning"])
-def test_defense_runs_report_before_and_after_on_held_back_data(tmp_path, kind):
+def test_defense_runs_report_before_and_after_on_held_back_data(tmp_path, kind, train_once):
     cfg = load_config(None, [f"defense.kind={kind}", *QUICK, f"output.directory={tmp_path}"])
-    result = run_experiment(cfg)
+    result = train_once(cfg)
     defense = result.summary["defense"]
     plain = run_experiment(load_config(None, [QUICK[0], f"output.directory={tmp_path}"]))
     # the defender's share is held back from the attacker's training set, per class
@@ -72,7 +72,7 @@ def test_defense_runs_report_before_and_after_on_held_back_data(tmp_path, kind):
         assert defense["channels"] == 32 and len(defense["pruned_channels"]) == 16
     else:
         assert defense["pruned_channels"] == []
-    again = run_experiment(cfg)
+    again = train_once(cfg)
     assert again.summary["defense"]["after"] == defense["after"]  # seeded like everything else
 
 
@@ -216,12 +216,12 @@ def test_strip_entropy_of_known_predictions_and_threshold():
 
 
 @pytest.mark.slow
-def test_strip_separates_triggered_from_clean_inputs(tmp_path):
+def test_strip_separates_triggered_from_clean_inputs(tmp_path, train_once):
     """Issue 6's bar on the BadNets digits model: AUROC >= 0.9 (0.98 measured)."""
     cfg = load_config(
         None, ["defense.kind=strip", "defense.clean_fraction=0.1", f"output.directory={tmp_path}"]
     )
-    defense = run_experiment(cfg).summary["defense"]
+    defense = train_once(cfg).summary["defense"]  # Neural Cleanse's test trains the same model
     assert defense["detection"]["auroc"] >= 0.9
     assert defense["clean_samples"] == 143 and "after" not in defense
 
@@ -262,11 +262,11 @@ def test_activation_clustering_flags_the_small_cluster_only():
 
 @pytest.mark.slow
 @pytest.mark.parametrize("kind", ["spectral_signatures", "activation_clustering"])
-def test_sample_detectors_report_against_the_true_poisoned_indices(tmp_path, kind):
+def test_sample_detectors_report_against_the_true_poisoned_indices(tmp_path, kind, train_once):
     cfg = load_config(
         None, ["train.epochs=5", f"defense.kind={kind}", f"output.directory={tmp_path}"]
     )
-    result = run_experiment(cfg)
+    result = train_once(cfg)  # both detectors inspect one trained model
     defense = result.summary["defense"]
     assert defense["poisoned"] == result.summary["poison"]["count"] == 144
     assert defense["training_samples"] == result.summary["data"]["train_size"]  # nothing held back
@@ -324,7 +324,7 @@ def test_unlearning_set_stamps_the_chosen_share():
 
 
 @pytest.mark.slow
-def test_neural_cleanse_flags_the_backdoor_and_unlearning_removes_it(tmp_path):
+def test_neural_cleanse_flags_the_backdoor_and_unlearning_removes_it(tmp_path, train_once):
     """Issue 6's bar on the digits model (seed 0): target flagged, index > 2, clean model lower."""
     settings = [
         "defense.kind=neural_cleanse",
@@ -332,7 +332,7 @@ def test_neural_cleanse_flags_the_backdoor_and_unlearning_removes_it(tmp_path):
         "defense.batches_per_step=5",
         f"output.directory={tmp_path}",
     ]
-    attacked = run_experiment(load_config(None, [*settings, "output.name=attacked"]))
+    attacked = train_once(load_config(None, [*settings, "output.name=attacked"]))
     defense = attacked.summary["defense"]
     assert defense["target_flagged"] and defense["target_anomaly_index"] > 2
     assert defense["after"]["asr"] < 0.5 * defense["before"]["asr"]
