@@ -19,7 +19,8 @@ from triggerlab.run.shared_training import SharedTraining, TrainingRecord
 from triggerlab.run.stages import Attack, Evaluator, finetune_seeds
 from triggerlab.train.augment import Augment
 from triggerlab.train.checkpoint import Checkpoint
-from triggerlab.train.loop import StagePlan, fit
+from triggerlab.train.heads import fit_head
+from triggerlab.train.loop import StagePlan
 
 
 @dataclass
@@ -158,7 +159,7 @@ def _train_stage(
         return [without_stage(r) for r in resume.history if r.get("stage") == "train"], 0
     poisoned = attack.train
     features = inputs.of(poisoned.train, poisoned.changed)
-    history = fit(
+    history = fit_head(
         inputs.model,
         ctx.task,
         features.values,
@@ -196,7 +197,7 @@ def _finetune_stage(
         update={"epochs": cfg.finetune_epochs, "lr": cfg.finetune_lr or cfg.lr}
     )
     features = inputs.of(poisoned.train, poisoned.changed)
-    finetuned = fit(
+    finetuned = fit_head(
         inputs.model,
         ctx.task,
         features.values,
