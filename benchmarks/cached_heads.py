@@ -22,9 +22,9 @@ features. Then, in this one process and from the same initial weights, its head 
   positions (its poisoned samples): each batch's features are read once, for all of them.
 
 Each is timed three times, interleaved, and the fastest kept (the machine is shared; every
-time is in the JSON). Reported: seconds per run and images/s of each, the ratios to
-``before``, and the largest difference between the metrics ``before`` and ``after`` found
-after each epoch.
+time is in the JSON). Reported: wall and CPU seconds per run and images/s of each, the wall
+time ratios to ``before``, and the largest difference between the metrics ``before`` and
+``after`` found after each epoch.
 """
 
 from __future__ import annotations
@@ -78,7 +78,7 @@ def prepared(epochs: int | None, folder: Path):
 
 def one_run(trainer, ctx, attack, inputs, evaluate, features, start_state, progress):
     inputs.model.load_state_dict(start_state)
-    begin = time.perf_counter()
+    begin, cpu = time.perf_counter(), time.process_time()
     history = trainer(
         inputs.model,
         ctx.task,
@@ -91,10 +91,10 @@ def one_run(trainer, ctx, attack, inputs, evaluate, features, start_state, progr
         on_epoch=lambda _record: None,
         progress=progress,
     )
-    return time.perf_counter() - begin, history
+    return time.perf_counter() - begin, time.process_time() - cpu, history
 
 
-def stacked(ctx, attack, inputs, evaluate, features, members: int, one_order: bool) -> float:
+def stacked(ctx, attack, inputs, evaluate, features, members: int, one_order: bool):
     """Seconds for ``members`` copies of the run trained as one stack, with every member's
     test metrics after every epoch. ``one_order``: they share the run's seed (a grid's cells
     of one repeat) and each has its own rows at 2 % of the positions (its poisoned samples;
@@ -116,7 +116,7 @@ def stacked(ctx, attack, inputs, evaluate, features, members: int, one_order: bo
             )
     targets = attack.train.train.targets.expand(members, size)
     test = ctx.data.test.targets
-    begin = time.perf_counter()
+    begin, cpu = time.perf_counter(), time.process_time()
     table = torch.cat([features.float(), evaluate.triggered])  # held once: rows index it
     stack = stack_of([head] * members, [ctx.cfg.train] * members)
     stack.params.copy_(torch.cat([h.params for h in heads]))
@@ -135,7 +135,13 @@ def stacked(ctx, attack, inputs, evaluate, features, members: int, one_order: bo
     train_heads(
         stack, rule_of(ctx.cfg.train, ctx.task), table, rows, targets, generators, epoch_done
     )
-    return time.perf_counter() - begin
+    return time.perf_counter() - begin, time.process_time() - cpu
+
+
+def row(images: int, times: list[tuple[float, float]]) -> dict[str, float]:
+    """The fastest of the repeats: wall and CPU seconds per run, images/s of wall time."""
+    wall, cpu = min(t[0] for t in times), min(t[1] for t in times)
+    return {"seconds_per_run": wall, "cpu_seconds_per_run": cpu, "images_per_s": images / wall}
 
 
 def largest_difference(before: list[dict], after: list[dict], names) -> float:
@@ -159,40 +165,39 @@ def main() -> None:
     common = (ctx, attack, inputs, evaluate, features, start_state, counted.append)
     one_run(fit_head, *common)  # warm both paths: first calls allocate and load code
     one_run(fit, *common)
-    timed: dict[str, list[float]] = {"before": [], "before_1_thread": [], "after": []}
-    for _ in range(REPEATS):  # interleaved, the fastest of each kept: the machine is shared
-        before_s, before = one_run(fit, *common)
-        with single_threaded(ctx.device):
-            timed["before_1_thread"].append(one_run(fit, *common)[0])
-        after_s, after = one_run(fit_head, *common)
-        timed["before"].append(before_s)
-        timed["after"].append(after_s)
-    before_s, after_s = min(timed["before"]), min(timed["after"])
-    one_thread_s = min(timed["before_1_thread"])
-    names = ("train_loss", *ctx.task.metric_names)
-    figures: dict[str, dict[str, float]] = {
-        "before": {"seconds_per_run": before_s, "images_per_s": images / before_s},
-        "before_1_thread": {"seconds_per_run": one_thread_s, "images_per_s": images / one_thread_s},
-        "after": {"seconds_per_run": after_s, "images_per_s": images / after_s},
+    timed: dict[str, list[tuple[float, float]]] = {
+        "before": [],
+        "before_1_thread": [],
+        "after": [],
     }
+    for _ in range(REPEATS):  # interleaved, the fastest of each kept: the machine is shared
+        *wall_cpu, before = one_run(fit, *common)
+        timed["before"].append(tuple(wall_cpu))
+        with single_threaded(ctx.device):
+            timed["before_1_thread"].append(tuple(one_run(fit, *common)[:2]))
+        *wall_cpu, after = one_run(fit_head, *common)
+        timed["after"].append(tuple(wall_cpu))
+    names = ("train_loss", *ctx.task.metric_names)
+    figures = {name: row(images, times) for name, times in timed.items()}
     stacks = [(4, False), (4, True)] if args.quick else STACKS
     for members, one_order in stacks:
         with single_threaded(ctx.device):
-            seconds = min(
+            times = [
                 stacked(ctx, attack, inputs, evaluate, features, members, one_order)
                 for _ in range(REPEATS)
-            )
-        seconds /= members
+            ]
         name = f"stack_{members}_{'one_order' if one_order else 'own_orders'}"
-        figures[name] = {"seconds_per_run": seconds, "images_per_s": images / seconds}
-    for row in figures.values():
-        row["speedup"] = before_s / row["seconds_per_run"]
+        timed[name] = [(wall / members, cpu / members) for wall, cpu in times]
+        figures[name] = row(images, timed[name])
+    before_s = figures["before"]["seconds_per_run"]
+    for figure in figures.values():
+        figure["speedup"] = before_s / figure["seconds_per_run"]
     record = {
         "run": f"{CONFIG.name} base cell: {features.shape[0]} cached {features.shape[1]}-feature "
         f"vectors, {ctx.cfg.train.epochs} epochs, batch {ctx.cfg.train.batch_size}",
         "quick": args.quick,
         "figures": figures,
-        "seconds_of_each_repeat": timed,
+        "wall_and_cpu_seconds_of_each_repeat": timed,
         "largest_metric_difference_before_after": largest_difference(before, after, names),
         "machine": {
             "cpu": platform.processor() or platform.machine(),
@@ -201,10 +206,11 @@ def main() -> None:
             "torch": torch.__version__,
         },
     }
-    for name, row in figures.items():
+    for name, figure in figures.items():
         print(
-            f"{name:>12}: {row['seconds_per_run'] * 1e3:9.2f} ms/run  "
-            f"{row['images_per_s']:>12,.0f} images/s  {row['speedup']:8.1f}x"
+            f"{name:>20}: {figure['seconds_per_run'] * 1e3:9.2f} ms/run  "
+            f"{figure['cpu_seconds_per_run'] * 1e3:9.2f} CPU ms/run  "
+            f"{figure['images_per_s']:>9,.0f} images/s  {figure['speedup']:6.1f}x"
         )
     difference = record["largest_metric_difference_before_after"]
     print(f"largest metric difference before/after: {difference:.2e}")
