@@ -31,7 +31,8 @@ from torch import nn
 
 from triggerlab.progress import Reporter
 from triggerlab.train.augment import Augment
-from triggerlab.train.loop import BatchTransform, Objective, StagePlan, fit
+from triggerlab.train.heads import fit_head
+from triggerlab.train.loop import BatchTransform, Objective, StagePlan
 from triggerlab.train.stacked import FitCall, StackUnsupported, fit_stacked, group_calls
 
 T = TypeVar("T")
@@ -148,7 +149,7 @@ def fit_or_join(
         history = group.join(index, call)
         if history is not None:
             return history
-    return fit(
+    return fit_head(  # alone: a head on cached features by the written-out loop, else fit
         model,
         task,
         images,

@@ -173,7 +173,8 @@ class Evaluator:
         test = ctx.data.test
         clean = inputs.of(test, torch.zeros(0, dtype=torch.long))
         triggered = inputs.of(replace(test, images=attack.triggered_test))
-        return cls(ctx, clean.values, triggered.values, clean.forwards + triggered.forwards)
+        values = [_evaluated(x.values) for x in (clean, triggered)]
+        return cls(ctx, *values, clean.forwards + triggered.forwards)
 
     def __call__(self, model: nn.Module) -> Evaluation:
         start = time.perf_counter()
@@ -189,6 +190,12 @@ class Evaluator:
     def metrics(self, model: nn.Module) -> dict[str, float]:
         """The metrics alone: what the training loop logs after each epoch."""
         return self(model).metrics
+
+
+def _evaluated(values: torch.Tensor) -> torch.Tensor:
+    """Cached features made float32 once, not at every epoch's evaluation (the same values:
+    evaluation makes them float32 anyway); images stay uint8."""
+    return values.float() if values.is_floating_point() else values
 
 
 def target_label(task: Task, target: int | list[float]) -> str:

@@ -20,7 +20,8 @@ from triggerlab.run.stack_group import fit_or_join
 from triggerlab.run.stages import Attack, Evaluator, finetune_seeds
 from triggerlab.train.augment import Augment
 from triggerlab.train.checkpoint import Checkpoint
-from triggerlab.train.loop import StagePlan, fit
+from triggerlab.train.heads import fit_head
+from triggerlab.train.loop import StagePlan
 
 
 @dataclass
@@ -202,7 +203,7 @@ def _finetune_stage(
     per_batch = attack.finetune_per_batch
     part = poisoned.train if per_batch is None or ctx.data.finetune is None else ctx.data.finetune
     features = inputs.of(part, poisoned.changed)
-    finetuned = fit(
+    finetuned = fit_head(
         inputs.model,
         ctx.task,
         features.values,
