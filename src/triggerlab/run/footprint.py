@@ -17,6 +17,7 @@ output of one layer for an evaluation batch.
 from __future__ import annotations
 
 import itertools
+import math
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
@@ -31,6 +32,10 @@ if TYPE_CHECKING:
     from triggerlab.config import ExperimentConfig
 
 USABLE = 0.9  # of the memory available: the estimate leaves out allocator slack and workspaces
+# Networks up to these weights (bytes) on images up to these values are measured on the CPU:
+# one such image's activations take at most a few hundred MB.
+SMALL_WEIGHTS = 64 * 1024**2
+SMALL_INPUT = 3 * 128 * 128
 
 
 @dataclass(frozen=True)
@@ -192,12 +197,32 @@ def check_network(
     check_fits(cfg, footprint, shape, device, options_at_fault=at_fault)
 
 
+def _real_network(cfg: ExperimentConfig, shape: tuple[int, ...], outputs: int) -> nn.Module | None:
+    """The configured network built for real on the CPU (None when it cannot be), leaving the
+    random state as it was."""
+    from triggerlab.models import factory_of
+
+    try:
+        with torch.random.fork_rng(devices=[]):
+            return factory_of(cfg.model.name)(
+                shape[0], tuple(shape[1:]), outputs, **cfg.model.options
+            )
+    except Exception:  # the real build names what is wrong with the model section
+        return None
+
+
 def _meta_footprint(
     cfg: ExperimentConfig, shape: tuple[int, ...], outputs: int
 ) -> Footprint | None:
     network = meta_network(cfg, shape, outputs)
     if network is None:
         return None
+    weights = sum(_bytes(t) for t in itertools.chain(network.parameters(), network.buffers()))
+    if weights <= SMALL_WEIGHTS and math.prod(shape) <= SMALL_INPUT:
+        # A small network on a small image is measured for real: on the meta device a linear
+        # layer's bias goes through a Python decomposition whose first call imports torch's
+        # compiler (2-3 s, and scikit-learn and pandas with it) into every run.
+        network = _real_network(cfg, shape, outputs) or network
     try:
         footprint = measure(network, shape)
     except Exception:  # a forward meta cannot run: the real dry run reports it
