@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
+from triggerlab.catalogue.models import MODELS
 from triggerlab.data import memory
 from triggerlab.errors import ConfigError
 from triggerlab.train.loop import EVAL_BATCH_SIZE
@@ -32,9 +33,8 @@ if TYPE_CHECKING:
     from triggerlab.config import ExperimentConfig
 
 USABLE = 0.9  # of the memory available: the estimate leaves out allocator slack and workspaces
-# Networks up to these weights (bytes) on images up to these values are measured on the CPU:
-# one such image's activations take at most a few hundred MB.
-SMALL_WEIGHTS = 64 * 1024**2
+# Images up to these values, for a catalogue network with default options, are measured on
+# the CPU: one such image's activations take at most a few hundred MB.
 SMALL_INPUT = 3 * 128 * 128
 
 
@@ -197,6 +197,20 @@ def check_network(
     check_fits(cfg, footprint, shape, device, options_at_fault=at_fault)
 
 
+def _small_default(cfg: ExperimentConfig, shape: tuple[int, ...]) -> bool:
+    """A catalogue network with its default options on a small image: built for real on the
+    CPU, as the run builds it anyway. The meta device's first operations import about 900 of
+    PyTorch's Python modules (1-4 s), more than the rest of a small run's fixed cost; a linear
+    layer's bias there imports torch's compiler too."""
+    model = cfg.model
+    return (
+        math.prod(shape) <= SMALL_INPUT
+        and not model.options
+        and model.pretrained != "imagenet"
+        and model.name in MODELS
+    )
+
+
 def _real_network(cfg: ExperimentConfig, shape: tuple[int, ...], outputs: int) -> nn.Module | None:
     """The configured network built for real on the CPU (None when it cannot be), leaving the
     random state as it was."""
@@ -214,15 +228,10 @@ def _real_network(cfg: ExperimentConfig, shape: tuple[int, ...], outputs: int) -
 def _meta_footprint(
     cfg: ExperimentConfig, shape: tuple[int, ...], outputs: int
 ) -> Footprint | None:
-    network = meta_network(cfg, shape, outputs)
+    network = _real_network(cfg, shape, outputs) if _small_default(cfg, shape) else None
+    network = network or meta_network(cfg, shape, outputs)
     if network is None:
         return None
-    weights = sum(_bytes(t) for t in itertools.chain(network.parameters(), network.buffers()))
-    if weights <= SMALL_WEIGHTS and math.prod(shape) <= SMALL_INPUT:
-        # A small network on a small image is measured for real: on the meta device a linear
-        # layer's bias goes through a Python decomposition whose first call imports torch's
-        # compiler (2-3 s, and scikit-learn and pandas with it) into every run.
-        network = _real_network(cfg, shape, outputs) or network
     try:
         footprint = measure(network, shape)
     except Exception:  # a forward meta cannot run: the real dry run reports it
