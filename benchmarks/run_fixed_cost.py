@@ -62,7 +62,9 @@ def fresh_process(src: Path, args: list[str]) -> tuple[float, subprocess.Complet
 
 
 def measure_import(src: Path) -> dict[str, object]:
-    seconds, done = fresh_process(src, ["-X", "importtime", "-c", "import triggerlab.run.experiment"])
+    seconds, done = fresh_process(
+        src, ["-X", "importtime", "-c", "import triggerlab.run.experiment"]
+    )
     modules = {line.split("|")[-1].strip().split(".")[0] for line in done.stderr.splitlines()}
     return {"import_s": seconds, "import_heavy": sorted(modules & set(HEAVY))}
 
