@@ -2,6 +2,7 @@
 estimates' arithmetic, the saved calibration, and the `plan` command."""
 
 import json
+import re
 
 import pytest
 import torch
@@ -182,6 +183,6 @@ def test_grid_prints_the_plan_first_and_the_estimate_beside_the_measured_time(tm
     assert result.exit_code == 0, result.output
     output = result.output
     assert output.index("runs: 1; trainings after sharing: 1") < output.index("estimated ")
-    assert "s for 1 runs; measured" in output
+    assert re.search(r"time: estimated [0-9.]+ s, measured [0-9.]+ s \(1 of the 1 runs", output)
     again = runner.invoke(app, ["grid", str(path), "--out", str(tmp_path / "g"), "--no-estimate"])
     assert again.exit_code == 0 and "trainings after sharing" not in again.output

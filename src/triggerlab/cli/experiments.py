@@ -242,8 +242,8 @@ def grid(
         raise fail(with_ray_hint(exc)) from None
     if cost is not None and cost.here_s() is not None and executor == "local" and outcome.completed:
         console.print(
-            f"estimated {cost.here_s():.1f} s for {cost.runs} runs; measured "
-            f"{outcome.seconds:.1f} s for {len(outcome.completed)} run now",
+            f"time: estimated {cost.here_s():.1f} s, measured {outcome.seconds:.1f} s "
+            f"({len(outcome.completed)} of the {cost.runs} runs estimated ran)",
             highlight=False,
         )
     print_outcome(grid_dir, outcome)

@@ -56,9 +56,10 @@ ACCELERATORS: dict[str, float] = {
 # Small image models keep an accelerator far from its peak (launch overheads, small kernels):
 # a stated assumption, printed beside every estimate, and changed with --utilization.
 ACCELERATOR_UTILIZATION = 0.2
-# Seconds of a run that no FLOP count sees (start-up, loading, poisoning, writing), from
-# benchmarks/run_fixed_cost.py on the project's 2-core machine; an assumption, printed.
-FIXED_COST_S = 2.0
+# Seconds of a run that no FLOP count sees (loading, poisoning, figures, writing) inside a
+# grid's worker, which imported torch once: the phases benchmarks/run_fixed_cost.py records,
+# about 0.5 s on the project's 2-core machine; an assumption, printed.
+FIXED_COST_S = 0.5
 CALIBRATION_FORMAT = 2
 CALIBRATION_MAX_AGE_S = 7 * 24 * 3600
 
