@@ -2,6 +2,7 @@
 estimates' arithmetic, the saved calibration, and the `plan` command."""
 
 import json
+import os
 import re
 
 import pytest
@@ -146,7 +147,15 @@ def test_calibration_is_measured_once_and_a_damaged_one_again(tmp_path, monkeypa
     assert measured == [1, 1, 1]
 
 
-def test_plan_command_prints_and_writes_json(tmp_path):
+@pytest.fixture
+def quick_calibration(tmp_path, monkeypatch):
+    """A calibration of a few milliseconds, kept under the test's own cache folder."""
+    monkeypatch.setenv("TRIGGERLAB_CACHE", str(tmp_path / "cache"))
+    real = cost.calibrate
+    monkeypatch.setattr(cost, "calibrate", lambda seconds=1.0, threads=None: real(0.02, threads))
+
+
+def test_plan_command_prints_and_writes_json(tmp_path, quick_calibration):
     path = write(tmp_path, {"poison.rate": [0.05, 0.1]})
     out = tmp_path / "out" / "plan.json"
     result = runner.invoke(app, ["plan", str(path), "--json", str(out)])
@@ -157,6 +166,8 @@ def test_plan_command_prints_and_writes_json(tmp_path):
     assert saved["runs"] == 2 and saved["total_flops"] > 0
     assert saved["accelerator"]["utilization"] == 0.2
     assert not (tmp_path / "grids").exists()  # nothing run
+    (saved,) = (tmp_path / "cache").iterdir()  # the calibration, and nothing else
+    assert saved.name == f"calibration-{max(1, os.cpu_count() or 1)}-threads.json"
 
 
 @pytest.mark.parametrize(
@@ -168,7 +179,7 @@ def test_plan_command_prints_and_writes_json(tmp_path):
         (["--set", "grid.poison.rate=[7]"], "poison.rate"),
     ],
 )
-def test_plan_command_refuses_bad_input_with_exit_2(tmp_path, flags, message):
+def test_plan_command_refuses_bad_input_with_exit_2(tmp_path, flags, message, quick_calibration):
     path = write(tmp_path, {"poison.rate": [0.05, 0.1]})
     result = runner.invoke(app, ["plan", str(path), *flags, "--json", str(tmp_path / "p.json")])
     assert result.exit_code == 2, result.output

@@ -60,7 +60,8 @@ def plan(
     ] = None,
 ) -> None:
     """Say what a grid will cost before any work: runs, trainings after sharing, the feature
-    cache, FLOPs, and the wall time here and on an accelerator. Nothing is written or run."""
+    cache, FLOPs, and the wall time here and on an accelerator. Nothing runs; the machine's
+    calibration is kept in the cache folder."""
     from triggerlab.grid.spec import load_grid_spec
 
     try:
@@ -110,9 +111,10 @@ def estimate(
     recalibrate: bool = False,
 ) -> GridCost:
     """The cost of the spec's runs; with ``grid_dir``, of those not finished there yet."""
-    from triggerlab.grid.cost import grid_cost, machine_calibration
+    from triggerlab.grid.cost import check_accelerator, grid_cost, machine_calibration
     from triggerlab.grid.plan import plan_grid
 
+    check_accelerator(accelerator, utilization)  # before the plan and the calibration
     workers = 1 if workers is None else workers
     if workers < 1:
         raise ArgumentError("workers", f"expected at least 1, got {workers}")
