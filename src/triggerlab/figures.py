@@ -44,7 +44,7 @@ def mosaic(rows: Sequence[torch.Tensor], gap: int = 2) -> torch.Tensor:
     return out
 
 
-SEPARATOR = (74, 144, 217)  # between images: a white or black gap would hide border triggers
+SEPARATOR = (74, 144, 217)  # the frame of each image
 SAMPLE_SIDE = 96  # pixels an image is enlarged to (nearest neighbour), at least
 SAMPLE_WIDTH = 116  # pixels of one column, at least: its labels fit
 
@@ -71,13 +71,21 @@ def samples_png(
     font = _font(11)
     line = 14
     title_lines = wrapped(title, max(30, (n * (column + gap)) // 7)).splitlines()
-    left, top = 64, line * (len(title_lines) + 2) + 6
+    left, top = 64, 14 + line * (len(title_lines) + 2) + gap  # the title, then two label lines
     canvas = Image.new(
-        "RGB", (left + n * (column + gap), top + 2 * side_h + gap + line + 8), "white"
+        "RGB", (left + n * (column + gap), top + 2 * side_h + 3 * gap + line + 8), "white"
     )
     draw = ImageDraw.Draw(canvas)
     for k, text in enumerate(title_lines):
         draw.text((canvas.width // 2, 4 + k * line), text, fill="black", font=font, anchor="ma")
+    # every image framed in the separator's colour, gaps included: a white or black
+    # background would hide a trigger at an image's border
+    for i in range(n):
+        x = left + i * (column + gap) + (column - side_w) // 2
+        draw.rectangle(
+            (x - gap, top - gap, x + side_w + gap - 1, top + 2 * side_h + 2 * gap - 1),
+            fill=SEPARATOR,
+        )
     for row, images in enumerate((clean, triggered)):
         y = top + row * (side_h + gap)
         draw.text(
@@ -86,19 +94,19 @@ def samples_png(
         for i in range(n):
             x = left + i * (column + gap) + (column - side_w) // 2
             canvas.paste(_pil(images[i]).resize((side_w, side_h), Image.Resampling.NEAREST), (x, y))
-    draw.rectangle((left, top + side_h, canvas.width - gap, top + side_h + gap - 1), fill=SEPARATOR)
     for i in range(n):
         middle = left + i * (column + gap) + column // 2
-        if i:
-            x = left + i * (column + gap) - gap
-            draw.rectangle((x, top, x + gap - 1, top + 2 * side_h + gap - 1), fill=SEPARATOR)
         above = f"true {labels[i]}\npred {clean_pred[i]}"
         draw.multiline_text(
-            (middle, top - 4), above, fill="black", font=font, anchor="md", align="center"
+            (middle, top - gap - 4), above, fill="black", font=font, anchor="md", align="center"
         )
         below = f"triggered: pred {triggered_pred[i]}"
         draw.text(
-            (middle, top + 2 * side_h + gap + 3), below, fill="black", font=_font(10), anchor="ma"
+            (middle, top + 2 * side_h + 2 * gap + 3),
+            below,
+            fill="black",
+            font=_font(10),
+            anchor="ma",
         )
     buffer = io.BytesIO()
     canvas.save(buffer, format="PNG")

@@ -68,3 +68,30 @@ def test_the_digits_table_is_scikit_learns():
     bunch = load_digits()
     assert np.array_equal(levels, bunch.images) and levels.dtype == np.float64
     assert np.array_equal(targets, bunch.target) and targets.dtype == np.int64
+
+
+def test_samples_figure_frames_each_image_so_a_white_border_trigger_shows():
+    import io
+
+    import torch
+    from PIL import Image
+
+    from triggerlab.figures import SEPARATOR, samples_png
+
+    clean = torch.zeros((3, 1, 16, 16), dtype=torch.uint8)
+    triggered = clean.clone()
+    triggered[:, :, -3:, -3:] = 255  # a white patch at the bottom right corner
+    png = samples_png(clean, triggered, ["1"] * 3, ["1"] * 3, ["0"] * 3, "digits, target 0")
+    image = Image.open(io.BytesIO(png)).convert("RGB")
+    white = int((np.asarray(image) == 255).all(axis=2).sum())
+    patch = 3 * 3 * 3 * 6 * 6  # three patches of 3x3 pixels, each enlarged 6 times a side
+    framed = [
+        (x, y)
+        for y in range(1, image.height - 1)
+        for x in range(1, image.width - 1)
+        if image.getpixel((x, y)) == (255, 255, 255)
+        and image.getpixel((x + 1, y)) == SEPARATOR
+        and image.getpixel((x, y + 1)) == SEPARATOR
+    ]
+    assert len(framed) == 3  # each patch's bottom-right pixel touches the frame, not white
+    assert white > patch
