@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import subprocess
 import sys
@@ -166,7 +167,8 @@ def machine(cuda: bool) -> dict[str, Any]:
         "host": platform.node(),
         "python": platform.python_version(),
         "torch": torch.__version__,
-        "cpu_count": torch.get_num_threads(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
     }
     if cuda:
         props = torch.cuda.get_device_properties(0)
@@ -188,6 +190,10 @@ def main() -> int:
     parser.add_argument("--epochs", type=int, default=2, help="epochs of each run (GPU)")
     parser.add_argument("--only", nargs="+", help="run these checks only")
     args = parser.parse_args()
+    known = list(checks("cuda", False, args.epochs, Path(".")))
+    unknown = sorted(set(args.only or []) - set(known))
+    if unknown:
+        parser.error(f"--only: unknown check(s) {', '.join(unknown)}; expected {', '.join(known)}")
     cuda = torch.cuda.is_available()
     if not cuda:
         print("no CUDA device here: running a tiny CPU smoke of the same code paths instead")
