@@ -18,6 +18,7 @@ from triggerlab.grid.cost import Calibration, count_flops, grid_cost
 from triggerlab.grid.plan import plan_grid
 from triggerlab.grid.spec import load_grid_spec
 from triggerlab.models import factory_of
+from triggerlab.train.loop import EVAL_BATCH_SIZE
 
 runner = CliRunner()
 
@@ -117,10 +118,17 @@ def test_training_flops_and_estimates_are_the_counts_times_the_work(tmp_path):
     one = per["train"] * train * 1 + per["forward"] * 2 * test * 1  # one epoch, then evaluation
     assert kind.training_flops() == one
     assert found.total_flops() == 2 * one
-    # each batch: its FLOPs at 0.5 GFLOP/s, or the 1 ms floor when that is longer
-    steps, evaluations = -(-train // 64), 2 * -(-test // 256)
+    steps, evaluations = -(-train // 64), 2 * -(-test // EVAL_BATCH_SIZE)
+    assert kind.batches() == (steps, evaluations)
+    # measured here: each batch at the time its kind's step took
+    assert kind.step_s > 0 and kind.evaluation_batch_s > 0
+    measured = 2 * (steps * kind.step_s + evaluations * kind.evaluation_batch_s)
+    assert found.here_s() == pytest.approx(measured + 2 * cost.FIXED_COST_S)
+    assert kind.achieved_flops_per_s() == pytest.approx(64 * per["train"] / kind.step_s)
+    # unmeasured: each batch at its FLOPs at 0.5 GFLOP/s, or the 1 ms floor when longer
+    kind.step_s = kind.evaluation_batch_s = None
     batch = max(1e-3, 64 * per["train"] / 0.5e9)
-    evaluation = max(1e-3, 256 * per["forward"] / 0.5e9)
+    evaluation = max(1e-3, min(EVAL_BATCH_SIZE, test) * per["forward"] / 0.5e9)
     expected = 2 * (steps * batch + evaluations * evaluation) + 2 * cost.FIXED_COST_S
     assert found.here_s() == pytest.approx(expected)
     assert found.accelerator_s() == pytest.approx(2 * one / (312e12 * 0.5) + 2 * cost.FIXED_COST_S)

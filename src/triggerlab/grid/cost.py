@@ -11,11 +11,14 @@ evaluation is a forward over the clean and the triggered test set. A run on cach
 counts only its head, plus the frozen body's forward over the images the run changes (and,
 once per cache, over the whole dataset). Defences are not counted.
 
-The wall time on this machine comes from a short calibration, made once per machine and
-kept in the cache folder: the rate of a float32 matrix product, and the share of it that a
-small CNN's training reaches (its utilisation). On an accelerator it is the FLOPs over the
-accelerator's peak times a stated utilisation. Both add a fixed cost per run (start-up,
-loading, writing) that the FLOPs leave out.
+The wall time on this machine comes from timing, for each kind of run, a few training steps
+and evaluation batches of the module it trains (built for real, fresh weights), since the
+share of the machine's arithmetic a small network reaches varies tenfold with its layers'
+shapes; the frozen body's forwards of the cached path are counted at a calibrated rate (a
+float32 matrix product's, times the share of it a small CNN's training reaches; measured
+once per machine and kept in the cache folder). On an accelerator it is the FLOPs over the
+accelerator's peak times a stated utilisation. Both add a fixed cost per run (loading,
+poisoning, figures, writing) that the FLOPs leave out.
 
 Stacked training (many runs of one shape as one model) is not implemented: each training runs
 alone, and the plan says so where stacking would go.
@@ -181,6 +184,10 @@ class RunKind:
     trainings: int = 0
     cache_builds: int = 0  # distinct caches to fill (one per seed for fresh weights)
     changed_images: int = 0  # cached path: images all trainings send through the frozen body
+    # measured here (None: not measured): one training step of a batch, one evaluation batch
+    step_s: float | None = None
+    evaluation_batch_s: float | None = None
+    body_image_s: float | None = None  # cached path: the frozen body's forward of one image
 
     def training_flops(self) -> float:
         """One training: its steps and each epoch's evaluation (clean and triggered)."""
@@ -188,21 +195,41 @@ class RunKind:
         steps = per["train"] * self.train_samples * self.epochs
         return steps + per["forward"] * 2 * self.test_samples * self.epochs
 
-    def training_seconds(self, calibration: Calibration) -> float:
-        """Estimated seconds of one training on this machine: each batch takes its FLOPs at
-        the calibrated rate, or the fixed cost of a batch when that is longer (a small head's
-        batch is all overhead)."""
-        per, rate, floor = self.flops_per_sample, calibration.effective, calibration.batch_s
+    def batches(self) -> tuple[int, int]:
+        """Training steps and evaluation batches of one training."""
         steps = -(-self.train_samples // self.batch_size) * self.epochs
-        evaluations = 2 * -(-self.test_samples // EVAL_BATCH_SIZE) * self.epochs
-        step_s = max(floor, self.batch_size * per["train"] / rate)
-        evaluation_s = max(floor, EVAL_BATCH_SIZE * per["forward"] / rate)
+        return steps, 2 * -(-self.test_samples // EVAL_BATCH_SIZE) * self.epochs
+
+    def training_seconds(self, calibration: Calibration) -> float:
+        """Estimated seconds of one training on this machine: its batches at the times
+        measured here; unmeasured, each batch at its FLOPs at the calibrated rate, or the fixed
+        cost of a batch when that is longer (a small head's batch is all overhead)."""
+        steps, evaluations = self.batches()
+        per, rate, floor = self.flops_per_sample, calibration.effective, calibration.batch_s
+        step_s = self.step_s or max(floor, self.batch_size * per["train"] / rate)
+        evaluation_s = self.evaluation_batch_s or max(
+            floor, min(EVAL_BATCH_SIZE, self.test_samples) * per["forward"] / rate
+        )
         return steps * step_s + evaluations * evaluation_s
+
+    def achieved_flops_per_s(self) -> float | None:
+        """Training FLOP/s of the measured step."""
+        if not self.step_s:
+            return None
+        return (
+            min(self.batch_size, self.train_samples) * self.flops_per_sample["train"] / self.step_s
+        )
 
     def seconds(self, calibration: Calibration) -> float:
         """All this kind's trainings and its frozen-body work, on this machine."""
+        training = self.trainings * self.training_seconds(calibration)
+        if self.body_image_s is not None:
+            images = self.changed_images + self.cache_builds * (
+                self.train_samples + self.test_samples
+            )
+            return training + images * self.body_image_s
         body = self.total_flops() - self.trainings * self.training_flops()
-        return self.trainings * self.training_seconds(calibration) + body / calibration.effective
+        return training + body / calibration.effective
 
     def cache_flops(self) -> float:
         """Filling one cache: the frozen body's forward over every image of the dataset."""
@@ -324,16 +351,23 @@ class GridCost:
                     else ""
                 )
             )
+            achieved = kind.achieved_flops_per_s()
+            if achieved is not None and kind.step_s and self.calibration is not None:
+                share = achieved / self.calibration.matmul_flops_per_s
+                out.append(
+                    f"    measured here: {kind.step_s * 1e3:.3g} ms a training step of "
+                    f"{min(kind.batch_size, kind.train_samples)} ({achieved / 1e9:.3g} GFLOP/s, "
+                    f"{share:.1%} of the matrix-product rate)"
+                )
         out.append(f"training FLOPs of the grid: {_flops(self.total_flops())}")
         here = self.here_s()
         if here is not None and self.calibration is not None:
             c = self.calibration
             out.append(
-                f"estimated wall time here: {_duration(here)} ({self.workers} worker(s); "
-                f"{c.matmul_flops_per_s / 1e9:.0f} GFLOP/s float32 matrix product x "
-                f"{c.utilization:.1%} utilisation measured on a small CNN, at least "
-                f"{c.batch_s * 1e3:.2f} ms per batch, {c.threads} threads per run; plus "
-                f"{self.fixed_cost_s:g} s fixed cost per run)"
+                f"estimated wall time here: {_duration(here)} ({self.workers} worker(s), "
+                f"{c.threads} threads per run; each kind's batches, and the frozen body's "
+                f"forwards, at the times measured here; plus {self.fixed_cost_s:g} s fixed cost "
+                "per run)"
             )
         out.append(
             f"estimated wall time on one {self.accelerator}: {_duration(self.accelerator_s())} "
@@ -481,8 +515,10 @@ def _kind_of(cfg: ExperimentConfig, data: DataSplit) -> RunKind:
     )
 
 
-def kinds_of(plan: list[PlannedRun]) -> list[RunKind]:
-    """The plan's runs grouped by what they cost; each dataset is loaded once."""
+def kinds_of(plan: list[PlannedRun], threads: int | None = None) -> list[RunKind]:
+    """The plan's runs grouped by what they cost; each dataset is loaded once. With
+    ``threads``, each kind's training step and evaluation batch are timed here with that
+    many threads (``time_steps``)."""
     from triggerlab.data.prepare import load_source, split_source
     from triggerlab.run.prepare import check_run
     from triggerlab.seeds import derive_seeds
@@ -502,6 +538,8 @@ def kinds_of(plan: list[PlannedRun]) -> list[RunKind]:
                 data = split_source(sources[source_key], cfg.data, cfg.split_seed)
                 checked = check_run(cfg, data, derive_seeds(cfg.train.seed)["defense"])
                 kinds[key] = _kind_of(cfg, checked.data)
+                if threads is not None:
+                    time_steps(kinds[key], cfg, checked.data, threads)
             except TriggerlabError as exc:
                 kind = DataFormatError if isinstance(exc, DataFormatError) else ConfigError
                 raise kind(f"in {cell_label(run.cell)}: {exc}") from None
@@ -518,6 +556,67 @@ def kinds_of(plan: list[PlannedRun]) -> list[RunKind]:
         kind.trainings = len(trainings[key])
         kind.cache_builds = len(caches.get(key, ()))
     return list(kinds.values())
+
+
+STEP_BUDGET_S = 0.5  # seconds of timed steps per kind (at least 3 steps, after a warm-up)
+
+
+def time_steps(kind: RunKind, cfg: ExperimentConfig, data: DataSplit, threads: int) -> None:
+    """Time one training step and one evaluation batch of ``kind`` here, with ``threads``
+    threads: the module it trains (the whole model, or the head on features) built for real
+    with fresh weights, its optimiser, a batch of its size, float32 on the CPU."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            model = meta_model(cfg, data.shape, data.num_outputs, "cpu")
+            plan = getattr(model, "plan", None)
+            module = plan.cut if kind.cached and plan is not None else model
+            assert module is not None
+            kind.step_s, kind.evaluation_batch_s = _timed(module, kind, cfg)
+            if kind.cached:  # the frozen body's forward, an evaluation batch of images
+                images = torch.rand(min(EVAL_BATCH_SIZE, kind.test_samples), *data.shape)
+                model.eval()
+
+                def forward() -> None:
+                    with torch.no_grad():
+                        model(images)
+
+                kind.body_image_s = _seconds_per_call(forward, STEP_BUDGET_S) / images.shape[0]
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _timed(module: nn.Module, kind: RunKind, cfg: ExperimentConfig) -> tuple[float, float]:
+    from triggerlab.train.loop import make_optimizer
+
+    layout = torch.contiguous_format
+    if cfg.train.channels_last and len(kind.input_shape) == 3 and not kind.cached:
+        layout = torch.channels_last
+        module = module.to(memory_format=layout)
+    optimizer = make_optimizer(cfg.train, module)
+    batch = torch.rand(min(kind.batch_size, kind.train_samples), *kind.input_shape)
+    batch = batch.contiguous(memory_format=layout) if batch.dim() == 4 else batch
+
+    def step() -> None:
+        optimizer.zero_grad(set_to_none=True)
+        module(batch).float().pow(2).mean().backward()  # any loss costs the same here
+        optimizer.step()
+
+    evaluation = torch.rand(min(EVAL_BATCH_SIZE, kind.test_samples), *kind.input_shape)
+    evaluation = (
+        evaluation.contiguous(memory_format=layout) if evaluation.dim() == 4 else evaluation
+    )
+
+    def evaluate() -> None:
+        with torch.no_grad():
+            module(evaluation)
+
+    module.train()
+    step_s = _seconds_per_call(step, STEP_BUDGET_S)
+    module.eval()
+    return step_s, _seconds_per_call(evaluate, STEP_BUDGET_S / 2)
 
 
 # -- calibration ----------------------------------------------------------------------------
@@ -552,10 +651,12 @@ def _training_step(model: nn.Module, shape: tuple[int, ...], outputs: int) -> An
 def _seconds_per_call(call: Any, seconds: float) -> float:
     """The median time of ``call`` over about ``seconds``: on a shared machine the mean
     follows whoever else is busy, the median what this work takes."""
+    began = time.perf_counter()
     call()  # warm-up
+    warm_up = time.perf_counter() - began
     times: list[float] = []
     start = time.perf_counter()
-    while time.perf_counter() - start < seconds or len(times) < 5:
+    while time.perf_counter() - start < seconds or len(times) < (5 if warm_up < seconds else 1):
         began = time.perf_counter()
         call()
         times.append(time.perf_counter() - began)
@@ -654,7 +755,7 @@ def grid_cost(
     accelerator = check_accelerator(accelerator, utilization)
     if workers < 1:
         raise ArgumentError("workers", f"expected at least 1, got {workers}")
-    kinds = kinds_of(plan)
+    kinds = kinds_of(plan, None if calibration is None else calibration.threads)
     trainings = len({run.training_key or run.run_id for run in plan})
     notes = []
     devices = Counter(run.config.train.device for run in plan)
