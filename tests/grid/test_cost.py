@@ -205,3 +205,7 @@ def test_grid_prints_the_plan_first_and_the_estimate_beside_the_measured_time(tm
     assert re.search(r"time: estimated [0-9.]+ s, measured [0-9.]+ s \(1 of the 1 runs", output)
     again = runner.invoke(app, ["grid", str(path), "--out", str(tmp_path / "g"), "--no-estimate"])
     assert again.exit_code == 0 and "trainings after sharing" not in again.output
+    finished = runner.invoke(app, ["grid", str(path), "--out", str(tmp_path / "g")])
+    assert finished.exit_code == 0  # the estimate counts what is left: nothing
+    assert "runs: 0; trainings after sharing: 0" in finished.output
+    assert "time: estimated" not in finished.output
