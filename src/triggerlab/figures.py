@@ -7,13 +7,16 @@ from __future__ import annotations
 import io
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
-from matplotlib.figure import Figure
 
 from triggerlab.files import write_bytes_atomic
 from triggerlab.text import wrapped
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 
 def _show(ax, image: torch.Tensor) -> None:
@@ -41,6 +44,11 @@ def mosaic(rows: Sequence[torch.Tensor], gap: int = 2) -> torch.Tensor:
     return out
 
 
+SEPARATOR = (74, 144, 217)  # the frame of each image
+SAMPLE_SIDE = 96  # pixels an image is enlarged to (nearest neighbour), at least
+SAMPLE_WIDTH = 116  # pixels of one column, at least: its labels fit
+
+
 def samples_png(
     clean: torch.Tensor,
     triggered: torch.Tensor,
@@ -51,33 +59,75 @@ def samples_png(
 ) -> bytes:
     """Clean test images above their triggered versions, with labels and predictions.
 
-    One mosaic in one axes: a figure per run must stay cheap inside large grids.
+    Drawn with PIL alone: every run draws it, and matplotlib would add about a second of
+    imports to each run of a grid.
     """
+    from PIL import Image, ImageDraw
+
     n, _, height, width = clean.shape
-    gap = max(1, width // 8)
-    fig = Figure(figsize=(1.5 * n, 3.9))
-    ax = fig.add_axes((0.07, 0.02, 0.92, 0.78))
-    _show(ax, mosaic([clean, triggered], gap))
-    # Coloured separators: a white or black gap would hide triggers at the image borders.
-    for i in range(1, n):
-        ax.axvspan(i * (width + gap) - gap - 0.5, i * (width + gap) - 0.5, color="#4a90d9", lw=0)
-    ax.axhspan(height - 0.5, height + gap - 0.5, color="#4a90d9", lw=0)
+    scale = max(1, -(-SAMPLE_SIDE // max(height, width)))
+    side_h, side_w, gap = height * scale, width * scale, max(2, scale)
+    column = max(side_w, SAMPLE_WIDTH)
+    font = _font(11)
+    line = 14
+    title_lines = wrapped(title, max(30, (n * (column + gap)) // 7)).splitlines()
+    left, top = 64, 14 + line * (len(title_lines) + 2) + gap  # the title, then two label lines
+    canvas = Image.new(
+        "RGB", (left + n * (column + gap), top + 2 * side_h + 3 * gap + line + 8), "white"
+    )
+    draw = ImageDraw.Draw(canvas)
+    for k, text in enumerate(title_lines):
+        draw.text((canvas.width // 2, 4 + k * line), text, fill="black", font=font, anchor="ma")
+    # every image framed in the separator's colour, gaps included: a white or black
+    # background would hide a trigger at an image's border
     for i in range(n):
-        x = i * (width + gap) + width / 2
-        ax.text(
-            x, -1, f"true {labels[i]}\npred {clean_pred[i]}", ha="center", va="bottom", fontsize=8
+        x = left + i * (column + gap) + (column - side_w) // 2
+        draw.rectangle(
+            (x - gap, top - gap, x + side_w + gap - 1, top + 2 * side_h + 2 * gap - 1),
+            fill=SEPARATOR,
         )
-        ax.text(
-            x,
-            2 * height + gap,
-            f"triggered: pred {triggered_pred[i]}",
-            ha="center",
-            va="top",
-            fontsize=7,
+    for row, images in enumerate((clean, triggered)):
+        y = top + row * (side_h + gap)
+        draw.text(
+            (4, y + side_h // 2), ("clean", "triggered")[row], fill="black", font=font, anchor="lm"
         )
-    ax.set_yticks([height / 2, height + gap + height / 2], ["clean", "triggered"])
-    fig.suptitle(title, fontsize=9)
-    return png_bytes(fig)
+        for i in range(n):
+            x = left + i * (column + gap) + (column - side_w) // 2
+            canvas.paste(_pil(images[i]).resize((side_w, side_h), Image.Resampling.NEAREST), (x, y))
+    for i in range(n):
+        middle = left + i * (column + gap) + column // 2
+        above = f"true {labels[i]}\npred {clean_pred[i]}"
+        draw.multiline_text(
+            (middle, top - gap - 4), above, fill="black", font=font, anchor="md", align="center"
+        )
+        below = f"triggered: pred {triggered_pred[i]}"
+        draw.text(
+            (middle, top + 2 * side_h + 2 * gap + 3),
+            below,
+            fill="black",
+            font=_font(10),
+            anchor="ma",
+        )
+    buffer = io.BytesIO()
+    canvas.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def _pil(image: torch.Tensor) -> Any:
+    """A uint8 ``[C, H, W]`` image as a PIL image (grey or RGB)."""
+    from PIL import Image
+
+    array = image.permute(1, 2, 0).numpy()
+    return Image.fromarray(array[:, :, 0] if array.shape[2] == 1 else array).convert("RGB")
+
+
+def _font(size: int) -> Any:
+    from PIL import ImageFont
+
+    try:
+        return ImageFont.load_default(size=size)  # scalable where PIL has FreeType
+    except (TypeError, ImportError, OSError):
+        return ImageFont.load_default()
 
 
 def residual(clean: torch.Tensor, triggered: torch.Tensor) -> torch.Tensor:
@@ -101,6 +151,8 @@ def trigger_preview_figure(
     clean: torch.Tensor, triggered: torch.Tensor, title: str, caption: str
 ) -> Figure:
     """The preview; title and caption wrapped to the figure's width (a spec can be long)."""
+    from matplotlib.figure import Figure
+
     n = clean.shape[0]
     amplified = residual(clean, triggered)
     fig = Figure(figsize=(5.4, 1.75 * n + 0.9), layout="constrained")
@@ -117,6 +169,8 @@ def trigger_preview_figure(
 
 def save_catalogue(path: Path, clean: torch.Tensor, triggered: dict[str, torch.Tensor]) -> None:
     """One image under every trigger: clean first, then one panel per trigger label."""
+    from matplotlib.figure import Figure
+
     n = len(triggered) + 1
     columns = min(n, 6)
     rows = -(-n // columns)
@@ -142,6 +196,8 @@ def _save_png(fig: Figure, path: Path) -> None:
 
 def confusions_png(matrices: dict[str, torch.Tensor], name: str) -> bytes:
     """Row-normalised confusion matrices side by side (reference 003's Figures 5 and 7)."""
+    from matplotlib.figure import Figure
+
     fig = Figure(figsize=(4.2 * len(matrices), 4.0), layout="constrained")
     axes = fig.subplots(1, len(matrices), squeeze=False)[0]
     for ax, (which, matrix) in zip(axes, matrices.items(), strict=True):
@@ -161,6 +217,8 @@ def reversed_triggers_png(
     triggers: Sequence[object], indices: Sequence[float], names: Sequence[str]
 ) -> bytes:
     """Each class's reversed trigger (mask x pattern) with its L1 norm and anomaly index."""
+    from matplotlib.figure import Figure
+
     fig = Figure(figsize=(1.7 * len(triggers), 2.3), layout="constrained")
     axes = fig.subplots(1, len(triggers), squeeze=False)[0]
     for ax, trigger, index, name in zip(axes, triggers, indices, names, strict=True):

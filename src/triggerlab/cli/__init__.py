@@ -14,7 +14,15 @@ import warnings
 
 import typer
 
-from triggerlab.cli import cluster, data, experiments, inspection, leaderboards, triggers
+from triggerlab.cli import (
+    cluster,
+    data,
+    experiments,
+    inspection,
+    leaderboards,
+    planning,
+    triggers,
+)
 from triggerlab.cli.common import disk_full, err_console, show_warning
 
 app = typer.Typer(
@@ -25,7 +33,7 @@ app = typer.Typer(
     rich_markup_mode="rich",
     pretty_exceptions_enable=False,
 )
-for group in (experiments.app, cluster.app, inspection.app, leaderboards.app):
+for group in (experiments.app, planning.app, cluster.app, inspection.app, leaderboards.app):
     for command in group.registered_commands:
         app.registered_commands.append(command)
 app.add_typer(triggers.app, name="triggers")

@@ -28,6 +28,7 @@ from triggerlab.progress import reporting
 
 if TYPE_CHECKING:
     from triggerlab.config import ExperimentConfig
+    from triggerlab.grid.cost import GridCost
     from triggerlab.grid.spec import GridSpec
     from triggerlab.run.experiment import RunResult
 
@@ -199,6 +200,10 @@ def grid(
     replace: Replace = False,
     overrides: SpecOverrides = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress output")] = False,
+    estimate: Annotated[
+        bool,
+        typer.Option(help="print the plan's cost first (`triggerlab plan`) and compare at the end"),
+    ] = True,
     retries: Retries = 2,
     wait: Wait = True,
     slurm_partition: Partition = None,
@@ -224,6 +229,7 @@ def grid(
         check_folder(grid_dir, argument("grid_dir"))  # before fetching any data
         with ConsoleProgress(quiet) as progress, reporting(progress):
             prefetch_grid(loaded, max_runs, progress)
+            cost = planned(loaded, grid_dir, max_runs, workers, threads_per_worker, force, estimate)
             outcome = run_grid(
                 loaded,
                 grid_dir,
@@ -243,7 +249,41 @@ def grid(
             )
     except TriggerlabError as exc:
         raise fail(with_ray_hint(exc)) from None
+    if cost is not None and cost.here_s() is not None and executor == "local" and outcome.completed:
+        console.print(
+            f"time: estimated {cost.here_s():.1f} s, measured {outcome.seconds:.1f} s "
+            f"({len(outcome.completed)} of the {cost.runs} runs estimated ran)",
+            highlight=False,
+        )
     print_outcome(grid_dir, outcome)
+
+
+def planned(
+    spec: GridSpec,
+    grid_dir: Path,
+    max_runs: int,
+    workers: int | None,
+    threads: int | None,
+    force: bool,
+    wanted: bool,
+) -> GridCost | None:
+    """The cost of the runs left to do, printed (None when not wanted or not known)."""
+    if not wanted:
+        return None
+    import warnings
+
+    from triggerlab.cli.planning import estimate
+
+    try:
+        cost = estimate(spec, grid_dir, max_runs, workers, threads, force=force)
+    except TriggerlabError:
+        return None  # bad input: the grid refuses it next, in its own words and order
+    except Exception as exc:  # an estimate that fails must never stop the grid
+        warnings.warn(f"no cost estimate ({type(exc).__name__}: {exc})", stacklevel=2)
+        return None
+    for line in cost.lines():
+        console.print(line, highlight=False, markup=False, soft_wrap=True)
+    return cost
 
 
 def prefetch_grid(spec: GridSpec, max_runs: int, progress: ConsoleProgress) -> None:

@@ -73,6 +73,7 @@ def run_experiment(
         )
     with torch_threads(cfg.train.threads), reporting(progress), contextlib.ExitStack() as held:
         ctx = prepare(cfg)
+        prepared = time.perf_counter()
         created = [] if resume else missing_folders(parent)
         try:
             run, checkpoint = open_run(cfg, run_dir, resume, held)
@@ -83,7 +84,9 @@ def run_experiment(
             checkpoint.check_plan(stage_epochs(ctx), metrics_columns(ctx.task.metric_names))
         run.write_config(cfg)
         try:
-            return _run(ctx, run, checkpoint, shared, progress, started)
+            clock = Phases(started, {"prepare_s": prepared - started})
+            clock.mark("open_s")  # the run's folder, its lock and config.yaml
+            return _run(ctx, run, checkpoint, shared, progress, clock)
         except RunFailed as exc:
             run.write_failed(exc)
             raise RunFailed(f"{exc} (recorded in {run.path / 'failed.json'})") from None
@@ -99,33 +102,56 @@ def run_experiment(
             raise
 
 
+@dataclass
+class Phases:
+    """Seconds of a run's phases, each measured from the end of the one before."""
+
+    started: float
+    seconds: dict[str, float]
+
+    def __post_init__(self) -> None:
+        self.last = time.perf_counter()
+
+    def mark(self, name: str) -> None:
+        now = time.perf_counter()
+        self.seconds[name] = self.seconds.get(name, 0.0) + now - self.last
+        self.last = now
+
+
 def _run(
     ctx: RunContext,
     run: RunDir,
     checkpoint: Checkpoint | None,
     shared: SharedTraining | None,
     progress: Reporter | None,
-    started: float,
+    clock: Phases,
 ) -> RunResult:
     attack = stages.poison(ctx, run)  # the poisoned training (and fine-tuning) set, test set
+    clock.mark("poison_phase_s")
     inputs = training_inputs(ctx, progress)  # images, or the frozen body's cached features
     evaluate = stages.Evaluator.of(ctx, attack, inputs)
+    clock.mark("inputs_s")
     trained = train(
         ctx, attack, inputs, evaluate, run=run, progress=progress, resume=checkpoint, shared=shared
     )
+    clock.mark("train_phase_s")
     history = trained.record.history
     final = evaluate(inputs.model)  # the trained module's predictions, for the figures
+    clock.mark("final_eval_s")
     stages.draw(ctx, attack, final, run)
+    clock.mark("draw_s")
     if ctx.cfg.output.save_model:  # the attacked model, before any defence repairs it
         run.write_model(ctx.model)
+    clock.mark("save_model_s")
     before = {k: history[-1][k] for k in ctx.task.metric_names}
     defense = stages.defend(ctx, attack, evaluate, before, run)
+    clock.mark("defend_s")
+    epochs_s = float(sum(h.get("train_time_s", 0.0) for h in history))
     timings = {
         "load_s": ctx.load_s,
         "poison_s": attack.seconds,
         "train_s": trained.record.train_s,
         "eval_s": evaluate.seconds,
-        "total_s": time.perf_counter() - started,
         "train_images_per_s": float(np.mean([h["train_images_per_s"] for h in history])),
     }
     forwards = inputs.built + evaluate.forwards + trained.forwards
@@ -136,15 +162,50 @@ def _run(
         "feature_cache": forward_counts(ctx, inputs, forwards),
     }
     summary = stages.summarise(ctx, run, attack, history, sections)
+    clock.mark("summarise_s")
     if checkpoint is not None:
         summary["resumed_from_epoch"] = len(checkpoint.history)
     run.remove_temporaries()  # a finished run holds only its own files
+    total = time.perf_counter() - clock.started
+    startup = process_startup_s(clock.started)
+    timings.update(
+        {
+            "total_s": total,
+            # the phases in order; the training epochs themselves (their optimiser steps,
+            # not the evaluation after each) are ``epochs_s``, everything else is fixed cost
+            "phases": {k: round(v, 6) for k, v in clock.seconds.items()},
+            "epochs_s": epochs_s,
+            "startup_s": startup,
+            "fixed_s": total - epochs_s + (startup or 0.0),
+        }
+    )
     run.write_summary(summary)
     if ctx.cfg.train.keep_checkpoints:
         remove_stale_tensors(run.path)
     else:
         remove_checkpoint(run.path)
     return RunResult(run.path, summary, history)
+
+
+_STARTUP_COUNTED = False
+
+
+def process_startup_s(run_started: float) -> float | None:
+    """Seconds from this process's start to its first run's start (interpreter, imports),
+    read from /proc on Linux; None elsewhere and for every later run of the process."""
+    global _STARTUP_COUNTED
+    if _STARTUP_COUNTED:
+        return None
+    _STARTUP_COUNTED = True
+    try:
+        ticks = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])
+        uptime = float(Path("/proc/uptime").read_text().split()[0])
+        import os
+
+        alive = uptime - ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return None
+    return max(0.0, alive - (time.perf_counter() - run_started))
 
 
 def resume_run(run_dir: Path | str, progress: Reporter | None = None) -> RunResult:

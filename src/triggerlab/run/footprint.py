@@ -17,12 +17,14 @@ output of one layer for an evaluation batch.
 from __future__ import annotations
 
 import itertools
+import math
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
+from triggerlab.catalogue.models import MODELS
 from triggerlab.data import memory
 from triggerlab.errors import ConfigError
 from triggerlab.train.loop import EVAL_BATCH_SIZE
@@ -31,6 +33,9 @@ if TYPE_CHECKING:
     from triggerlab.config import ExperimentConfig
 
 USABLE = 0.9  # of the memory available: the estimate leaves out allocator slack and workspaces
+# Images up to these values, for a catalogue network with default options, are measured on
+# the CPU: one such image's activations take at most a few hundred MB.
+SMALL_INPUT = 3 * 128 * 128
 
 
 @dataclass(frozen=True)
@@ -192,13 +197,42 @@ def check_network(
     check_fits(cfg, footprint, shape, device, options_at_fault=at_fault)
 
 
+def _small_default(cfg: ExperimentConfig, shape: tuple[int, ...]) -> bool:
+    """A catalogue network with its default options on a small image: built for real on the
+    CPU, as the run builds it anyway. The meta device's first operations import about 900 of
+    PyTorch's Python modules (1-4 s), more than the rest of a small run's fixed cost; a linear
+    layer's bias there imports torch's compiler too."""
+    model = cfg.model
+    return (
+        math.prod(shape) <= SMALL_INPUT
+        and not model.options
+        and model.pretrained != "imagenet"
+        and model.name in MODELS
+    )
+
+
+def _real_network(cfg: ExperimentConfig, shape: tuple[int, ...], outputs: int) -> nn.Module | None:
+    """The configured network built for real on the CPU (None when it cannot be), leaving the
+    random state as it was."""
+    from triggerlab.models import factory_of
+
+    try:
+        with torch.random.fork_rng(devices=[]):
+            return factory_of(cfg.model.name)(
+                shape[0], tuple(shape[1:]), outputs, **cfg.model.options
+            )
+    except Exception:  # the real build names what is wrong with the model section
+        return None
+
+
 def _meta_footprint(
     cfg: ExperimentConfig, shape: tuple[int, ...], outputs: int
 ) -> Footprint | None:
     crops = cfg.model.crops
     if crops is not None:  # the network sees crops of the stored images, not the images
         shape = (shape[0], crops.size, crops.size)
-    network = meta_network(cfg, shape, outputs)
+    network = _real_network(cfg, shape, outputs) if _small_default(cfg, shape) else None
+    network = network or meta_network(cfg, shape, outputs)
     if network is None:
         return None
     try:

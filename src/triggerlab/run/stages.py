@@ -18,13 +18,9 @@ from torch import nn
 from triggerlab.attack.per_batch import PerBatchPoison
 from triggerlab.attack.poison import PoisonResult, poison_count, poison_dataset
 from triggerlab.attack.stamping import stamp_all
-from triggerlab.attack.stealth import STEALTH_SAMPLE, stealth_of_uint8
 from triggerlab.attack.tasks import Task, confusion_counts
 from triggerlab.data.dataset import ImageDataset
-from triggerlab.defenses.evaluation import measure_defense
-from triggerlab.defenses.leakage import defense_inputs
 from triggerlab.errors import ConfigError
-from triggerlab.figures import confusions_png, samples_png
 from triggerlab.run.context import RunContext
 from triggerlab.run.inputs import TrainingInputs
 from triggerlab.run.prepare import fresh_model
@@ -220,6 +216,8 @@ def trigger_preview_png(image: torch.Tensor) -> bytes:
 def draw(ctx: RunContext, attack: Attack, final: Evaluation, run: RunDir) -> None:
     """samples.png from the final predictions, trigger.png (the first attacked test image
     under the trigger: what the report's gallery shows), and confusion matrices of bins."""
+    from triggerlab.figures import confusions_png, samples_png  # when a run draws
+
     test = ctx.data.test
     attacked = torch.nonzero(ctx.task.attack_mask(test.targets)).flatten()
     shown = attacked[:SAMPLE_COUNT]
@@ -267,6 +265,9 @@ def defend(
     spec = ctx.cfg.defense
     if spec.kind == "none":
         return None
+    from triggerlab.defenses.evaluation import measure_defense  # a run without one: never
+    from triggerlab.defenses.leakage import defense_inputs
+
     poisoned = torch.zeros(len(attack.train.train), dtype=torch.bool)
     poisoned[attack.train.indices] = True
     inputs = defense_inputs(  # checked: neither the test set nor the poisoned samples
@@ -311,6 +312,9 @@ def summarise(
     """summary.json: final metrics, the poisoning as done, data, model and provenance."""
     cfg, poisoned, data = ctx.cfg, attack.train, ctx.data
     test = data.test
+    # scikit-image (and SciPy under it): imported here, not with the run's modules
+    from triggerlab.attack.stealth import STEALTH_SAMPLE, stealth_of_uint8
+
     stealth = stealth_of_uint8(test.images, attack.triggered_test)
     return {
         "status": "complete",
