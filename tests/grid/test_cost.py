@@ -93,7 +93,7 @@ def test_kinds_cache_reasons_and_shared_trainings(tmp_path):
     lines = "\n".join(found.lines())
     assert "trainings after sharing: 2" in lines
     assert "not cached: train.augment" in lines
-    assert "stacking: not available" in lines
+    assert "stacking: off" in lines
     assert "defences are not counted" in lines
 
 
@@ -209,3 +209,22 @@ def test_grid_prints_the_plan_first_and_the_estimate_beside_the_measured_time(tm
     assert finished.exit_code == 0  # the estimate counts what is left: nothing
     assert "runs: 0; trainings after sharing: 0" in finished.output
     assert "time: estimated" not in finished.output
+
+
+def test_the_plan_says_how_runs_stack():
+    from support.gridspecs import BASE
+
+    from triggerlab.grid.cost import grid_cost
+    from triggerlab.grid.plan import plan_grid
+    from triggerlab.grid.spec import GridSpec
+
+    spec = GridSpec.model_validate(
+        {"base": BASE, "grid": {"poison.rate": [0.05, 0.1], "trigger.size": [2, 3]}, "repeats": 2}
+    )
+    plan = plan_grid(spec)
+    line = grid_cost(plan, stack=3).stacking
+    assert line == (
+        "up to 3 runs a stack: 8 of 8 runs in stacks (2 x 3, 1 x 2); "
+        "the estimates count every run alone"
+    )
+    assert grid_cost(plan).stacking.startswith("off")

@@ -229,7 +229,9 @@ def grid(
         check_folder(grid_dir, argument("grid_dir"))  # before fetching any data
         with ConsoleProgress(quiet) as progress, reporting(progress):
             prefetch_grid(loaded, max_runs, progress)
-            cost = planned(loaded, grid_dir, max_runs, workers, threads_per_worker, force, estimate)
+            cost = planned(
+                loaded, grid_dir, max_runs, workers, threads_per_worker, force, estimate, stack
+            )
             outcome = run_grid(
                 loaded,
                 grid_dir,
@@ -266,6 +268,7 @@ def planned(
     threads: int | None,
     force: bool,
     wanted: bool,
+    stack: int = 1,
 ) -> GridCost | None:
     """The cost of the runs left to do, printed (None when not wanted or not known)."""
     if not wanted:
@@ -275,7 +278,7 @@ def planned(
     from triggerlab.cli.planning import estimate
 
     try:
-        cost = estimate(spec, grid_dir, max_runs, workers, threads, force=force)
+        cost = estimate(spec, grid_dir, max_runs, workers, threads, force=force, stack=stack)
     except TriggerlabError:
         return None  # bad input: the grid refuses it next, in its own words and order
     except Exception as exc:  # an estimate that fails must never stop the grid

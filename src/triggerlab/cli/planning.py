@@ -58,6 +58,9 @@ def plan(
     json_out: Annotated[
         Path | None, typer.Option("--json", help="also write the plan's figures to this file")
     ] = None,
+    stack: Annotated[
+        int, typer.Option(help="most runs of one shape trained together, as `grid --stack`")
+    ] = 1,
 ) -> None:
     """Say what a grid will cost before any work: runs, trainings after sharing, the feature
     cache, FLOPs, and the wall time here and on an accelerator. Nothing runs; the machine's
@@ -75,6 +78,7 @@ def plan(
             accelerator=accelerator,
             utilization=utilization,
             recalibrate=recalibrate,
+            stack=stack,
         )
         if json_out is not None:
             write_plan(json_out, cost)
@@ -109,12 +113,15 @@ def estimate(
     accelerator: str = "H100",
     utilization: float = 0.2,
     recalibrate: bool = False,
+    stack: int = 1,
 ) -> GridCost:
     """The cost of the spec's runs; with ``grid_dir``, of those not finished there yet."""
     from triggerlab.grid.cost import check_accelerator, grid_cost, machine_calibration
     from triggerlab.grid.plan import plan_grid
+    from triggerlab.grid.stacking import check_stack
 
     check_accelerator(accelerator, utilization)  # before the plan and the calibration
+    check_stack(stack)
     workers = 1 if workers is None else workers
     if workers < 1:
         raise ArgumentError("workers", f"expected at least 1, got {workers}")
@@ -133,4 +140,5 @@ def estimate(
         workers=workers,
         accelerator=accelerator,
         utilization=utilization,
+        stack=stack,
     )

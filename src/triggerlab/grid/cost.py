@@ -278,7 +278,7 @@ class GridCost:
     fixed_cost_s: float = FIXED_COST_S
     accelerator: str = "H100"
     utilization: float = ACCELERATOR_UTILIZATION
-    stacking: str = "not available: each training runs alone (no stacked training yet)"
+    stacking: str = "off: each run trains alone (--stack K trains runs of one shape together)"
     notes: list[str] = field(default_factory=list)
 
     def total_flops(self) -> float:
@@ -750,8 +750,10 @@ def grid_cost(
     workers: int = 1,
     accelerator: str = "H100",
     utilization: float = ACCELERATOR_UTILIZATION,
+    stack: int = 1,
 ) -> GridCost:
-    """The cost of running ``plan``, every run, as nothing were finished yet."""
+    """The cost of running ``plan``, every run, as nothing were finished yet; ``stack``: the
+    most runs a stack trains together (said, not yet counted in the estimates)."""
     accelerator = check_accelerator(accelerator, utilization)
     if workers < 1:
         raise ArgumentError("workers", f"expected at least 1, got {workers}")
@@ -763,7 +765,7 @@ def grid_cost(
         notes.append("runs may train on the GPU here; the estimate here is the CPU's")
     if any(run.config.defense.kind != "none" for run in plan):
         notes.append("defences are not counted")
-    return GridCost(
+    cost = GridCost(
         len(plan),
         trainings,
         kinds,
@@ -772,4 +774,20 @@ def grid_cost(
         accelerator=accelerator,
         utilization=utilization,
         notes=notes,
+    )
+    if stack > 1:
+        cost.stacking = stacking_line(plan, stack)
+    return cost
+
+
+def stacking_line(plan: list[PlannedRun], most: int) -> str:
+    """How ``stack_groups`` stacks the plan's runs, for the plan's stacking line."""
+    from triggerlab.grid.stacking import stack_groups
+
+    sizes = Counter(len(group) for group in stack_groups(plan, most))
+    stacked = sum(size * count for size, count in sizes.items() if size > 1)
+    shown = ", ".join(f"{count} x {size}" for size, count in sorted(sizes.items(), reverse=True))
+    return (
+        f"up to {most} runs a stack: {stacked} of {len(plan)} runs in stacks ({shown}); "
+        "the estimates count every run alone"
     )
