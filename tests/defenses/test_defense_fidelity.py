@@ -498,13 +498,13 @@ def test_only_an_oracle_named_so_is_handed_the_test_set():
 def test_a_run_hands_its_defence_checked_inputs(tmp_path, monkeypatch):
     """The experiment goes through the guard: in append mode the training set it poisoned
     carries pool indices (a poisoned copy repeats its source's); the defence's does not."""
-    import triggerlab.run.stages as stages
+    import triggerlab.defenses.leakage as leakage  # the run imports it when it defends
     from triggerlab.defenses.base import DefenseOutcome
     from triggerlab.run.experiment import run_experiment
 
     given: list[ImageDataset] = []
     handed: list[DefenseInputs] = []
-    guard = stages.defense_inputs
+    guard = leakage.defense_inputs
 
     def watched(spec, **kwargs):
         given.append(kwargs["training"])
@@ -514,7 +514,7 @@ def test_a_run_hands_its_defence_checked_inputs(tmp_path, monkeypatch):
         handed.append(inputs)
         return DefenseOutcome({"clean_samples": 0})
 
-    monkeypatch.setattr(stages, "defense_inputs", watched)
+    monkeypatch.setattr(leakage, "defense_inputs", watched)
     monkeypatch.setattr(FinetuneSpec, "run", record)
     overrides = ["defense.kind=finetune", "poison.mode=append", "train.epochs=1"]
     run_experiment(load_config(None, [*overrides, f"output.directory={tmp_path}"]))

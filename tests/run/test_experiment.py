@@ -94,7 +94,7 @@ def test_crash_leaves_no_summary(tmp_path, monkeypatch):
     def broken_fit(*args, **kwargs):
         raise RuntimeError("out of memory")
 
-    monkeypatch.setattr(training, "fit_head", broken_fit)
+    monkeypatch.setattr(training, "fit_or_join", broken_fit)  # the train stage's call
     with pytest.raises(RuntimeError):
         run_experiment(quick_config(tmp_path, "output.name=crashed"))
     run_dir = tmp_path / "crashed"
