@@ -278,7 +278,7 @@ class GridCost:
     fixed_cost_s: float = FIXED_COST_S
     accelerator: str = "H100"
     utilization: float = ACCELERATOR_UTILIZATION
-    stacking: str = "off: each run trains alone (--stack K trains runs of one shape together)"
+    stacking: str = "off: each run trains alone"
     notes: list[str] = field(default_factory=list)
 
     def total_flops(self) -> float:
