@@ -9,9 +9,10 @@ from pydantic import ValidationError
 from support.formats import write_image
 
 from triggerlab.catalogue.geometry import resolve_position, resolve_size
-from triggerlab.catalogue.triggers import ImageSpec, PatchSpec
+from triggerlab.catalogue.triggers import ImageSpec, LinesSpec, PatchSpec
 from triggerlab.errors import ConfigError
 from triggerlab.triggers import apply_to_uint8
+from triggerlab.triggers.overlay import bands
 
 
 def test_white_patch_bottom_right_replaces_exactly_the_square():
@@ -210,3 +211,14 @@ def test_every_kind_has_examples_that_build_pure_batched_triggers():
             assert float(first.min()) >= 0.0 and float(first.max()) <= 1.0, name
             assert torch.equal(first, again), name  # a seed fixes a randomised trigger
             assert not torch.equal(first, x), name  # it does change the image
+
+
+@settings(max_examples=150, deadline=None)
+@given(count=st.integers(1, 60), thickness=st.integers(1, 4), side=st.integers(8, 96))
+def test_accepted_line_counts_are_what_an_observer_counts(count, thickness, side):
+    try:
+        overlay = LinesSpec(count=count, thickness=thickness).build((1, side, side))
+    except Exception as exc:  # refused: too many lines for the side
+        assert "lines" in str(exc)
+        return
+    assert bands(overlay.mask[0, 0]) == count
