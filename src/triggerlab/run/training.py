@@ -50,6 +50,23 @@ class Trained:
     forwards: int
 
 
+@dataclass(frozen=True)
+class TrainingJob:
+    """What both training stages read: the run, its attack and training inputs, how it
+    evaluates, where its epochs are logged and reported, and the checkpoint it resumes."""
+
+    ctx: RunContext
+    attack: Attack
+    inputs: TrainingInputs
+    evaluate: Evaluator
+    log: EpochLog
+    progress: Reporter | None
+    resume: Checkpoint | None
+
+    def plan(self, name: str, earlier: list[dict[str, Any]] | None = None) -> StagePlan:
+        return stage_plan(self.ctx, self.log.run, name, self.resume, earlier)
+
+
 def without_stage(record: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in record.items() if k != "stage"}
 
@@ -116,64 +133,47 @@ def train(
             return Trained(record, 0)
         earlier = [] if resume is None else [without_stage(r) for r in resume.history]
         log = EpochLog(run, columns, earlier)
-        trained = _train(ctx, attack, inputs, evaluate, log, progress, resume)
+        trained = _train(TrainingJob(ctx, attack, inputs, evaluate, log, progress, resume))
         if shared is not None:
             shared.save(ctx.model, trained.record)
         return trained
 
 
-def _train(
-    ctx: RunContext,
-    attack: Attack,
-    inputs: TrainingInputs,
-    evaluate: Evaluator,
-    log: EpochLog,
-    progress: Reporter | None,
-    resume: Checkpoint | None,
-) -> Trained:
+def _train(job: TrainingJob) -> Trained:
     start = time.perf_counter()
-    history, forwards = _train_stage(ctx, attack, inputs, evaluate, log, progress, resume)
+    history, forwards = _train_stage(job)
     protocol = None
-    if attack.finetune is not None:
-        history, protocol, more = _finetune_stage(
-            ctx, attack, inputs, evaluate, log, progress, resume, history
-        )
+    if job.attack.finetune is not None:
+        history, protocol, more = _finetune_stage(job, history)
         forwards += more
-    record = TrainingRecord(history, list(log.records), protocol, time.perf_counter() - start)
+    record = TrainingRecord(history, list(job.log.records), protocol, time.perf_counter() - start)
     return Trained(record, forwards)
 
 
-def _train_stage(
-    ctx: RunContext,
-    attack: Attack,
-    inputs: TrainingInputs,
-    evaluate: Evaluator,
-    log: EpochLog,
-    progress: Reporter | None,
-    resume: Checkpoint | None,
-) -> tuple[list[dict[str, Any]], int]:
+def _train_stage(job: TrainingJob) -> tuple[list[dict[str, Any]], int]:
     """Train on the poisoned training set (the whole model, or its tail on cached features).
 
     Resuming a run killed in a later stage: this stage's records come from the checkpoint.
     """
+    ctx, resume = job.ctx, job.resume
     if resume is not None and resume.stage != "train":
         return [without_stage(r) for r in resume.history if r.get("stage") == "train"], 0
-    poisoned, per_batch = attack.train, attack.per_batch
+    poisoned, per_batch = job.attack.train, job.attack.per_batch
     # Per-batch poisoning trains on the clean set and poisons it in the loop (no feature cache).
     part = poisoned.train if per_batch is None else ctx.data.train
-    features = inputs.of(part, poisoned.changed)
+    features = job.inputs.of(part, poisoned.changed)
     history = fit_or_join(  # a member of a stack group trains with its stack
-        inputs.model,
+        job.inputs.model,
         ctx.task,
         features.values,
         part.targets,
         cfg=ctx.cfg.train,
         device=ctx.device,
         generator=torch.Generator().manual_seed(ctx.seeds["order"]),
-        evaluate=evaluate.metrics,
-        on_epoch=log,
-        progress=progress,
-        stage=stage_plan(ctx, log.run, "train", resume),
+        evaluate=job.evaluate.metrics,
+        on_epoch=job.log,
+        progress=job.progress,
+        stage=job.plan("train"),
         augment=make_augment(ctx),
         transform=per_batch,
     )
@@ -181,18 +181,12 @@ def _train_stage(
 
 
 def _finetune_stage(
-    ctx: RunContext,
-    attack: Attack,
-    inputs: TrainingInputs,
-    evaluate: Evaluator,
-    log: EpochLog,
-    progress: Reporter | None,
-    resume: Checkpoint | None,
-    pretuned: list[dict[str, Any]],
+    job: TrainingJob, pretuned: list[dict[str, Any]]
 ) -> tuple[list[dict[str, Any]], dict[str, Any], int]:
     """Reference 000's second stage: fine-tune the pre-tuned model on a few images of the
     held-out subject, poisoned at the same rate; its epochs continue the pre-tuning's.
     Returns the whole run's epochs, the protocol's record and the body's forwards."""
+    ctx, attack = job.ctx, job.attack
     poisoned = attack.finetune
     assert poisoned is not None
     cfg = ctx.cfg.train
@@ -202,19 +196,19 @@ def _finetune_stage(
     )
     per_batch = attack.finetune_per_batch
     part = poisoned.train if per_batch is None or ctx.data.finetune is None else ctx.data.finetune
-    features = inputs.of(part, poisoned.changed)
+    features = job.inputs.of(part, poisoned.changed)
     finetuned = fit_head(
-        inputs.model,
+        job.inputs.model,
         ctx.task,
         features.values,
         part.targets,
         cfg=stage_cfg,
         device=ctx.device,
         generator=torch.Generator().manual_seed(finetune_seeds(ctx)[1]),
-        evaluate=evaluate.metrics,
-        on_epoch=log,
-        progress=progress,
-        stage=stage_plan(ctx, log.run, "finetune", resume, earlier=pretuned),
+        evaluate=job.evaluate.metrics,
+        on_epoch=job.log,
+        progress=job.progress,
+        stage=job.plan("finetune", earlier=pretuned),
         augment=make_augment(ctx),
         transform=per_batch,
     )
