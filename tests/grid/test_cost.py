@@ -107,6 +107,20 @@ def test_whole_network_and_trainable_batch_norm_are_not_cached(tmp_path):
     assert [r for r in reasons.values() if r and "model.freeze: none" in r]
 
 
+def test_the_plan_refuses_the_cache_where_the_run_will(tmp_path):
+    """Per-batch poisoning, batch statistics in training mode: the plan says what the run does."""
+    base = {**BASE, "model": {"name": "resnet18_cifar", "freeze": "classifier"}}
+    base["data"] = {"name": "digits", "resize": 8}
+    path = write(tmp_path, {"model.frozen_mode": ["eval", "train"]}, base=base)
+    reasons = sorted(str(k.reason) for k in grid_cost(plan_of(path)).kinds)
+    assert reasons[0] == "None" and reasons[1].startswith("model.frozen_mode: train runs")
+    warp = {**BASE, "trigger": {"kind": "warp", "grid": 2}, "model": base["model"]}
+    warp["data"] = base["data"]
+    path = write(tmp_path, {"poison.rate": [0.1]}, base=warp)
+    (kind,) = grid_cost(plan_of(path)).kinds
+    assert kind.reason.startswith("poison.schedule is per_batch")
+
+
 def test_training_flops_and_estimates_are_the_counts_times_the_work(tmp_path):
     path = write(tmp_path, {"poison.rate": [0.05, 0.1]})
     calibration = Calibration(1e9, 0.5, 1e-3, 1, "test", 0.0, 0.0)

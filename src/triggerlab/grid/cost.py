@@ -402,13 +402,24 @@ def _reason(cfg: ExperimentConfig, model: nn.Module) -> str | None:
     ``run.inputs.why_not_cached`` checks; the last check, that the tail's output equals the
     whole model's on real images, is left to the run."""
     from triggerlab.models.transfer import BATCH_NORMS
+    from triggerlab.run.inputs import batch_dependent
 
     if not cfg.model.feature_cache:
         return "model.feature_cache is off"
+    if cfg.poison_schedule == "per_batch":
+        return "poison.schedule is per_batch: the training images change in every batch"
     if cfg.train.augment:
         return "train.augment changes the images every epoch, so their features change too"
+    if cfg.model.crops is not None:
+        return "model.crops gives training a new random crop of each image"
     plan = getattr(model, "plan", None)
     if plan is not None and plan.cut is not None:
+        varying = batch_dependent(model, plan.cut) if cfg.model.frozen_mode == "train" else []
+        if varying:
+            return (
+                f"model.frozen_mode: train runs the frozen body's {varying[0]} in training "
+                "mode, so its features depend on the batch"
+            )
         return None
     if cfg.model.freeze == "none":
         return "the whole network trains (model.freeze: none)"

@@ -126,28 +126,7 @@ def why_not_cached(ctx: RunContext) -> str | None:
         return "the dataset's parts do not cover the loaded images once each"
     if not _equivalent(model, model.plan.cut, ctx.data.shape):
         return "the trainable tail is not the model's last step"
-    if _body_varies_in_training(model, model.plan.cut):
-        return (
-            "the frozen body normalises with each batch's statistics (or drops units) while "
-            "training, so its output depends on the batch: cached features would not be what "
-            "the network computes"
-        )
     return None
-
-
-def _body_varies_in_training(model: nn.Module, tail: nn.Module) -> bool:
-    """True when, in training mode, a module outside ``tail`` uses batch statistics (batch
-    norm) or randomness (dropout): the frozen body is then no fixed function of the image."""
-    was_training = model.training
-    model.train()
-    try:
-        in_tail = {id(m) for m in tail.modules()}
-        varying = (nn.modules.batchnorm._BatchNorm, nn.modules.dropout._DropoutNd)
-        return any(
-            m.training and isinstance(m, varying) and id(m) not in in_tail for m in model.modules()
-        )
-    finally:
-        model.train(was_training)
 
 
 def training_inputs(ctx: RunContext, progress: Reporter | None = None) -> TrainingInputs:
