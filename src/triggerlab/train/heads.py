@@ -34,19 +34,17 @@ from triggerlab.train.loop import (
     BatchTransform,
     Objective,
     StagePlan,
-    _epoch_record,
+    epoch_record,
     batch_starts,
     epoch_note,
     fit,
     make_optimizer,
     make_scheduler,
 )
+from triggerlab.train.updates import adam_update, momentum_update
 
 if TYPE_CHECKING:
     from triggerlab.config import TrainConfig
-
-ADAM_BETAS = (0.9, 0.999)  # torch.optim.Adam's defaults, which make_optimizer keeps
-ADAM_EPS = 1e-8
 
 
 @dataclass(frozen=True)
@@ -170,19 +168,9 @@ class _Optimiser:
             gradient = gradient.addcmul_(self.decay, params)
         self.steps += 1
         if self.rule.optimizer == "sgd":
-            if self.steps == 1:
-                self.first.copy_(gradient)
-            else:
-                self.first.mul_(self.rule.momentum).add_(gradient)
-            params.addcmul_(lr, self.first, value=-1.0)
-            return
-        beta1, beta2 = ADAM_BETAS
-        self.first.lerp_(gradient, 1 - beta1)
-        self.second.mul_(beta2).addcmul_(gradient, gradient, value=1 - beta2)
-        correction1 = 1 - beta1**self.steps
-        root2 = math.sqrt(1 - beta2**self.steps)
-        denominator = self.second.sqrt().div_(root2).add_(ADAM_EPS)
-        params.addcdiv_(self.first.mul(lr / correction1), denominator, value=-1.0)
+            momentum_update(params, gradient, self.first, self.rule.momentum, lr, self.steps == 1)
+        else:
+            adam_update(params, gradient, self.first, self.second, lr, self.steps)
 
 
 @dataclass(frozen=True)
@@ -400,7 +388,7 @@ def fit_head(
         if not math.isfinite(loss):
             raise not_finite(epoch, loss, int(result.first_bad[0]), batches)
         load_member(model, stack, 0)
-        record = _epoch_record(
+        record = epoch_record(
             epoch,
             loss,
             result.seen,

@@ -245,7 +245,7 @@ class BatchCounter:
         report(self.progress, Update("training", self.done, self.total, note, milestone=True))
 
 
-def _epoch_record(
+def epoch_record(
     epoch: int, loss: float, seen: int, start: float, train_time: float, metrics: dict[str, float]
 ) -> dict[str, Any]:
     return {
@@ -285,7 +285,7 @@ def fit(
     if transform is not None:
         generators["per_batch"] = transform.generator
     state = TrainState(model, optimizer, make_scheduler(cfg, optimizer), step.scaler, generators)
-    history = _resumed(stage, state)
+    history = resumed_history(stage, state)
     images, targets = resident(images, device), resident(targets, device)
     batches = len(batch_starts(images.shape[0], cfg.batch_size))
     counter = BatchCounter(progress, batches * cfg.epochs, batches * len(history))
@@ -312,17 +312,17 @@ def fit(
         train_time = time.perf_counter() - start
         if state.scheduler is not None:
             state.scheduler.step()
-        record = _epoch_record(epoch, loss, seen, start, train_time, evaluate(model))
+        record = epoch_record(epoch, loss, seen, start, train_time, evaluate(model))
         history.append({**record, "stage": stage.name})
         on_epoch(record)
         counter.epoch_done(
             epoch_note(record, task.metric_names[:4], stage.total_epochs or cfg.epochs)
         )
-        _maybe_checkpoint(cfg, stage, number + 1, state, history)
+        maybe_checkpoint(cfg, stage, number + 1, state, history)
     return [{k: v for k, v in r.items() if k != "stage"} for r in history]
 
 
-def _resumed(stage: StagePlan, state: TrainState) -> list[dict[str, Any]]:
+def resumed_history(stage: StagePlan, state: TrainState) -> list[dict[str, Any]]:
     """The stage's records before the checkpoint it continues from (state restored)."""
     if stage.resume is None:
         return []
@@ -330,7 +330,7 @@ def _resumed(stage: StagePlan, state: TrainState) -> list[dict[str, Any]]:
     return [r for r in stage.resume.history if r.get("stage", "train") == stage.name]
 
 
-def _maybe_checkpoint(
+def maybe_checkpoint(
     cfg: TrainConfig, stage: StagePlan, done: int, state: TrainState, history: list[dict]
 ) -> None:
     """Every ``checkpoint_every`` epochs, except after the stage's last (nothing is left)."""

@@ -44,19 +44,18 @@ from triggerlab.train.grouped import grouped_forward, member_losses
 from triggerlab.train.loop import (
     Objective,
     StagePlan,
-    _epoch_record,
-    _maybe_checkpoint,
-    _resumed,
+    epoch_record,
+    maybe_checkpoint,
+    resumed_history,
     batch_starts,
     make_optimizer,
     make_scheduler,
 )
+from triggerlab.train.updates import adam_update, momentum_update
 
 if TYPE_CHECKING:
     from triggerlab.config import TrainConfig
 
-ADAM_BETAS = (0.9, 0.999)  # torch.optim.Adam's defaults, which make_optimizer keeps
-ADAM_EPS = 1e-8
 STACK_BYTES = 2 * 1024**3  # the most a stack copies of its members' training tensors
 
 
@@ -187,25 +186,15 @@ class StackedOptimizer:
                 self._adam(param, grad, lr, state)
 
     def _sgd(self, param: torch.Tensor, grad: torch.Tensor, lr: torch.Tensor, state: dict) -> None:
-        # a member without momentum has a buffer equal to its gradient (torch keeps none)
-        buffer = state.get("momentum_buffer")
-        if buffer is None:
-            buffer = state["momentum_buffer"] = grad.clone()
-        else:
-            buffer.mul_(self._per_member(self.momentum, param)).add_(grad)
-        param.sub_(lr * buffer)
+        first = "momentum_buffer" not in state  # torch keeps no buffer; an equal one steps alike
+        buffer = state.setdefault("momentum_buffer", torch.empty_like(grad))
+        momentum_update(param, grad, buffer, self._per_member(self.momentum, param), lr, first)
 
     def _adam(self, param: torch.Tensor, grad: torch.Tensor, lr: torch.Tensor, state: dict) -> None:
-        beta1, beta2 = ADAM_BETAS
         if not state:
             state["exp_avg"] = torch.zeros_like(param)
             state["exp_avg_sq"] = torch.zeros_like(param)
-        exp_avg, exp_avg_sq = state["exp_avg"], state["exp_avg_sq"]
-        exp_avg.lerp_(grad, 1 - beta1)
-        exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
-        step_size = lr / (1 - beta1**self.steps)
-        denom = (exp_avg_sq.sqrt() / math.sqrt(1 - beta2**self.steps)).add_(ADAM_EPS)
-        param.sub_(step_size * exp_avg / denom)
+        adam_update(param, grad, state["exp_avg"], state["exp_avg_sq"], lr, self.steps)
 
     @torch.no_grad()
     def load(self, optimizers: Sequence[torch.optim.Optimizer]) -> None:
@@ -355,7 +344,7 @@ class _StackedFit:
         generators restored from it, as ``fit`` continues (none for a fresh member); or why
         its checkpoint does not fit, which ends that member only."""
         try:
-            return _resumed(self.calls[member].stage, self.state(member))
+            return resumed_history(self.calls[member].stage, self.state(member))
         except Exception as exc:
             return exc
 
@@ -480,7 +469,7 @@ class _StackedFit:
                 )
             model = self.stack.copy_into(member)
             metrics = call.evaluate(model)
-            record = _epoch_record(epoch, mean, seen, start - train_time, train_time, metrics)
+            record = epoch_record(epoch, mean, seen, start - train_time, train_time, metrics)
             history.append({**record, "stage": call.stage.name})
             call.on_epoch(record)
             self.checkpoint(member, number + 1, history)
@@ -496,4 +485,4 @@ class _StackedFit:
         if call.stage.folder is None or not every or done % every or done >= call.cfg.epochs:
             return
         self.optimizer.export(member, self.optimizers[member])
-        _maybe_checkpoint(call.cfg, call.stage, done, self.state(member), history)
+        maybe_checkpoint(call.cfg, call.stage, done, self.state(member), history)
