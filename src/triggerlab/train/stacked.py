@@ -44,12 +44,12 @@ from triggerlab.train.grouped import grouped_forward, member_losses
 from triggerlab.train.loop import (
     Objective,
     StagePlan,
-    epoch_record,
-    maybe_checkpoint,
-    resumed_history,
     batch_starts,
+    epoch_record,
     make_optimizer,
     make_scheduler,
+    maybe_checkpoint,
+    resumed_history,
 )
 from triggerlab.train.updates import adam_update, momentum_update
 
