@@ -377,6 +377,7 @@ class _StackedFit:
         states = [g.get_state() for g in self.generators()]
         try:
             return self.epoch()
+        # vmap raises NotImplementedError for an operation it has no batching rule for
         except (RuntimeError, NotImplementedError) as exc:
             for generator, state in zip(self.generators(), states, strict=True):
                 generator.set_state(state)
