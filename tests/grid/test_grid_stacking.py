@@ -27,19 +27,22 @@ def sizes(spec: GridSpec, most: int) -> list[int]:
 
 
 def test_runs_that_differ_in_data_trigger_seed_and_rates_share_stacks():
-    spec = spec_of(
-        grid={"poison.rate": [0.05, 0.1], "trigger.size": [2, 3], "train.lr": [0.01, 0.02]},
-        repeats=2,
-        clean_baseline=True,
-    )
+    grid = {"poison.rate": [0.05, 0.1], "trigger.size": [2, 3], "train.lr": [0.01, 0.02]}
+    spec = spec_of(grid={**grid, "poison.rate": [0.02, 0.05, 0.1]}, repeats=2)
     plan = plan_grid(spec)
-    assert len(plan) == 24  # 8 cells x 2 repeats, and 4 baselines x 2 repeats
+    assert len(plan) == 24  # 12 cells x 2 repeats
     assert sizes(spec, 32) == [24]
     assert sizes(spec, 16) == [16, 8]
     assert sizes(spec, 5) == [5, 5, 5, 5, 4]
     assert sizes(spec, 1) == [1] * 24
     stacks = stack_groups(plan, 16)
     assert [r.run_id for s in stacks for r in s] == [r.run_id for r in plan]  # plan order kept
+    # Clean baselines of cells that differ in their trigger share one training instead (one
+    # per learning rate and repeat here): they are not stacked, the poisoned runs are.
+    spec = spec_of(grid=grid, repeats=2, clean_baseline=True)
+    groups = stack_groups(plan_grid(spec), 32)
+    assert sorted(map(len, groups)) == [1] * 8 + [16]
+    assert all(r.role == "baseline" and r.training_key for g in groups if len(g) == 1 for r in g)
 
 
 def test_runs_of_other_shapes_or_steps_train_apart():

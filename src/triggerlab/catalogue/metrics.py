@@ -78,6 +78,17 @@ _CATALOGUE = (
 )
 CATALOGUE: dict[str, Metric] = {m.name: m for m in _CATALOGUE}
 
+# A run's metrics computed from the clean test images and their labels alone: neither the
+# trigger nor the attack's target plays a part in them (``attack/tasks.py``). The others
+# (ASR, robust accuracy, attack errors, ...) are measured on triggered images.
+CLEAN_DATA_METRICS = frozenset({"train_loss", "clean_acc", "clean_error", "bin_acc"})
+
+
+def of_clean_data(name: str) -> bool:
+    """Whether metric ``name`` reads only the clean test images and their labels."""
+    return name in CLEAN_DATA_METRICS or name.startswith("clean_mae_")
+
+
 # The order results tables list the task metrics in.
 TASK_ORDER = (
     "clean_acc",

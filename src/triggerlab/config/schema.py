@@ -389,6 +389,13 @@ class ExperimentConfig(Section):
         return self
 
     @property
+    def poisons_nothing(self) -> bool:
+        """No training sample is poisoned (a clean baseline): ``count`` 0, or ``rate`` 0."""
+        if self.poison.count is not None:
+            return self.poison.count == 0
+        return self.poison.rate == 0
+
+    @property
     def poison_schedule(self) -> Literal["static", "per_batch"]:
         """``poison.schedule`` with ``paper`` resolved by the trigger kind."""
         schedule = self.poison.schedule

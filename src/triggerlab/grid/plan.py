@@ -146,11 +146,29 @@ def run_id(cfg: ExperimentConfig) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()[:ID_LENGTH]
 
 
+def trains_clean(cfg: ExperimentConfig) -> bool:
+    """Whether the run's model trains on clean data only, whatever its trigger: nothing is
+    poisoned, in one training stage (a two-stage protocol records trigger metrics between the
+    stages)."""
+    return cfg.poisons_nothing and cfg.data.split != "pretune_finetune"
+
+
 def training_key(cfg: ExperimentConfig) -> str:
     """Hash of what the trained model depends on: everything but the defence, plus the share
-    of the training split the defence holds back (the model trains without it)."""
+    of the training split the defence holds back (the model trains without it).
+
+    A run that poisons nothing (a clean baseline) trains the same model whatever its trigger
+    and poisoning settings, which touch only the images it poisons and its test: they are
+    left out but for where the trigger is stamped (``trigger.stage`` decides how the images
+    are loaded), so the clean baselines of a grid's trigger cells train once per repeat
+    (``tests/run/test_clean_training.py`` trains every trigger kind's clean run to the same
+    weights). Each still evaluates its own trigger (``run/training.py``)."""
     key = identity_of(cfg)
     key.pop("defense", None)
+    if trains_clean(cfg):
+        key.pop("trigger", None)
+        key.pop("poison", None)
+        key["clean"] = {"stage": cfg.trigger.stage}
     defense = cfg.defense
     if defense.holds_back_data:
         key["held_back"] = [defense.clean_fraction, defense.clean_samples]  # type: ignore[union-attr]

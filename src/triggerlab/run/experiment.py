@@ -29,7 +29,7 @@ from triggerlab.run.context import RunContext
 from triggerlab.run.inputs import training_inputs
 from triggerlab.run.prepare import prepare
 from triggerlab.run.rundir import CONFIG, RunDir, metrics_columns
-from triggerlab.run.shared_training import SharedTraining
+from triggerlab.run.shared_training import SharedTraining, evaluation_key
 from triggerlab.run.training import forward_counts, stage_epochs, train
 from triggerlab.train.checkpoint import (
     Checkpoint,
@@ -161,6 +161,15 @@ def _run(
         "timings": timings,
         "feature_cache": forward_counts(ctx, inputs, forwards),
     }
+    if shared is not None:  # train once, defend (or evaluate) many
+        sections["shared_training"] = {
+            "key": shared.key,
+            "trained_here": not trained.loaded,
+            # False: the model was trained by a run with another trigger (clean baselines),
+            # whose triggered metrics are not this run's: only the last epoch has them
+            "epochs_measured_with_own_trigger": trained.record.evaluated
+            in (None, evaluation_key(ctx.cfg)),
+        }
     summary = stages.summarise(ctx, run, attack, history, sections)
     clock.mark("summarise_s")
     if checkpoint is not None:

@@ -15,14 +15,18 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-from dataclasses import dataclass
+import json
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from torch import nn
 
 from triggerlab.errors import DataFormatError
 from triggerlab.files import read_json, waiting_lock, write_bytes_atomic, write_json_atomic
+
+if TYPE_CHECKING:
+    from triggerlab.config import ExperimentConfig
 
 TRAINED = "trained"
 
@@ -35,6 +39,9 @@ class TrainingRecord:
     log_records: list[dict[str, Any]]
     protocol: dict[str, Any] | None
     train_s: float
+    # what the epochs' metrics were measured with (``evaluation_key`` of the run that trained):
+    # a run that loads the model with another trigger measures its own (clean baselines)
+    evaluated: str | None = None
 
 
 @dataclass(frozen=True)
@@ -71,7 +78,11 @@ class SharedTraining:
             )
         model.load_state_dict(load(data))
         return TrainingRecord(
-            saved["history"], saved["log_records"], saved["protocol"], saved["train_s"]
+            saved["history"],
+            saved["log_records"],
+            saved["protocol"],
+            saved["train_s"],
+            saved.get("evaluated"),
         )
 
     def save(self, model: nn.Module, record: TrainingRecord) -> None:
@@ -88,8 +99,37 @@ class SharedTraining:
                 "log_records": record.log_records,
                 "protocol": record.protocol,
                 "train_s": record.train_s,
+                "evaluated": record.evaluated,
             },
         )
+
+
+def evaluation_key(cfg: ExperimentConfig) -> str:
+    """Hash of what a run's metrics are measured with besides its model and clean test set:
+    its trigger, its poisoning (the target above all) and its evaluation settings."""
+    measured = {s: getattr(cfg, s).model_dump(mode="json") for s in ("trigger", "poison")}
+    measured["evaluation"] = cfg.evaluation.model_dump(mode="json")
+    canonical = json.dumps(measured, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+def measured_anew(record: TrainingRecord, final: dict[str, float]) -> TrainingRecord:
+    """``record`` of a model trained by a run with another trigger, as this run measures it:
+    the last epoch's metrics are this run's ``final`` ones; in the epochs before, the metrics
+    measured on triggered images are None (the trainer's trigger is not this run's; those
+    weights are gone), those of the clean test set and the timings stay."""
+    from triggerlab.catalogue.metrics import of_clean_data
+
+    def own(epochs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        kept = [
+            {k: v if k not in final or of_clean_data(k) else None for k, v in r.items()}
+            for r in epochs
+        ]
+        if kept:
+            kept[-1].update(final)
+        return kept
+
+    return replace(record, history=own(record.history), log_records=own(record.log_records))
 
 
 def trained_files(grid_dir: Path) -> list[Path]:

@@ -15,7 +15,12 @@ from triggerlab.progress import Reporter
 from triggerlab.run.context import RunContext
 from triggerlab.run.inputs import TrainingInputs
 from triggerlab.run.rundir import RunDir, metrics_columns
-from triggerlab.run.shared_training import SharedTraining, TrainingRecord
+from triggerlab.run.shared_training import (
+    SharedTraining,
+    TrainingRecord,
+    evaluation_key,
+    measured_anew,
+)
 from triggerlab.run.stack_group import fit_or_join
 from triggerlab.run.stages import Attack, Evaluator, finetune_seeds
 from triggerlab.train.augment import Augment
@@ -48,6 +53,7 @@ class Trained:
 
     record: TrainingRecord
     forwards: int
+    loaded: bool = False  # the model another run of the grid trained (``shared``)
 
 
 @dataclass(frozen=True)
@@ -129,8 +135,10 @@ def train(
     with shared.lock() if shared is not None else contextlib.nullcontext():
         record = shared.load_into(ctx.model) if shared is not None else None
         if record is not None:  # trained by another run of the grid: its epochs, as it logged
+            if record.evaluated not in (None, evaluation_key(ctx.cfg)):  # another trigger's
+                record = measured_anew(record, evaluate.metrics(ctx.model))
             EpochLog(run, columns).replay(record.log_records)
-            return Trained(record, 0)
+            return Trained(record, 0, loaded=True)
         earlier = [] if resume is None else [without_stage(r) for r in resume.history]
         log = EpochLog(run, columns, earlier)
         trained = _train(TrainingJob(ctx, attack, inputs, evaluate, log, progress, resume))
@@ -146,7 +154,13 @@ def _train(job: TrainingJob) -> Trained:
     if job.attack.finetune is not None:
         history, protocol, more = _finetune_stage(job, history)
         forwards += more
-    record = TrainingRecord(history, list(job.log.records), protocol, time.perf_counter() - start)
+    record = TrainingRecord(
+        history,
+        list(job.log.records),
+        protocol,
+        time.perf_counter() - start,
+        evaluation_key(job.ctx.cfg),
+    )
     return Trained(record, forwards)
 
 
