@@ -5,6 +5,7 @@ each still measures its own trigger."""
 import copy
 import csv
 import json
+import math
 
 import pytest
 import torch
@@ -19,6 +20,7 @@ from triggerlab.grid.plan import plan_grid, training_key
 from triggerlab.grid.runner import run_grid
 from triggerlab.grid.spec import load_grid_spec
 from triggerlab.run.experiment import run_experiment
+from triggerlab.run.rundir import read_metrics
 
 
 def clean_config(trigger: dict, folder, name: str):
@@ -111,6 +113,7 @@ def test_a_grid_trains_its_clean_baselines_once_and_each_measures_its_own_trigge
         assert len(rows) == 2 and rows[-1]["asr"] != "" and rows[0]["clean_acc"] != ""
         if record["trained_here"]:
             assert record["epochs_measured_with_own_trigger"] and rows[0]["asr"] != ""
-        else:  # the trainer's first-epoch ASR is of another trigger: left empty
+        else:  # the trainer's first-epoch ASR is of another trigger: left empty (NaN read)
             assert not record["epochs_measured_with_own_trigger"] and rows[0]["asr"] == ""
+            assert math.isnan(read_metrics(runs / run_id / "metrics.csv")[0]["asr"])
     assert trainer == 1

@@ -22,6 +22,7 @@ import contextlib
 import csv
 import fcntl
 import json
+import math
 import os
 import platform
 import subprocess
@@ -364,6 +365,10 @@ class RunDir:
 
 
 def read_metrics(path: Path) -> list[dict[str, float]]:
-    """The per-epoch rows of a ``metrics.csv`` file as floats."""
+    """The per-epoch rows of a ``metrics.csv`` file as floats; an empty cell (a metric not
+    measured that epoch: a clean baseline's triggered metrics before its last) is NaN."""
     with path.open(newline="") as fh:
-        return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(fh)]
+        return [
+            {k: float(v) if v != "" else math.nan for k, v in row.items()}
+            for row in csv.DictReader(fh)
+        ]
