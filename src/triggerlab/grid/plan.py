@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 from pydantic import BaseModel
 
-from triggerlab.catalogue.triggers import LinesSpec
+from triggerlab.catalogue.triggers import LinesSpec, LowFrequencySpec
 from triggerlab.config import ExperimentConfig, set_dotted, validate_config
 from triggerlab.errors import ArgumentError, ConfigError, DataFormatError, TriggerlabError
 from triggerlab.grid.spec import GridSpec
@@ -79,6 +79,9 @@ ID_DEFAULTS: dict[tuple[str, ...], Any] = {
 # composition, at any depth).
 CLASS_ID_DEFAULTS: dict[tuple[type[BaseModel], str], Any] = {
     (LinesSpec, "count"): 10,  # was 10 before it had to fit the 16 px digits of the default run
+    # the random pattern was the default before the paper's (a clean model's perturbation):
+    # a config that asks for random_smooth keeps its id, the default's computes something new
+    (LowFrequencySpec, "pattern"): "random_smooth",
 }
 
 
