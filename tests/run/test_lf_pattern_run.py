@@ -127,3 +127,26 @@ def test_checks_that_train_nothing_accept_the_default_without_a_pattern(cache):
     checked = check_run(cfg, data, 0)  # the grid's preflight and cost estimate
     assert checked.trigger.apply(torch.zeros(1, 1, 16, 16)).abs().max() > 0
     assert not cache.exists()
+
+
+def test_the_grid_preflight_plans_the_default_without_training_or_false_twins(cache):
+    import warnings
+
+    from triggerlab.grid.plan import plan_grid, preflight
+    from triggerlab.grid.spec import GridSpec
+
+    triggers = [{"kind": "low_frequency"}, {"kind": "low_frequency", "pattern": "random_smooth"}]
+    spec = GridSpec(base={"data": {"resize": 16}}, grid={"trigger": triggers})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the stand-in draws random_smooth: no twin warning
+        preflight(plan_grid(spec))
+    assert not cache.exists()
+    regression = GridSpec(
+        base={
+            "data": {"name": "synthetic_gaze", "resize": 16, "options": {"count": 80}},
+            "poison": {"target": [0.0, 0.3]},
+        },
+        grid={"trigger": [{"kind": "low_frequency"}]},
+    )
+    with pytest.raises(ConfigError, match="in cell .*trigger.pattern: uap"):
+        preflight(plan_grid(regression))

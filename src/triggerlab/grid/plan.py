@@ -273,6 +273,7 @@ def preflight(plan: list[PlannedRun]) -> None:
     from triggerlab.attack.stamping import stamping_for
     from triggerlab.data.prepare import load_source, split_source
     from triggerlab.run.footprint import check_before_loading, check_network
+    from triggerlab.run.lf_checks import needs_pattern
     from triggerlab.run.prepare import check_model, check_run
     from triggerlab.seeds import derive_seeds
     from triggerlab.train.devices import resolve_device
@@ -326,7 +327,8 @@ def preflight(plan: list[PlannedRun]) -> None:
                 check_network(cfg, shape, outputs, resolve_device(cfg.train.device))
                 check_model(cfg, checked.data)
                 models.add(model_key)
-            twins.add(run, checked.trigger, checked.stamping.shape)
+            if not needs_pattern(cfg):  # a pattern the run computes is not drawn here
+                twins.add(run, checked.trigger, checked.stamping.shape)
         except TriggerlabError as exc:
             kind = DataFormatError if isinstance(exc, DataFormatError) else ConfigError
             raise kind(f"in {cell_label(run.cell)}: {exc}") from None
