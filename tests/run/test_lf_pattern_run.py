@@ -40,7 +40,12 @@ def high_frequency_share(pattern: np.ndarray) -> float:
 
 
 @pytest.mark.slow
-def test_the_default_computes_the_pattern_once_and_a_second_run_reuses_it(tmp_path, cache):
+def test_the_default_computes_the_pattern_once_and_a_second_run_reuses_it(
+    tmp_path, cache, monkeypatch
+):
+    from triggerlab.run import experiment
+
+    monkeypatch.setattr(experiment, "_STARTUP_COUNTED", False)  # as in a fresh process
     updates = []
     first = run_experiment(load_config(None, TINY), tmp_path / "a", progress=updates.append)
     made = first.summary["trigger_pattern"]
@@ -52,6 +57,8 @@ def test_the_default_computes_the_pattern_once_and_a_second_run_reuses_it(tmp_pa
     assert made["clean_model"]["trained_for_this_pattern"]
     assert made["settings"]["target"] == 3 and made["passes"] <= 2
     assert any(u.stage.startswith("surrogate") for u in updates)  # it says what it trains
+    # the process's start-up is the run's, not taken by the surrogate run inside it
+    assert first.summary["timings"]["startup_s"] is not None
     assert list((cache / lf_pattern.CLEAN).glob("*.safetensors"))
     assert not any((cache / "clean_runs").iterdir())  # the clean run's folder is temporary
     # another run on the same data, split, model and training (its poisoning differs)
