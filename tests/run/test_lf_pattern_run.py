@@ -157,3 +157,22 @@ def test_the_grid_preflight_plans_the_default_without_training_or_false_twins(ca
     )
     with pytest.raises(ConfigError, match="in cell .*trigger.pattern: uap"):
         preflight(plan_grid(regression))
+
+
+def test_the_cost_estimate_says_what_the_surrogates_add(cache):
+    from triggerlab.grid.cost import grid_cost
+    from triggerlab.grid.plan import plan_grid
+    from triggerlab.grid.spec import GridSpec
+
+    cells = {"poison.target": [1, 2], "trigger.pattern": ["uap", "random_smooth"]}
+    spec = GridSpec(
+        base={"data": {"resize": 16, "seed": 0}, "trigger": {"kind": "low_frequency"}},
+        grid=cells,
+        repeats=2,
+    )
+    notes = grid_cost(plan_grid(spec)).notes
+    # 4 runs compute a pattern; one split (data.seed), so one surrogate for all of them
+    assert "4 low-frequency runs compute their pattern from a clean surrogate: 1 more" in (
+        " ".join(notes)
+    )
+    assert not cache.exists()
