@@ -40,7 +40,7 @@ PREVIEWS = {
     "compose": ["kind=compose", "triggers=[{kind: frame}, {kind: patch}]"],
     "warp": ["kind=warp strength=1.0 grid=4"],
     "quantize": ["kind=quantize bits=2 dither=true"],
-    "low_frequency": ["kind=low_frequency eps=0.1"],
+    "low_frequency": ["kind=low_frequency pattern=random_smooth eps=0.1"],
     "reflection": ["kind=reflection mode=ghost"],
     "adaptive_blend": ["kind=adaptive_blend pieces=4 masked_pieces=2"],
     "sample_specific": ["kind=sample_specific eps=0.08"],

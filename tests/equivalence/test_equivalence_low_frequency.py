@@ -191,7 +191,8 @@ def test_a_pattern_file_that_does_not_fit_is_refused(tmp_path):
     (tmp_path / "bad.npy").write_text("not an array")
     with pytest.raises(ConfigError, match="cannot read the pattern file"):
         LowFrequencySpec(pattern="uap", path=tmp_path / "bad.npy").build((3, 8, 8))
-    with pytest.raises(ValueError, match="pattern uap needs a path"):
-        LowFrequencySpec(pattern="uap")
-    with pytest.raises(ValueError, match="only it takes one"):
-        LowFrequencySpec(path=tmp_path / "small.npy")
+    # without a file, a run computes the pattern; a bare build (nothing trains) refuses
+    with pytest.raises(ConfigError, match="trigger.path: pattern uap without a file"):
+        LowFrequencySpec(pattern="uap").build((3, 8, 8))
+    with pytest.raises(ValueError, match="only pattern uap reads a pattern file"):
+        LowFrequencySpec(pattern="random_smooth", path=tmp_path / "small.npy")

@@ -51,3 +51,16 @@ def test_the_command_refuses_a_file_that_is_not_npy(tmp_path):
     )
     assert result.exit_code == 2 and "must end in .npy" in result.output
     assert not (tmp_path / "clean_models").exists()
+
+
+@pytest.mark.slow
+def test_a_preview_of_the_default_trains_nothing_and_says_what_it_shows(tmp_path, monkeypatch):
+    monkeypatch.setenv("TRIGGERLAB_CACHE", str(tmp_path / "cache"))
+    out = tmp_path / "lf.png"
+    result = CliRunner().invoke(
+        app, ["triggers", "preview", "--trigger", "kind=low_frequency", "--out", str(out)]
+    )
+    assert result.exit_code == 0, result.output
+    said = " ".join(result.output.split())  # the console wraps long lines
+    assert out.is_file() and "shown as random_smooth" in said
+    assert not (tmp_path / "cache").exists()

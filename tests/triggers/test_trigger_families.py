@@ -37,7 +37,7 @@ NEW_KINDS = [
     {"kind": "warp", "noise_mode": True},
     {"kind": "quantize", "bits": 2},
     {"kind": "quantize", "bits": 2, "dither": True},
-    {"kind": "low_frequency", "eps": 0.1},
+    {"kind": "low_frequency", "pattern": "random_smooth", "eps": 0.1},
     {"kind": "reflection"},
     {"kind": "reflection", "mode": "ghost", "offset": [1, 2]},
     {"kind": "adaptive_blend"},
@@ -172,7 +172,9 @@ def test_quantize_bits_outside_one_to_eight_are_refused():
 
 def test_low_frequency_pattern_is_the_inverse_dct_of_the_lowest_coefficients():
     channels, height, width, k, eps = 2, 6, 5, 2, 0.08
-    trigger = LowFrequencySpec(eps=eps, frequencies=k, seed=4).build((channels, height, width))
+    trigger = LowFrequencySpec(pattern="random_smooth", eps=eps, frequencies=k, seed=4).build(
+        (channels, height, width)
+    )
     coefficients = torch.randn(
         channels, k, k, generator=torch.Generator().manual_seed(4), dtype=torch.float64
     ).numpy()
@@ -204,10 +206,10 @@ def test_low_frequency_rejects_more_frequencies_than_pixels_and_bad_budgets():
         ConfigError,
         match=r"trigger.frequencies: a 9x9 block of frequencies is larger than the 8x8 image",
     ):
-        LowFrequencySpec(frequencies=9).build((1, 8, 8))
+        LowFrequencySpec(pattern="random_smooth", frequencies=9).build((1, 8, 8))
     for bad in ({"eps": 0}, {"eps": 1.5}, {"frequencies": 0}):
         with pytest.raises(ValidationError):
-            LowFrequencySpec(**bad)
+            LowFrequencySpec(pattern="random_smooth", **bad)
 
 
 # ---- reflection (Refool) --------------------------------------------------------------------
@@ -390,7 +392,7 @@ TINY_GAZE = ["data.name=synthetic_gaze", "data.resize=16", "data.options={count:
     [
         "{kind: warp, strength: 1.0, grid: 4, noise_mode: true}",
         "{kind: quantize, bits: 2, dither: true}",
-        "{kind: low_frequency, eps: 0.1}",
+        "{kind: low_frequency, pattern: random_smooth, eps: 0.1}",
         "{kind: reflection, mode: ghost}",
         "{kind: adaptive_blend, pieces: 4, masked_pieces: 2}",
         "{kind: sample_specific, eps: 0.1}",

@@ -348,22 +348,25 @@ class QuantizeSpec(SpecBase):
 
 
 class LowFrequencySpec(SpecBase):
-    """Low-frequency (LF) trigger: a low-passed universal adversarial perturbation from a file,
-    or a random smooth pattern (Zeng et al. 2021)."""
+    """Low-frequency (LF) trigger: a clean model's low-passed universal adversarial perturbation,
+    computed by the run or read from a file, or a random smooth pattern (Zeng et al. 2021)."""
 
     kind: Literal["low_frequency"] = "low_frequency"
-    examples: ClassVar[dict[str, dict[str, Any]]] = {"low_frequency (eps=0.1)": {"eps": 0.1}}
+    examples: ClassVar[dict[str, dict[str, Any]]] = {
+        "low_frequency (random_smooth, eps=0.1)": {"pattern": "random_smooth", "eps": 0.1}
+    }
     implementation: ClassVar[str] = "triggerlab.triggers.low_frequency:build_low_frequency"
-    pattern: Literal["random_smooth", "uap"] = Field(
-        "random_smooth",
-        description="uap: the paper's, a clean model's low-passed universal adversarial "
-        "perturbation read from path (triggerlab triggers lf-pattern writes one); "
-        "random_smooth: seeded random low DCT frequencies, no model",
+    pattern: Literal["uap", "random_smooth"] = Field(
+        "uap",
+        description="uap (the paper's): a clean model's low-passed universal adversarial "
+        "perturbation towards poison.target, computed by the run from a surrogate trained "
+        "clean on the run's data (cached), or read from path; random_smooth (the default "
+        "before): seeded random low DCT frequencies, no model",
     )
     path: Path | None = Field(
         None,
-        description="uap: .npy pattern, H x W x C (or H x W) on 0-255 (BackdoorBench's "
-        "*_0_255.npy) or floats in [0, 1]",
+        description="uap: a .npy pattern instead of the run's own, H x W x C (or H x W) on "
+        "0-255 (BackdoorBench's *_0_255.npy, triggerlab triggers lf-pattern) or floats in [0, 1]",
     )
     eps: float = Field(
         0.05,
@@ -382,13 +385,32 @@ class LowFrequencySpec(SpecBase):
     )
 
     @model_validator(mode="after")
-    def _path_for_uap(self) -> LowFrequencySpec:
-        if (self.pattern == "uap") != (self.path is not None):
+    def _settings_of_the_pattern(self) -> LowFrequencySpec:
+        if self.pattern == "random_smooth" and self.path is not None:
+            raise ValueError("path: only pattern uap reads a pattern file; drop path")
+        # uap became the default: a setting of the random pattern must not be dropped unseen
+        # (compared with the defaults, not the fields set: a run's config.yaml writes them all)
+        fields = type(self).model_fields
+        smooth_only = [
+            name
+            for name in ("eps", "frequencies", "seed")
+            if getattr(self, name) != fields[name].default
+        ]
+        if self.pattern == "uap" and smooth_only:
             raise ValueError(
-                "pattern uap needs a path (a pattern file: triggerlab triggers lf-pattern "
-                "writes one), and only it takes one"
+                f"{smooth_only[0]}: applies to pattern random_smooth only (uap, the default, is "
+                "a clean model's perturbation); set pattern: random_smooth to use it"
             )
         return self
+
+    @property
+    def computed_by_run(self) -> bool:
+        """The paper's pattern without a file: the run computes it from a clean surrogate."""
+        return self.pattern == "uap" and self.path is None
+
+    def without_surrogate(self) -> LowFrequencySpec:
+        """The random smooth pattern in its place, for checks and previews that train nothing."""
+        return LowFrequencySpec(pattern="random_smooth", stage=self.stage)
 
 
 class ReflectionSpec(SpecBase):

@@ -87,7 +87,8 @@ def triggers_preview(
 ) -> None:
     """Draw clean, triggered and amplified-residual images with the stealthiness metrics."""
     from triggerlab.config import load_config, split_assignments
-    from triggerlab.tools.preview import format_stealth, preview_trigger
+    from triggerlab.run.lf_checks import needs_pattern
+    from triggerlab.tools.preview import STAND_IN_NOTE, format_stealth, preview_trigger
 
     settings = [f"trigger.{item}" for value in trigger or [] for item in split_assignments(value)]
     if data is not None:
@@ -104,6 +105,8 @@ def triggers_preview(
     except TriggerlabError as exc:
         raise fail(exc) from None
     console.print(format_stealth(metrics), highlight=False)
+    if needs_pattern(cfg):
+        console.print(f"note: {STAND_IN_NOTE}", highlight=False)
     console.print(f"wrote {out}", highlight=False)
 
 
@@ -112,8 +115,8 @@ def triggers_preview(
     epilog=(
         "Example:\n\n"
         "  triggerlab triggers lf-pattern configs/default.yaml --out lf.npy --cache cache/\n\n"
-        "  then: --set trigger.kind=low_frequency --set trigger.pattern=uap "
-        "--set trigger.path=lf.npy"
+        "  then: --set trigger.kind=low_frequency --set trigger.path=lf.npy (a run without "
+        "a path computes the same pattern itself, cached)"
     ),
 )
 def triggers_lf_pattern(

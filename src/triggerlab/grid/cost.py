@@ -776,6 +776,9 @@ def grid_cost(
         notes.append("runs may train on the GPU here; the estimate here is the CPU's")
     if any(run.config.defense.kind != "none" for run in plan):
         notes.append("defences are not counted")
+    surrogates = surrogate_line(plan)
+    if surrogates:
+        notes.append(surrogates)
     cost = GridCost(
         len(plan),
         trainings,
@@ -789,6 +792,26 @@ def grid_cost(
     if stack > 1:
         cost.stacking = stacking_line(plan, stack)
     return cost
+
+
+def surrogate_line(plan: list[PlannedRun]) -> str | None:
+    """What the runs that compute their low-frequency pattern add, uncounted; None if none."""
+    from triggerlab.run.lf_checks import needs_pattern
+    from triggerlab.run.lf_pattern import config_digest, surrogate_config
+
+    computing = [run.config for run in plan if needs_pattern(run.config)]
+    if not computing:
+        return None
+    keys: dict[str, str] = {}  # a surrogate depends on neither trigger, poisoning nor defence
+    for cfg in computing:
+        setup = cfg.model_dump_json(exclude={"trigger", "poison", "defense", "output"})
+        if setup not in keys:
+            keys[setup] = config_digest(surrogate_config(cfg))
+    return (
+        f"{len(computing)} low-frequency runs compute their pattern from a clean surrogate: "
+        f"{len(set(keys.values()))} more trainings (none where the cache holds them) and "
+        "the perturbation searches are not counted"
+    )
 
 
 def stacking_line(plan: list[PlannedRun], most: int) -> str:

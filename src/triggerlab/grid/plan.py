@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 from pydantic import BaseModel
 
-from triggerlab.catalogue.triggers import LinesSpec
+from triggerlab.catalogue.triggers import LinesSpec, LowFrequencySpec
 from triggerlab.config import ExperimentConfig, set_dotted, validate_config
 from triggerlab.errors import ArgumentError, ConfigError, DataFormatError, TriggerlabError
 from triggerlab.grid.spec import GridSpec
@@ -79,6 +79,9 @@ ID_DEFAULTS: dict[tuple[str, ...], Any] = {
 # composition, at any depth).
 CLASS_ID_DEFAULTS: dict[tuple[type[BaseModel], str], Any] = {
     (LinesSpec, "count"): 10,  # was 10 before it had to fit the 16 px digits of the default run
+    # the random pattern was the default before the paper's (a clean model's perturbation):
+    # a config that asks for random_smooth keeps its id, the default's computes something new
+    (LowFrequencySpec, "pattern"): "random_smooth",
 }
 
 
@@ -288,6 +291,7 @@ def preflight(plan: list[PlannedRun]) -> None:
     from triggerlab.attack.stamping import stamping_for
     from triggerlab.data.prepare import load_source, split_source
     from triggerlab.run.footprint import check_before_loading, check_network
+    from triggerlab.run.lf_checks import needs_pattern
     from triggerlab.run.prepare import check_model, check_run
     from triggerlab.seeds import derive_seeds
     from triggerlab.train.devices import resolve_device
@@ -341,7 +345,8 @@ def preflight(plan: list[PlannedRun]) -> None:
                 check_network(cfg, shape, outputs, resolve_device(cfg.train.device))
                 check_model(cfg, checked.data)
                 models.add(model_key)
-            twins.add(run, checked.trigger, checked.stamping.shape)
+            if not needs_pattern(cfg):  # a pattern the run computes is not drawn here
+                twins.add(run, checked.trigger, checked.stamping.shape)
         except TriggerlabError as exc:
             kind = DataFormatError if isinstance(exc, DataFormatError) else ConfigError
             raise kind(f"in {cell_label(run.cell)}: {exc}") from None

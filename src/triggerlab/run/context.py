@@ -4,6 +4,7 @@ trigger, task and model, the device and the seeds of every random stream."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -32,6 +33,8 @@ class RunContext:
     device: torch.device
     seeds: dict[str, int]  # one per random stream (triggerlab.seeds.SEED_STREAMS)
     load_s: float  # seconds spent loading the data
+    # where a low-frequency pattern came from (run/lf_pattern.py), for summary.json
+    trigger_pattern: dict[str, Any] | None = None
 
     @property
     def poison(self) -> PoisonConfig:

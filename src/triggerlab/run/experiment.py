@@ -9,6 +9,7 @@ a run directory without it is unfinished or crashed.
 from __future__ import annotations
 
 import contextlib
+import functools
 import shutil
 import time
 import warnings
@@ -27,6 +28,8 @@ from triggerlab.progress import Reporter, reporting
 from triggerlab.run import stages
 from triggerlab.run.context import RunContext
 from triggerlab.run.inputs import training_inputs
+from triggerlab.run.lf_checks import RUN_COPY
+from triggerlab.run.lf_pattern import run_pattern
 from triggerlab.run.prepare import prepare
 from triggerlab.run.rundir import CONFIG, RunDir, metrics_columns
 from triggerlab.run.shared_training import SharedTraining, evaluation_key
@@ -72,7 +75,7 @@ def run_experiment(
             parent, config_key("output.directory") if run_dir is None else argument("run_dir")
         )
     with torch_threads(cfg.train.threads), reporting(progress), contextlib.ExitStack() as held:
-        ctx = prepare(cfg)
+        ctx = prepare(cfg, functools.partial(run_pattern, cfg, train=surrogate_run))
         prepared = time.perf_counter()
         created = [] if resume else missing_folders(parent)
         try:
@@ -83,6 +86,7 @@ def run_experiment(
         if checkpoint is not None:  # it must be one this config can have written
             checkpoint.check_plan(stage_epochs(ctx), metrics_columns(ctx.task.metric_names))
         run.write_config(cfg)
+        keep_pattern(ctx, run)
         try:
             clock = Phases(started, {"prepare_s": prepared - started})
             clock.mark("open_s")  # the run's folder, its lock and config.yaml
@@ -100,6 +104,14 @@ def run_experiment(
                 shutil.rmtree(run.path, ignore_errors=True)
                 remove_if_empty(created)  # nor the folders made for it
             raise
+
+
+def keep_pattern(ctx: RunContext, run: RunDir) -> None:
+    """A copy of the low-frequency pattern the run computed (or read from the cache) in its
+    folder: the run can be rebuilt from it, whatever becomes of the cache."""
+    record = ctx.trigger_pattern
+    if record is not None and record["source"] in ("computed", "reused"):
+        shutil.copyfile(record["path"], run.path / RUN_COPY)
 
 
 @dataclass
@@ -170,6 +182,8 @@ def _run(
             "epochs_measured_with_own_trigger": trained.record.evaluated
             in (None, evaluation_key(ctx.cfg)),
         }
+    if ctx.trigger_pattern is not None:  # where the low-frequency pattern came from
+        sections["trigger_pattern"] = ctx.trigger_pattern
     summary = stages.summarise(ctx, run, attack, history, sections)
     clock.mark("summarise_s")
     if checkpoint is not None:
@@ -197,6 +211,17 @@ def _run(
 
 
 _STARTUP_COUNTED = False
+
+
+def surrogate_run(*args: Any, **kwargs: Any) -> RunResult:
+    """``run_experiment`` for a run's clean surrogate (``lf_pattern``), inside that run: the
+    process's start-up stays counted in the run's own summary."""
+    global _STARTUP_COUNTED
+    counted = _STARTUP_COUNTED
+    try:
+        return run_experiment(*args, **kwargs)
+    finally:
+        _STARTUP_COUNTED = counted
 
 
 def process_startup_s(run_started: float) -> float | None:

@@ -14,6 +14,7 @@ import time
 import warnings
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -31,6 +32,16 @@ from triggerlab.errors import ConfigError
 from triggerlab.models import ModelInfo, build_configured
 from triggerlab.run import footprint
 from triggerlab.run.context import RunContext
+from triggerlab.run.lf_checks import (
+    RUN_COPY,
+    PatternSource,
+    RunPattern,
+    check_pattern_run,
+    file_record,
+    needs_pattern,
+    with_pattern,
+    without_pattern,
+)
 from triggerlab.run.rundir import RunDir
 from triggerlab.seeds import derive_seeds
 from triggerlab.train.devices import Precision, model_memory_format, resolve_device
@@ -230,9 +241,12 @@ def check_run(
     """Every check that needs the data, in the order a run meets them. ``stamping``: where
     the trigger is stamped (default: on ``data``'s images, the model's inputs)."""
     stamping = stamping or ModelInputStamping(data.shape)
-    trigger = stamping.build(cfg)
+    # a pattern the run computes (from a clean model) is not there yet: the checks that train
+    # nothing build the random one in its place; ``prepare`` builds the real one
+    trigger = stamping.build(without_pattern(cfg))
     check_augmentation(cfg, data)
     data, _, task = setup_task(cfg, data)
+    check_pattern_run(cfg, data.is_regression)
     data, defender = hold_back(cfg, data, torch.Generator().manual_seed(defense_seed))
     # a trigger drawing from the attacker's training images (Refool's dataset pool)
     trigger = with_training_images(
@@ -252,9 +266,10 @@ def check_model(cfg: ExperimentConfig, data: DataSplit) -> tuple[nn.Module, Mode
     return model, info
 
 
-def prepare(cfg: ExperimentConfig) -> RunContext:
+def prepare(cfg: ExperimentConfig, patterns: PatternSource | None = None) -> RunContext:
     """Load data, check it against the config, build the model; ConfigError/DataFormatError on
-    bad input."""
+    bad input. ``patterns`` gives a low-frequency trigger the pattern the run computes
+    (``pattern: uap`` without a file), once every check has passed."""
     device = resolve_device(cfg.train.device)
     Precision(cfg.train.precision, device)  # fp16 needs CUDA: refused before anything is written
     footprint.check_before_loading(cfg, device)  # a network too large for the memory
@@ -268,7 +283,8 @@ def prepare(cfg: ExperimentConfig) -> RunContext:
     checked = check_run(cfg, data, seeds["defense"], stamping)
     shape = checked.data.shape
     footprint.check_network(cfg, shape, checked.data.num_outputs, device)
-    torch.manual_seed(seeds["init"])  # weight init, and dropout draws during training
+    checked, pattern = with_run_pattern(cfg, checked, patterns)
+    torch.manual_seed(seeds["init"])  # weight init and dropout draws; after the pattern's training
     model, info = check_model(cfg, checked.data)
     staged = checked.data.train.images.numel() + 2 * checked.data.test.images.numel()
     footprint.check_training(cfg, model, shape, device, staged)
@@ -286,7 +302,26 @@ def prepare(cfg: ExperimentConfig) -> RunContext:
         device=device,
         seeds=seeds,
         load_s=load_s,
+        trigger_pattern=pattern,
     )
+
+
+def with_run_pattern(
+    cfg: ExperimentConfig, checked: CheckedRun, patterns: PatternSource | None
+) -> tuple[CheckedRun, dict[str, Any] | None]:
+    """The checked run with the low-frequency pattern it computes, and where that came from."""
+    if not needs_pattern(cfg):
+        return checked, file_record(cfg)
+    if patterns is None:  # never the random stand-in in a run
+        raise ConfigError(
+            "trigger.path: this low_frequency trigger's pattern (uap, no file) is computed by "
+            "a run; give trigger.path or set trigger.pattern: random_smooth"
+        )
+    start = time.perf_counter()
+    pattern = patterns(checked.data.is_regression)
+    trigger = checked.stamping.build(with_pattern(cfg, pattern.path))
+    record = {**pattern.record, "seconds": round(time.perf_counter() - start, 3)}
+    return replace(checked, trigger=trigger), record
 
 
 def fresh_model(ctx: RunContext) -> nn.Module:
@@ -303,7 +338,14 @@ def rebuild(run_dir: Path, device: str = "cpu") -> RunContext:
     run = RunDir(run_dir)
     cfg = run.read_config([f"train.device={device}"])
     state = run.read_model_state()
-    ctx = prepare(cfg)
+    copy = run.path / RUN_COPY  # the pattern the run computed, kept in its folder
+
+    def kept(_: bool) -> RunPattern:
+        if not copy.is_file():
+            raise ConfigError(f"{run.path}: its low-frequency pattern {RUN_COPY} is missing")
+        return RunPattern(copy, {"pattern": "uap", "source": "run folder", "path": str(copy)})
+
+    ctx = prepare(cfg, kept)
     try:
         ctx.model.load_state_dict(state)
     except RuntimeError as exc:

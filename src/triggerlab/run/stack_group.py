@@ -20,9 +20,10 @@ with dropout).
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextvars import ContextVar
 from typing import Any, TypeVar
 
@@ -39,6 +40,16 @@ T = TypeVar("T")
 Outcome = list[dict[str, Any]] | BaseException | None  # None: train alone
 
 _SLOT: ContextVar[tuple[StackGroup, int] | None] = ContextVar("triggerlab_stack", default=None)
+
+
+@contextlib.contextmanager
+def outside_stack() -> Iterator[None]:
+    """Train alone inside a member (the clean surrogate a run trains before its own model)."""
+    token = _SLOT.set(None)
+    try:
+        yield
+    finally:
+        _SLOT.reset(token)
 
 
 class StackGroup:

@@ -13,8 +13,14 @@ from triggerlab.config import ExperimentConfig
 from triggerlab.data.prepare import load_source, split_source
 from triggerlab.errors import ArgumentError
 from triggerlab.figures import save_trigger_preview
+from triggerlab.run.lf_checks import needs_pattern, without_pattern
 from triggerlab.seeds import derive_seeds
 from triggerlab.triggers.base import with_training_images
+
+STAND_IN_NOTE = (
+    "low_frequency pattern uap is computed by a run from a clean model: shown as random_smooth "
+    "(set trigger.path to preview a pattern file)"
+)
 
 
 def format_stealth(metrics: dict[str, float | None]) -> str:
@@ -36,6 +42,10 @@ def preview_trigger(
     out = Path(out)
     if samples < 1:
         raise ArgumentError("samples", f"expected at least 1 image, got {samples}")
+    # a preview trains nothing: the pattern a run computes from a clean model is shown as the
+    # random smooth one, and the caption says so (trigger.path previews a pattern file)
+    stand_in = needs_pattern(cfg)
+    cfg = without_pattern(cfg)
     source = load_source(cfg.data, native=cfg.trigger.stage == "native")
     data = split_source(source, cfg.data, cfg.split_seed)
     stamping = stamping_for(cfg, source, data.shape)
@@ -55,5 +65,7 @@ def preview_trigger(
         raise ArgumentError("out", f"cannot create {out.parent} ({exc})") from None
     shown = min(samples, clean.shape[0])
     caption = f"{format_stealth(metrics)}   (over {clean.shape[0]} {cfg.data.name} test images)"
+    if stand_in:
+        caption += f"   {STAND_IN_NOTE}"
     save_trigger_preview(out, clean[:shown], triggered[:shown], describe_spec(cfg.trigger), caption)
     return metrics

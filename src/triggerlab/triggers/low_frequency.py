@@ -2,8 +2,9 @@
 Backdoor Attacks' Triggers: A Frequency Perspective" (ICCV 2021).
 
 The paper's LF trigger is a universal adversarial perturbation of a clean model passed
-through a low-pass filter (``pattern: uap``): ``triggers/universal.py`` computes it and
-``triggerlab triggers lf-pattern`` writes it to a file, which this kind reads and adds,
+through a low-pass filter (``pattern: uap``, the default): ``triggers/universal.py``
+computes it, a run (``run/lf_pattern.py``) or ``triggerlab triggers lf-pattern`` writes it
+to a file, which this kind reads and adds,
 ``x' = clip(x + v, 0, 1)``, as BackdoorBench's ``SimpleAdditiveTrigger``
 (``utils/bd_img_transform/patch.py:49-62``) adds its ``*_0_255.npy`` files.
 
@@ -80,7 +81,12 @@ def build_low_frequency(
 ) -> AdditiveSignal:
     channels, height, width = shape
     if spec.pattern == "uap":
-        assert spec.path is not None  # the spec's validation
+        if spec.path is None:  # a run fills it in (run/lf_pattern.py); here nothing trains
+            raise ConfigError(
+                f"{where}.path: pattern uap without a file is computed by a run from a clean "
+                "model, for a low_frequency trigger that is the whole trigger; give a pattern "
+                "file (triggerlab triggers lf-pattern writes one) or set pattern: random_smooth"
+            )
         return AdditiveSignal(read_pattern(spec.path, shape, f"{where}.path")[None])
     check_square_fits(spec.frequencies, shape, f"{where}.frequencies", "block of frequencies", 1)
     pattern = low_frequency_pattern(channels, height, width, spec.frequencies, spec.seed)
