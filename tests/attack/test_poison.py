@@ -59,7 +59,7 @@ def test_clean_label_draws_target_class_and_keeps_labels():
     result = run(PoisonConfig(count=5, rate=None, target=3, label_mode="clean_label"))
     assert (result.original_labels == 3).all()
     assert torch.equal(result.new_labels, result.original_labels)
-    with pytest.raises(ConfigError, match="only 10 are eligible"):
+    with pytest.raises(ConfigError, match="target class 3, and there are 10"):
         run(PoisonConfig(count=11, rate=None, target=3, label_mode="clean_label"))
 
 

@@ -91,7 +91,11 @@ OVERRIDES = {
     ),
     "clean-label beyond the target class": (
         ["poison.label_mode=clean_label", "poison.rate=0.5"],
-        "eligible under label_mode=clean_label",
+        "poisons only images of the target class 0, and there are",
+    ),
+    "SIG's paper default beyond the target class": (
+        ["trigger.kind=signal", "poison.rate=0.1"],
+        "poison.rate: 0.1 of the training set of 1438 samples is 144 poisoned samples",
     ),
     "lines that merge": (
         ["trigger.kind=lines", "trigger.count=40", "data.resize=64"],

@@ -26,7 +26,8 @@ def test_paper_resolves_to_the_kinds_schedule(kind, schedule):
 OLD_IDS = {
     (): "6fe7e1bc1dd7",
     ("trigger.kind=blend",): "8d03364fb6e8",
-    ("trigger.kind=signal", "poison.rate=0.05"): "3b0e6ac75fd4",
+    # dirty-label SIG (now clean-label by default: tests/grid/test_label_mode_ids.py)
+    ("trigger.kind=signal", "poison.rate=0.05", "poison.label_mode=all_to_one"): "3b0e6ac75fd4",
     ("trigger.kind=warp",): "81eb0e6b02fe",  # static, noise mode off
     ("trigger.kind=warp", "trigger.noise_mode=true"): "9ba0ca87dc7e",  # static
     ("trigger.kind=quantize",): "96357de3baa4",  # static
@@ -34,7 +35,8 @@ OLD_IDS = {
 
 
 def test_static_kinds_keep_their_ids():
-    for settings in [(), ("trigger.kind=blend",), ("trigger.kind=signal", "poison.rate=0.05")]:
+    sig = ("trigger.kind=signal", "poison.rate=0.05", "poison.label_mode=all_to_one")
+    for settings in [(), ("trigger.kind=blend",), sig]:
         assert run_id(config(*settings)) == OLD_IDS[settings]
         assert run_id(config(*settings, "poison.schedule=static")) == OLD_IDS[settings]
     assert training_key(config()) == "b83a0019c2fe"

@@ -403,11 +403,15 @@ def test_every_new_kind_runs_a_whole_experiment(tmp_path, raw, task):
     data = [*TINY_GAZE, "poison.target=[0.0, 0.3]"] if task == "regression" else ["data.resize=16"]
     cfg = load_config(
         None,
-        [*data, f"trigger={raw}", "train.epochs=1", "poison.rate=0.1", "output.save_model=false"],
+        [*data, f"trigger={raw}", "train.epochs=1", "output.save_model=false"],
     )
     result = run_experiment(cfg, tmp_path / "run")
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["task"] == task and summary["status"] == "complete"
+    # Refool's paper is clean-label, at the clean-label default rate; regression is all-to-one
+    clean = task == "classification" and "reflection" in raw
+    assert summary["poison"]["label_mode"] == ("clean_label" if clean else "all_to_one")
+    assert summary["poison"]["rate"] == (0.05 if clean else 0.1)
     assert summary["stealth"]["linf_mean"] > 0
     per_poisoned = 2 if "noise_mode" in raw else 1 if "adaptive" in raw else 0
     assert summary["poison"]["cover_count"] == round(summary["poison"]["count"] * per_poisoned)

@@ -32,8 +32,9 @@ def test_sig_preset_is_clean_label_with_backdoorbench_s_signal():
     cfg = load_config(None, ["trigger.kind=signal", "trigger.preset=backdoorbench"])
     assert cfg.poison.label_mode == "clean_label"
     assert (cfg.trigger.delta, cfg.trigger.frequency, cfg.trigger.first_column) == (40 / 255, 6, 0)
-    # without the preset SIG stays dirty-label, as before
-    assert load_config(None, ["trigger.kind=signal"]).poison.label_mode == "all_to_one"
+    # without the preset SIG is clean-label too: its paper's label mode is the default
+    plain = load_config(None, ["trigger.kind=signal"])
+    assert plain.poison.label_mode == "paper" and plain.poison_label_mode == "clean_label"
 
 
 def test_what_the_config_sets_wins_over_the_preset():
@@ -63,6 +64,12 @@ def test_an_unknown_preset_is_named_with_those_there_are():
 def test_triggers_list_says_which_label_mode_the_paper_used():
     result = CliRunner().invoke(app, ["triggers", "list"])
     assert result.exit_code == 0
-    assert "Barni, Kallas & Tondi 2019 (SIG); label mode there: clean_label" in result.output
+    assert (
+        "Barni, Kallas & Tondi 2019 (SIG); label mode there: clean_label, triggerlab's default "
+        "for this kind (poison.label_mode: paper; all_to_one on regression)"
+    ) in result.output
+    assert "label mode there: any; triggerlab's default for this kind: all_to_one" in (
+        result.output
+    )
     assert "preset backdoorbench: shape=sine, delta=0.1569" in result.output
     assert "poison.label_mode=clean_label" in result.output

@@ -9,6 +9,7 @@ references 001 and 002 does (2 % of 1,437: 28 rather than 29).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
@@ -84,6 +85,29 @@ def _sources_note(cfg: PoisonConfig) -> str:
     return note
 
 
+def _too_few_target_images(
+    cfg: PoisonConfig, count: int, eligible: int, size: int, where: str
+) -> str:
+    """Why a clean-label attack cannot poison ``count`` samples, and the two ways out.
+
+    The rate stays a share of the whole training set, as BackdoorBench defines it for its
+    clean-label attacks too (utils/backdoor_generate_poison_index.py:54-60, 94), so a rate
+    above the target class's share asks for more target images than there are.
+    """
+    if cfg.count is not None:
+        asked, lower = f"poison.count: {count}", f"lower poison.count to at most {eligible}"
+    else:
+        most = math.floor(eligible / size * 10_000) / 10_000 if size else 0.0
+        asked = f"poison.rate: {cfg.rate:g} of the {where} of {size} samples is {count}"
+        lower = f"lower poison.rate to at most {most:g} (or set poison.count <= {eligible})"
+    return (
+        f"{asked} poisoned samples, but label_mode clean_label (the default for the signal "
+        f"and reflection kinds: their papers') poisons only images of the target class "
+        f"{cfg.target}, and there are {eligible}; {lower}, or set poison.label_mode: "
+        "all_to_one for the dirty-label form"
+    )
+
+
 def check_poison_count(
     task: Task, train: ImageDataset, where: str = "training set", cover: float = 0.0
 ) -> int:
@@ -92,6 +116,8 @@ def check_poison_count(
     cfg = task.poison
     count = poison_count(cfg, len(train))
     eligible = int(task.poison_sources(train.targets).sum())
+    if count > eligible and cfg.label_mode == "clean_label":
+        raise ConfigError(_too_few_target_images(cfg, count, eligible, len(train), where))
     if count > eligible:
         raise ConfigError(
             f"{_limiting_key(cfg)}: {count} poisoned samples requested but only {eligible} are "

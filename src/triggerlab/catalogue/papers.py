@@ -3,8 +3,9 @@ settings a paper's code (or BackdoorBench's) ran, trigger and poisoning together
 
 ``trigger.preset: <name>`` fills every trigger setting the config leaves out with the
 preset's, and every ``poison`` setting the config leaves out with the preset's poisoning
-(its label mode above all: SIG and Refool are clean-label attacks in their papers, while
-triggerlab's ``poison.label_mode`` defaults to ``all_to_one``). ``triggerlab triggers list``
+(its label mode, or BackdoorBench's dirty-label form of a clean-label paper).
+``poison.label_mode: paper``, the default, is each kind's ``Paper.label_mode`` (SIG and
+Refool are clean-label; see ``config.schema.paper_label_mode``). ``triggerlab triggers list``
 prints the paper and its label mode beside each kind. Torch-free, like the rest of the
 catalogue; the sources (repository, file, line) are in ``docs/authors_code.md``.
 """

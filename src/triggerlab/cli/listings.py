@@ -16,6 +16,7 @@ from triggerlab.catalogue.geometry import NAMED_POSITIONS
 from triggerlab.catalogue.models import MODELS
 from triggerlab.catalogue.papers import TRIGGER_PAPERS, Preset
 from triggerlab.catalogue.triggers import TRIGGER_KINDS
+from triggerlab.config.schema import paper_label_mode
 from triggerlab.data.fetch.sources import SOURCES
 
 
@@ -89,6 +90,8 @@ def build_listings() -> dict[str, Any]:
                 "summary": first_line(spec.__doc__),
                 "paper": TRIGGER_PAPERS[kind].citation,
                 "label_mode": TRIGGER_PAPERS[kind].label_mode,
+                # what poison.label_mode: paper (the default) runs on a classification task
+                "default_label_mode": paper_label_mode(kind, 0),
                 "presets": {
                     name: preset_summary(preset)
                     for name, preset in TRIGGER_PAPERS[kind].presets.items()

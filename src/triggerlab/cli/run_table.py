@@ -54,6 +54,8 @@ def print_summary(summary: dict) -> None:
     each = " per epoch, anew in every batch" if per_batch else ""
     table.add_row("poisoned samples", f"{poison['count']} of {poison['train_size']}{each} ({rate})")
     table.add_row("poisoned fraction", f"{poison['fraction']:.4f}")
+    if poison.get("label_mode"):  # as run: the trigger kind's paper's when left at paper
+        table.add_row("label mode", poison["label_mode"])
     if poison.get("cover_count"):
         table.add_row("cover samples (triggered, labels kept)", str(poison["cover_count"]))
     if per_batch and per_batch.get("negative_per_epoch"):

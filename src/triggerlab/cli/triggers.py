@@ -22,13 +22,22 @@ app = typer.Typer(
 @app.command("list")
 def triggers_list() -> None:
     """Every trigger kind with its parameters, defaults and units, its paper, the label mode
-    the paper poisoned with, and its presets (``trigger.preset``)."""
+    the paper poisoned with (the kind's default label mode), and its presets
+    (``trigger.preset``)."""
     from triggerlab.cli.listings import build_listings
 
     listings = build_listings()
     for trigger in listings["triggers"]:
         kind, summary = trigger["kind"], trigger["summary"]
         paper = f"paper: {trigger['paper']}; label mode there: {trigger['label_mode']}"
+        default = trigger["default_label_mode"]
+        paper += (
+            ", triggerlab's default for this kind"
+            if default == trigger["label_mode"]
+            else f"; triggerlab's default for this kind: {default}"
+        )
+        regression = "; all_to_one on regression" if default != "all_to_one" else ""
+        paper += f" (poison.label_mode: paper{regression})"
         presets = [f"preset {name}: {about}" for name, about in trigger["presets"].items()]
         caption = escape("\n".join([paper, *presets]))
         table = Table(

@@ -18,7 +18,7 @@ from pydantic import (
 from triggerlab.catalogue.datasets import DATASETS
 from triggerlab.catalogue.defenses import DEFENSE_KINDS, DefenseKind, NoDefenseSpec
 from triggerlab.catalogue.geometry import int_sequence
-from triggerlab.catalogue.papers import preset_of
+from triggerlab.catalogue.papers import TRIGGER_PAPERS, preset_of
 from triggerlab.catalogue.triggers import TRIGGER_KINDS, PatchSpec, TriggerSpec
 from triggerlab.config.model_section import UNION_MEMBER_TAGS, ModelConfig
 from triggerlab.config.section import MAX_EPOCHS, MAX_LR, MAX_SEED, MAX_SIDE, Section, plain_name
@@ -29,6 +29,27 @@ UNION_SECTIONS: dict[str, dict[str, type[BaseModel]]] = {
     "defense": DEFENSE_KINDS,  # type: ignore[dict-item]
 }
 __all__ = ["MAX_SEED", "UNION_MEMBER_TAGS", "ModelConfig", "plain_name"]
+
+LabelMode = Literal["all_to_one", "all_to_all", "clean_label"]
+# The rate a clean-label run poisons when neither poison.rate nor poison.count is set: half the
+# target class of a balanced ten-class training set (the default 0.1 is all of it, or one image
+# more than the class holds once rounded), and the rate BackdoorBench's leaderboard runs SIG at.
+CLEAN_LABEL_RATE = 0.05
+DEFAULT_RATE = 0.1
+
+
+def paper_label_mode(kind: str, target: Any) -> LabelMode:
+    """``poison.label_mode: paper`` resolved: the label mode the trigger kind's paper poisoned
+    with (``catalogue/papers.py``); all_to_one for a regression target (a list of values: a
+    regression task supports only all_to_one) and for combinators, whose label mode is "any".
+
+    A combination (``compose``) is no paper's attack, so it stays dirty-label even when its
+    parts' papers agree: its label mode is set by name (``label_mode: clean_label``).
+    """
+    paper = TRIGGER_PAPERS.get(kind)
+    if isinstance(target, list) or paper is None or paper.label_mode == "any":
+        return "all_to_one"
+    return paper.label_mode  # type: ignore[return-value]
 
 
 class DataConfig(Section):
@@ -123,13 +144,23 @@ class DataConfig(Section):
 
 class PoisonConfig(Section):
     rate: float | None = Field(
-        None, ge=0.0, le=1.0, description="poisoned share of the training set (default 0.1)"
+        None,
+        ge=0.0,
+        le=1.0,
+        description="poisoned share of the training set (default 0.1; 0.05 for a clean-label "
+        "run, whose poisoned samples are all of the target class)",
     )
     count: int | None = Field(None, ge=0, le=10**9, description="exact number of poisoned samples")
     target: int | list[float] = Field(
         0, description="the attacker's target: a class, or a vector in label units for regression"
     )
-    label_mode: Literal["all_to_one", "all_to_all", "clean_label"] = "all_to_one"
+    label_mode: Literal["paper", "all_to_one", "all_to_all", "clean_label"] = Field(
+        "paper",
+        description="all_to_one: poisoned samples of other classes are relabelled the target; "
+        "all_to_all: class y becomes y + 1; clean_label: target-class images carry the trigger, "
+        "labels kept; paper: the trigger kind's paper (clean_label for signal and reflection, "
+        "all_to_one for the others and for regression)",
+    )
     source_classes: list[int] | None = Field(
         None, description="classes poisoned samples are drawn from (default: all eligible)"
     )
@@ -172,7 +203,7 @@ class PoisonConfig(Section):
                 "set either poison.rate or poison.count, not both (set the other to null)"
             )
         if self.rate is None and self.count is None:
-            self.rate = 0.1
+            self.rate = CLEAN_LABEL_RATE if self.label_mode == "clean_label" else DEFAULT_RATE
         if self.sources == "all" and self.label_mode == "clean_label":
             raise ValueError(
                 "poison.sources: all draws from every class, but a clean-label attack only "
@@ -329,17 +360,29 @@ class ExperimentConfig(Section):
     @model_validator(mode="before")
     @classmethod
     def _preset_poisoning(cls, data: Any) -> Any:
-        """A trigger preset's poisoning settings (its paper's label mode) under those given."""
+        """A trigger preset's poisoning settings (its paper's label mode) under those given, and
+        the clean-label default rate when the paper's label mode is clean-label."""
         if not isinstance(data, dict):
             return data
         trigger, poison = data.get("trigger"), data.get("poison", {})
-        if not isinstance(trigger, dict) or not isinstance(poison, dict):
+        if not isinstance(poison, dict):
             return data
-        name = trigger.get("preset")
-        preset = None if name is None else preset_of(str(trigger.get("kind", "patch")), str(name))
-        if preset is None:  # no preset, or an unknown one: the trigger's validation names it
+        if isinstance(trigger, dict):
+            kind = str(trigger.get("kind", "patch"))
+            name = trigger.get("preset")
+            preset = None if name is None else preset_of(kind, str(name))
+            if preset is not None:  # else no preset, or an unknown one the trigger's check names
+                poison = {**preset.poison, **poison}
+        elif isinstance(trigger, BaseModel) or trigger is None:  # a built spec, or the patch
+            kind = str(getattr(trigger, "kind", "patch"))
+        else:  # not a trigger: its validation names it
             return data
-        return {**data, "poison": {**preset.poison, **poison}}
+        if poison.get("rate") is None and poison.get("count") is None:
+            # A clean-label run by its paper: its default rate must fit the target class
+            mode = poison.get("label_mode", "paper")
+            if mode == "paper" and paper_label_mode(kind, poison.get("target", 0)) == "clean_label":
+                poison = {**poison, "rate": CLEAN_LABEL_RATE}
+        return {**data, "poison": poison}
 
     @field_validator("trigger", "defense", mode="before")
     @classmethod
@@ -377,6 +420,21 @@ class ExperimentConfig(Section):
         return self
 
     @model_validator(mode="after")
+    def _clean_label_sources(self) -> ExperimentConfig:
+        """``sources: all`` with the paper's label mode when that is clean-label (an explicit
+        ``label_mode: clean_label`` is refused by the poison section itself)."""
+        poison = self.poison
+        paper_clean = poison.label_mode == "paper" and self.poison_label_mode == "clean_label"
+        if poison.sources == "all" and paper_clean:
+            raise ValueError(
+                f"poison.sources: all draws from every class, but poison.label_mode: paper "
+                f"is clean_label for trigger.kind {self.trigger.kind} (its paper's protocol), "
+                "which poisons only images of the target class; set poison.label_mode: "
+                "all_to_one for the dirty-label form, or poison.sources: non_target"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _pool_at_the_stamped_size(self) -> ExperimentConfig:
         """Refool's dataset pool draws the training images as the model takes them."""
         trigger = self.trigger
@@ -400,6 +458,21 @@ class ExperimentConfig(Section):
         """``poison.schedule`` with ``paper`` resolved by the trigger kind."""
         schedule = self.poison.schedule
         return self.trigger.paper_schedule if schedule == "paper" else schedule
+
+    @property
+    def poison_label_mode(self) -> LabelMode:
+        """``poison.label_mode`` with ``paper`` resolved by the trigger kind and the task."""
+        mode = self.poison.label_mode
+        if mode == "paper":
+            return paper_label_mode(self.trigger.kind, self.poison.target)
+        return mode
+
+    @property
+    def poisoning(self) -> PoisonConfig:
+        """The poison section as a run uses it: its label mode resolved."""
+        if self.poison.label_mode != "paper":
+            return self.poison
+        return self.poison.model_copy(update={"label_mode": self.poison_label_mode})
 
     @property
     def split_seed(self) -> int:

@@ -72,6 +72,10 @@ ID_DEFAULTS: dict[tuple[str, ...], Any] = {
     # asks for that (any kind but warp and quantize, by default) keeps its id; WaNet and
     # BppAttack runs, now per-batch by default, get new ones (``identity_of``).
     ("poison", "schedule"): "static",
+    # Poisoning was all_to_one unless told before the label mode defaulted to the paper's: a
+    # run of any kind but signal and reflection keeps its id (``identity_of``), and so does
+    # one that names all_to_one; SIG and Refool runs, now clean-label, get new ones.
+    ("poison", "label_mode"): "all_to_one",
     ("trigger", "noise_mode"): False,
     ("trigger", "triggers", "noise_mode"): False,
 }
@@ -131,11 +135,16 @@ def non_default(model: BaseModel, path: tuple[str, ...] = ()) -> dict[str, Any]:
 
 
 def identity_of(cfg: ExperimentConfig) -> dict[str, Any]:
-    """``non_default`` of the config with ``poison.schedule: paper`` resolved by the trigger
-    kind, so a run's id says which schedule it ran (per_batch for WaNet and BppAttack)."""
+    """``non_default`` of the config with ``poison.schedule: paper`` and ``poison.label_mode:
+    paper`` resolved by the trigger kind, so a run's id says which schedule and label mode it
+    ran (per_batch for WaNet and BppAttack, clean_label for SIG and Refool)."""
+    resolved = {}
     if cfg.poison.schedule == "paper":
-        poison = cfg.poison.model_copy(update={"schedule": cfg.poison_schedule})
-        cfg = cfg.model_copy(update={"poison": poison})
+        resolved["schedule"] = cfg.poison_schedule
+    if cfg.poison.label_mode == "paper":
+        resolved["label_mode"] = cfg.poison_label_mode
+    if resolved:
+        cfg = cfg.model_copy(update={"poison": cfg.poison.model_copy(update=resolved)})
     return non_default(cfg)
 
 

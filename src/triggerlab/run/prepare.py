@@ -119,7 +119,9 @@ def validate_regression_poison(
 
 
 def make_task(cfg: ExperimentConfig, data: DataSplit) -> Task:
-    """The task of a dataset (classes or continuous labels), checked against the config."""
+    """The task of a dataset (classes or continuous labels), checked against the config; its
+    poisoning has the label mode resolved (``poison.label_mode: paper``)."""
+    poison = cfg.poisoning
     if not data.is_regression:
         if cfg.evaluation.bins is not None:
             raise ConfigError(
@@ -135,20 +137,20 @@ def make_task(cfg: ExperimentConfig, data: DataSplit) -> Task:
                 f"train.loss: {cfg.train.loss!r} is a regression loss; "
                 "classification trains with cross_entropy"
             )
-        validate_poison(cfg.poison, len(data.class_names))
-        return ClassificationTask(cfg.poison, data.class_names)
+        validate_poison(poison, len(data.class_names))
+        return ClassificationTask(poison, data.class_names)
     if cfg.train.loss == "cross_entropy":
         raise ConfigError(
             "train.loss: cross_entropy on continuous labels is reference 003's classification "
             "variant; set evaluation.bins (and evaluation.bin_output) to choose the classes"
         )
-    validate_regression_poison(cfg.poison, data.train.targets, data.target_names)
+    validate_regression_poison(poison, data.train.targets, data.target_names)
     evaluation = cfg.evaluation
     bins = None
     if evaluation.bins is not None:
         bins = make_bins(data, evaluation.bins, evaluation.bin_output, evaluation.bin_range)
     return RegressionTask(
-        cfg.poison,
+        poison,
         data.labels,
         "mse" if cfg.train.loss == "mse" else "l1",
         evaluation.resolved_tolerances,
@@ -173,11 +175,12 @@ def setup_task(cfg: ExperimentConfig, data: DataSplit) -> tuple[DataSplit, Poiso
                 "continuous labels; for regression use a defence that does not "
                 f"({', '.join(k for k in usable if k != 'none')})"
             )
-        return data, cfg.poison, make_task(cfg, data)
-    validate_regression_poison(cfg.poison, data.train.targets, data.target_names)
+        task = make_task(cfg, data)
+        return data, task.poison, task
+    validate_regression_poison(cfg.poisoning, data.train.targets, data.target_names)
     bins = make_bins(data, evaluation.bins, evaluation.bin_output, evaluation.bin_range)
     target = int(bins.assign(torch.tensor([cfg.poison.target], dtype=torch.float32))[0])
-    poison = cfg.poison.model_copy(update={"target": target})
+    poison = cfg.poisoning.model_copy(update={"target": target})
     binned = bin_split(data, bins)
     return binned, poison, ClassificationTask(poison, binned.class_names)
 

@@ -328,7 +328,7 @@ def summarise(
             "fraction": poisoned.fraction,
             "clean_train_size": len(data.train),
             "train_size": len(poisoned.train),
-            "label_mode": cfg.poison.label_mode,
+            "label_mode": ctx.poison.label_mode,  # as run: paper resolved
             "mode": cfg.poison.mode,
             "target": cfg.poison.target,
             "target_name": target_label(ctx.task, ctx.poison.target),

@@ -65,7 +65,7 @@ def _false_positive_text(table: pd.DataFrame, lead: str = "asr") -> str:
 
 
 def _poisoning_text(runs: list[PlannedRun], table: pd.DataFrame) -> str:
-    modes = {r.config.poison.label_mode for r in runs}
+    modes = {r.config.poison_label_mode for r in runs}
     counts = (
         table.loc[table["role"] == "grid", "poison_count"].dropna()
         if "poison_count" in table
@@ -137,7 +137,7 @@ def _stage_text(runs: list[PlannedRun]) -> str:
 def checklist(plan: list[PlannedRun], table: pd.DataFrame, lead: str = "asr") -> str:
     """Reference 004's BadNets reporting checklist, filled from the configs and results."""
     grid_runs = [r for r in plan if r.role == "grid"]
-    modes = {r.config.poison.label_mode for r in grid_runs}
+    modes = {r.config.poison_label_mode for r in grid_runs}
     access = "training data and labels (label-flipping data poisoning)"
     if modes == {"clean_label"}:
         access = "training data only: clean-label poisoning, labels untouched"
