@@ -25,6 +25,7 @@ from triggerlab.catalogue.triggers import (
 from triggerlab.config import PoisonConfig, load_config
 from triggerlab.data.dataset import ImageDataset
 from triggerlab.errors import ConfigError
+from triggerlab.grid.plan import run_id
 from triggerlab.run.experiment import run_experiment
 from triggerlab.triggers import apply_to_uint8
 from triggerlab.triggers.reflection import procedural_scene
@@ -296,6 +297,23 @@ def test_adaptive_blend_shows_the_whole_pattern_at_test_time_and_some_pieces_in_
             expected = 0.5 * trigger.pattern[0, r, c] if lit else torch.zeros(4, 4)
             assert torch.allclose(payload[b, 0, r, c], expected)
     assert len(shown) > 1  # the hidden piece is drawn per sample
+
+
+def test_adaptive_blend_trains_at_its_authors_opacity_by_default_and_keeps_old_ids():
+    """The authors train at 0.15 and test at 0.2 (``catalogue/papers.py``'s preset); null
+    is the old default, training at the test opacity, and keeps its run ids."""
+    x = torch.zeros(2, 1, 8, 8)
+    old = AdaptiveBlendSpec(train_opacity=None)
+    for spec, trained in ((AdaptiveBlendSpec(), 0.15), (old, 0.2)):
+        trigger = spec.build((1, 8, 8))
+        payload = trigger.apply_payload(x, torch.Generator().manual_seed(0))
+        lit = payload != 0
+        assert torch.allclose(payload[lit], trained * trigger.pattern.expand_as(payload)[lit])
+        assert torch.allclose(trigger.apply(x), 0.2 * trigger.pattern.expand(2, 1, 8, 8))
+    # ids computed by the code before the change: its default (null) and an explicit 0.15
+    old_default = load_config(None, ["trigger={kind: adaptive_blend, train_opacity: null}"])
+    assert run_id(old_default) == "4fe5cee41d8e"
+    assert run_id(load_config(None, ["trigger={kind: adaptive_blend}"])) == "cbfe55319a54"
 
 
 def test_adaptive_blend_poisons_with_cover_samples_that_keep_their_labels():

@@ -512,11 +512,11 @@ class AdaptiveBlendSpec(SpecBase):
     path: Path | None = Field(None, description="image resized to the input (pattern: image)")
     opacity: float = Field(0.2, gt=0.0, le=1.0, description=f"at test time; {OPACITY_HELP}")
     train_opacity: float | None = Field(
-        None,
+        0.15,
         gt=0.0,
         le=1.0,
-        description="on poisoned training samples (default: opacity; "
-        "authors: 0.15 against 0.2 at test)",
+        description="on poisoned and cover training samples (the authors': 0.15, against 0.2 "
+        "at test); null: opacity, the same as at test",
     )
     pieces: int = Field(16, ge=4, description="tiles of the mask, a square number (paper: 16)")
     masked_pieces: int = Field(

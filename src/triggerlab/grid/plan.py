@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 from pydantic import BaseModel
 
-from triggerlab.catalogue.triggers import LinesSpec, LowFrequencySpec
+from triggerlab.catalogue.triggers import AdaptiveBlendSpec, LinesSpec, LowFrequencySpec
 from triggerlab.config import ExperimentConfig, set_dotted, validate_config
 from triggerlab.errors import ArgumentError, ConfigError, DataFormatError, TriggerlabError
 from triggerlab.grid.spec import GridSpec
@@ -86,6 +86,8 @@ CLASS_ID_DEFAULTS: dict[tuple[type[BaseModel], str], Any] = {
     # the random pattern was the default before the paper's (a clean model's perturbation):
     # a config that asks for random_smooth keeps its id, the default's computes something new
     (LowFrequencySpec, "pattern"): "random_smooth",
+    # Adaptive-Blend trained at its test opacity before it trained at its authors' 0.15
+    (AdaptiveBlendSpec, "train_opacity"): None,
 }
 
 

@@ -79,6 +79,6 @@ def build_adaptive_blend(
         count=spec.pieces,
         masked=spec.masked_pieces,
         opacity=spec.opacity,
-        train_opacity=spec.train_opacity or spec.opacity,
+        train_opacity=spec.opacity if spec.train_opacity is None else spec.train_opacity,
         cover_ratio=spec.conservatism / (1 - spec.conservatism),
     )
