@@ -48,6 +48,11 @@ def test_a_frozen_backbone_grid_trains_its_heads_as_one_stack(tmp_path, monkeypa
     for run in (tmp_path / "alone" / "runs").iterdir():
         mine = tmp_path / "stacked" / "runs" / run.name
         assert summary(mine)["feature_cache"]["used"]
+        assert summary(run)["stack"] is None
+        assert {k: summary(mine)["stack"][k] for k in ("members", "trainer")} == {
+            "members": 16,
+            "trainer": "heads",
+        }
         # Float32 sums in another order (one wide product for the members that share a batch
         # order, a batched one alone) differ in the last bits of a step; over 3 epochs of 8
         # small steps that stays far below 1e-5, and no test sample of this fixed grid lies

@@ -30,6 +30,7 @@ from triggerlab.run.inputs import training_inputs
 from triggerlab.run.prepare import prepare
 from triggerlab.run.rundir import CONFIG, RunDir, metrics_columns
 from triggerlab.run.shared_training import SharedTraining
+from triggerlab.run.stack_group import stack_record
 from triggerlab.run.training import forward_counts, stage_epochs, train
 from triggerlab.train.checkpoint import (
     Checkpoint,
@@ -160,6 +161,7 @@ def _run(
         "protocol": trained.record.protocol,
         "timings": timings,
         "feature_cache": forward_counts(ctx, inputs, forwards),
+        "stack": stack_record(),  # None: trained alone
     }
     summary = stages.summarise(ctx, run, attack, history, sections)
     clock.mark("summarise_s")

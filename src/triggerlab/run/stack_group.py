@@ -22,6 +22,7 @@ with dropout).
 from __future__ import annotations
 
 import threading
+import time
 import warnings
 from collections.abc import Callable, Sequence
 from contextvars import ContextVar
@@ -55,6 +56,7 @@ class StackGroup:
         self._outcomes: dict[int, Outcome] = {}
         self._open = True
         self.stacked: list[list[int]] = []  # the stacks trained (member indices), for reports
+        self.records: dict[int, dict[str, Any]] = {}  # each stacked member's stack, for its summary
 
     def join(self, index: int, call: FitCall) -> list[dict[str, Any]] | None:
         """Hand over member ``index``'s training and wait for it; its epochs' records, or
@@ -101,6 +103,7 @@ class StackGroup:
         for group, fit_group in _trainers(calls, group_calls(calls)):
             if len(group) < 2:
                 continue
+            start = time.perf_counter()
             try:
                 results = fit_group([calls[i] for i in group])
             except StackUnsupported as exc:  # nothing changed yet: each trains alone instead
@@ -109,8 +112,14 @@ class StackGroup:
             except Exception as exc:  # an error of the stack itself ends all its members
                 results = [exc] * len(group)
             self.stacked.append([indices[i] for i in group])
+            record = {
+                "members": len(group),
+                "trainer": "heads" if fit_group is fit_heads else "model",
+                "train_s": time.perf_counter() - start,  # the whole stack's training, once
+            }
             for i, result in zip(group, results, strict=True):
                 outcomes[indices[i]] = result
+                self.records[indices[i]] = record
         return outcomes
 
 
@@ -185,6 +194,18 @@ def fit_or_join(
         augment=augment,
         transform=transform,
     )
+
+
+def stack_record() -> dict[str, Any] | None:
+    """In a member whose training was stacked, its stack: ``members`` (how many trained
+    together), ``trainer`` (``heads``: one stack of heads on cached features; ``model``: one
+    stacked model) and ``train_s`` (the stack's training, all members, evaluations included);
+    None for a run that trained alone."""
+    slot = _SLOT.get()
+    if slot is None:
+        return None
+    group, index = slot
+    return group.records.get(index)
 
 
 def run_stacked(members: Sequence[Callable[[], T]]) -> tuple[list[T], list[list[int]]]:
