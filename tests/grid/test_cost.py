@@ -93,7 +93,7 @@ def test_kinds_cache_reasons_and_shared_trainings(tmp_path):
     lines = "\n".join(found.lines())
     assert "trainings after sharing: 2" in lines
     assert "not cached: train.augment" in lines
-    assert "stacking: auto (--stack 1: off): 0 of 4 runs in stacks (4 x 1)" in lines
+    assert "stacking: auto, where it pays: 0 of 4 runs in stacks (4 x 1)" in lines
     assert "alone: its trained model is shared with other runs: 4 runs" in lines
     assert "defences are not counted" in lines
 
@@ -244,6 +244,6 @@ def test_the_plan_says_how_runs_stack():
     )
     assert grid_cost(plan, stack=1).stacking.startswith("off")
     assert grid_cost(plan).stacking == (  # auto, the default: the small CNN's steps are tiny
-        "auto (--stack 1: off): 8 of 8 runs in stacks (1 x 8); whole models on the CPU at "
+        "auto, where it pays: 8 of 8 runs in stacks (1 x 8); whole models on the CPU at "
         "8.03e+04 training FLOP a sample: 8 runs; the estimates count every run alone"
     )

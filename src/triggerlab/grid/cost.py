@@ -32,7 +32,6 @@ import os
 import platform
 import time
 from collections import Counter
-from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -48,7 +47,7 @@ from triggerlab.train.loop import EVAL_BATCH_SIZE
 if TYPE_CHECKING:
     from triggerlab.config import ExperimentConfig
     from triggerlab.data.dataset import DataSplit
-    from triggerlab.grid.stacking import Stack
+    from triggerlab.grid.stacking import Kinds, Stack
 
 # Dense bf16 tensor-core peaks (TFLOP/s, without sparsity) from the vendors' data sheets.
 ACCELERATORS: dict[str, float] = {
@@ -536,9 +535,10 @@ def kinds_of(plan: list[PlannedRun], threads: int | None = None) -> list[RunKind
     return list(kinds_by_key(plan, threads).values())
 
 
-def kind_key(run: PlannedRun) -> str:
-    """The key of the run's kind in ``kinds_by_key``."""
-    return _kind_key(run.config)
+def kinds_for(runs: list[PlannedRun]) -> list[RunKind]:
+    """Each run's kind, in order (``grid.stacking``'s ``kinds``)."""
+    by_key = kinds_by_key(runs)
+    return [by_key[_kind_key(run.config)] for run in runs]
 
 
 def kinds_by_key(plan: list[PlannedRun], threads: int | None = None) -> dict[str, RunKind]:
@@ -801,24 +801,22 @@ def grid_cost(
         notes=notes,
     )
     if stack != 1:
-        cost.stacking = stacking_line(plan, stack, lambda _runs: by_key)
+        cost.stacking = stacking_line(
+            plan, stack, lambda runs: [by_key[_kind_key(r.config)] for r in runs]
+        )
     return cost
 
 
-def stacking_line(
-    plan: list[PlannedRun],
-    most: Stack,
-    kinds: Callable[[list[PlannedRun]], Mapping[str, RunKind]] | None = None,
-) -> str:
+def stacking_line(plan: list[PlannedRun], most: Stack, kinds: Kinds | None = None) -> str:
     """How ``stack_groups`` stacks the plan's runs, and by which rules, for the plan's
-    stacking line (``kinds``: as ``stack_rules`` takes it)."""
+    stacking line (``kinds``: as ``stack_rules`` takes it; default ``kinds_for``)."""
     from triggerlab.grid.stacking import stack_groups, stack_key, stack_rules, unstackable
 
-    rules = stack_rules(plan, most, kinds)
+    rules = stack_rules(plan, most, kinds or kinds_for)
     sizes = Counter(len(group) for group in stack_groups(plan, most, rules))
     stacked = sum(size * count for size, count in sizes.items() if size > 1)
     shown = ", ".join(f"{count} x {size}" for size, count in sorted(sizes.items(), reverse=True))
-    head = f"up to {most} runs a stack" if most != "auto" else "auto (--stack 1: off)"
+    head = f"up to {most} runs a stack" if most != "auto" else "auto, where it pays"
     why = Counter(
         rules[key].why if key in rules else f"alone: {unstackable(run) or 'stacking is off'}"
         for run, key in ((run, stack_key(run)) for run in plan)

@@ -63,7 +63,9 @@ def run_local(
     when ``share`` says runs share GPUs; runs that can, train in stacks of up to ``stack``
     (``grid.stacking``; ``auto``: where it pays here; 1: each alone); yields each run with its
     result as it ends."""
-    units = stack_groups(todo, stack)
+    from triggerlab.grid.cost import kinds_for  # the planner's costs decide --stack auto
+
+    units = stack_groups(todo, stack, kinds=kinds_for)
     if workers == 1:
         for unit in units:
             yield from zip(

@@ -24,14 +24,21 @@ import json
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal, Protocol
 
 from triggerlab.errors import ArgumentError, TriggerlabError
 from triggerlab.grid.plan import PlannedRun
 
-if TYPE_CHECKING:
-    from triggerlab.grid.cost import RunKind
 
+class Costed(Protocol):
+    """What ``auto`` reads of a kind of run's cost (``grid.cost.RunKind``)."""
+
+    cached: bool
+    flops_per_sample: dict[str, float]
+
+
+# The planner's cost of each run handed over, in order (``grid.cost.kinds_for``), for auto.
+Kinds = Callable[[list[PlannedRun]], list[Costed]]
 Stack = int | Literal["auto"]
 AUTO: Stack = "auto"
 DEFAULT_STACK: Stack = AUTO
@@ -79,7 +86,7 @@ def check_stack(most: Stack) -> None:
 
 
 def parse_stack(text: str) -> Stack:
-    """``--stack``'s value: ``auto`` or a whole number, checked."""
+    """The stack option's value: ``auto`` or a whole number, checked."""
     value: Stack
     if text.strip().lower() == AUTO:
         value = AUTO
@@ -102,18 +109,19 @@ class StackRule:
     why: str
 
 
-def auto_rule(run: PlannedRun, kind: RunKind | None) -> StackRule:
+def auto_rule(run: PlannedRun, kind: Costed | None) -> StackRule:
     """Where stacking pays, for the runs of ``run``'s stack key (``kind``: its cost, None
     where the planner could not work it out): heads on cached features always; whole models
     on a GPU (unmeasured there), and on a CPU where a run's training FLOPs per sample are
     small (``CPU_STACK_FLOPS``)."""
-    from triggerlab.train.devices import resolve_device
+    import torch
 
     if kind is None:
         return StackRule(1, "alone: the planner could not work out its cost")
     if kind.cached:
         return StackRule(HEAD_STACK, "heads on cached features")
-    if resolve_device(run.config.train.device).type == "cuda":
+    device = run.config.train.device  # cuda without a GPU here: the run itself refuses it
+    if device == "cuda" or (device == "auto" and torch.cuda.is_available()):
         return StackRule(MODEL_STACK, "whole models on the GPU (stacking unmeasured there)")
     flops = kind.flops_per_sample["train"]
     if flops <= CPU_STACK_FLOPS:
@@ -128,13 +136,10 @@ def auto_rule(run: PlannedRun, kind: RunKind | None) -> StackRule:
 
 
 def stack_rules(
-    plan: Sequence[PlannedRun],
-    most: Stack,
-    kinds: Callable[[list[PlannedRun]], Mapping[str, RunKind]] | None = None,
+    plan: Sequence[PlannedRun], most: Stack, kinds: Kinds | None = None
 ) -> dict[str, StackRule]:
-    """The rule of each stack key of the plan's runs. For ``auto``, ``kinds`` gives the cost
-    of the runs it is handed by ``cost.kind_key`` (default: ``cost.kinds_by_key``, which
-    loads each kind's dataset once)."""
+    """The rule of each stack key of the plan's runs; ``auto`` needs ``kinds`` (the
+    planner's ``grid.cost.kinds_for``, which loads each kind's dataset once)."""
     check_stack(most)
     firsts: dict[str, PlannedRun] = {}
     for run in plan:
@@ -143,16 +148,18 @@ def stack_rules(
             firsts.setdefault(key, run)
     if most != AUTO:
         assert isinstance(most, int)
-        return {key: StackRule(most, f"--stack {most}") for key in firsts}
-    from triggerlab.grid.cost import kind_key, kinds_by_key
-
+        return {key: StackRule(most, f"up to {most}, as asked") for key in firsts}
+    if kinds is None:
+        raise ValueError("stack_rules: auto needs the planner's kinds (cost.kinds_for)")
+    runs = list(firsts.values())
+    found: list[Costed | None] = [None] * len(runs)
     try:
-        found = (kinds or kinds_by_key)(list(firsts.values()))
+        found = list(kinds(runs))
     except Exception as exc:  # deciding to stack must never stop a grid: its runs go alone
         if not isinstance(exc, TriggerlabError):  # a bad config: its run says so, alone
-            warnings.warn(f"--stack auto: every run alone ({exc})", stacklevel=2)
-        found = {}
-    return {key: auto_rule(run, found.get(kind_key(run))) for key, run in firsts.items()}
+            warnings.warn(f"stacking auto: every run alone ({exc})", stacklevel=2)
+    pairs = zip(firsts.items(), found, strict=True)
+    return {key: auto_rule(run, kind) for (key, run), kind in pairs}
 
 
 def unstackable(run: PlannedRun) -> str | None:
@@ -187,14 +194,15 @@ def stack_key(run: PlannedRun) -> str | None:
 
 def stack_groups(
     plan: Sequence[PlannedRun],
-    most: Stack = DEFAULT_STACK,
+    most: Stack,
     rules: Mapping[str, StackRule] | None = None,
+    kinds: Kinds | None = None,
 ) -> list[list[PlannedRun]]:
     """The plan's runs in stacks of at most ``most`` (1: every run alone; ``auto``: as
-    ``auto_rule`` says for each kind), in plan order of each stack's first run; a run that
-    cannot be stacked is a stack of one. ``rules``: ``stack_rules(plan, most)``, worked out
-    already."""
-    rules = stack_rules(plan, most) if rules is None else rules
+    ``auto_rule`` says for each kind, from ``kinds``), in plan order of each stack's first
+    run; a run that cannot be stacked is a stack of one. ``rules``: ``stack_rules``, worked
+    out already."""
+    rules = stack_rules(plan, most, kinds) if rules is None else rules
     groups: dict[str, list[list[PlannedRun]]] = {}
     order: list[list[PlannedRun]] = []
     for run in plan:
