@@ -185,6 +185,10 @@ def test_plan_command_prints_and_writes_json(tmp_path, quick_calibration):
     assert result.exit_code == 0, result.output
     assert "runs: 2; trainings after sharing: 2" in result.output
     assert "estimated wall time on one H100" in result.output
+    assert "stacking: auto, where it pays: 2 of 2 runs in stacks (1 x 2)" in result.output
+    assert "whole models on the CPU at 8.03e+04 training FLOP a sample: 2 runs" in result.output
+    off = runner.invoke(app, ["plan", str(path), "--stack", "1"])
+    assert off.exit_code == 0 and "stacking: off: each run trains alone" in off.output
     saved = json.loads(out.read_text())
     assert saved["runs"] == 2 and saved["total_flops"] > 0
     assert saved["accelerator"]["utilization"] == 0.2

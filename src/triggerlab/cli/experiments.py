@@ -235,7 +235,14 @@ def grid(
         with ConsoleProgress(quiet) as progress, reporting(progress):
             prefetch_grid(loaded, max_runs, progress)
             cost = planned(
-                loaded, grid_dir, max_runs, workers, threads_per_worker, force, estimate, most
+                loaded,
+                grid_dir,
+                max_runs,
+                workers,
+                threads_per_worker,
+                force,
+                estimate,
+                most if executor == "local" else 1,  # Ray and Slurm train each run alone
             )
             outcome = run_grid(
                 loaded,
