@@ -42,9 +42,9 @@ def test_a_frozen_backbone_grid_trains_its_heads_as_one_stack(tmp_path, monkeypa
         return real(calls)
 
     monkeypatch.setattr(stack_group, "fit_heads", counted)
-    stacked = run_grid(spec, tmp_path / "stacked", threads=1, stack=16)
+    stacked = run_grid(spec, tmp_path / "stacked", threads=1)  # the default: stack=auto
     assert alone.ok and stacked.ok and len(stacked.completed) == 16
-    assert stacks == [16]  # every run's head in one stack
+    assert stacks == [16]  # every run's head in one stack (auto: heads stack up to 64)
     for run in (tmp_path / "alone" / "runs").iterdir():
         mine = tmp_path / "stacked" / "runs" / run.name
         assert summary(mine)["feature_cache"]["used"]
