@@ -93,7 +93,8 @@ def test_kinds_cache_reasons_and_shared_trainings(tmp_path):
     lines = "\n".join(found.lines())
     assert "trainings after sharing: 2" in lines
     assert "not cached: train.augment" in lines
-    assert "stacking: off" in lines
+    assert "stacking: auto, where it pays: 0 of 4 runs in stacks (4 x 1)" in lines
+    assert "alone: its trained model is shared with other runs: 4 runs" in lines
     assert "defences are not counted" in lines
 
 
@@ -184,6 +185,10 @@ def test_plan_command_prints_and_writes_json(tmp_path, quick_calibration):
     assert result.exit_code == 0, result.output
     assert "runs: 2; trainings after sharing: 2" in result.output
     assert "estimated wall time on one H100" in result.output
+    assert "stacking: auto, where it pays: 2 of 2 runs in stacks (1 x 2)" in result.output
+    assert "whole models on the CPU at 8.03e+04 training FLOP a sample: 2 runs" in result.output
+    off = runner.invoke(app, ["plan", str(path), "--stack", "1"])
+    assert off.exit_code == 0 and "stacking: off: each run trains alone" in off.output
     saved = json.loads(out.read_text())
     assert saved["runs"] == 2 and saved["total_flops"] > 0
     assert saved["accelerator"]["utilization"] == 0.2
@@ -241,4 +246,8 @@ def test_the_plan_says_how_runs_stack():
         "up to 3 runs a stack: 8 of 8 runs in stacks (2 x 3, 1 x 2); "
         "the estimates count every run alone"
     )
-    assert grid_cost(plan).stacking.startswith("off")
+    assert grid_cost(plan, stack=1).stacking.startswith("off")
+    assert grid_cost(plan).stacking == (  # auto, the default: the small CNN's steps are tiny
+        "auto, where it pays: 8 of 8 runs in stacks (1 x 8); whole models on the CPU at "
+        "8.03e+04 training FLOP a sample: 8 runs; the estimates count every run alone"
+    )

@@ -77,7 +77,15 @@ def test_a_stack_size_outside_its_range_is_refused(tmp_path):
     spec = write_spec(tmp_path)
     result = CliRunner().invoke(app, ["grid", str(spec), "-o", str(tmp_path / "g"), "--stack", "0"])
     assert result.exit_code == 2
-    assert "--stack: expected 1 (no stacking) to 1024, got 0" in " ".join(result.output.split())
+    assert "--stack: expected auto, or 1 (no stacking) to 1024, got 0" in " ".join(
+        result.output.split()
+    )
+    assert not (tmp_path / "g").exists()
+    result = CliRunner().invoke(app, ["grid", str(spec), "-o", str(tmp_path / "g"), "--stack", "x"])
+    assert result.exit_code == 2
+    assert "--stack: expected auto, or 1 (no stacking) to 1024, got 'x'" in " ".join(
+        result.output.split()
+    )
     assert not (tmp_path / "g").exists()
 
 

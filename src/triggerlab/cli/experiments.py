@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from triggerlab.config import ExperimentConfig
     from triggerlab.grid.cost import GridCost
     from triggerlab.grid.spec import GridSpec
+    from triggerlab.grid.stacking import Stack as StackSetting
     from triggerlab.run.experiment import RunResult
 
 app = typer.Typer()
@@ -55,10 +56,12 @@ GpusPerRun = Annotated[
     ),
 ]
 Stack = Annotated[
-    int,
+    str,
     typer.Option(
         help="most runs trained together as one stacked model where their configs allow it "
-        "(local executor; default 1: every run alone)"
+        "(local executor): auto (the default) stacks where it pays here (heads on cached "
+        "features; whole models on a GPU, or on a CPU when small), K up to K of any kind, "
+        "1 every run alone"
     ),
 ]
 SpecPath = Annotated[
@@ -212,15 +215,17 @@ def grid(
     slurm_gpus: Gpus = 0,
     slurm_parallel: Parallel = None,
     slurm_option: SbatchOption = None,
-    stack: Stack = 1,
+    stack: Stack = "auto",
 ) -> None:
     """Run every experiment of a grid; finished runs are skipped, so a killed grid resumes."""
     from triggerlab.grid.runner import run_grid
     from triggerlab.grid.spec import load_grid_spec
+    from triggerlab.grid.stacking import parse_stack
 
     if extend and replace:
         raise fail("--extend and --replace: choose one")
     try:
+        most = parse_stack(stack)
         options = slurm_options(
             slurm_partition, slurm_time, slurm_mem, slurm_gpus, slurm_parallel, slurm_option
         )
@@ -230,7 +235,14 @@ def grid(
         with ConsoleProgress(quiet) as progress, reporting(progress):
             prefetch_grid(loaded, max_runs, progress)
             cost = planned(
-                loaded, grid_dir, max_runs, workers, threads_per_worker, force, estimate, stack
+                loaded,
+                grid_dir,
+                max_runs,
+                workers,
+                threads_per_worker,
+                force,
+                estimate,
+                most if executor == "local" else 1,  # Ray and Slurm train each run alone
             )
             outcome = run_grid(
                 loaded,
@@ -247,7 +259,7 @@ def grid(
                 retries=retries,
                 slurm=options,
                 wait=wait,
-                stack=stack,
+                stack=most,
             )
     except TriggerlabError as exc:
         raise fail(with_ray_hint(exc)) from None
@@ -268,7 +280,7 @@ def planned(
     threads: int | None,
     force: bool,
     wanted: bool,
-    stack: int = 1,
+    stack: StackSetting = "auto",
 ) -> GridCost | None:
     """The cost of the runs left to do, printed (None when not wanted or not known)."""
     if not wanted:

@@ -15,6 +15,7 @@ from triggerlab.errors import ArgumentError, TriggerlabError
 if TYPE_CHECKING:
     from triggerlab.grid.cost import GridCost
     from triggerlab.grid.spec import GridSpec
+    from triggerlab.grid.stacking import Stack
 
 app = typer.Typer()
 
@@ -59,13 +60,15 @@ def plan(
         Path | None, typer.Option("--json", help="also write the plan's figures to this file")
     ] = None,
     stack: Annotated[
-        int, typer.Option(help="most runs of one shape trained together, as `grid --stack`")
-    ] = 1,
+        str,
+        typer.Option(help="most runs of one shape trained together, as `grid --stack` (auto)"),
+    ] = "auto",
 ) -> None:
     """Say what a grid will cost before any work: runs, trainings after sharing, the feature
     cache, FLOPs, and the wall time here and on an accelerator. Nothing runs; the machine's
     calibration is kept in the cache folder."""
     from triggerlab.grid.spec import load_grid_spec
+    from triggerlab.grid.stacking import parse_stack
 
     try:
         loaded = load_grid_spec(spec, list(overrides or []))
@@ -78,7 +81,7 @@ def plan(
             accelerator=accelerator,
             utilization=utilization,
             recalibrate=recalibrate,
-            stack=stack,
+            stack=parse_stack(stack),
         )
         if json_out is not None:
             write_plan(json_out, cost)
@@ -113,7 +116,7 @@ def estimate(
     accelerator: str = "H100",
     utilization: float = 0.2,
     recalibrate: bool = False,
-    stack: int = 1,
+    stack: Stack = "auto",
 ) -> GridCost:
     """The cost of the spec's runs; with ``grid_dir``, of those not finished there yet."""
     from triggerlab.grid.cost import check_accelerator, grid_cost, machine_calibration

@@ -20,8 +20,9 @@ once per machine and kept in the cache folder). On an accelerator it is the FLOP
 accelerator's peak times a stated utilisation. Both add a fixed cost per run (loading,
 poisoning, figures, writing) that the FLOPs leave out.
 
-Stacked training (many runs of one shape as one model) is not implemented: each training runs
-alone, and the plan says so where stacking would go.
+How the runs stack (``grid.stacking``: many runs of one shape trained as one stacked model,
+heads on cached features as one stack of heads) is said on the plan's stacking line, with the
+rule that chose it; the estimates still count every training alone.
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ from triggerlab.train.loop import EVAL_BATCH_SIZE
 if TYPE_CHECKING:
     from triggerlab.config import ExperimentConfig
     from triggerlab.data.dataset import DataSplit
+    from triggerlab.grid.stacking import Kinds, Stack
 
 # Dense bf16 tensor-core peaks (TFLOP/s, without sparsity) from the vendors' data sheets.
 ACCELERATORS: dict[str, float] = {
@@ -530,6 +532,17 @@ def kinds_of(plan: list[PlannedRun], threads: int | None = None) -> list[RunKind
     """The plan's runs grouped by what they cost; each dataset is loaded once. With
     ``threads``, each kind's training step and evaluation batch are timed here with that
     many threads (``time_steps``)."""
+    return list(kinds_by_key(plan, threads).values())
+
+
+def kinds_for(runs: list[PlannedRun]) -> list[RunKind]:
+    """Each run's kind, in order (``grid.stacking``'s ``kinds``)."""
+    by_key = kinds_by_key(runs)
+    return [by_key[_kind_key(run.config)] for run in runs]
+
+
+def kinds_by_key(plan: list[PlannedRun], threads: int | None = None) -> dict[str, RunKind]:
+    """``kinds_of``, each kind under its runs' ``kind_key``."""
     from triggerlab.data.prepare import load_source, split_source
     from triggerlab.run.prepare import check_run
     from triggerlab.seeds import derive_seeds
@@ -566,7 +579,7 @@ def kinds_of(plan: list[PlannedRun], threads: int | None = None) -> list[RunKind
     for key, kind in kinds.items():
         kind.trainings = len(trainings[key])
         kind.cache_builds = len(caches.get(key, ()))
-    return list(kinds.values())
+    return kinds
 
 
 STEP_BUDGET_S = 0.5  # seconds of timed steps per kind (at least 3 steps, after a warm-up)
@@ -761,14 +774,15 @@ def grid_cost(
     workers: int = 1,
     accelerator: str = "H100",
     utilization: float = ACCELERATOR_UTILIZATION,
-    stack: int = 1,
+    stack: Stack = "auto",
 ) -> GridCost:
     """The cost of running ``plan``, every run, as nothing were finished yet; ``stack``: the
-    most runs a stack trains together (said, not yet counted in the estimates)."""
+    most runs a stack trains together, or ``auto`` (said, not yet counted in the estimates)."""
     accelerator = check_accelerator(accelerator, utilization)
     if workers < 1:
         raise ArgumentError("workers", f"expected at least 1, got {workers}")
-    kinds = kinds_of(plan, None if calibration is None else calibration.threads)
+    by_key = kinds_by_key(plan, None if calibration is None else calibration.threads)
+    kinds = list(by_key.values())
     trainings = len({run.training_key or run.run_id for run in plan})
     notes = []
     devices = Counter(run.config.train.device for run in plan)
@@ -789,8 +803,10 @@ def grid_cost(
         utilization=utilization,
         notes=notes,
     )
-    if stack > 1:
-        cost.stacking = stacking_line(plan, stack)
+    if stack != 1:
+        cost.stacking = stacking_line(
+            plan, stack, lambda runs: [by_key[_kind_key(r.config)] for r in runs]
+        )
     return cost
 
 
@@ -814,14 +830,24 @@ def surrogate_line(plan: list[PlannedRun]) -> str | None:
     )
 
 
-def stacking_line(plan: list[PlannedRun], most: int) -> str:
-    """How ``stack_groups`` stacks the plan's runs, for the plan's stacking line."""
-    from triggerlab.grid.stacking import stack_groups
+def stacking_line(plan: list[PlannedRun], most: Stack, kinds: Kinds | None = None) -> str:
+    """How ``stack_groups`` stacks the plan's runs, and by which rules, for the plan's
+    stacking line (``kinds``: as ``stack_rules`` takes it; default ``kinds_for``)."""
+    from triggerlab.grid.stacking import stack_groups, stack_key, stack_rules, unstackable
 
-    sizes = Counter(len(group) for group in stack_groups(plan, most))
+    rules = stack_rules(plan, most, kinds or kinds_for)
+    sizes = Counter(len(group) for group in stack_groups(plan, most, rules))
     stacked = sum(size * count for size, count in sizes.items() if size > 1)
     shown = ", ".join(f"{count} x {size}" for size, count in sorted(sizes.items(), reverse=True))
+    head = f"up to {most} runs a stack" if most != "auto" else "auto, where it pays"
+    why = Counter(
+        rules[key].why if key in rules else f"alone: {unstackable(run) or 'stacking is off'}"
+        for run, key in ((run, stack_key(run)) for run in plan)
+    )
+    said = ""
+    if most == "auto":
+        said = "; " + "; ".join(f"{reason}: {count} runs" for reason, count in why.items())
     return (
-        f"up to {most} runs a stack: {stacked} of {len(plan)} runs in stacks ({shown}); "
+        f"{head}: {stacked} of {len(plan)} runs in stacks ({shown}){said}; "
         "the estimates count every run alone"
     )

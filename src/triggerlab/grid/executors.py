@@ -32,7 +32,7 @@ from triggerlab.grid.failures import (
 from triggerlab.grid.gpus import GpuShare, device_ids, pin_worker
 from triggerlab.grid.plan import PlannedRun
 from triggerlab.grid.shipping import SHIPPED, clear_staging, execute_on_node, mark_session, unpack
-from triggerlab.grid.stacking import execute_stack, stack_groups
+from triggerlab.grid.stacking import DEFAULT_STACK, Stack, execute_stack, stack_groups
 
 
 def _start_worker(
@@ -57,12 +57,15 @@ def run_local(
     workers: int,
     threads: int | None,
     share: GpuShare | None = None,
-    stack: int = 1,
+    stack: Stack = DEFAULT_STACK,
 ) -> Finished:
     """In this process (one worker) or in ``workers`` spawned processes, each pinned to a GPU
     when ``share`` says runs share GPUs; runs that can, train in stacks of up to ``stack``
-    (``grid.stacking``; 1: each alone); yields each run with its result as it ends."""
-    units = stack_groups(todo, stack)
+    (``grid.stacking``; ``auto``: where it pays here; 1: each alone); yields each run with its
+    result as it ends."""
+    from triggerlab.grid.cost import kinds_for  # the planner's costs decide --stack auto
+
+    units = stack_groups(todo, stack, kinds=kinds_for)
     if workers == 1:
         for unit in units:
             yield from zip(

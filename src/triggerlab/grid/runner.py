@@ -31,7 +31,7 @@ from triggerlab.grid.plan import (
 from triggerlab.grid.slurm import SlurmGrid, live_jobs
 from triggerlab.grid.slurm_options import SlurmOptions, check_options, check_request, check_slurm
 from triggerlab.grid.spec import GridSpec
-from triggerlab.grid.stacking import DEFAULT_STACK, check_stack
+from triggerlab.grid.stacking import DEFAULT_STACK, Stack, check_stack
 from triggerlab.grid.store import (
     Existing,
     earlier_runs,
@@ -152,7 +152,7 @@ class _Execution:
     retries: int
     slurm: SlurmOptions
     wait: bool
-    stack: int = 1  # most runs per stacked training (local executor only)
+    stack: Stack = DEFAULT_STACK  # most runs per stacked training (local executor only)
 
     def start(
         self, todo: list[PlannedRun], grid_dir: Path, name: str
@@ -177,7 +177,7 @@ def _execution(
     retries: int,
     slurm: SlurmOptions | None,
     wait: bool,
-    stack: int = 1,
+    stack: Stack = DEFAULT_STACK,
 ) -> _Execution:
     """The arguments checked, with their defaults filled in."""
     _check_arguments(workers, threads, executor, retries, wait)
@@ -240,7 +240,7 @@ def run_grid(
     retries: int = DEFAULT_RETRIES,
     slurm: SlurmOptions | None = None,
     wait: bool = True,
-    stack: int = DEFAULT_STACK,
+    stack: Stack = DEFAULT_STACK,
 ) -> GridOutcome:
     """Plan, check, then run every run that is not complete yet; return what happened.
 
@@ -252,8 +252,8 @@ def run_grid(
     ``store.earlier_runs``). On Ray and Slurm, a run lost with its node (or preempted,
     cancelled) is started again up to ``retries`` times; ``slurm`` says what each Slurm job
     asks for, and ``wait=False`` returns once the Slurm jobs are queued (``submitted``).
-    Run locally, runs that can train together do, up to ``stack`` at a time
-    (``grid.stacking``; 1: each run alone); Ray and Slurm run each run alone.
+    Run locally, runs that can train together do, up to ``stack`` at a time (``grid.stacking``;
+    ``auto``: where it pays here; 1: each run alone); Ray and Slurm run each run alone.
     """
     grid_dir = Path(grid_dir)
     check_folder(grid_dir, argument("grid_dir"))  # a file, or not writable: before planning

@@ -33,6 +33,7 @@ from triggerlab.run.lf_pattern import run_pattern
 from triggerlab.run.prepare import prepare
 from triggerlab.run.rundir import CONFIG, RunDir, metrics_columns
 from triggerlab.run.shared_training import SharedTraining, evaluation_key
+from triggerlab.run.stack_group import stack_record
 from triggerlab.run.training import forward_counts, stage_epochs, train
 from triggerlab.train.checkpoint import (
     Checkpoint,
@@ -172,6 +173,7 @@ def _run(
         "protocol": trained.record.protocol,
         "timings": timings,
         "feature_cache": forward_counts(ctx, inputs, forwards),
+        "stack": stack_record(),  # None: trained alone
     }
     if shared is not None:  # train once, defend (or evaluate) many
         sections["shared_training"] = {

@@ -9,8 +9,9 @@ which a run seeds for its weights and its defence, is never shared between two r
 once). When a member reaches its training (``fit``, through ``fit_or_join``) it hands its
 training over and lets go of the baton. Once every member has handed over its training or
 ended without one (refused, failed, its model loaded from a shared training), the
-coordinator trains what it received: calls that share a stack key as stacks, the rest
-alone in their own threads. Each member then continues with its trained model, and writes
+coordinator trains what it received: calls that share a stack key as stacks (heads on
+cached features as one stack of heads, ``train.stacked_heads``), the rest alone in their
+own threads. Each member then continues with its trained model, and writes
 its own run folder as it would have alone.
 
 A member's global generator is saved when it hands over its training and put back when
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
+import time
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from contextvars import ContextVar
@@ -35,6 +37,7 @@ from triggerlab.train.augment import Augment
 from triggerlab.train.heads import fit_head
 from triggerlab.train.loop import BatchTransform, Objective, StagePlan
 from triggerlab.train.stacked import FitCall, StackUnsupported, fit_stacked, group_calls
+from triggerlab.train.stacked_heads import fit_heads, head_key
 
 T = TypeVar("T")
 Outcome = list[dict[str, Any]] | BaseException | None  # None: train alone
@@ -64,6 +67,7 @@ class StackGroup:
         self._outcomes: dict[int, Outcome] = {}
         self._open = True
         self.stacked: list[list[int]] = []  # the stacks trained (member indices), for reports
+        self.records: dict[int, dict[str, Any]] = {}  # each stacked member's stack, for its summary
 
     def join(self, index: int, call: FitCall) -> list[dict[str, Any]] | None:
         """Hand over member ``index``'s training and wait for it; its epochs' records, or
@@ -107,20 +111,46 @@ class StackGroup:
         indices = list(arrived)
         calls = list(arrived.values())
         outcomes: dict[int, Outcome] = dict.fromkeys(indices)
-        for group in group_calls(calls):
+        for group, fit_group in _trainers(calls, group_calls(calls)):
             if len(group) < 2:
                 continue
+            start = time.perf_counter()
             try:
-                results = fit_stacked([calls[i] for i in group])
+                results = fit_group([calls[i] for i in group])
             except StackUnsupported as exc:  # nothing changed yet: each trains alone instead
                 warnings.warn(f"{exc}; these runs train one by one", stacklevel=2)
                 continue
             except Exception as exc:  # an error of the stack itself ends all its members
                 results = [exc] * len(group)
             self.stacked.append([indices[i] for i in group])
+            record = {
+                "members": len(group),
+                "trainer": "heads" if fit_group is fit_heads else "model",
+                "train_s": time.perf_counter() - start,  # the whole stack's training, once
+            }
             for i, result in zip(group, results, strict=True):
                 outcomes[indices[i]] = result
+                self.records[indices[i]] = record
         return outcomes
+
+
+def _trainers(
+    calls: Sequence[FitCall], groups: list[list[int]]
+) -> list[tuple[list[int], Callable[[Sequence[FitCall]], list[Any]]]]:
+    """Each group with what trains it: heads on cached features (every member a call
+    ``fit_head`` trains by its written-out loop) as one ``fit_heads`` stack, split where the
+    members learn by other rules; any other group as one ``fit_stacked`` model."""
+    trainers: list[tuple[list[int], Callable[[Sequence[FitCall]], list[Any]]]] = []
+    for group in groups:
+        keys = [head_key(calls[i]) for i in group]
+        if len(group) < 2 or None in keys:
+            trainers.append((group, fit_stacked))
+            continue
+        rules: dict[Any, list[int]] = {}
+        for index, key in zip(group, keys, strict=True):
+            rules.setdefault(key, []).append(index)
+        trainers.extend((part, fit_heads) for part in rules.values())
+    return trainers
 
 
 def fit_or_join(
@@ -175,6 +205,18 @@ def fit_or_join(
         augment=augment,
         transform=transform,
     )
+
+
+def stack_record() -> dict[str, Any] | None:
+    """In a member whose training was stacked, its stack: ``members`` (how many trained
+    together), ``trainer`` (``heads``: one stack of heads on cached features; ``model``: one
+    stacked model) and ``train_s`` (the stack's training, all members, evaluations included);
+    None for a run that trained alone."""
+    slot = _SLOT.get()
+    if slot is None:
+        return None
+    group, index = slot
+    return group.records.get(index)
 
 
 def run_stacked(members: Sequence[Callable[[], T]]) -> tuple[list[T], list[list[int]]]:
