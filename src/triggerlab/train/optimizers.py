@@ -22,10 +22,12 @@ from typing import Any, Protocol
 
 import torch
 
+from triggerlab.train.updates import ADAM_BETAS, ADAM_EPS
+
 # torch.optim's defaults for the settings a config cannot choose
 ADAM_DEFAULTS: dict[str, Any] = {
-    "betas": (0.9, 0.999),
-    "eps": 1e-08,
+    "betas": ADAM_BETAS,
+    "eps": ADAM_EPS,
     "amsgrad": False,
     "maximize": False,
     "foreach": None,
