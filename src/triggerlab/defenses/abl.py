@@ -42,6 +42,7 @@ from triggerlab.defenses.base import DefenseInputs, DefenseOutcome, shuffled_bat
 from triggerlab.errors import ConfigError
 from triggerlab.train.devices import model_memory_format, to_input
 from triggerlab.train.loop import EVAL_BATCH_SIZE, make_optimizer
+from triggerlab.train.optimizers import Optimiser
 
 if TYPE_CHECKING:
     from triggerlab.train.augment import Augment
@@ -61,7 +62,7 @@ def flooding_loss(loss: torch.Tensor, gamma: float) -> torch.Tensor:
 
 def train_epochs(
     model: nn.Module,
-    optimizer: torch.optim.Optimizer,
+    optimizer: Optimiser,
     images: torch.Tensor,
     targets: torch.Tensor,
     epochs: int,

@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from triggerlab.train.loop import Step, make_optimizer, train_epoch
+from triggerlab.train.optimizers import Optimiser
 
 if TYPE_CHECKING:
     from triggerlab.config import TrainConfig
@@ -51,7 +52,7 @@ class Retraining:
     lr_steps: tuple[tuple[int, float], ...] = ()
     augment: Augment | None = None
 
-    def make_optimizer(self, model: nn.Module, train: TrainConfig) -> torch.optim.Optimizer:
+    def make_optimizer(self, model: nn.Module, train: TrainConfig) -> Optimiser:
         decay = train.weight_decay if self.weight_decay is None else self.weight_decay
         if self.optimizer == "run":
             return make_optimizer(
@@ -76,7 +77,7 @@ class Retraining:
                 rate = value
         return rate
 
-    def epochs_with_rate(self, optimizer: torch.optim.Optimizer) -> Iterator[int]:
+    def epochs_with_rate(self, optimizer: Optimiser) -> Iterator[int]:
         """Each epoch's number, with the optimiser's rate set for it first."""
         for epoch in range(self.epochs):
             for group in optimizer.param_groups:

@@ -35,6 +35,7 @@ from torch import nn
 
 from triggerlab.errors import DataFormatError
 from triggerlab.files import first_problem, write_bytes_atomic, write_json_atomic
+from triggerlab.train.optimizers import Optimiser
 
 META = "checkpoint.json"
 TENSORS_GLOB = "checkpoint-*.safetensors"
@@ -114,7 +115,7 @@ class TrainState:
     """What changes while training, to save and to restore."""
 
     model: nn.Module
-    optimizer: torch.optim.Optimizer
+    optimizer: Optimiser
     scheduler: Any | None
     scaler: torch.amp.GradScaler | None
     generators: dict[str, torch.Generator]

@@ -94,7 +94,6 @@ def schedule(cfg: TrainConfig) -> list[float]:
     for _ in range(cfg.epochs):
         rates.append(float(optimizer.param_groups[0]["lr"]))
         if scheduler is not None:
-            optimizer.step()  # (no gradients: nothing moves) keeps the scheduler's order check
             scheduler.step()
     return rates
 

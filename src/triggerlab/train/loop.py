@@ -29,6 +29,7 @@ from triggerlab.train.devices import (
     synchronize,
     to_input,
 )
+from triggerlab.train.optimizers import SGD, Adam, CosineSchedule, Optimiser, WrittenOptimizer
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -61,16 +62,16 @@ class BatchTransform(Protocol):
     ) -> tuple[torch.Tensor, torch.Tensor]: ...
 
 
-def make_optimizer(cfg: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
-    """The configured optimiser over the parameters that train (frozen ones are left out)."""
+def make_optimizer(cfg: TrainConfig, model: nn.Module) -> WrittenOptimizer:
+    """The configured optimiser over the parameters that train (frozen ones are left out):
+    torch.optim's SGD or Adam, written out (``optimizers.py``: the same numbers, without the
+    second ``torch.optim`` costs every process on its first use)."""
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
         raise ConfigError("model.freeze: the policy leaves no parameter to train")
     if cfg.optimizer == "sgd":
-        return torch.optim.SGD(
-            params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay
-        )
-    return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        return SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    return Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
 
 
 def batch_starts(n: int, batch_size: int) -> range:
@@ -93,7 +94,7 @@ class Step:
         self,
         model: nn.Module,
         task: Objective,
-        optimizer: torch.optim.Optimizer,
+        optimizer: Optimiser,
         x: torch.Tensor,
         y: torch.Tensor,
     ) -> torch.Tensor:
@@ -116,7 +117,7 @@ class Step:
 def train_epoch(
     model: nn.Module,
     task: Objective,
-    optimizer: torch.optim.Optimizer,
+    optimizer: Optimiser,
     images: torch.Tensor,
     targets: torch.Tensor,
     *,
@@ -219,11 +220,10 @@ class StagePlan:
     earlier: list[dict[str, Any]] | None = None  # records of earlier stages, kept in checkpoints
 
 
-def make_scheduler(
-    cfg: TrainConfig, optimizer: torch.optim.Optimizer
-) -> torch.optim.lr_scheduler.LRScheduler | None:
+def make_scheduler(cfg: TrainConfig, optimizer: Optimiser) -> CosineSchedule | None:
+    """The configured schedule (torch's CosineAnnealingLR, written out), None for constant."""
     if cfg.lr_schedule == "cosine":
-        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg.epochs)
+        return CosineSchedule(optimizer, t_max=cfg.epochs)
     return None
 
 

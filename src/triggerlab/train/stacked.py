@@ -51,6 +51,7 @@ from triggerlab.train.loop import (
     maybe_checkpoint,
     resumed_history,
 )
+from triggerlab.train.optimizers import Optimiser
 from triggerlab.train.updates import adam_update, momentum_update
 
 if TYPE_CHECKING:
@@ -197,7 +198,7 @@ class StackedOptimizer:
         adam_update(param, grad, state["exp_avg"], state["exp_avg_sq"], lr, self.steps)
 
     @torch.no_grad()
-    def load(self, optimizers: Sequence[torch.optim.Optimizer]) -> None:
+    def load(self, optimizers: Sequence[Optimiser]) -> None:
         """Every member's state from its own optimiser (restored from its checkpoint), which
         has taken as many steps as the others'."""
         owns = [[p for g in o.param_groups for p in g["params"]] for o in optimizers]
@@ -212,7 +213,7 @@ class StackedOptimizer:
                     [s["momentum_buffer"] if s else torch.zeros_like(param[0]) for s in saved]
                 ).to(param)
 
-    def export(self, member: int, optimizer: torch.optim.Optimizer) -> None:
+    def export(self, member: int, optimizer: Optimiser) -> None:
         """Member ``member``'s state into ``optimizer`` (over that member's own parameters,
         in the same order), as torch's optimiser would hold it after the same steps."""
         own = [p for group in optimizer.param_groups for p in group["params"]]
@@ -400,8 +401,7 @@ class _StackedFit:
             totals, seen, first_bad, batches = epoch()
             synchronize(self.device)
             train_time = time.perf_counter() - start
-            for optimizer, scheduler in zip(self.optimizers, self.schedulers, strict=True):
-                optimizer._opt_called = True  # type: ignore[attr-defined]  # it stepped, stacked
+            for scheduler in self.schedulers:
                 if scheduler is not None:
                     scheduler.step()
             for member in self.live():
