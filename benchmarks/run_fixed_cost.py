@@ -14,7 +14,10 @@ measures in fresh processes:
   training epochs (the optimiser steps of each epoch, from its history), and ``fixed_s``, the
   difference: start-up, loading, poisoning, evaluation, figures and writing. The run's own
   phases come from ``summary.json`` (``timings.phases``) where the tree records them;
-* the heavy libraries the process had imported when the run ended.
+* the heavy libraries the process had imported when the run ended;
+* the same run as a user starts it, ``python -m triggerlab run -q --set ...``
+  (``command_s``, and ``command_fixed_s`` without its epochs): the command line's own
+  start and exit included.
 
 Medians over the rounds are printed and, with ``--json``, written with every round's figures.
 """
@@ -84,6 +87,17 @@ def measure_run(src: Path, overrides: list[str]) -> dict[str, object]:
     }
 
 
+def measure_command(src: Path, overrides: list[str]) -> dict[str, object]:
+    """The same run as a user starts it: ``python -m triggerlab run -q --set ...``."""
+    with tempfile.TemporaryDirectory() as folder:
+        sets = [a for o in [*overrides, f"output.directory={folder}"] for a in ("--set", o)]
+        seconds, _ = fresh_process(src, ["-m", "triggerlab", "run", "-q", *sets])
+        (summary,) = Path(folder).glob("*/summary.json")
+        timings = json.loads(summary.read_text())["timings"]
+    epochs = float(timings.get("epochs_s") or 0.0)
+    return {"command_s": seconds, "command_fixed_s": seconds - epochs}
+
+
 def median_of(rounds: list[dict[str, object]], key: str) -> float:
     return statistics.median(float(r[key]) for r in rounds)  # type: ignore[arg-type]
 
@@ -101,8 +115,9 @@ def main() -> None:
     rounds: dict[str, list[dict[str, object]]] = {str(s): [] for s in sources}
     for _ in range(args.rounds):
         for src in sources:  # interleaved: each tree sees the same load
-            rounds[str(src)].append({**measure_import(src), **measure_run(src, overrides)})
-    keys = ("import_s", "process_s", "epochs_s", "fixed_s")
+            found = {**measure_import(src), **measure_run(src, overrides)}
+            rounds[str(src)].append({**found, **measure_command(src, overrides)})
+    keys = ("import_s", "process_s", "epochs_s", "fixed_s", "command_s", "command_fixed_s")
     print(f"{'source':<40} " + " ".join(f"{k:>10}" for k in keys) + "  heavy imports by a run")
     medians = {}
     for src, measured in rounds.items():
@@ -112,7 +127,7 @@ def main() -> None:
         print(f"{src[-40:]:<40} {shown}  {heavy}")
     if len(sources) > 1:
         first, last = medians[str(sources[0])], medians[str(sources[-1])]
-        for key in ("import_s", "fixed_s"):
+        for key in ("import_s", "fixed_s", "command_fixed_s"):
             print(f"{key}: last / first = {last[key] / first[key]:.2f}")
     if args.json:
         record = {

@@ -1,5 +1,5 @@
 """``python -m triggerlab``: the same command line as the ``triggerlab`` script."""
 
-from triggerlab.cli import main
+from triggerlab.cli import entry
 
-main()
+entry()
