@@ -2,6 +2,7 @@
 
     python benchmarks/transfer.py                    # ~25 min on 2 CPU cores; results/transfer.json
     python benchmarks/transfer.py --quick            # one cell, 2 epochs: a smoke test
+    PYTHONPATH=/tmp/before/src python benchmarks/transfer.py --cache-only   # one tree's cached grid
 
 A reference-001-style grid on data available offline: the digits made RGB at 64x64,
 EfficientNet-Lite0 with its ImageNet weights and only the final linear layer training
@@ -73,13 +74,27 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--workers", type=int, default=2)
     parser.add_argument(
-        "--json", type=Path, default=ROOT / "benchmarks" / "results" / "transfer.json"
+        "--cache-only",
+        action="store_true",
+        help="only the grid on the feature cache (its one-time build included): what a source "
+        "tree given by PYTHONPATH takes for it; prints, writes --json only when given",
     )
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="triggerlab-transfer-"))
     os.environ["TRIGGERLAB_CACHE"] = str(work / "cache")  # an empty cache: its build counts
+    if args.cache_only:
+        try:
+            cached = measure(work / "cache_grid", spec(args.quick, cache=True), args.workers)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+        print(json.dumps(cached))
+        if args.json:
+            args.json.write_text(json.dumps({"feature_cache": cached}, indent=2) + "\n")
+        return
+    args.json = args.json or ROOT / "benchmarks" / "results" / "transfer.json"
     try:
         whole = measure(work / "whole", spec(args.quick, cache=False), args.workers)
         cached = measure(work / "cache_grid", spec(args.quick, cache=True), args.workers)

@@ -64,6 +64,16 @@ def test_transfer_benchmark_quick_run(tmp_path):
     )
     assert done.returncode == 0, done.stderr
     assert "backbone forwards:" in done.stdout and "largest difference" in done.stdout
+    only = subprocess.run(
+        [sys.executable, str(script), "--quick", "--workers", "1", "--cache-only"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**__import__("os").environ, "TMPDIR": str(tmp_path)},
+    )
+    assert only.returncode == 0, only.stderr
+    cached = json.loads(only.stdout.strip().splitlines()[-1])
+    assert cached["runs"] == 1 and cached["backbone_forwards"] > 0 and cached["seconds"] > 0
 
 
 def test_throughput_benchmark_cifar10_shape(tmp_path):
