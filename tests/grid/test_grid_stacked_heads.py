@@ -44,13 +44,13 @@ def test_a_frozen_backbone_grid_trains_its_heads_as_one_stack(tmp_path, monkeypa
     monkeypatch.setattr(stack_group, "fit_heads", counted)
     stacked = run_grid(spec, tmp_path / "stacked", threads=1)  # the default: stack=auto
     assert alone.ok and stacked.ok and len(stacked.completed) == 16
-    assert stacks == [16]  # every run's head in one stack (auto: heads stack up to 64)
+    assert stacks == [8, 8]  # auto: heads stack with the runs of their seed (2 repeats)
     for run in (tmp_path / "alone" / "runs").iterdir():
         mine = tmp_path / "stacked" / "runs" / run.name
         assert summary(mine)["feature_cache"]["used"]
         assert summary(run)["stack"] is None
         assert {k: summary(mine)["stack"][k] for k in ("members", "trainer")} == {
-            "members": 16,
+            "members": 8,
             "trainer": "heads",
         }
         # Float32 sums in another order (one wide product for the members that share a batch

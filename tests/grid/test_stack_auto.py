@@ -33,8 +33,9 @@ def only_rule(plan):
 
 def test_heads_on_cached_features_stack_up_to_64():
     plan = plan_of({**BASE, "model": {**BASE["model"], "freeze": "classifier"}})
-    assert only_rule(plan).why == "heads on cached features"
-    assert sizes(plan) == [HEAD_STACK, len(RATES) - HEAD_STACK]
+    assert only_rule(plan).why == "heads on cached features, one seed a stack"
+    assert HEAD_STACK < len(RATES) < 2 * HEAD_STACK
+    assert sizes(plan) == [35, 35]  # two stacks of at most 64, as equal as they go
 
 
 LARGE = {**BASE, "data": {"name": "digits", "resize": 28}, "model": {"name": "small_cnn"}}
@@ -43,7 +44,7 @@ LARGE = {**BASE, "data": {"name": "digits", "resize": 28}, "model": {"name": "sm
 def test_whole_models_on_the_cpu_stack_only_when_their_steps_are_small():
     tiny = plan_of(BASE)  # the 4-channel small CNN on 16 px: 8e4 training FLOPs a sample
     assert only_rule(tiny).why == "whole models on the CPU at 8.03e+04 training FLOP a sample"
-    assert sizes(tiny) == [16, 16, 16, 16, 6]
+    assert sizes(tiny) == [14] * 5  # five stacks of at most 16, equal
     # the default small CNN on 28 px: 7.4e6, where a stack trains slower than runs alone
     large = plan_of(
         {**BASE, "data": {"name": "digits", "resize": 28}, "model": {"name": "small_cnn"}}
@@ -51,7 +52,7 @@ def test_whole_models_on_the_cpu_stack_only_when_their_steps_are_small():
     rule = only_rule(large)
     assert rule.most == 1 and rule.why.startswith("alone: whole models on the CPU at 7.44e+06")
     assert sizes(large) == [1] * len(RATES)
-    assert sizes(large, 32) == [32, 32, 6]  # --stack K stacks wherever it can
+    assert sizes(large, 32) == [24, 24, 22]  # --stack K stacks wherever it can
     assert sizes(large, 1) == [1] * len(RATES)  # --stack 1: off
 
 
@@ -62,3 +63,29 @@ def test_whole_models_on_a_gpu_stack():
     on_gpu = plan_of({**LARGE, "train": {**LARGE["train"], "device": "cuda"}}, [0.1])[0]
     assert auto_rule(on_gpu, kind).most == MODEL_STACK  # decided without a GPU here
     assert auto_rule(run, None).most == 1  # a kind the planner could not cost trains alone
+
+
+def test_stacks_are_cut_so_that_every_worker_has_one():
+    """A stack runs in one worker: 70 runs that could share one stack of up to 64 go to two
+    workers as two stacks (no worker idle while the other works through everything)."""
+    plan = plan_of({**BASE, "model": {**BASE["model"], "freeze": "classifier"}})
+    assert [len(s) for s in stack_groups(plan, "auto", kinds=kinds_for, workers=2)] == [35, 35]
+    few = plan_of(BASE, RATES[:24])
+    assert [len(s) for s in stack_groups(few, "auto", kinds=kinds_for, workers=2)] == [12, 12]
+    assert [len(s) for s in stack_groups(few, 16, workers=3)] == [8, 8, 8]
+    assert [len(s) for s in stack_groups(few, "auto", kinds=kinds_for, workers=48)] == [1] * 24
+
+
+def test_heads_stack_with_runs_of_their_own_seed():
+    """Heads that share a batch order (a seed) read each batch of features once for all of
+    them; runs of two repeats make two stacks, not one of mixed orders."""
+    spec = GridSpec.model_validate(
+        {
+            "base": {**BASE, "model": {**BASE["model"], "freeze": "classifier"}},
+            "grid": {"poison.rate": RATES[:6]},
+            "repeats": 2,
+        }
+    )
+    stacks = stack_groups(plan_grid(spec), "auto", kinds=kinds_for)
+    assert sorted(len(s) for s in stacks) == [6, 6]
+    assert all(len({r.config.train.seed for r in s}) == 1 for s in stacks)

@@ -805,7 +805,7 @@ def grid_cost(
     )
     if stack != 1:
         cost.stacking = stacking_line(
-            plan, stack, lambda runs: [by_key[_kind_key(r.config)] for r in runs]
+            plan, stack, lambda runs: [by_key[_kind_key(r.config)] for r in runs], workers
         )
     return cost
 
@@ -830,13 +830,16 @@ def surrogate_line(plan: list[PlannedRun]) -> str | None:
     )
 
 
-def stacking_line(plan: list[PlannedRun], most: Stack, kinds: Kinds | None = None) -> str:
-    """How ``stack_groups`` stacks the plan's runs, and by which rules, for the plan's
-    stacking line (``kinds``: as ``stack_rules`` takes it; default ``kinds_for``)."""
+def stacking_line(
+    plan: list[PlannedRun], most: Stack, kinds: Kinds | None = None, workers: int = 1
+) -> str:
+    """How ``stack_groups`` stacks the plan's runs for ``workers``, and by which rules, for
+    the plan's stacking line (``kinds``: as ``stack_rules`` takes it; default
+    ``kinds_for``)."""
     from triggerlab.grid.stacking import stack_groups, stack_key, stack_rules, unstackable
 
     rules = stack_rules(plan, most, kinds or kinds_for)
-    sizes = Counter(len(group) for group in stack_groups(plan, most, rules))
+    sizes = Counter(len(group) for group in stack_groups(plan, most, rules, workers=workers))
     stacked = sum(size * count for size, count in sizes.items() if size > 1)
     shown = ", ".join(f"{count} x {size}" for size, count in sorted(sizes.items(), reverse=True))
     head = f"up to {most} runs a stack" if most != "auto" else "auto, where it pays"

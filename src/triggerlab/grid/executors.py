@@ -65,7 +65,7 @@ def run_local(
     result as it ends."""
     from triggerlab.grid.cost import kinds_for  # the planner's costs decide --stack auto
 
-    units = stack_groups(todo, stack, kinds=kinds_for)
+    units = stack_groups(todo, stack, kinds=kinds_for, workers=workers)
     if workers == 1:
         for unit in units:
             yield from zip(

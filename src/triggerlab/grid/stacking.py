@@ -21,7 +21,9 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 import warnings
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
@@ -103,10 +105,13 @@ def parse_stack(text: str) -> Stack:
 
 @dataclass(frozen=True)
 class StackRule:
-    """How many runs of one stack key a stack takes, and why."""
+    """How many runs of one stack key a stack takes, and why; ``by_seed``: a stack takes
+    runs of one ``train.seed`` only (heads: members with one batch order read each batch of
+    features once, for all of them, ``train.heads.train_heads``)."""
 
     most: int
     why: str
+    by_seed: bool = False
 
 
 def auto_rule(run: PlannedRun, kind: Costed | None) -> StackRule:
@@ -119,7 +124,7 @@ def auto_rule(run: PlannedRun, kind: Costed | None) -> StackRule:
     if kind is None:
         return StackRule(1, "alone: the planner could not work out its cost")
     if kind.cached:
-        return StackRule(HEAD_STACK, "heads on cached features")
+        return StackRule(HEAD_STACK, "heads on cached features, one seed a stack", by_seed=True)
     device = run.config.train.device  # cuda without a GPU here: the run itself refuses it
     if device == "cuda" or (device == "auto" and torch.cuda.is_available()):
         return StackRule(MODEL_STACK, "whole models on the GPU (stacking unmeasured there)")
@@ -197,21 +202,37 @@ def stack_groups(
     most: Stack,
     rules: Mapping[str, StackRule] | None = None,
     kinds: Kinds | None = None,
+    workers: int = 1,
 ) -> list[list[PlannedRun]]:
     """The plan's runs in stacks of at most ``most`` (1: every run alone; ``auto``: as
     ``auto_rule`` says for each kind, from ``kinds``), in plan order of each stack's first
     run; a run that cannot be stacked is a stack of one. ``rules``: ``stack_rules``, worked
-    out already."""
+    out already.
+
+    A stack runs in one worker, its members' preparing, poisoning and evaluating one after
+    another: with ``workers`` side by side, the runs of a stack key are cut into at least as
+    many stacks as there are workers (of sizes as equal as the limit allows), so no worker
+    waits while another works through one stack of everything."""
     rules = stack_rules(plan, most, kinds) if rules is None else rules
-    groups: dict[str, list[list[PlannedRun]]] = {}
-    order: list[list[PlannedRun]] = []
+    keyed: list[tuple[PlannedRun, tuple[str, int | None] | None]] = []
     for run in plan:
         key = stack_key(run) if most != 1 else None
-        limit = rules[key].most if key in rules else 1
-        if key is None or limit == 1:
+        rule = rules.get(key) if key is not None else None
+        if rule is None or rule.most == 1:
+            keyed.append((run, None))
+        else:
+            keyed.append((run, (key, run.config.train.seed if rule.by_seed else None)))
+    counts = Counter(group for _, group in keyed if group is not None)
+    groups: dict[tuple[str, int | None], list[list[PlannedRun]]] = {}
+    order: list[list[PlannedRun]] = []
+    for run, group in keyed:
+        if group is None:
             order.append([run])
             continue
-        stacks = groups.setdefault(key, [])
+        size = counts[group]
+        limit = min(rules[group[0]].most, max(1, math.ceil(size / max(1, workers))))
+        limit = math.ceil(size / math.ceil(size / limit))  # equal sizes, as few stacks
+        stacks = groups.setdefault(group, [])
         if not stacks or len(stacks[-1]) == limit:
             stacks.append([])
             order.append(stacks[-1])
