@@ -36,6 +36,7 @@ import os
 import platform
 import statistics
 import time
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -178,6 +179,18 @@ def head_images_per_s(stack: int, features: torch.Tensor, rows: int) -> float:
     return stack * rows / times[0]
 
 
+def interleaved_medians(
+    settings: list[int], rounds: int, measure: Callable[[int], float]
+) -> dict[int, float]:
+    """Each setting's median over ``rounds``, the settings alternating within each round so
+    that all of them see the same machine load."""
+    samples: dict[int, list[float]] = {k: [] for k in settings}
+    for _ in range(rounds):
+        for setting in settings:
+            samples[setting].append(measure(setting))
+    return {k: statistics.median(v) for k, v in samples.items()}
+
+
 def achieved(images_per_s: float, flops_per_image: float, peak: float) -> dict[str, float]:
     rate = images_per_s * flops_per_image
     return {"images_per_s": images_per_s, "flops_per_s": rate, "share_of_matmul": rate / peak}
@@ -223,19 +236,20 @@ def main() -> None:
     }
     for size in args.sizes:
         images_per_s(4, size, 4 * args.batch_size * 2, args.batch_size)  # warm up
-        samples: dict[int, list[float]] = {k: [] for k in settings}
-        for _ in range(args.rounds):
-            for stack in settings:
-                samples[stack].append(images_per_s(stack, size, args.images, args.batch_size))
+        medians = interleaved_medians(
+            settings,
+            args.rounds,
+            lambda k, side=size: images_per_s(k, side, args.images, args.batch_size),
+        )
         step = count_flops(build_model("small_cnn", 1, (size, size), 10), (1, size, size)).train
-        alone = statistics.median(samples[0])
+        alone = medians[0]
         rows: dict[str, Any] = {"flops_per_image_step": step, "alone": achieved(alone, step, peak)}
         print(
             f"{size} px, batch {args.batch_size}, {step / 1e6:.2f} MFLOP an image-step: one run "
             f"alone {alone:,.0f} images/s ({rows['alone']['share_of_matmul']:.1%} of the product)"
         )
         for stack in args.stacks:
-            rate = statistics.median(samples[stack])
+            rate = medians[stack]
             rows[f"K={stack}"] = {**achieved(rate, step, peak), "vs_alone": rate / alone}
             print(
                 f"  K={stack:<3} stacked {rate:>9,.0f} images/s  {rate / alone:5.2f}x alone  "
@@ -244,13 +258,13 @@ def main() -> None:
         figures["sizes"][str(size)] = rows
     features = torch.randn(args.head_rows, args.head_features)
     head_step = count_flops(torch.nn.Linear(args.head_features, 10), (args.head_features,)).train
-    head_settings = [0, *args.head_stacks]
-    head_samples: dict[int, list[float]] = {k: [] for k in head_settings}
     head_images_per_s(4, features, args.head_rows)  # warm up
-    for _ in range(args.rounds):
-        for stack in head_settings:
-            head_samples[stack].append(head_images_per_s(stack, features, args.head_rows))
-    alone = statistics.median(head_samples[0])
+    head_medians = interleaved_medians(
+        [0, *args.head_stacks],
+        args.rounds,
+        lambda k: head_images_per_s(k, features, args.head_rows),
+    )
+    alone = head_medians[0]
     heads: dict[str, Any] = {
         "features": args.head_features,
         "rows": args.head_rows,
@@ -262,7 +276,7 @@ def main() -> None:
         f"one head alone {alone:,.0f} images/s"
     )
     for stack in args.head_stacks:
-        rate = statistics.median(head_samples[stack])
+        rate = head_medians[stack]
         heads[f"K={stack}"] = {**achieved(rate, head_step, peak), "vs_alone": rate / alone}
         print(f"  K={stack:<3} stacked {rate:>11,.0f} images/s  {rate / alone:5.2f}x alone")
     figures["cached_head"] = heads
